@@ -1,0 +1,135 @@
+package shaders
+
+//go:generate go run -tags shadergen ./gen
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strings"
+)
+
+// Set by registry_gen.go's init. With -tags shadergen (used only by the
+// generator) they stay empty.
+var (
+	spvFS           fs.FS
+	table           []entry
+	compilerVersion string
+)
+
+// entry is one row of the generated table.
+type entry struct {
+	Name      string
+	File      string // path inside spvFS
+	Source    string
+	TargetEnv string
+	Optimized bool
+	Defines   map[string]string
+}
+
+// Shader is one compiled variant.
+type Shader struct {
+	Name string
+	// SPIRV is the module's bytes (little-endian words, magic 0x07230203).
+	// A []byte is not guaranteed 4-byte aligned: hand Words() to
+	// vkCreateShaderModule.
+	SPIRV []byte
+	// Source is the GLSL file it was built from, relative to shaders/.
+	Source string
+	// Defines are the -D macros it was built with (never nil).
+	Defines map[string]string
+	// TargetEnv is the Vulkan environment it was built and validated for,
+	// e.g. "vulkan1.2"; the device must support at least that version.
+	TargetEnv string
+}
+
+// ErrUnknown is wrapped by Lookup's error for a name not in the registry.
+var ErrUnknown = errors.New("unknown shader")
+
+// Words returns the module as 32-bit words, decoded little-endian into a
+// fresh, aligned slice: what VkShaderModuleCreateInfo.pCode wants.
+func (s Shader) Words() []uint32 {
+	w := make([]uint32, len(s.SPIRV)/4)
+	for i := range w {
+		w[i] = binary.LittleEndian.Uint32(s.SPIRV[4*i:])
+	}
+	return w
+}
+
+// Lookup returns the shader called name, e.g. "fill_u32". The result is
+// the caller's to modify. An unknown name gives an error wrapping
+// ErrUnknown that lists the closest names.
+func Lookup(name string) (Shader, error) {
+	for _, e := range table {
+		if e.Name != name {
+			continue
+		}
+		b, err := fs.ReadFile(spvFS, e.File)
+		if err != nil {
+			return Shader{}, fmt.Errorf("shaders: %s: %w", name, err)
+		}
+		if len(b) < 20 || len(b)%4 != 0 || binary.LittleEndian.Uint32(b) != 0x07230203 {
+			return Shader{}, fmt.Errorf("shaders: %s: %s is not a SPIR-V module", name, e.File)
+		}
+		defs := make(map[string]string, len(e.Defines))
+		for k, v := range e.Defines {
+			defs[k] = v
+		}
+		return Shader{Name: e.Name, SPIRV: b, Source: e.Source, Defines: defs, TargetEnv: e.TargetEnv}, nil
+	}
+	if len(table) == 0 {
+		return Shader{}, fmt.Errorf("shaders: %w %q: the registry is empty (built with -tags shadergen?)", ErrUnknown, name)
+	}
+	return Shader{}, fmt.Errorf("shaders: %w %q; closest: %s", ErrUnknown, name, strings.Join(closest(name, 5), ", "))
+}
+
+// Names returns every shader name, sorted.
+func Names() []string {
+	n := make([]string, len(table))
+	for i, e := range table {
+		n[i] = e.Name
+	}
+	sort.Strings(n)
+	return n
+}
+
+// CompilerVersion is the `glslc --version` text of the compiler that built
+// the embedded modules.
+func CompilerVersion() string { return compilerVersion }
+
+// closest returns up to k names nearest to name by edit distance, ties by
+// name.
+func closest(name string, k int) []string {
+	names := Names()
+	d := make(map[string]int, len(names))
+	for _, n := range names {
+		d[n] = editDistance(name, n)
+	}
+	sort.SliceStable(names, func(i, j int) bool { return d[names[i]] < d[names[j]] })
+	if len(names) > k {
+		names = names[:k]
+	}
+	return names
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			c := prev[j-1]
+			if a[i-1] != b[j-1] {
+				c++
+			}
+			cur[j] = min(c, prev[j]+1, cur[j-1]+1)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,125 @@
+package shaders
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// DefaultSpirv is the glslc/spirv-val target environment of a variant that
+// does not name one. Vulkan 1.2 runs on lavapipe (1.3) and NVIDIA (1.4).
+const DefaultSpirv = "vulkan1.2"
+
+// Variant is one compiled shader: a GLSL source plus defines.
+//
+// The generator (go run -tags shadergen ./shaders/gen) compiles each variant
+// with the pinned glslc into spv/<Name>.spv and lists it in registry_gen.go.
+type Variant struct {
+	// Name follows <op>[_back]_<dtype>[_<variant>], e.g. matmul_lora_bf16_coopmat,
+	// swiglu_back_f32; it is also the .spv file name and the Lookup key.
+	Name string
+	// Source is the GLSL file, relative to the shaders directory.
+	Source string
+	// Defines are passed as -DKEY=VALUE (-DKEY when VALUE is "").
+	Defines map[string]string
+	// NoOptimize builds without -O. spirv-opt has miscompiled cooperative
+	// matrix and bf16 shaders (llama.cpp builds those unoptimised).
+	NoOptimize bool
+	// Spirv is the target environment, e.g. "vulkan1.3"; "" means DefaultSpirv.
+	Spirv string
+}
+
+// Dtypes are the dtype tokens of the name grammar. Add one here before using
+// it in a variant name.
+var Dtypes = []string{"f32", "f16", "bf16", "u32", "u16", "u8", "i32", "i8", "nf4"}
+
+// Variants returns every shader variant, in a stable order. Build rows with
+// loops over dtypes and flavours; never copy-paste near-identical lines.
+func Variants() []Variant {
+	var t variantTable
+
+	// fill: one kernel per 32-bit word type; value is the word's bit pattern,
+	// so f32 and i32 buffers use fill_u32 too.
+	for _, dt := range []string{"u32"} {
+		t.add(Variant{Name: variantName("fill", false, dt, ""), Source: "fill.comp"})
+	}
+
+	// Next, e.g. (dtypeDefines and with being small helpers added here):
+	//	for _, dt := range []string{"f32", "f16", "bf16"} {
+	//		t.add(Variant{Name: variantName("matmul", false, dt, ""), Source: "matmul.comp", Defines: dtypeDefines(dt)})
+	//		t.add(Variant{Name: variantName("matmul", false, dt, "coopmat"), Source: "matmul.comp",
+	//			Defines: with(dtypeDefines(dt), "COOPMAT", "1"), NoOptimize: true, Spirv: "vulkan1.3"})
+	//	}
+
+	return t.vs
+}
+
+// variantTable accumulates variants and fills in defaults.
+type variantTable struct{ vs []Variant }
+
+func (t *variantTable) add(v Variant) {
+	if v.Spirv == "" {
+		v.Spirv = DefaultSpirv
+	}
+	if v.Defines == nil {
+		v.Defines = map[string]string{}
+	}
+	t.vs = append(t.vs, v)
+}
+
+// variantName builds <op>[_back]_<dtype>[_<flavour>].
+func variantName(op string, back bool, dtype, flavour string) string {
+	n := op
+	if back {
+		n += "_back"
+	}
+	n += "_" + dtype
+	if flavour != "" {
+		n += "_" + flavour
+	}
+	return n
+}
+
+var (
+	nameRE = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z][a-z0-9]*)*?(_back)?_(` +
+		strings.Join(Dtypes, "|") + `)(_[a-z0-9]+)*$`)
+	defineRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	spirvRE  = regexp.MustCompile(`^vulkan1\.[0-4]$`)
+)
+
+// ValidateVariants reports duplicate names, names outside the grammar, bad
+// sources, define names or target environments.
+func ValidateVariants(vs []Variant) error {
+	var errs []string
+	seen := map[string]bool{}
+	for _, v := range vs {
+		if seen[v.Name] {
+			errs = append(errs, fmt.Sprintf("%s: duplicate name", v.Name))
+		}
+		seen[v.Name] = true
+		if !nameRE.MatchString(v.Name) {
+			errs = append(errs, fmt.Sprintf("%q: name is not <op>[_back]_<dtype>[_<variant>] with dtype in %v", v.Name, Dtypes))
+		}
+		if !strings.HasSuffix(v.Source, ".comp") || strings.Contains(v.Source, "..") {
+			errs = append(errs, fmt.Sprintf("%s: source %q is not a .comp file in the shaders directory", v.Name, v.Source))
+		}
+		keys := make([]string, 0, len(v.Defines))
+		for k := range v.Defines {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if !defineRE.MatchString(k) || strings.ContainsAny(v.Defines[k], "\n\r") {
+				errs = append(errs, fmt.Sprintf("%s: bad define %q=%q", v.Name, k, v.Defines[k]))
+			}
+		}
+		if !spirvRE.MatchString(v.Spirv) {
+			errs = append(errs, fmt.Sprintf("%s: target env %q is not vulkan1.0..vulkan1.4", v.Name, v.Spirv))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("shaders: bad variant table:\n  %s", strings.Join(errs, "\n  "))
+	}
+	return nil
+}
