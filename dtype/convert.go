@@ -99,8 +99,10 @@ func Decode(d DType, b []byte, dst []float32) {
 }
 
 func putU16(b []byte, v uint16) { b[0], b[1] = byte(v), byte(v>>8) }
-func putU32(b []byte, v uint32) { b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24) }
-func u16(b []byte) uint16       { return uint16(b[0]) | uint16(b[1])<<8 }
+func putU32(b []byte, v uint32) {
+	b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+}
+func u16(b []byte) uint16 { return uint16(b[0]) | uint16(b[1])<<8 }
 func u32(b []byte) uint32 {
 	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }

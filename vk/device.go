@@ -1,0 +1,261 @@
+package vk
+
+// #include "shim.h"
+import "C"
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"unsafe"
+
+	vulkan "github.com/vulkan-go/vulkan"
+)
+
+// Options chooses and configures the device Open returns.
+type Options struct {
+	// Select is a device index or a case-insensitive name substring. Empty
+	// means $VKLORA_DEVICE, and when that is unset too: the first discrete
+	// GPU, else integrated, else any other, else a CPU (software) device.
+	Select string
+	// Validation enables VK_LAYER_KHRONOS_validation when it is installed.
+	// VKLORA_VALIDATION=1 enables it too.
+	Validation bool
+}
+
+// Device is an open logical device with one compute queue. A Device and the
+// objects made from it are for one goroutine at a time, like a CUDA stream.
+type Device struct {
+	info    DeviceInfo
+	phys    C.VkPhysicalDevice
+	dev     vulkan.Device
+	queue   vulkan.Queue
+	pool    vulkan.CommandPool
+	cache   vulkan.PipelineCache
+	mem     memoryTypes
+	layouts map[layoutKey]*pipelineLayout
+	kernels map[string]*Kernel
+	staging *stagingArea
+
+	mu        sync.Mutex
+	live      map[string]int // live objects by kind, for leak reports
+	allocated uint64         // bytes of device memory held by buffers now
+	peak      uint64
+	released  bool
+}
+
+// Open creates a logical device on the selected physical device.
+func Open(opts Options) (*Device, error) {
+	if err := acquireInstance(opts.Validation); err != nil {
+		return nil, err
+	}
+	d, err := open(opts)
+	if err != nil {
+		releaseInstance()
+		return nil, err
+	}
+	return d, nil
+}
+
+func open(opts Options) (*Device, error) {
+	global.mu.Lock()
+	infos, phys, inst := global.infos, global.phys, global.handle
+	global.mu.Unlock()
+	sel := opts.Select
+	if sel == "" {
+		sel = os.Getenv("VKLORA_DEVICE")
+	}
+	idx, err := selectDevice(infos, sel)
+	if err != nil {
+		return nil, err
+	}
+	info := infos[idx]
+	if !info.Caps.PushDescriptor {
+		return nil, fmt.Errorf("vk: device %q lacks VK_KHR_push_descriptor, which the engine needs: %w", info.Name, ErrUnsupported)
+	}
+	if info.Caps.QueueFamily == ^uint32(0) {
+		return nil, fmt.Errorf("vk: device %q has no compute queue: %w", info.Name, ErrUnsupported)
+	}
+	var c C.vkl_caps
+	C.vkl_probe(inst, phys[idx], &c)
+	var cdev C.VkDevice
+	if err := check("vkCreateDevice", vulkan.Result(C.vkl_create_device(inst, phys[idx], &c, &cdev))); err != nil {
+		return nil, fmt.Errorf("%w (device %s)", err, info.Name)
+	}
+	d := &Device{
+		info: info, phys: phys[idx], dev: vulkan.Device(unsafe.Pointer(cdev)),
+		layouts: map[layoutKey]*pipelineLayout{}, kernels: map[string]*Kernel{}, live: map[string]int{},
+	}
+	if err := d.init(); err != nil {
+		d.destroy()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Device) init() error {
+	var queue vulkan.Queue
+	vulkan.GetDeviceQueue(d.dev, d.info.Caps.QueueFamily, 0, &queue)
+	d.queue = queue
+	var pool vulkan.CommandPool
+	err := check("vkCreateCommandPool", vulkan.CreateCommandPool(d.dev, &vulkan.CommandPoolCreateInfo{
+		SType:            vulkan.StructureTypeCommandPoolCreateInfo,
+		Flags:            vulkan.CommandPoolCreateFlags(vulkan.CommandPoolCreateResetCommandBufferBit),
+		QueueFamilyIndex: d.info.Caps.QueueFamily,
+	}, nil, &pool))
+	if err != nil {
+		return err
+	}
+	d.pool = pool
+	var cache vulkan.PipelineCache
+	err = check("vkCreatePipelineCache", vulkan.CreatePipelineCache(d.dev, &vulkan.PipelineCacheCreateInfo{
+		SType: vulkan.StructureTypePipelineCacheCreateInfo,
+	}, nil, &cache))
+	if err != nil {
+		return err
+	}
+	d.cache = cache
+	d.mem = probeMemoryTypes(vulkan.PhysicalDevice(unsafe.Pointer(d.phys)), d.info.Type)
+	return nil
+}
+
+// selectDevice applies Options.Select / VKLORA_DEVICE, or the default order.
+func selectDevice(infos []DeviceInfo, sel string) (int, error) {
+	if len(infos) == 0 {
+		return 0, fmt.Errorf("vk: no Vulkan physical devices found: %w (install mesa-vulkan-drivers for the lavapipe CPU device)", ErrNoDevice)
+	}
+	if sel != "" {
+		if i, err := strconv.Atoi(sel); err == nil {
+			if i < 0 || i >= len(infos) {
+				return 0, fmt.Errorf("vk: device index %d out of range [0,%d): %w", i, len(infos), ErrNoDevice)
+			}
+			return i, nil
+		}
+		for i, inf := range infos {
+			if strings.Contains(strings.ToLower(inf.Name), strings.ToLower(sel)) {
+				return i, nil
+			}
+		}
+		names := make([]string, len(infos))
+		for i, inf := range infos {
+			names[i] = fmt.Sprintf("%d: %s", i, inf.Name)
+		}
+		return 0, fmt.Errorf("vk: no device matches %q (have %s): %w", sel, strings.Join(names, "; "), ErrNoDevice)
+	}
+	rank := map[DeviceType]int{DeviceDiscrete: 0, DeviceIntegrated: 1, DeviceVirtual: 2, DeviceOther: 3, DeviceCPU: 4}
+	order := make([]int, len(infos))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return rank[infos[order[a]].Type] < rank[infos[order[b]].Type] })
+	return order[0], nil
+}
+
+// Info describes the physical device.
+func (d *Device) Info() DeviceInfo { return d.info }
+
+// Caps is the device's probed capabilities.
+func (d *Device) Caps() *Caps { return &d.info.Caps }
+
+func (d *Device) track(kind string, delta int) {
+	d.mu.Lock()
+	d.live[kind] += delta
+	if d.live[kind] == 0 {
+		delete(d.live, kind)
+	}
+	d.mu.Unlock()
+}
+
+// Live counts the objects made from this device that are not yet released,
+// by kind ("buffer", "recorder", …). Kernels belong to the device and are
+// not counted.
+func (d *Device) Live() map[string]int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]int, len(d.live))
+	for k, v := range d.live {
+		out[k] = v
+	}
+	return out
+}
+
+// MemoryStats returns the bytes of device memory held by buffers now and the
+// peak since Open or the last ResetPeak.
+func (d *Device) MemoryStats() (current, peak uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.allocated, d.peak
+}
+
+// ResetPeak sets the peak to the current allocation.
+func (d *Device) ResetPeak() {
+	d.mu.Lock()
+	d.peak = d.allocated
+	d.mu.Unlock()
+}
+
+func (d *Device) account(delta int64) {
+	d.mu.Lock()
+	d.allocated = uint64(int64(d.allocated) + delta)
+	if d.allocated > d.peak {
+		d.peak = d.allocated
+	}
+	d.mu.Unlock()
+}
+
+// Release waits for the device to go idle and destroys it with its kernels.
+// It reports objects that were never released (a leak in the caller) as an
+// error; it is safe to call twice.
+func (d *Device) Release() error {
+	if d == nil || d.released {
+		return nil
+	}
+	var leakErr error
+	if live := d.Live(); len(live) > 0 {
+		leakErr = fmt.Errorf("vk: device %s released with live objects %v", d.info.Name, live)
+	}
+	d.destroy()
+	releaseInstance()
+	return leakErr
+}
+
+func (d *Device) destroy() {
+	if d.dev != nil {
+		vulkan.DeviceWaitIdle(d.dev)
+	}
+	if d.staging != nil {
+		d.staging.release(d)
+		d.staging = nil
+	}
+	for k, kern := range d.kernels {
+		kern.destroy(d)
+		delete(d.kernels, k)
+	}
+	for k, l := range d.layouts {
+		l.destroy(d)
+		delete(d.layouts, k)
+	}
+	if d.cache != nil {
+		vulkan.DestroyPipelineCache(d.dev, d.cache, nil)
+		d.cache = nil
+	}
+	if d.pool != nil {
+		vulkan.DestroyCommandPool(d.dev, d.pool, nil)
+		d.pool = nil
+	}
+	if d.dev != nil {
+		vulkan.DestroyDevice(d.dev, nil)
+		d.dev = nil
+	}
+	d.released = true
+}
+
+func (d *Device) alive() error {
+	if d == nil || d.released {
+		return fmt.Errorf("vk: device: %w", ErrReleased)
+	}
+	return nil
+}

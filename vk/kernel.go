@@ -1,0 +1,126 @@
+package vk
+
+// #include <stdlib.h>
+// #include "shim.h"
+import "C"
+
+import (
+	"fmt"
+	"unsafe"
+
+	vulkan "github.com/vulkan-go/vulkan"
+)
+
+// MaxBindings is the most storage buffers one kernel binds.
+const MaxBindings = 12
+
+// KernelSpec describes one compute pipeline: a SPIR-V module, how many
+// storage buffers it binds (set 0, bindings 0..Buffers-1), the exact size of
+// its push-constant block, and its specialization constants (ids 0..n-1, all
+// 32-bit). Dispatch checks calls against it.
+type KernelSpec struct {
+	Name         string
+	SPIRV        []uint32
+	Buffers      int
+	PushSize     int
+	Spec         []uint32
+	SubgroupSize uint32 // required subgroup size, 0 for the driver's choice
+}
+
+// Kernel is a compute pipeline owned by its Device: it lives until the device
+// is released, and Device.Kernel returns the same one for the same spec.
+type Kernel struct {
+	spec     KernelSpec
+	layout   *pipelineLayout
+	pipeline C.VkPipeline
+	module   C.VkShaderModule
+}
+
+// Spec returns what the kernel was built from.
+func (k *Kernel) Spec() KernelSpec { return k.spec }
+
+type layoutKey struct{ buffers, push int }
+
+type pipelineLayout struct {
+	set    C.VkDescriptorSetLayout
+	layout C.VkPipelineLayout
+}
+
+func (l *pipelineLayout) destroy(d *Device) {
+	vulkan.DestroyPipelineLayout(d.dev, vulkan.PipelineLayout(unsafe.Pointer(l.layout)), nil)
+	vulkan.DestroyDescriptorSetLayout(d.dev, vulkan.DescriptorSetLayout(unsafe.Pointer(l.set)), nil)
+}
+
+func (d *Device) cdev() C.VkDevice { return C.VkDevice(unsafe.Pointer(d.dev)) }
+
+func (d *Device) layoutFor(buffers, push int) (*pipelineLayout, error) {
+	key := layoutKey{buffers, push}
+	if l, ok := d.layouts[key]; ok {
+		return l, nil
+	}
+	l := &pipelineLayout{}
+	r := C.vkl_create_layout(d.cdev(), C.uint32_t(buffers), C.uint32_t(push), &l.set, &l.layout)
+	if err := check("vkCreatePipelineLayout", vulkan.Result(r)); err != nil {
+		return nil, err
+	}
+	d.layouts[key] = l
+	return l, nil
+}
+
+func kernelKey(s KernelSpec) string {
+	return fmt.Sprintf("%s|%v|%d|%d|%d", s.Name, s.Spec, s.SubgroupSize, s.Buffers, s.PushSize)
+}
+
+// Kernel returns the pipeline for spec, building it on first use.
+func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
+	if err := d.alive(); err != nil {
+		return nil, err
+	}
+	key := kernelKey(spec)
+	if k, ok := d.kernels[key]; ok {
+		return k, nil
+	}
+	switch {
+	case len(spec.SPIRV) < 5 || spec.SPIRV[0] != 0x07230203:
+		return nil, fmt.Errorf("vk: kernel %s: not a SPIR-V module: %w", spec.Name, ErrInvalidArgument)
+	case spec.Buffers < 0 || spec.Buffers > MaxBindings:
+		return nil, fmt.Errorf("vk: kernel %s: %d buffers, at most %d: %w", spec.Name, spec.Buffers, MaxBindings, ErrInvalidArgument)
+	case spec.PushSize%4 != 0 || spec.PushSize > int(d.info.Caps.MaxPushConstants):
+		return nil, fmt.Errorf("vk: kernel %s: push constants of %d bytes (device allows %d, multiple of 4): %w",
+			spec.Name, spec.PushSize, d.info.Caps.MaxPushConstants, ErrInvalidArgument)
+	case len(spec.Spec) > 32:
+		return nil, fmt.Errorf("vk: kernel %s: %d specialization constants, at most 32: %w", spec.Name, len(spec.Spec), ErrInvalidArgument)
+	}
+	l, err := d.layoutFor(spec.Buffers, spec.PushSize)
+	if err != nil {
+		return nil, err
+	}
+	k := &Kernel{spec: spec, layout: l}
+	var specPtr *C.uint32_t
+	if len(spec.Spec) > 0 {
+		specPtr = (*C.uint32_t)(C.CBytes(u32Bytes(spec.Spec)))
+		defer C.free(unsafe.Pointer(specPtr))
+	}
+	code := C.CBytes(u32Bytes(spec.SPIRV))
+	defer C.free(code)
+	r := C.vkl_create_pipeline(d.cdev(), C.VkPipelineCache(unsafe.Pointer(d.cache)), l.layout,
+		(*C.uint32_t)(code), C.size_t(4*len(spec.SPIRV)), specPtr, C.uint32_t(len(spec.Spec)),
+		C.uint32_t(spec.SubgroupSize), &k.pipeline, &k.module)
+	if err := check("vkCreateComputePipelines", vulkan.Result(r)); err != nil {
+		return nil, fmt.Errorf("%w (kernel %s, spec %v)", err, spec.Name, spec.Spec)
+	}
+	d.kernels[key] = k
+	return k, nil
+}
+
+func (k *Kernel) destroy(d *Device) {
+	vulkan.DestroyPipeline(d.dev, vulkan.Pipeline(unsafe.Pointer(k.pipeline)), nil)
+	vulkan.DestroyShaderModule(d.dev, vulkan.ShaderModule(unsafe.Pointer(k.module)), nil)
+}
+
+func u32Bytes(w []uint32) []byte {
+	if len(w) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&w[0])), 4*len(w))
+}

@@ -1,0 +1,215 @@
+package vk
+
+import (
+	"fmt"
+	"unsafe"
+
+	vulkan "github.com/vulkan-go/vulkan"
+)
+
+// memoryTypes remembers the device's memory types so buffers can pick one.
+type memoryTypes struct {
+	flags      []vulkan.MemoryPropertyFlags
+	preferHost bool // CPU and integrated devices: device-local memory is host memory
+}
+
+func probeMemoryTypes(phys vulkan.PhysicalDevice, t DeviceType) memoryTypes {
+	var props vulkan.PhysicalDeviceMemoryProperties
+	vulkan.GetPhysicalDeviceMemoryProperties(phys, &props)
+	props.Deref()
+	m := memoryTypes{preferHost: t == DeviceCPU || t == DeviceIntegrated}
+	for i := uint32(0); i < props.MemoryTypeCount; i++ {
+		mt := props.MemoryTypes[i]
+		mt.Deref()
+		m.flags = append(m.flags, mt.PropertyFlags)
+	}
+	return m
+}
+
+const (
+	memDeviceLocal  = vulkan.MemoryPropertyFlags(vulkan.MemoryPropertyDeviceLocalBit)
+	memHostVisible  = vulkan.MemoryPropertyFlags(vulkan.MemoryPropertyHostVisibleBit)
+	memHostCoherent = vulkan.MemoryPropertyFlags(vulkan.MemoryPropertyHostCoherentBit)
+	memHostCached   = vulkan.MemoryPropertyFlags(vulkan.MemoryPropertyHostCachedBit)
+)
+
+// pick returns the first allowed type that has all of want, preferring one
+// that also has prefer and none of avoid; -1 when none has want.
+func (m memoryTypes) pick(allowed uint32, want, prefer, avoid vulkan.MemoryPropertyFlags) int {
+	best, bestScore := -1, -1
+	for i, f := range m.flags {
+		if allowed&(1<<uint(i)) == 0 || f&want != want {
+			continue
+		}
+		score := 0
+		if f&prefer == prefer {
+			score += 2
+		}
+		if f&avoid == 0 {
+			score++
+		}
+		if score > bestScore {
+			best, bestScore = i, score
+		}
+	}
+	return best
+}
+
+// Buffer is a storage buffer in device memory. On devices whose device-local
+// memory is host memory (lavapipe, integrated GPUs) it stays mapped and
+// uploads are plain copies; elsewhere they go through a staging buffer.
+type Buffer struct {
+	dev    *Device
+	buf    vulkan.Buffer
+	mem    vulkan.DeviceMemory
+	size   uint64
+	mapped unsafe.Pointer
+	kind   string
+}
+
+// NewBuffer allocates size bytes of device-local storage buffer (rounded up to
+// 16 bytes). Sizes beyond the device's storage-buffer range or allocation
+// limit fail with ErrTooLarge; the device stays usable.
+func (d *Device) NewBuffer(size uint64) (*Buffer, error) {
+	if err := d.alive(); err != nil {
+		return nil, err
+	}
+	if size == 0 {
+		return nil, fmt.Errorf("vk: NewBuffer: size 0: %w", ErrInvalidArgument)
+	}
+	size = (size + 15) &^ 15
+	c := d.info.Caps
+	if size > c.MaxStorageBufferRange || size > c.MaxAllocationSize {
+		return nil, fmt.Errorf("vk: NewBuffer: %d bytes exceeds the device limit (storage range %d, allocation %d): %w",
+			size, c.MaxStorageBufferRange, c.MaxAllocationSize, ErrTooLarge)
+	}
+	want, prefer, avoid := memDeviceLocal, vulkan.MemoryPropertyFlags(0), memHostVisible
+	if d.mem.preferHost {
+		prefer, avoid = memHostVisible|memHostCoherent, 0
+	}
+	usage := vulkan.BufferUsageStorageBufferBit | vulkan.BufferUsageTransferSrcBit | vulkan.BufferUsageTransferDstBit
+	b, err := d.newBuffer(size, vulkan.BufferUsageFlags(usage), want, prefer, avoid)
+	if err != nil {
+		return nil, err
+	}
+	b.kind = "buffer"
+	d.track(b.kind, 1)
+	d.account(int64(size))
+	return b, nil
+}
+
+func (d *Device) newBuffer(size uint64, usage vulkan.BufferUsageFlags, want, prefer, avoid vulkan.MemoryPropertyFlags) (*Buffer, error) {
+	b := &Buffer{dev: d, size: size}
+	var vbuf vulkan.Buffer
+	err := check("vkCreateBuffer", vulkan.CreateBuffer(d.dev, &vulkan.BufferCreateInfo{
+		SType:       vulkan.StructureTypeBufferCreateInfo,
+		Size:        vulkan.DeviceSize(size),
+		Usage:       usage,
+		SharingMode: vulkan.SharingModeExclusive,
+	}, nil, &vbuf))
+	if err != nil {
+		return nil, err
+	}
+	b.buf = vbuf
+	var req vulkan.MemoryRequirements
+	vulkan.GetBufferMemoryRequirements(d.dev, b.buf, &req)
+	req.Deref()
+	ti := d.mem.pick(req.MemoryTypeBits, want, prefer, avoid)
+	if ti < 0 {
+		vulkan.DestroyBuffer(d.dev, b.buf, nil)
+		return nil, fmt.Errorf("vk: no memory type with flags %#x for a %d-byte buffer: %w", want, size, ErrUnsupported)
+	}
+	var mem vulkan.DeviceMemory
+	err = check("vkAllocateMemory", vulkan.AllocateMemory(d.dev, &vulkan.MemoryAllocateInfo{
+		SType:           vulkan.StructureTypeMemoryAllocateInfo,
+		AllocationSize:  req.Size,
+		MemoryTypeIndex: uint32(ti),
+	}, nil, &mem))
+	b.mem = mem
+	if err != nil {
+		vulkan.DestroyBuffer(d.dev, b.buf, nil)
+		return nil, fmt.Errorf("%w (%d bytes)", err, size)
+	}
+	if err := check("vkBindBufferMemory", vulkan.BindBufferMemory(d.dev, b.buf, b.mem, 0)); err != nil {
+		b.destroy()
+		return nil, err
+	}
+	if d.mem.flags[ti]&(memHostVisible|memHostCoherent) == memHostVisible|memHostCoherent {
+		var p unsafe.Pointer
+		if err := check("vkMapMemory", vulkan.MapMemory(d.dev, b.mem, 0, vulkan.DeviceSize(size), 0, &p)); err != nil {
+			b.destroy()
+			return nil, err
+		}
+		b.mapped = p
+	}
+	return b, nil
+}
+
+// Size is the buffer's size in bytes.
+func (b *Buffer) Size() uint64 { return b.size }
+
+// Release frees the buffer. It is safe to call more than once.
+func (b *Buffer) Release() {
+	if b == nil || b.buf == nil {
+		return
+	}
+	d := b.dev
+	b.destroy()
+	if b.kind != "" {
+		d.track(b.kind, -1)
+		d.account(-int64(b.size))
+	}
+}
+
+func (b *Buffer) destroy() {
+	d := b.dev
+	if b.mapped != nil {
+		vulkan.UnmapMemory(d.dev, b.mem)
+		b.mapped = nil
+	}
+	vulkan.DestroyBuffer(d.dev, b.buf, nil)
+	if b.mem != nil {
+		vulkan.FreeMemory(d.dev, b.mem, nil)
+	}
+	b.buf, b.mem = nil, nil
+}
+
+func (b *Buffer) checkRange(op string, offset, n uint64) error {
+	if b == nil || b.buf == nil {
+		return fmt.Errorf("vk: %s: buffer: %w", op, ErrReleased)
+	}
+	if offset > b.size || n > b.size-offset {
+		return fmt.Errorf("vk: %s: range [%d,+%d) outside a %d-byte buffer: %w", op, offset, n, b.size, ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Upload copies data into the buffer at offset. It waits for completion.
+func (b *Buffer) Upload(offset uint64, data []byte) error {
+	if err := b.checkRange("Upload", offset, uint64(len(data))); err != nil {
+		return err
+	}
+	if len(data) == 0 {
+		return nil
+	}
+	if b.mapped != nil {
+		copy(unsafe.Slice((*byte)(unsafe.Add(b.mapped, offset)), len(data)), data)
+		return nil
+	}
+	return b.dev.stage(b, offset, data, true)
+}
+
+// Download copies len(dst) bytes from the buffer at offset into dst.
+func (b *Buffer) Download(offset uint64, dst []byte) error {
+	if err := b.checkRange("Download", offset, uint64(len(dst))); err != nil {
+		return err
+	}
+	if len(dst) == 0 {
+		return nil
+	}
+	if b.mapped != nil {
+		copy(dst, unsafe.Slice((*byte)(unsafe.Add(b.mapped, offset)), len(dst)))
+		return nil
+	}
+	return b.dev.stage(b, offset, dst, false)
+}

@@ -1,0 +1,334 @@
+package vk
+
+// #include <stdlib.h>
+// #include "shim.h"
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"time"
+	"unsafe"
+
+	vulkan "github.com/vulkan-go/vulkan"
+)
+
+// Binding is a byte range of a buffer bound to one kernel binding.
+type Binding struct {
+	buf          *Buffer
+	offset, size uint64
+}
+
+// Whole binds the entire buffer.
+func (b *Buffer) Whole() Binding { return Binding{buf: b, size: b.size} }
+
+// Range binds size bytes from offset; Dispatch checks it lies inside the
+// buffer and meets the device's offset alignment.
+func (b *Buffer) Range(offset, size uint64) Binding {
+	return Binding{buf: b, offset: offset, size: size}
+}
+
+// Releaser is anything with an idempotent Release, such as a temporary buffer
+// a recorded op must keep alive until the work completes.
+type Releaser interface{ Release() }
+
+// maxTimestamps bounds the timestamps one recording may write.
+const maxTimestamps = 512
+
+// Recorder records dispatches, barriers and timestamps into one command
+// buffer; Submit runs them and waits. Errors found while recording are
+// sticky: the first is returned by every later call and by Submit, and the
+// recording is then discarded so the device stays usable.
+type Recorder struct {
+	dev      *Device
+	cb       vulkan.CommandBuffer
+	fence    vulkan.Fence
+	queries  vulkan.QueryPool
+	nq       int
+	ticks    []uint64
+	err      error
+	holds    []Releaser
+	bindings *C.vkl_binding // C array of MaxBindings, reused per dispatch
+	count    int            // dispatches recorded
+	released bool
+}
+
+// NewRecorder allocates a command buffer and begins recording.
+func (d *Device) NewRecorder() (*Recorder, error) {
+	if err := d.alive(); err != nil {
+		return nil, err
+	}
+	r := &Recorder{dev: d}
+	cbs := make([]vulkan.CommandBuffer, 1)
+	err := check("vkAllocateCommandBuffers", vulkan.AllocateCommandBuffers(d.dev, &vulkan.CommandBufferAllocateInfo{
+		SType: vulkan.StructureTypeCommandBufferAllocateInfo, CommandPool: d.pool,
+		Level: vulkan.CommandBufferLevelPrimary, CommandBufferCount: 1,
+	}, cbs))
+	if err != nil {
+		return nil, err
+	}
+	r.cb = cbs[0]
+	var fence vulkan.Fence
+	if err := check("vkCreateFence", vulkan.CreateFence(d.dev, &vulkan.FenceCreateInfo{
+		SType: vulkan.StructureTypeFenceCreateInfo}, nil, &fence)); err != nil {
+		r.destroy()
+		return nil, err
+	}
+	r.fence = fence
+	if d.info.Caps.TimestampValidBits > 0 {
+		var qp vulkan.QueryPool
+		if err := check("vkCreateQueryPool", vulkan.CreateQueryPool(d.dev, &vulkan.QueryPoolCreateInfo{
+			SType: vulkan.StructureTypeQueryPoolCreateInfo, QueryType: vulkan.QueryTypeTimestamp, QueryCount: maxTimestamps,
+		}, nil, &qp)); err != nil {
+			r.destroy()
+			return nil, err
+		}
+		r.queries = qp
+	}
+	r.bindings = (*C.vkl_binding)(C.calloc(MaxBindings, C.sizeof_vkl_binding))
+	if err := r.begin(); err != nil {
+		r.destroy()
+		return nil, err
+	}
+	d.track("recorder", 1)
+	return r, nil
+}
+
+func (r *Recorder) begin() error {
+	r.nq, r.count, r.err = 0, 0, nil
+	if err := check("vkBeginCommandBuffer", vulkan.BeginCommandBuffer(r.cb, &vulkan.CommandBufferBeginInfo{
+		SType: vulkan.StructureTypeCommandBufferBeginInfo,
+		Flags: vulkan.CommandBufferUsageFlags(vulkan.CommandBufferUsageOneTimeSubmitBit),
+	})); err != nil {
+		return err
+	}
+	if r.queries != nil {
+		vulkan.CmdResetQueryPool(r.cb, r.queries, 0, maxTimestamps)
+	}
+	return nil
+}
+
+func (r *Recorder) fail(err error) error {
+	if r.err == nil {
+		r.err = err
+	}
+	return r.err
+}
+
+// Err returns the first recording error, if any.
+func (r *Recorder) Err() error { return r.err }
+
+// Hold keeps x alive until the recorded work has completed: Submit (or
+// Release) releases it. Ops use it for temporaries.
+func (r *Recorder) Hold(x Releaser) { r.holds = append(r.holds, x) }
+
+// Dispatch records one kernel launch over groups workgroups with the given
+// push-constant bytes and buffer bindings (in binding order).
+func (r *Recorder) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Binding) error {
+	if r.released {
+		return fmt.Errorf("vk: Dispatch: recorder: %w", ErrReleased)
+	}
+	if r.err != nil {
+		return r.err
+	}
+	s := k.spec
+	if len(bufs) != s.Buffers {
+		return r.fail(fmt.Errorf("vk: Dispatch %s: %d buffers bound, kernel takes %d: %w", s.Name, len(bufs), s.Buffers, ErrInvalidArgument))
+	}
+	if len(push) != s.PushSize {
+		return r.fail(fmt.Errorf("vk: Dispatch %s: %d push-constant bytes, kernel takes %d: %w", s.Name, len(push), s.PushSize, ErrInvalidArgument))
+	}
+	lim := r.dev.info.Caps.MaxWorkgroupCount
+	for i, g := range groups {
+		if g == 0 || g > lim[i] {
+			return r.fail(fmt.Errorf("vk: Dispatch %s: workgroup count %v outside [1,%v]: %w", s.Name, groups, lim, ErrInvalidArgument))
+		}
+	}
+	cb := unsafe.Slice(r.bindings, MaxBindings)
+	align := r.dev.info.Caps.MinStorageOffsetAlignment
+	for i, b := range bufs {
+		if b.buf == nil || b.buf.buf == nil {
+			return r.fail(fmt.Errorf("vk: Dispatch %s: binding %d: buffer is nil or released: %w", s.Name, i, ErrInvalidArgument))
+		}
+		if b.buf.dev != r.dev {
+			return r.fail(fmt.Errorf("vk: Dispatch %s: binding %d belongs to another device: %w", s.Name, i, ErrInvalidArgument))
+		}
+		if err := b.buf.checkRange("Dispatch "+s.Name, b.offset, b.size); err != nil {
+			return r.fail(err)
+		}
+		if align > 0 && b.offset%align != 0 {
+			return r.fail(fmt.Errorf("vk: Dispatch %s: binding %d offset %d not a multiple of %d: %w", s.Name, i, b.offset, align, ErrInvalidArgument))
+		}
+		cb[i] = C.vkl_binding{buffer: C.VkBuffer(unsafe.Pointer(b.buf.buf)), offset: C.VkDeviceSize(b.offset), size: C.VkDeviceSize(b.size)}
+	}
+	var pp unsafe.Pointer
+	if len(push) > 0 {
+		pp = unsafe.Pointer(&push[0])
+	}
+	C.vkl_cmd_dispatch(r.dev.cdev(), C.VkCommandBuffer(unsafe.Pointer(r.cb)), k.pipeline, k.layout.layout,
+		r.bindings, C.uint32_t(len(bufs)), pp, C.uint32_t(len(push)),
+		C.uint32_t(groups[0]), C.uint32_t(groups[1]), C.uint32_t(groups[2]))
+	r.count++
+	return nil
+}
+
+// Barrier makes all earlier shader and transfer writes visible to all later
+// shader and transfer reads and writes. Record one wherever data flows from
+// one dispatch to the next; independent dispatches may run concurrently.
+func (r *Recorder) Barrier() {
+	if r.err != nil || r.released {
+		return
+	}
+	stages := vulkan.PipelineStageFlags(vulkan.PipelineStageComputeShaderBit | vulkan.PipelineStageTransferBit)
+	access := vulkan.AccessFlags(vulkan.AccessShaderReadBit | vulkan.AccessShaderWriteBit |
+		vulkan.AccessTransferReadBit | vulkan.AccessTransferWriteBit)
+	vulkan.CmdPipelineBarrier(r.cb, stages, stages, 0, 1, []vulkan.MemoryBarrier{{
+		SType: vulkan.StructureTypeMemoryBarrier, SrcAccessMask: access, DstAccessMask: access,
+	}}, 0, nil, 0, nil)
+}
+
+// Fill sets every 32-bit word of the binding to word (vkCmdFillBuffer).
+func (r *Recorder) Fill(b Binding, word uint32) error {
+	if r.err != nil {
+		return r.err
+	}
+	if err := b.buf.checkRange("Fill", b.offset, b.size); err != nil {
+		return r.fail(err)
+	}
+	if b.offset%4 != 0 || b.size%4 != 0 {
+		return r.fail(fmt.Errorf("vk: Fill: offset %d and size %d must be multiples of 4: %w", b.offset, b.size, ErrInvalidArgument))
+	}
+	vulkan.CmdFillBuffer(r.cb, b.buf.buf, vulkan.DeviceSize(b.offset), vulkan.DeviceSize(b.size), word)
+	return nil
+}
+
+// Copy records a buffer-to-buffer copy of src into dst (equal sizes).
+func (r *Recorder) Copy(dst, src Binding) error {
+	if r.err != nil {
+		return r.err
+	}
+	if err := src.buf.checkRange("Copy src", src.offset, src.size); err != nil {
+		return r.fail(err)
+	}
+	if err := dst.buf.checkRange("Copy dst", dst.offset, dst.size); err != nil {
+		return r.fail(err)
+	}
+	if src.size != dst.size {
+		return r.fail(fmt.Errorf("vk: Copy: src %d bytes, dst %d bytes: %w", src.size, dst.size, ErrInvalidArgument))
+	}
+	vulkan.CmdCopyBuffer(r.cb, src.buf.buf, dst.buf.buf, 1, []vulkan.BufferCopy{{
+		SrcOffset: vulkan.DeviceSize(src.offset), DstOffset: vulkan.DeviceSize(dst.offset), Size: vulkan.DeviceSize(src.size)}})
+	return nil
+}
+
+// Timestamp records a GPU timestamp after all earlier work and returns its
+// index for Elapsed. Devices without timestamps return ErrUnsupported.
+func (r *Recorder) Timestamp() (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if r.queries == nil {
+		return 0, fmt.Errorf("vk: Timestamp: compute queue of %s has no timestamps: %w", r.dev.info.Name, ErrUnsupported)
+	}
+	if r.nq >= maxTimestamps {
+		return 0, r.fail(fmt.Errorf("vk: Timestamp: more than %d in one recording: %w", maxTimestamps, ErrInvalidArgument))
+	}
+	vulkan.CmdWriteTimestamp(r.cb, vulkan.PipelineStageBottomOfPipeBit, r.queries, uint32(r.nq))
+	r.nq++
+	return r.nq - 1, nil
+}
+
+// Dispatches is the number of dispatches recorded since the last Submit.
+func (r *Recorder) Dispatches() int { return r.count }
+
+// Submit ends the recording, runs it, waits for completion, reads the
+// timestamps, releases held temporaries, and begins a new recording, so one
+// Recorder serves many submissions.
+func (r *Recorder) Submit() error {
+	if r.released {
+		return fmt.Errorf("vk: Submit: recorder: %w", ErrReleased)
+	}
+	defer r.releaseHolds()
+	if r.err != nil {
+		err := r.err
+		r.restart()
+		return err
+	}
+	if err := check("vkEndCommandBuffer", vulkan.EndCommandBuffer(r.cb)); err != nil {
+		r.restart()
+		return err
+	}
+	if err := r.dev.submitAndWait(r.cb, r.fence); err != nil {
+		if errors.Is(err, ErrDeviceLost) {
+			return err
+		}
+		r.restart()
+		return err
+	}
+	r.ticks = r.ticks[:0]
+	if r.nq > 0 {
+		r.ticks = make([]uint64, r.nq)
+		flags := vulkan.QueryResultFlags(vulkan.QueryResult64Bit | vulkan.QueryResultWaitBit)
+		if err := check("vkGetQueryPoolResults", vulkan.GetQueryPoolResults(r.dev.dev, r.queries, 0, uint32(r.nq),
+			uint(8*r.nq), unsafe.Pointer(&r.ticks[0]), 8, flags)); err != nil {
+			r.restart()
+			return err
+		}
+	}
+	return r.restart()
+}
+
+func (r *Recorder) restart() error {
+	vulkan.ResetCommandBuffer(r.cb, 0)
+	return r.begin()
+}
+
+func (r *Recorder) releaseHolds() {
+	for _, h := range r.holds {
+		h.Release()
+	}
+	r.holds = r.holds[:0]
+}
+
+// Elapsed is the GPU time between timestamps from and to of the last Submit.
+func (r *Recorder) Elapsed(from, to int) (time.Duration, error) {
+	if from < 0 || to < 0 || from >= len(r.ticks) || to >= len(r.ticks) {
+		return 0, fmt.Errorf("vk: Elapsed(%d, %d): the last submission wrote %d timestamps: %w", from, to, len(r.ticks), ErrInvalidArgument)
+	}
+	bits := r.dev.info.Caps.TimestampValidBits
+	mask := ^uint64(0)
+	if bits < 64 {
+		mask = (uint64(1) << bits) - 1
+	}
+	ticks := (r.ticks[to] - r.ticks[from]) & mask
+	return time.Duration(float64(ticks) * float64(r.dev.info.Caps.TimestampPeriod)), nil
+}
+
+// Release frees the recorder (waiting for nothing: Submit already waited).
+// Recorded but unsubmitted work is discarded. Safe to call twice.
+func (r *Recorder) Release() {
+	if r == nil || r.released {
+		return
+	}
+	r.releaseHolds()
+	r.destroy()
+	r.dev.track("recorder", -1)
+}
+
+func (r *Recorder) destroy() {
+	d := r.dev
+	if r.queries != nil {
+		vulkan.DestroyQueryPool(d.dev, r.queries, nil)
+	}
+	if r.fence != nil {
+		vulkan.DestroyFence(d.dev, r.fence, nil)
+	}
+	if r.cb != nil {
+		vulkan.FreeCommandBuffers(d.dev, d.pool, 1, []vulkan.CommandBuffer{r.cb})
+	}
+	if r.bindings != nil {
+		C.free(unsafe.Pointer(r.bindings))
+	}
+	r.queries, r.fence, r.cb, r.bindings = nil, nil, nil, nil
+	r.released = true
+}

@@ -1,0 +1,117 @@
+// shim.h declares the small C layer of package vk. It is compiled against the
+// system's Vulkan headers (Debian 12 ships 1.3.239) for the structure chains
+// that vulkan-go's 1.1 headers lack: Vulkan 1.1/1.2/1.3 feature structs,
+// subgroup size control, cooperative matrices and bf16. Extension structs newer
+// than the system headers are declared below with their registry values.
+#ifndef VKLORA_SHIM_H
+#define VKLORA_SHIM_H
+
+#define VK_NO_PROTOTYPES 1
+#include <vulkan/vulkan.h>
+#include <stdint.h>
+
+// ---- Extension definitions missing from older system headers ----
+#define VKL_STYPE_COOPMAT_FEATURES_KHR 1000506000
+#define VKL_STYPE_COOPMAT_PROPERTIES_KHR 1000506001
+#define VKL_STYPE_COOPMAT2_FEATURES_NV 1000593000
+#define VKL_STYPE_COOPMAT_FLEX_PROPERTIES_NV 1000593001
+#define VKL_STYPE_COOPMAT2_PROPERTIES_NV 1000593002
+#define VKL_STYPE_BFLOAT16_FEATURES_KHR 1000141000
+#define VKL_COMPONENT_BFLOAT16_KHR 1000141000
+
+typedef struct {
+	VkStructureType sType;
+	void *pNext;
+	VkBool32 cooperativeMatrix;
+	VkBool32 cooperativeMatrixRobustBufferAccess;
+} vkl_coopmat_features;
+
+typedef struct {
+	VkStructureType sType;
+	void *pNext;
+	uint32_t MSize, NSize, KSize;
+	int32_t AType, BType, CType, ResultType;
+	VkBool32 saturatingAccumulation;
+	int32_t scope;
+} vkl_coopmat_props;
+
+typedef struct {
+	VkStructureType sType;
+	void *pNext;
+	VkBool32 workgroupScope, flexibleDimensions, reductions, conversions, perElementOperations,
+	    tensorAddressing, blockLoads;
+} vkl_coopmat2_features;
+
+typedef struct {
+	VkStructureType sType;
+	void *pNext;
+	VkBool32 shaderBFloat16Type, shaderBFloat16DotProduct, shaderBFloat16CooperativeMatrix;
+} vkl_bf16_features;
+
+// ---- What the probe reports ----
+#define VKL_MAX_COOPMAT 64
+#define VKL_NAME 256
+
+typedef struct {
+	// properties
+	char name[VKL_NAME];
+	char driver_name[VKL_NAME];
+	char driver_info[VKL_NAME];
+	uint32_t api_version, driver_version, vendor_id, device_id, device_type;
+	uint32_t subgroup_size, min_subgroup_size, max_subgroup_size;
+	uint32_t max_shared_memory, max_invocations;
+	uint32_t max_group_size[3], max_group_count[3];
+	uint32_t max_push_constants, max_bound_descriptor_sets;
+	uint64_t max_alloc_size, max_storage_range, min_storage_offset_align;
+	uint64_t non_coherent_atom;
+	float timestamp_period;
+	uint32_t timestamp_compute_and_graphics;
+	uint32_t compute_queue_family, timestamp_valid_bits;
+	uint64_t device_local_bytes;
+	// features (1 = supported)
+	uint32_t float16, int8, int64, storage16, storage8, push_constant16;
+	uint32_t subgroup_size_control, compute_full_subgroups, subgroup_arith;
+	uint32_t coopmat, coopmat2, coopmat2_flexible, bf16, bf16_coopmat;
+	uint32_t push_descriptor, memory_budget;
+	uint32_t n_coopmat;
+	vkl_coopmat_props coopmat_shapes[VKL_MAX_COOPMAT];
+} vkl_caps;
+
+// ---- Loader ----
+int vkl_load(char *err, int errlen);
+void *vkl_get_instance_proc_addr(void);
+
+// ---- Instance ----
+VkResult vkl_create_instance(int validation, VkInstance *out, VkDebugUtilsMessengerEXT *messenger,
+			      int *validation_enabled);
+void vkl_destroy_instance(VkInstance inst, VkDebugUtilsMessengerEXT messenger);
+VkResult vkl_enumerate_physical(VkInstance inst, uint32_t *count, VkPhysicalDevice *out);
+void vkl_probe(VkInstance inst, VkPhysicalDevice phys, vkl_caps *caps);
+
+// ---- Device ----
+// want_* choose which optional features to enable; each must be reported by the probe.
+VkResult vkl_create_device(VkInstance inst, VkPhysicalDevice phys, const vkl_caps *caps, VkDevice *out);
+
+// ---- Pipelines ----
+VkResult vkl_create_layout(VkDevice dev, uint32_t bindings, uint32_t push_size, VkDescriptorSetLayout *set_layout,
+			   VkPipelineLayout *layout);
+VkResult vkl_create_pipeline(VkDevice dev, VkPipelineCache cache, VkPipelineLayout layout, const uint32_t *code,
+			     size_t code_bytes, const uint32_t *spec, uint32_t nspec, uint32_t required_subgroup,
+			     VkPipeline *pipeline, VkShaderModule *module);
+
+// ---- Recording: one cgo call per dispatch ----
+typedef struct {
+	VkBuffer buffer;
+	VkDeviceSize offset, size;
+} vkl_binding;
+
+void vkl_cmd_dispatch(VkDevice dev, VkCommandBuffer cb, VkPipeline pipe, VkPipelineLayout layout,
+		      const vkl_binding *bindings, uint32_t nbind, const void *push, uint32_t push_size, uint32_t gx,
+		      uint32_t gy, uint32_t gz);
+
+// ---- Validation messages (collected by the debug messenger) ----
+int vkl_messages(void);
+int vkl_message(int i, char *buf, int len);
+void vkl_clear_messages(void);
+
+#endif

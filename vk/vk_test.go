@@ -1,0 +1,155 @@
+package vk_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/shaders"
+	"github.com/vklora/vklora/vk"
+	"github.com/vklora/vklora/vk/vktest"
+)
+
+func TestMain(m *testing.M) { vktest.Main(m) }
+
+func fillKernel(t *testing.T, d *vk.Device, wg uint32) *vk.Kernel {
+	sh, err := shaders.Lookup("fill_u32")
+	require.NoError(t, err)
+	k, err := d.Kernel(vk.KernelSpec{Name: sh.Name, SPIRV: sh.Words(), Buffers: 1, PushSize: 8, Spec: []uint32{wg}})
+	require.NoError(t, err)
+	return k
+}
+
+func push(vals ...uint32) []byte {
+	b := make([]byte, 4*len(vals))
+	for i, v := range vals {
+		binary.LittleEndian.PutUint32(b[4*i:], v)
+	}
+	return b
+}
+
+func TestDevicesListed(t *testing.T) {
+	d := vktest.Device(t)
+	infos, err := vk.Devices()
+	require.NoError(t, err)
+	require.NotEmpty(t, infos)
+	c := d.Caps()
+	require.NotZero(t, c.SubgroupSize)
+	require.GreaterOrEqual(t, c.MaxSharedMemory, uint32(16384))
+	require.True(t, c.PushDescriptor)
+	require.Contains(t, c.Describe(), "subgroup")
+	t.Logf("selected %s\n%s", d.Info(), c.Describe())
+}
+
+func TestFillDispatchAndTimestamps(t *testing.T) {
+	d := vktest.Device(t)
+	k := fillKernel(t, d, 64)
+	const n = 1000
+	ten, err := d.NewTensor(dtype.F32, n)
+	require.NoError(t, err)
+	defer ten.Release()
+	rec, err := d.NewRecorder()
+	require.NoError(t, err)
+	defer rec.Release()
+	t0, err := rec.Timestamp()
+	require.NoError(t, err)
+	require.NoError(t, rec.Fill(ten.Binding(), 0xdeadbeef))
+	rec.Barrier()
+	require.NoError(t, rec.Dispatch(k, [3]uint32{(n + 63) / 64, 1, 1}, push(n-1, 0x3f800000), ten.Binding()))
+	t1, err := rec.Timestamp()
+	require.NoError(t, err)
+	require.NoError(t, rec.Submit())
+	got, err := ten.Float32()
+	require.NoError(t, err)
+	for i := 0; i < n-1; i++ {
+		require.Equal(t, float32(1), got[i], "element %d", i)
+	}
+	raw, err := ten.RawBytes()
+	require.NoError(t, err)
+	require.Equal(t, uint32(0xdeadbeef), binary.LittleEndian.Uint32(raw[4*(n-1):]), "the element past count must stay untouched")
+	el, err := rec.Elapsed(t0, t1)
+	require.NoError(t, err)
+	require.Greater(t, el.Nanoseconds(), int64(0))
+
+	// The recorder is reusable after Submit.
+	require.NoError(t, rec.Dispatch(k, [3]uint32{(n + 63) / 64, 1, 1}, push(n, 0), ten.Binding()))
+	require.NoError(t, rec.Submit())
+	got, err = ten.Float32()
+	require.NoError(t, err)
+	require.Equal(t, make([]float32, n), got)
+}
+
+func TestDispatchErrorsAreStickyAndRecoverable(t *testing.T) {
+	d := vktest.Device(t)
+	k := fillKernel(t, d, 64)
+	ten, err := d.NewTensor(dtype.F32, 16)
+	require.NoError(t, err)
+	defer ten.Release()
+	rec, err := d.NewRecorder()
+	require.NoError(t, err)
+	defer rec.Release()
+	err = rec.Dispatch(k, [3]uint32{1, 1, 1}, push(16), ten.Binding())
+	require.ErrorIs(t, err, vk.ErrInvalidArgument)
+	require.ErrorContains(t, err, "push-constant")
+	require.ErrorIs(t, rec.Submit(), vk.ErrInvalidArgument)
+	// After the failed submission the recorder works again.
+	require.NoError(t, rec.Dispatch(k, [3]uint32{1, 1, 1}, push(16, 7), ten.Binding()))
+	require.NoError(t, rec.Submit())
+	raw, err := ten.RawBytes()
+	require.NoError(t, err)
+	require.Equal(t, uint32(7), binary.LittleEndian.Uint32(raw))
+	err = rec.Dispatch(k, [3]uint32{0, 1, 1}, push(16, 7), ten.Binding())
+	require.ErrorContains(t, err, "workgroup count")
+	require.Error(t, rec.Submit()) // discards the failed recording
+}
+
+func TestUploadDownloadLarge(t *testing.T) {
+	d := vktest.Device(t)
+	const n = 3 << 20 // 12 MiB of f32 goes through staging on discrete GPUs
+	xs := make([]float32, n)
+	for i := range xs {
+		xs[i] = float32(i%1000) * 0.5
+	}
+	for _, dt := range dtype.Floats {
+		ten, err := d.TensorFrom(dt, xs, 3, 1<<20)
+		require.NoError(t, err)
+		got, err := ten.Float32()
+		ten.Release()
+		require.NoError(t, err)
+		for i := 0; i < n; i += 4099 {
+			require.Equal(t, dtype.Round(dt, xs[i]), got[i], "%s element %d", dt, i)
+		}
+	}
+}
+
+func TestBadTensorsAreErrors(t *testing.T) {
+	d := vktest.Device(t)
+	_, err := d.NewTensor(dtype.F32, 4, 0)
+	require.ErrorIs(t, err, vk.ErrInvalidArgument)
+	require.ErrorContains(t, err, "[4 0]")
+	_, err = d.NewTensor(dtype.BF16, 1<<20, 1<<20, 4)
+	require.ErrorIs(t, err, vk.ErrTooLarge)
+	_, err = d.TensorFrom(dtype.F32, []float32{1, 2}, 3)
+	require.ErrorContains(t, err, "2 values, want 3")
+	var nilT *vk.Tensor
+	nilT.Release()
+	_, err = nilT.Float32()
+	require.True(t, errors.Is(err, vk.ErrReleased))
+	// The device still works.
+	ten, err := d.TensorFrom(dtype.F16, []float32{1, 2, 3}, 3)
+	require.NoError(t, err)
+	ten.Release()
+	ten.Release() // idempotent
+}
+
+func TestSelectDevice(t *testing.T) {
+	vktest.Device(t)
+	_, err := vk.Open(vk.Options{Select: "no-such-device-name"})
+	require.ErrorIs(t, err, vk.ErrNoDevice)
+	require.ErrorContains(t, err, "no-such-device-name")
+	_, err = vk.Open(vk.Options{Select: "99"})
+	require.ErrorContains(t, err, "out of range")
+}
