@@ -45,12 +45,20 @@ func Variants() []Variant {
 		t.add(Variant{Name: variantName("fill", false, dt, ""), Source: "fill.comp"})
 	}
 
-	// Next, e.g. (dtypeDefines and with being small helpers added here):
-	//	for _, dt := range []string{"f32", "f16", "bf16"} {
-	//		t.add(Variant{Name: variantName("matmul", false, dt, ""), Source: "matmul.comp", Defines: dtypeDefines(dt)})
-	//		t.add(Variant{Name: variantName("matmul", false, dt, "coopmat"), Source: "matmul.comp",
-	//			Defines: with(dtypeDefines(dt), "COOPMAT", "1"), NoOptimize: true, Spirv: "vulkan1.3"})
-	//	}
+	// matmul: one kernel source, variants by operand storage types. D is the
+	// layer dtype; LoRA intermediates ([M, r]) and split-K partials are f32.
+	// Suffixes name the operands that differ from D: a32/b32/c32 are f32
+	// operands, nf4 a 4-bit base weight (rounded to D on load).
+	for _, d := range []string{"f32", "f16", "bf16"} {
+		for _, m := range matmulForms(d) {
+			t.add(Variant{Name: variantName("matmul", false, d, m.flavour), Source: "matmul.comp", Defines: map[string]string{
+				"A_TYPE": typeDefine(m.a), "B_TYPE": typeDefine(m.b), "C_TYPE": typeDefine(m.c),
+				"B2_TYPE": typeDefine(d), "ROUND_TYPE": typeDefine(d),
+			}})
+		}
+		t.add(Variant{Name: variantName("splitk_reduce", false, d, ""), Source: "splitk_reduce.comp",
+			Defines: map[string]string{"C_TYPE": typeDefine(d)}})
+	}
 
 	return t.vs
 }
@@ -122,4 +130,24 @@ func ValidateVariants(vs []Variant) error {
 		return fmt.Errorf("shaders: bad variant table:\n  %s", strings.Join(errs, "\n  "))
 	}
 	return nil
+}
+
+// typeDefine maps a dtype token to the TYPE_* macro of include/types.glsl.
+func typeDefine(dt string) string { return "TYPE_" + strings.ToUpper(dt) }
+
+type matmulForm struct{ flavour, a, b, c string }
+
+// matmulForms lists the operand-type combinations the LoRA layers use for
+// layer dtype d: X·Wᵀ and G·W (all d), X·Aᵀ into f32 (c32), dA = GBᵀ·X
+// (a32), dB = Gᵀ·XA (b32), their f32 split-K partials, and NF4 weights.
+func matmulForms(d string) []matmulForm {
+	if d == "f32" {
+		return []matmulForm{{"", d, d, d}, {"nf4", d, "nf4", d}}
+	}
+	return []matmulForm{
+		{"", d, d, d}, {"c32", d, d, "f32"},
+		{"a32", "f32", d, d}, {"a32_c32", "f32", d, "f32"},
+		{"b32", d, "f32", d}, {"b32_c32", d, "f32", "f32"},
+		{"nf4", d, "nf4", d}, {"nf4_c32", d, "nf4", "f32"},
+	}
 }

@@ -41,7 +41,7 @@ func TestDevicesListed(t *testing.T) {
 	require.GreaterOrEqual(t, c.MaxSharedMemory, uint32(16384))
 	require.True(t, c.PushDescriptor)
 	require.Contains(t, c.Describe(), "subgroup")
-	t.Logf("selected %s\n%s", d.Info(), c.Describe())
+	t.Logf("selected %s (validation %v)\n%s", d.Info(), vk.ValidationEnabled(), c.Describe())
 }
 
 func TestFillDispatchAndTimestamps(t *testing.T) {

@@ -1,0 +1,39 @@
+package lora
+
+import (
+	"fmt"
+
+	"github.com/vklora/vklora/shaders"
+	"github.com/vklora/vklora/vk"
+)
+
+// Engine holds a device and picks kernels and tile shapes for it. It is
+// cheap: kernels are cached by the device. Like the device it is for one
+// goroutine at a time.
+type Engine struct {
+	dev *vk.Device
+}
+
+// NewEngine makes an engine on dev. The device must support 16-bit storage
+// (every current desktop driver and lavapipe do).
+func NewEngine(dev *vk.Device) (*Engine, error) {
+	if dev == nil {
+		return nil, fmt.Errorf("lora: NewEngine: device is nil")
+	}
+	if !dev.Caps().Storage16 {
+		return nil, fmt.Errorf("lora: device %s lacks 16-bit storage buffers: %w", dev.Info().Name, vk.ErrUnsupported)
+	}
+	return &Engine{dev: dev}, nil
+}
+
+// Device is the engine's device.
+func (e *Engine) Device() *vk.Device { return e.dev }
+
+// kernel builds (or fetches) the named shader variant.
+func (e *Engine) kernel(name string, buffers, push int, spec ...uint32) (*vk.Kernel, error) {
+	sh, err := shaders.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("lora: %w", err)
+	}
+	return e.dev.Kernel(vk.KernelSpec{Name: name, SPIRV: sh.Words(), Buffers: buffers, PushSize: push, Spec: spec})
+}

@@ -1,0 +1,222 @@
+package lora
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/vk"
+)
+
+// matmulPush mirrors the push constants of shaders/include/matmul_push.glsl.
+type matmulPush struct {
+	M, N, K, K2         uint32
+	ARs, ACs, BRs, BCs  uint32
+	CRs                 uint32
+	A2Rs, A2Cs          uint32
+	B2Rs, B2Cs          uint32
+	Alpha, Beta, Alpha2 float32
+	Blocksize, KSplit   uint32
+}
+
+// The GLSL block has 18 four-byte members; a mismatch fails to compile here.
+var _ [72]byte = [unsafe.Sizeof(matmulPush{})]byte{}
+
+type splitkPush struct {
+	M, N, CRs, S uint32
+	Beta         float32
+}
+
+var _ [20]byte = [unsafe.Sizeof(splitkPush{})]byte{}
+
+func pushBytes[T any](p *T) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(p)), unsafe.Sizeof(*p))
+}
+
+// gemm is C = Alpha·op(A)·op(B) + Alpha2·op(A2)·op(B2) + Beta·C. The second
+// product is optional (A2 zero); A2 must be f32 and B2 of the layer dtype.
+type gemm struct {
+	C                   *vk.Tensor
+	A, B, A2, B2        Mat
+	Alpha, Beta, Alpha2 float32
+}
+
+// MatmulTo computes C = alpha·op(A)·op(B) + beta·C with fp32 accumulation,
+// where op(A) is [M, K], op(B) is [K, N] and C is [M, N]. Operands are dense
+// f32/f16/bf16 tensors (B may be NF4); the dtypes must be one layer dtype D
+// or f32. beta = 0 never reads C, so C may hold garbage.
+func (e *Engine) MatmulTo(rec *vk.Recorder, c *vk.Tensor, a, b Mat, alpha, beta float32) error {
+	return e.gemm(rec, gemm{C: c, A: a, B: b, Alpha: alpha, Beta: beta})
+}
+
+func finite32(x float32) bool { return !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0) }
+
+// layerDType finds D: the one non-f32 dtype among the operands, or f32.
+func layerDType(ms ...Mat) (dtype.DType, error) {
+	d := dtype.F32
+	for _, m := range ms {
+		if m.IsZero() {
+			continue
+		}
+		if t := m.dtype(); t != dtype.F32 {
+			if d != dtype.F32 && t != d {
+				return 0, fmt.Errorf("mixed dtypes %s and %s (operands must share one dtype or be f32): %w", d, t, ErrBadInput)
+			}
+			d = t
+		}
+	}
+	return d, nil
+}
+
+// variant names the matmul kernel for the operand types.
+func (g *gemm) variant() (string, dtype.DType, error) {
+	d, err := layerDType(g.A, g.B, Dense(g.C), g.B2)
+	if err != nil {
+		return "", 0, err
+	}
+	if g.A.nf4 != nil || g.A2.nf4 != nil || g.B2.nf4 != nil {
+		return "", 0, fmt.Errorf("an NF4 weight may only be the B operand: %w", ErrBadInput)
+	}
+	if !g.A2.IsZero() && g.A2.dtype() != dtype.F32 {
+		return "", 0, fmt.Errorf("the fused term's A2 %s must be f32: %w", g.A2, ErrBadInput)
+	}
+	if !g.B2.IsZero() && g.B2.dtype() != d {
+		return "", 0, fmt.Errorf("the fused term's B2 %s must have the layer dtype %s: %w", g.B2, d, ErrBadInput)
+	}
+	name := "matmul_" + d.String()
+	if d != dtype.F32 {
+		if g.A.dtype() == dtype.F32 {
+			name += "_a32"
+		}
+		if g.B.nf4 == nil && g.B.dtype() == dtype.F32 {
+			name += "_b32"
+		}
+	}
+	if g.B.nf4 != nil {
+		name += "_nf4"
+	}
+	if d != dtype.F32 && g.C.DType() == dtype.F32 {
+		name += "_c32"
+	}
+	return name, d, nil
+}
+
+func (g *gemm) validate() (m, n, k, k2 int, err error) {
+	if g.C == nil || g.C.Released() {
+		return 0, 0, 0, 0, fmt.Errorf("output C is nil or released: %w", ErrBadInput)
+	}
+	if err := Dense(g.C).check("output C"); err != nil {
+		return 0, 0, 0, 0, err
+	}
+	if err := g.A.check("A"); err != nil {
+		return 0, 0, 0, 0, err
+	}
+	if err := g.B.check("B"); err != nil {
+		return 0, 0, 0, 0, err
+	}
+	m, k = g.A.dims()
+	kb, n := g.B.dims()
+	cm, cn := g.C.Dim(0), g.C.Dim(1)
+	if kb != k {
+		return 0, 0, 0, 0, fmt.Errorf("A %s is [%d,%d] but B %s is [%d,%d]: inner dimensions differ: %w", g.A, m, k, g.B, kb, n, ErrBadInput)
+	}
+	if cm != m || cn != n {
+		return 0, 0, 0, 0, fmt.Errorf("output C %s, want [%d,%d] for A %s · B %s: %w", g.C, m, n, g.A, g.B, ErrBadInput)
+	}
+	if g.A2.IsZero() != g.B2.IsZero() {
+		return 0, 0, 0, 0, fmt.Errorf("fused term needs both A2 and B2 (A2 %s, B2 %s): %w", g.A2, g.B2, ErrBadInput)
+	}
+	if !g.A2.IsZero() {
+		if err := g.A2.check("A2"); err != nil {
+			return 0, 0, 0, 0, err
+		}
+		if err := g.B2.check("B2"); err != nil {
+			return 0, 0, 0, 0, err
+		}
+		m2, j := g.A2.dims()
+		j2, n2 := g.B2.dims()
+		if m2 != m || n2 != n || j != j2 {
+			return 0, 0, 0, 0, fmt.Errorf("fused term A2 %s · B2 %s must be [%d,r]·[r,%d]: %w", g.A2, g.B2, m, n, ErrBadInput)
+		}
+		k2 = j
+	}
+	for _, x := range []float32{g.Alpha, g.Beta, g.Alpha2} {
+		if !finite32(x) {
+			return 0, 0, 0, 0, fmt.Errorf("scale %v is not finite: %w", x, ErrBadInput)
+		}
+	}
+	return m, n, k, k2, nil
+}
+
+// gemm validates, picks a kernel and a tile shape, and records the dispatch
+// (and the split-K reduction when the output is too small to fill the GPU).
+func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
+	if rec == nil {
+		return fmt.Errorf("lora: matmul: recorder is nil: %w", ErrBadInput)
+	}
+	m, n, k, k2, err := g.validate()
+	if err != nil {
+		return fmt.Errorf("lora: matmul: %w", err)
+	}
+	name, d, err := g.variant()
+	if err != nil {
+		return fmt.Errorf("lora: matmul: %w", err)
+	}
+	tile := e.pickTile(m, n)
+	splits, kSplit := e.pickSplit(tile, m, n, k)
+	kern, err := e.kernel(name, 6, int(unsafe.Sizeof(matmulPush{})), tile.spec()...)
+	if err != nil {
+		return err
+	}
+	p := matmulPush{M: uint32(m), N: uint32(n), K: uint32(k), K2: uint32(k2), CRs: uint32(n),
+		Alpha: g.Alpha, Beta: g.Beta, Alpha2: g.Alpha2, KSplit: uint32(kSplit)}
+	p.ARs, p.ACs = g.A.strides()
+	p.BRs, p.BCs = g.B.strides()
+	aBind := g.A.t.Binding()
+	bBind, qBind, isNF4 := g.B.bindings()
+	if !isNF4 {
+		qBind = aBind // unused by non-NF4 variants, but every binding needs a buffer
+	} else {
+		p.Blocksize = uint32(g.B.nf4.Blocksize)
+	}
+	a2Bind, b2Bind := aBind, aBind
+	if k2 > 0 {
+		p.A2Rs, p.A2Cs = g.A2.strides()
+		p.B2Rs, p.B2Cs = g.B2.strides()
+		a2Bind, b2Bind = g.A2.t.Binding(), g.B2.t.Binding()
+	}
+	groups := [3]uint32{uint32(ceilDiv(n, tile.BN)), uint32(ceilDiv(m, tile.BM)), uint32(splits)}
+	if splits == 1 {
+		return rec.Dispatch(kern, groups, pushBytes(&p), aBind, bBind, g.C.Binding(), a2Bind, b2Bind, qBind)
+	}
+	// Split-K: each z-slice writes alpha·(its K range) (+ the fused term in
+	// slice 0) to an f32 scratch; the reduction adds slices and beta·C.
+	scratch, err := e.dev.NewTensor(dtype.F32, splits, m, n)
+	if err != nil {
+		return fmt.Errorf("lora: matmul split-K scratch: %w", err)
+	}
+	rec.Hold(scratch)
+	partial := name
+	if d != dtype.F32 && g.C.DType() != dtype.F32 {
+		partial += "_c32"
+	}
+	pk, err := e.kernel(partial, 6, int(unsafe.Sizeof(matmulPush{})), tile.spec()...)
+	if err != nil {
+		return err
+	}
+	p.Beta = 0
+	if err := rec.Dispatch(pk, groups, pushBytes(&p), aBind, bBind, scratch.Binding(), a2Bind, b2Bind, qBind); err != nil {
+		return err
+	}
+	rec.Barrier()
+	const wg = 64
+	rk, err := e.kernel("splitk_reduce_"+d.String(), 2, int(unsafe.Sizeof(splitkPush{})), wg)
+	if err != nil {
+		return err
+	}
+	rp := splitkPush{M: uint32(m), N: uint32(n), CRs: uint32(n), S: uint32(splits), Beta: g.Beta}
+	return rec.Dispatch(rk, [3]uint32{uint32(ceilDiv(n, wg)), uint32(m), 1}, pushBytes(&rp), scratch.Binding(), g.C.Binding())
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }

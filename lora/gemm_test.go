@@ -1,0 +1,144 @@
+package lora
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/ref"
+)
+
+func nanValue() float64 { return math.NaN() }
+
+// form is one of the three matmul shapes LoRA uses.
+type form struct {
+	name           string
+	transA, transB bool
+}
+
+var forms = []form{
+	{"X·Wᵀ", false, true}, // forward: W stored [N,K]
+	{"G·W", false, false}, // dX: W stored [K,N]
+	{"Gᵀ·X", true, false}, // dA/dB: G stored [K,M]
+}
+
+// shapes covers {1,7,64,129,1000} in every position, with sizes that are
+// not tile multiples, M = 1 and K = 1, while keeping lavapipe time small.
+var shapes = [][3]int{
+	{1, 1, 1}, {7, 64, 129}, {129, 7, 64}, {64, 129, 7}, {1, 1000, 129}, {1000, 7, 1},
+	{7, 1, 1000}, {129, 1000, 64}, {1000, 129, 7}, {64, 7, 1000}, {33, 65, 17},
+}
+
+func storedShape(trans bool, rows, cols int) []int {
+	if trans {
+		return []int{cols, rows}
+	}
+	return []int{rows, cols}
+}
+
+func TestMatmulAgainstReference(t *testing.T) {
+	f := newFixture(t)
+	for _, d := range dtype.Floats {
+		for _, fm := range forms {
+			for _, s := range shapes {
+				m, n, k := s[0], s[1], s[2]
+				t.Run(fmt.Sprintf("%s/%s/%dx%dx%d", d, fm.name, m, n, k), func(t *testing.T) {
+					a := f.random(d, m*k, 1)
+					b := f.random(d, k*n, 1)
+					at := f.upload(d, a, storedShape(fm.transA, m, k)...)
+					bt := f.upload(d, b, storedShape(fm.transB, k, n)...)
+					c := f.poisoned(d, m, n)
+					A, B := Dense(at), Dense(bt)
+					if fm.transA {
+						A = A.T()
+					}
+					if fm.transB {
+						B = B.T()
+					}
+					rec := f.recorder()
+					require.NoError(t, f.eng.MatmulTo(rec, c, A, B, 1, 0))
+					require.NoError(t, rec.Submit())
+					want := ref.RoundTo(d, ref.Matmul(a, b, m, n, k, fm.transA, fm.transB))
+					expectClose(t, "C", f.download(c), want, n, tol[d])
+				})
+			}
+		}
+	}
+}
+
+func TestMatmulAlphaBetaAndSplitK(t *testing.T) {
+	f := newFixture(t)
+	for _, d := range dtype.Floats {
+		// 7×16 outputs over K = 5000: one tile, so split-K engages.
+		for _, s := range [][3]int{{7, 16, 5000}, {65, 33, 47}} {
+			m, n, k := s[0], s[1], s[2]
+			t.Run(fmt.Sprintf("%s/%dx%dx%d", d, m, n, k), func(t *testing.T) {
+				a := f.random(d, m*k, 1)
+				b := f.random(d, n*k, 1)
+				c0 := f.random(d, m*n, 1)
+				c := f.upload(d, c0, m, n)
+				rec := f.recorder()
+				const alpha, beta = 0.37, -1.5
+				require.NoError(t, f.eng.MatmulTo(rec, c, Dense(f.upload(d, a, m, k)), Dense(f.upload(d, b, n, k)).T(), alpha, beta))
+				require.NoError(t, rec.Submit())
+				want := append([]float64(nil), c0...)
+				ref.MatmulAcc(want, a, b, m, n, k, false, true, alpha, beta)
+				expectClose(t, "C", f.download(c), ref.RoundTo(d, want), n, tol[d])
+			})
+		}
+	}
+}
+
+func TestMatmulFusedSecondProduct(t *testing.T) {
+	f := newFixture(t)
+	for _, d := range dtype.Floats {
+		m, n, k, r := 37, 70, 45, 7
+		x := f.random(d, m*k, 1)
+		w := f.random(d, n*k, 1)
+		xa := f.random(dtype.F32, m*r, 1)
+		bm := f.random(d, n*r, 1)
+		c := f.poisoned(d, m, n)
+		rec := f.recorder()
+		const s = 0.37
+		err := f.eng.gemm(rec, gemm{C: c, A: Dense(f.upload(d, x, m, k)), B: Dense(f.upload(d, w, n, k)).T(),
+			A2: Dense(f.upload(dtype.F32, xa, m, r)), B2: Dense(f.upload(d, bm, n, r)).T(), Alpha: 1, Alpha2: s})
+		require.NoError(t, err)
+		require.NoError(t, rec.Submit())
+		want := ref.Matmul(x, w, m, n, k, false, true)
+		ref.MatmulAcc(want, xa, bm, m, n, r, false, true, s, 1)
+		expectClose(t, d.String(), f.download(c), ref.RoundTo(d, want), n, tol[d])
+	}
+}
+
+func TestMatmulBadInput(t *testing.T) {
+	f := newFixture(t)
+	a := f.upload(dtype.F32, f.random(dtype.F32, 12, 1), 3, 4)
+	b := f.upload(dtype.F32, f.random(dtype.F32, 10, 1), 5, 2)
+	bh := f.upload(dtype.F16, f.random(dtype.F16, 8, 1), 4, 2)
+	bb := f.upload(dtype.BF16, f.random(dtype.BF16, 8, 1), 4, 2)
+	c := f.poisoned(dtype.F32, 3, 2)
+	ch := f.poisoned(dtype.F16, 3, 2)
+	rec := f.recorder()
+	cases := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"inner", f.eng.MatmulTo(rec, c, Dense(a), Dense(b), 1, 0), "inner dimensions differ"},
+		{"nil A", f.eng.MatmulTo(rec, c, Dense(nil), Dense(bh), 1, 0), "A is nil"},
+		{"out shape", f.eng.MatmulTo(rec, f.poisoned(dtype.F32, 2, 2), Dense(a), Dense(bh), 1, 0), "want [3,2]"},
+		{"dtype mix", f.eng.MatmulTo(rec, ch, Dense(a), Dense(bb), 1, 0), "mixed dtypes"},
+		{"nan alpha", f.eng.MatmulTo(rec, c, Dense(a), Dense(bh), float32(math.NaN()), 0), "not finite"},
+		{"nil rec", f.eng.MatmulTo(nil, c, Dense(a), Dense(bh), 1, 0), "recorder is nil"},
+	}
+	for _, tc := range cases {
+		require.ErrorIs(t, tc.err, ErrBadInput, tc.name)
+		require.ErrorContains(t, tc.err, tc.want, tc.name)
+	}
+	// Still usable: a valid f16 matmul into f32 works after the errors.
+	require.NoError(t, f.eng.MatmulTo(rec, ch, Dense(f.upload(dtype.F16, f.random(dtype.F16, 12, 1), 3, 4)), Dense(bh), 1, 0))
+	require.NoError(t, rec.Submit())
+}

@@ -1,0 +1,74 @@
+package lora
+
+import "github.com/vklora/vklora/vk"
+
+// tileShape is one configuration of the scalar tiled matmul: a BM×BN output
+// tile per workgroup, K consumed BK at a time, TM×TN outputs per thread.
+type tileShape struct{ BM, BN, BK, TM, TN int }
+
+func (t tileShape) threads() int { return (t.BM / t.TM) * (t.BN / t.TN) }
+
+// sharedBytes is the shared memory of the two padded tiles.
+func (t tileShape) sharedBytes() int { return 4 * t.BK * (t.BM + 1 + t.BN + 1) }
+
+func (t tileShape) spec() []uint32 {
+	return []uint32{uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.TM), uint32(t.TN), uint32(t.threads())}
+}
+
+// Tile table, largest first: large problems amortise loads over more
+// outputs per thread; small ones need more workgroups to fill the device.
+var tileTable = []tileShape{
+	{BM: 128, BN: 128, BK: 16, TM: 8, TN: 8}, // 256 threads, 16.5 KiB
+	{BM: 64, BN: 64, BK: 16, TM: 4, TN: 4},   // 256 threads, 8.3 KiB
+	{BM: 32, BN: 32, BK: 16, TM: 2, TN: 2},   // 256 threads, 4.2 KiB
+}
+
+// fits reports whether the device can run the tile.
+func fits(c *vk.Caps, t tileShape) bool {
+	return t.sharedBytes() <= int(c.MaxSharedMemory) && t.threads() <= int(c.MaxWorkgroupInvocations) &&
+		uint32(t.threads()) <= c.MaxWorkgroupSize[0]
+}
+
+// targetGroups is how many workgroups keep the device busy: a discrete GPU
+// has on the order of a hundred multiprocessors; a CPU device a few threads.
+func (e *Engine) targetGroups() int {
+	if e.dev.Info().Type == vk.DeviceCPU {
+		return 16
+	}
+	return 512
+}
+
+// pickTile takes the largest tile that still gives enough workgroups.
+func (e *Engine) pickTile(m, n int) tileShape {
+	c := e.dev.Caps()
+	var last tileShape
+	for i, t := range tileTable {
+		if !fits(c, t) {
+			continue
+		}
+		last = t
+		if i == len(tileTable)-1 || ceilDiv(m, t.BM)*ceilDiv(n, t.BN) >= e.targetGroups() {
+			return t
+		}
+	}
+	return last
+}
+
+// pickSplit chooses split-K when the output has too few tiles to fill the
+// device and K is long: slices of kSplit (a multiple of BK) each.
+func (e *Engine) pickSplit(t tileShape, m, n, k int) (splits, kSplit int) {
+	tiles := ceilDiv(m, t.BM) * ceilDiv(n, t.BN)
+	want := ceilDiv(e.targetGroups(), tiles)
+	maxSplits := k / (8 * t.BK) // each slice keeps at least 8 tile steps
+	if want > maxSplits {
+		want = maxSplits
+	}
+	if want > 64 {
+		want = 64
+	}
+	if want <= 1 {
+		return 1, k
+	}
+	kSplit = ceilDiv(ceilDiv(k, want), t.BK) * t.BK
+	return ceilDiv(k, kSplit), kSplit
+}
