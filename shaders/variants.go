@@ -60,6 +60,19 @@ func Variants() []Variant {
 			Defines: map[string]string{"C_TYPE": typeDefine(d)}})
 	}
 
+	// gated MLP elementwise kernels: activation × dtype × direction.
+	for _, act := range []string{"swiglu", "geglu", "geglu_tanh"} {
+		for _, d := range []string{"f32", "f16", "bf16"} {
+			for _, back := range []bool{false, true} {
+				defs := map[string]string{"D_TYPE": typeDefine(d), "ACT": "ACT_" + strings.ToUpper(act)}
+				if back {
+					defs["BACKWARD"] = ""
+				}
+				t.add(Variant{Name: variantName(act, back, d, ""), Source: "gated.comp", Defines: defs})
+			}
+		}
+	}
+
 	return t.vs
 }
 

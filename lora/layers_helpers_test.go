@@ -1,0 +1,54 @@
+package lora
+
+import (
+	"math"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk"
+)
+
+// layerTol bounds layer outputs and gradients: several roundings to the
+// storage dtype (e, g, h, dh) sit between input and result.
+var layerTol = map[dtype.DType]float64{dtype.F32: 1e-4, dtype.F16: 1e-2, dtype.BF16: 4e-2}
+
+// proj makes a random projection with non-zero B on the GPU and its exact
+// float64 twin for the reference. r = 0 makes a projection without adapter.
+func (f *fixture) proj(d dtype.DType, out, in, r int, s float64) (*Projection, *ref.Proj) {
+	w := f.random(d, out*in, 1/math.Sqrt(float64(in)))
+	rp := &ref.Proj{W: w, Out: out, In: in, R: r, S: s}
+	p := &Projection{W: Weight{Dense: f.upload(d, w, out, in)}, Scale: s}
+	if r > 0 {
+		rp.A = f.random(d, r*in, 1/math.Sqrt(float64(in)))
+		rp.B = f.random(d, out*r, 0.5) // non-zero B: a dA bug stays visible
+		p.A = f.upload(d, rp.A, r, in)
+		p.B = f.upload(d, rp.B, out, r)
+	}
+	return p, rp
+}
+
+// keep registers a result tensor for release at the end of the test.
+func (f *fixture) keep(ts ...*vk.Tensor) {
+	for _, t := range ts {
+		f.t.Cleanup(t.Release)
+	}
+}
+
+func (f *fixture) keepGrads(gs ...ProjGrad) {
+	for _, g := range gs {
+		f.keep(g.A, g.B)
+	}
+}
+
+// checkGrads compares dA and dB of one projection with the reference.
+func (f *fixture) checkGrads(name string, got ProjGrad, want ref.Grads, rp *ref.Proj, bound float64) {
+	f.t.Helper()
+	if rp.R == 0 {
+		if got.A != nil || got.B != nil {
+			f.t.Fatalf("%s: gradients for a projection without adapter", name)
+		}
+		return
+	}
+	expectClose(f.t, name+" dA", f.download(got.A), want.DA, rp.In, bound)
+	expectClose(f.t, name+" dB", f.download(got.B), want.DB, rp.R, bound)
+}

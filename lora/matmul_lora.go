@@ -1,0 +1,44 @@
+package lora
+
+import (
+	"fmt"
+
+	"github.com/vklora/vklora/vk"
+)
+
+// MatmulLoRA records Y = X·Wᵀ + s·(X·Aᵀ)·Bᵀ for X [M, in] and returns Y
+// [M, out] in the layer dtype. With out non-nil the result is written there
+// (it must be [M, out] of the layer dtype) and out is returned. The result
+// is valid after rec.Submit. Without an adapter it is the plain X·Wᵀ.
+func (e *Engine) MatmulLoRA(rec *vk.Recorder, x *vk.Tensor, p *Projection, out *vk.Tensor) (*vk.Tensor, error) {
+	if rec == nil {
+		return nil, fmt.Errorf("lora: MatmulLoRA: recorder is nil: %w", ErrBadInput)
+	}
+	o, in, r, d, err := p.shape("w")
+	if err != nil {
+		return nil, fmt.Errorf("lora: MatmulLoRA: %w", err)
+	}
+	m, err := checkInput("X", x, in, d)
+	if err != nil {
+		return nil, fmt.Errorf("lora: MatmulLoRA: %w", err)
+	}
+	y := out
+	if y == nil {
+		if y, err = e.newOut("Y", d, m, o); err != nil {
+			return nil, err
+		}
+	} else if y.Released() || y.Rank() != 2 || y.Dim(0) != m || y.Dim(1) != o || y.DType() != d {
+		return nil, fmt.Errorf("lora: MatmulLoRA: out %s must be %s[%d %d]: %w", y, d, m, o, ErrBadInput)
+	}
+	xa, err := e.linearForward(rec, x, p, r, y)
+	if err != nil {
+		if out == nil {
+			y.Release()
+		}
+		return nil, err
+	}
+	if xa != nil {
+		rec.Hold(xa)
+	}
+	return y, nil
+}

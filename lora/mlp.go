@@ -1,0 +1,258 @@
+package lora
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/vklora/vklora/vk"
+)
+
+// MLP is a gated MLP with LoRA on all three projections (axolotl's
+// LoRA_MLP): e = lin_gate(X), g = lin_up(X), h = act(e)·g, Y = lin_down(h).
+// Gate and Up are [I, H], Down is [H, I].
+type MLP struct {
+	Engine         *Engine
+	Gate, Up, Down *Projection
+	Act            Activation
+	// Inplace lets Backward overwrite the saved e and g (and its dh) with
+	// de, dg and h instead of allocating them: less memory, but the saved
+	// context can then be used for one Backward only. X is never written.
+	Inplace bool
+}
+
+// MLPSaved is what MLP.Forward keeps for Backward: a reference to X, the
+// pre-activations e and g [M, I] (h is recomputed, not saved) and x·Aᵀ of
+// gate and up and h·Adᵀ of down ([M, r] each).
+type MLPSaved struct {
+	x, e, g  *vk.Tensor
+	xa       [3]*vk.Tensor
+	consumed bool
+}
+
+// Release frees the saved tensors (never X); safe twice.
+func (s *MLPSaved) Release() {
+	if s == nil {
+		return
+	}
+	s.e.Release()
+	s.g.Release()
+	for _, t := range s.xa {
+		t.Release()
+	}
+}
+
+type gatedPush struct{ Count, Row uint32 }
+
+var _ [8]byte = [unsafe.Sizeof(gatedPush{})]byte{}
+
+const gatedWG = 256
+
+func (l *MLP) projs() [3]*Projection { return [3]*Projection{l.Gate, l.Up, l.Down} }
+
+func (l *MLP) check(op string) (info [3]projInfo, err error) {
+	if l == nil || l.Engine == nil {
+		return info, fmt.Errorf("lora: MLP.%s: layer or engine is nil: %w", op, ErrBadInput)
+	}
+	if !l.Act.Valid() {
+		return info, fmt.Errorf("lora: MLP.%s: activation %v is not set: %w", op, l.Act, ErrBadInput)
+	}
+	names := [3]string{"gate", "up", "down"}
+	var ds [3]string
+	for i, p := range l.projs() {
+		out, in, r, d, err := p.shape(names[i])
+		if err != nil {
+			return info, fmt.Errorf("lora: MLP.%s: %w", op, err)
+		}
+		info[i], ds[i] = projInfo{out, in, r}, d.String()
+	}
+	g, u, dn := info[0], info[1], info[2]
+	if g.out != u.out || g.in != u.in || dn.in != g.out || dn.out != g.in || ds[0] != ds[1] || ds[0] != ds[2] {
+		return info, fmt.Errorf("lora: MLP.%s: gate %s[%d %d], up %s[%d %d], down %s[%d %d] must be [I,H], [I,H], [H,I] of one dtype: %w",
+			op, ds[0], g.out, g.in, ds[1], u.out, u.in, ds[2], dn.out, dn.in, ErrBadInput)
+	}
+	return info, nil
+}
+
+// dispatchGated records the elementwise gated kernel over count elements,
+// as a 2-D grid of rows (so counts beyond 2^31 index correctly).
+func (e *Engine) dispatchGated(rec *vk.Recorder, name string, count, row int, bufs ...vk.Binding) error {
+	k, err := e.kernel(name, len(bufs), int(unsafe.Sizeof(gatedPush{})), gatedWG)
+	if err != nil {
+		return err
+	}
+	p := gatedPush{Count: uint32(count), Row: uint32(row)}
+	return rec.Dispatch(k, [3]uint32{uint32(ceilDiv(row, gatedWG)), uint32(ceilDiv(count, row)), 1}, pushBytes(&p), bufs...)
+}
+
+// Forward records Y [M, H] for X [M, H].
+func (l *MLP) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *MLPSaved, error) {
+	info, err := l.check("Forward")
+	if err != nil {
+		return nil, nil, err
+	}
+	if rec == nil {
+		return nil, nil, fmt.Errorf("lora: MLP.Forward: recorder is nil: %w", ErrBadInput)
+	}
+	d := l.Gate.W.mat().dtype()
+	hdim, idim := info[0].in, info[0].out
+	m, err := checkInput("X", x, hdim, d)
+	if err != nil {
+		return nil, nil, fmt.Errorf("lora: MLP.Forward: %w", err)
+	}
+	e := l.Engine
+	s := &MLPSaved{x: x}
+	var y, h *vk.Tensor
+	fail := func(err error) (*vk.Tensor, *MLPSaved, error) {
+		s.Release()
+		y.Release()
+		h.Release()
+		return nil, nil, err
+	}
+	for i, p := range []*Projection{l.Gate, l.Up} {
+		if s.xa[i], err = e.downProject(rec, x, p.A, info[i].r, "x·Aᵀ"); err != nil {
+			return fail(err)
+		}
+	}
+	if s.xa[0] != nil || s.xa[1] != nil {
+		rec.Barrier()
+	}
+	if s.e, err = e.newOut("e (gate)", d, m, idim); err != nil {
+		return fail(err)
+	}
+	if s.g, err = e.newOut("g (up)", d, m, idim); err != nil {
+		return fail(err)
+	}
+	if err := e.project(rec, x, s.xa[0], l.Gate, s.e, 0); err != nil {
+		return fail(err)
+	}
+	if err := e.project(rec, x, s.xa[1], l.Up, s.g, 0); err != nil {
+		return fail(err)
+	}
+	rec.Barrier()
+	if h, err = e.newOut("h", d, m, idim); err != nil {
+		return fail(err)
+	}
+	name := fmt.Sprintf("%s_%s", l.Act, d)
+	if err := e.dispatchGated(rec, name, m*idim, idim, s.e.Binding(), s.g.Binding(), h.Binding()); err != nil {
+		return fail(err)
+	}
+	rec.Barrier()
+	// h·Adᵀ is saved for dB of down; h itself is not (recomputed in backward).
+	if s.xa[2], err = e.downProject(rec, h, l.Down.A, info[2].r, "h·Aᵀ"); err != nil {
+		return fail(err)
+	}
+	if s.xa[2] != nil {
+		rec.Barrier()
+	}
+	if y, err = e.newOut("Y", d, m, hdim); err != nil {
+		return fail(err)
+	}
+	if err := e.project(rec, h, s.xa[2], l.Down, y, 0); err != nil {
+		return fail(err)
+	}
+	rec.Hold(h)
+	return y, s, nil
+}
+
+// Backward records dX [M, H] and the adapter gradients of gate, up and down
+// for the upstream gradient gy [M, H]. With Inplace the saved e and g are
+// overwritten (the context serves one Backward only).
+func (l *MLP) Backward(rec *vk.Recorder, saved *MLPSaved, gy *vk.Tensor) (*vk.Tensor, [3]ProjGrad, error) {
+	var grads [3]ProjGrad
+	info, err := l.check("Backward")
+	if err != nil {
+		return nil, grads, err
+	}
+	if rec == nil || saved == nil {
+		return nil, grads, fmt.Errorf("lora: MLP.Backward: recorder or saved context is nil: %w", ErrBadInput)
+	}
+	if saved.consumed {
+		return nil, grads, fmt.Errorf("lora: MLP.Backward: the saved context was consumed by an in-place backward: %w", ErrBadInput)
+	}
+	d := l.Gate.W.mat().dtype()
+	m, hdim, idim := saved.x.Dim(0), info[0].in, info[0].out
+	if err := checkGrad("grad Y", gy, m, hdim, d); err != nil {
+		return nil, grads, fmt.Errorf("lora: MLP.Backward: %w", err)
+	}
+	e := l.Engine
+	var dx, dh, h, de, dg *vk.Tensor
+	fail := func(err error) (*vk.Tensor, [3]ProjGrad, error) {
+		dx.Release()
+		for i := range grads {
+			grads[i].Release()
+		}
+		return nil, [3]ProjGrad{}, err
+	}
+	temp := func(what string) (*vk.Tensor, error) {
+		t, err := e.newOut(what, d, m, idim)
+		if err == nil {
+			rec.Hold(t)
+		}
+		return t, err
+	}
+	// dh = G·Wd + sd·(G·Bd)·Ad
+	gbDown, err := e.upGrad(rec, gy, l.Down, info[2].r)
+	if err != nil {
+		return fail(err)
+	}
+	if gbDown != nil {
+		rec.Barrier()
+	}
+	if dh, err = temp("dh"); err != nil {
+		return fail(err)
+	}
+	if err := e.inputGrad(rec, gy, gbDown, l.Down, dh, 0); err != nil {
+		return fail(err)
+	}
+	rec.Barrier()
+	// One elementwise pass: h, de, dg from dh, e, g.
+	if l.Inplace {
+		h, de, dg = dh, saved.e, saved.g
+		saved.consumed = true
+	} else {
+		if h, err = temp("h"); err != nil {
+			return fail(err)
+		}
+		if de, err = temp("de"); err != nil {
+			return fail(err)
+		}
+		if dg, err = temp("dg"); err != nil {
+			return fail(err)
+		}
+	}
+	name := fmt.Sprintf("%s_back_%s", l.Act, d)
+	if err := e.dispatchGated(rec, name, m*idim, idim, saved.e.Binding(), saved.g.Binding(), dh.Binding(),
+		h.Binding(), de.Binding(), dg.Binding()); err != nil {
+		return fail(err)
+	}
+	rec.Barrier()
+	if grads[2], err = e.adapterGrads(rec, h, saved.xa[2], gy, gbDown, l.Down); err != nil {
+		return fail(err)
+	}
+	gbUp, err := e.upGrad(rec, dg, l.Up, info[1].r)
+	if err != nil {
+		return fail(err)
+	}
+	gbGate, err := e.upGrad(rec, de, l.Gate, info[0].r)
+	if err != nil {
+		return fail(err)
+	}
+	rec.Barrier()
+	if grads[1], err = e.adapterGrads(rec, saved.x, saved.xa[1], dg, gbUp, l.Up); err != nil {
+		return fail(err)
+	}
+	if grads[0], err = e.adapterGrads(rec, saved.x, saved.xa[0], de, gbGate, l.Gate); err != nil {
+		return fail(err)
+	}
+	if dx, err = e.newOut("dX", d, m, hdim); err != nil {
+		return fail(err)
+	}
+	if err := e.inputGrad(rec, dg, gbUp, l.Up, dx, 0); err != nil {
+		return fail(err)
+	}
+	rec.Barrier()
+	if err := e.inputGrad(rec, de, gbGate, l.Gate, dx, 1); err != nil {
+		return fail(err)
+	}
+	return dx, grads, nil
+}

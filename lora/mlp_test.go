@@ -1,0 +1,87 @@
+package lora
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/ref"
+)
+
+type mlpCase struct{ m, h, i, r int }
+
+func TestMLPForwardBackward(t *testing.T) {
+	f := newFixture(t)
+	for _, act := range []Activation{SwiGLU, GEGLU, GEGLUTanh} {
+		for _, d := range dtype.Floats {
+			for ci, c := range []mlpCase{{1, 24, 40, 1}, {21, 48, 72, 7}} {
+				t.Run(fmt.Sprintf("%s/%s/m%d/r%d", act, d, c.m, c.r), func(t *testing.T) {
+					pg, rg := f.proj(d, c.i, c.h, c.r, scaleFor(c.r, ci))
+					pu, ru := f.proj(d, c.i, c.h, c.r, scaleFor(c.r, ci+1))
+					pd, rd := f.proj(d, c.h, c.i, c.r, scaleFor(c.r, ci+2))
+					x := f.random(d, c.m*c.h, 1)
+					gy := f.random(d, c.m*c.h, 1)
+					xt := f.upload(d, x, c.m, c.h)
+					before, err := xt.RawBytes()
+					require.NoError(t, err)
+					var results [2][]*[]float64
+					for pass, inplace := range []bool{false, true} {
+						layer := &MLP{Engine: f.eng, Gate: pg, Up: pu, Down: pd, Act: act, Inplace: inplace}
+						rec := f.recorder()
+						y, saved, err := layer.Forward(rec, xt)
+						require.NoError(t, err)
+						rec.Barrier()
+						dx, grads, err := layer.Backward(rec, saved, f.upload(d, gy, c.m, c.h))
+						require.NoError(t, err)
+						f.keep(y, dx)
+						f.keepGrads(grads[:]...)
+						require.NoError(t, rec.Submit())
+						saved.Release()
+						wy, _, _ := ref.MLPForward(x, c.m, rg, ru, rd, act)
+						wdx, dgate, dup, ddown := ref.MLPBackward(x, gy, c.m, rg, ru, rd, act)
+						bound := layerTol[d]
+						gotY, gotDX := f.download(y), f.download(dx)
+						expectClose(t, "Y", gotY, wy, c.h, bound)
+						expectClose(t, "dX", gotDX, wdx, c.h, bound)
+						f.checkGrads("gate", grads[0], dgate, rg, bound)
+						f.checkGrads("up", grads[1], dup, ru, bound)
+						f.checkGrads("down", grads[2], ddown, rd, bound)
+						ga, gb := f.download(grads[0].A), f.download(grads[2].B)
+						results[pass] = []*[]float64{&gotY, &gotDX, &ga, &gb}
+						after, err := xt.RawBytes()
+						require.NoError(t, err)
+						require.Equal(t, before, after, "X must be bit-identical after backward (inplace=%v)", inplace)
+					}
+					for k := range results[0] {
+						require.Equal(t, *results[0][k], *results[1][k], "inplace and not must agree exactly (result %d)", k)
+					}
+				})
+			}
+		}
+	}
+}
+
+func TestMLPInplaceContextIsSingleUse(t *testing.T) {
+	f := newFixture(t)
+	d := dtype.F32
+	pg, _ := f.proj(d, 16, 8, 2, 0.37)
+	pu, _ := f.proj(d, 16, 8, 2, 2)
+	pd, _ := f.proj(d, 8, 16, 2, 1)
+	layer := &MLP{Engine: f.eng, Gate: pg, Up: pu, Down: pd, Act: SwiGLU, Inplace: true}
+	rec := f.recorder()
+	y, saved, err := layer.Forward(rec, f.upload(d, f.random(d, 24, 1), 3, 8))
+	require.NoError(t, err)
+	defer saved.Release()
+	f.keep(y)
+	gy := f.upload(d, f.random(d, 24, 1), 3, 8)
+	dx, grads, err := layer.Backward(rec, saved, gy)
+	require.NoError(t, err)
+	f.keep(dx)
+	f.keepGrads(grads[:]...)
+	_, _, err = layer.Backward(rec, saved, gy)
+	require.ErrorIs(t, err, ErrBadInput)
+	require.ErrorContains(t, err, "consumed")
+	require.NoError(t, rec.Submit())
+}

@@ -1,0 +1,102 @@
+package lora
+
+import (
+	"fmt"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/vk"
+)
+
+// O is a single LoRA projection with a backward pass (axolotl's LoRA_O):
+// the attention output projection, or any adapted linear layer.
+type O struct {
+	Engine *Engine
+	Proj   *Projection
+}
+
+// OSaved is what O.Forward keeps for O.Backward: a reference to X (not a
+// copy: the caller must not change X before backward) and x·Aᵀ [M, r].
+type OSaved struct {
+	x, xa *vk.Tensor
+}
+
+// Release frees what the forward saved (never X itself); safe twice.
+func (s *OSaved) Release() {
+	if s != nil {
+		s.xa.Release()
+	}
+}
+
+// Forward records Y = X·Wᵀ + s·(X·Aᵀ)·Bᵀ; X is [M, in], Y is [M, out].
+func (l *O) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *OSaved, error) {
+	if l == nil || l.Engine == nil || rec == nil {
+		return nil, nil, fmt.Errorf("lora: O.Forward: layer, engine or recorder is nil: %w", ErrBadInput)
+	}
+	out, in, r, d, err := l.Proj.shape("o")
+	if err != nil {
+		return nil, nil, fmt.Errorf("lora: O.Forward: %w", err)
+	}
+	m, err := checkInput("X", x, in, d)
+	if err != nil {
+		return nil, nil, fmt.Errorf("lora: O.Forward: %w", err)
+	}
+	y, err := l.Engine.newOut("Y", d, m, out)
+	if err != nil {
+		return nil, nil, err
+	}
+	xa, err := l.Engine.linearForward(rec, x, l.Proj, r, y)
+	if err != nil {
+		y.Release()
+		return nil, nil, err
+	}
+	return y, &OSaved{x: x, xa: xa}, nil
+}
+
+// Backward records dX [M, in] and the adapter gradients for the upstream
+// gradient gy [M, out]. It consumes nothing: saved stays valid.
+func (l *O) Backward(rec *vk.Recorder, saved *OSaved, gy *vk.Tensor) (*vk.Tensor, ProjGrad, error) {
+	if l == nil || l.Engine == nil || rec == nil || saved == nil {
+		return nil, ProjGrad{}, fmt.Errorf("lora: O.Backward: layer, engine, recorder or saved context is nil: %w", ErrBadInput)
+	}
+	out, in, r, d, err := l.Proj.shape("o")
+	if err != nil {
+		return nil, ProjGrad{}, fmt.Errorf("lora: O.Backward: %w", err)
+	}
+	if err := checkGrad("grad Y", gy, saved.x.Dim(0), out, d); err != nil {
+		return nil, ProjGrad{}, fmt.Errorf("lora: O.Backward: %w", err)
+	}
+	dx, err := l.Engine.newOut("dX", d, saved.x.Dim(0), in)
+	if err != nil {
+		return nil, ProjGrad{}, err
+	}
+	e := l.Engine
+	gb, err := e.upGrad(rec, gy, l.Proj, r)
+	if err != nil {
+		dx.Release()
+		return nil, ProjGrad{}, err
+	}
+	if gb != nil {
+		rec.Barrier()
+	}
+	pg, err := e.adapterGrads(rec, saved.x, saved.xa, gy, gb, l.Proj)
+	if err == nil {
+		if err = e.inputGrad(rec, gy, gb, l.Proj, dx, 0); err != nil {
+			pg.Release()
+		}
+	}
+	if err != nil {
+		dx.Release()
+		return nil, ProjGrad{}, err
+	}
+	return dx, pg, nil
+}
+
+func checkGrad(name string, g *vk.Tensor, m, n int, d dtype.DType) error {
+	if g == nil || g.Released() {
+		return fmt.Errorf("%s is nil or released: %w", name, ErrBadInput)
+	}
+	if g.Rank() != 2 || g.Dim(0) != m || g.Dim(1) != n || g.DType() != d {
+		return fmt.Errorf("%s %s must be %s[%d %d]: %w", name, g, d, m, n, ErrBadInput)
+	}
+	return nil
+}

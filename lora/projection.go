@@ -1,0 +1,119 @@
+package lora
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/quant"
+	"github.com/vklora/vklora/vk"
+)
+
+// Weight is a frozen base weight W [out, in]: a dense tensor or NF4.
+type Weight struct {
+	Dense *vk.Tensor
+	NF4   *quant.DeviceNF4
+}
+
+func (w Weight) mat() Mat {
+	if w.NF4 != nil {
+		return NF4(w.NF4)
+	}
+	return Dense(w.Dense)
+}
+
+func (w Weight) dims() (out, in int, err error) {
+	switch {
+	case w.Dense != nil && w.NF4 != nil:
+		return 0, 0, fmt.Errorf("weight has both a dense and an NF4 tensor: %w", ErrBadInput)
+	case w.NF4 != nil:
+		if w.NF4.Released() {
+			return 0, 0, fmt.Errorf("NF4 weight is released: %w", ErrBadInput)
+		}
+		return w.NF4.Out, w.NF4.In, nil
+	case w.Dense == nil || w.Dense.Released():
+		return 0, 0, fmt.Errorf("weight is nil or released: %w", ErrBadInput)
+	case w.Dense.Rank() != 2:
+		return 0, 0, fmt.Errorf("weight %s must be 2-D [out,in]: %w", w.Dense, ErrBadInput)
+	}
+	return w.Dense.Dim(0), w.Dense.Dim(1), nil
+}
+
+// Projection is one LoRA-adapted linear layer (a PEFT LoRA Linear):
+//
+//	Y = X·Wᵀ + S·(X·Aᵀ)·Bᵀ      X [M, in], W [out, in], A [r, in], B [out, r]
+//
+// W is frozen. A and B are both nil when the adapter is disabled or merged;
+// then the projection is the plain matmul X·Wᵀ.
+type Projection struct {
+	W     Weight
+	A, B  *vk.Tensor
+	Scale float64
+}
+
+// HasAdapter reports whether the LoRA term is present.
+func (p *Projection) HasAdapter() bool { return p.A != nil || p.B != nil }
+
+// shape validates the projection and returns out, in and rank (0 without
+// adapter) and its dtype.
+func (p *Projection) shape(name string) (out, in, r int, d dtype.DType, err error) {
+	if p == nil {
+		return 0, 0, 0, 0, fmt.Errorf("projection %s is nil: %w", name, ErrBadInput)
+	}
+	out, in, err = p.W.dims()
+	if err != nil {
+		return 0, 0, 0, 0, fmt.Errorf("projection %s: %w", name, err)
+	}
+	d = p.W.mat().dtype()
+	if !p.HasAdapter() {
+		return out, in, 0, d, nil
+	}
+	switch {
+	case p.A == nil || p.B == nil:
+		return 0, 0, 0, 0, fmt.Errorf("projection %s: lora_A %s and lora_B %s must both be set or both nil: %w", name, p.A, p.B, ErrBadInput)
+	case p.A.Released() || p.B.Released():
+		return 0, 0, 0, 0, fmt.Errorf("projection %s: lora_A or lora_B is released: %w", name, ErrBadInput)
+	case p.A.Rank() != 2 || p.B.Rank() != 2:
+		return 0, 0, 0, 0, fmt.Errorf("projection %s: lora_A %s and lora_B %s must be 2-D: %w", name, p.A, p.B, ErrBadInput)
+	}
+	r = p.A.Dim(0)
+	if p.A.Dim(1) != in {
+		return 0, 0, 0, 0, fmt.Errorf("projection %s: lora_A %s must be [r,%d] for weight [%d,%d]: %w", name, p.A, in, out, in, ErrBadInput)
+	}
+	if p.B.Dim(0) != out || p.B.Dim(1) != r {
+		return 0, 0, 0, 0, fmt.Errorf("projection %s: lora_B %s must be [%d,%d] (weight [%d,%d], lora_A rank %d): %w", name, p.B, out, r, out, in, r, ErrBadInput)
+	}
+	if p.A.DType() != d || p.B.DType() != d {
+		return 0, 0, 0, 0, fmt.Errorf("projection %s: lora_A %s and lora_B %s must have the weight's dtype %s: %w", name, p.A, p.B, d, ErrBadInput)
+	}
+	if math.IsNaN(p.Scale) || math.IsInf(p.Scale, 0) {
+		return 0, 0, 0, 0, fmt.Errorf("projection %s: scale %v is not finite: %w", name, p.Scale, ErrBadInput)
+	}
+	return out, in, r, d, nil
+}
+
+// checkInput validates X [M, in] against the projection.
+func checkInput(name string, x *vk.Tensor, in int, d dtype.DType) (m int, err error) {
+	if x == nil || x.Released() {
+		return 0, fmt.Errorf("%s is nil or released: %w", name, ErrBadInput)
+	}
+	if x.Rank() != 2 || x.Dim(1) != in {
+		return 0, fmt.Errorf("%s %s must be [M,%d]: %w", name, x, in, ErrBadInput)
+	}
+	if x.DType() != d {
+		return 0, fmt.Errorf("%s %s must have the layer dtype %s: %w", name, x, d, ErrBadInput)
+	}
+	return x.Dim(0), nil
+}
+
+// ProjGrad holds the gradients of one projection's adapter: dA [r, in] and
+// dB [out, r], in the adapter's dtype. Both nil when there is no adapter.
+type ProjGrad struct {
+	A, B *vk.Tensor
+}
+
+// Release frees both gradients; safe to call twice.
+func (g *ProjGrad) Release() {
+	g.A.Release()
+	g.B.Release()
+}
