@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# gpu-build.sh: builds, on this machine, everything a GPU machine without a
+# Go toolchain needs into .devcarry/ (git-ignored): lorabench, the test
+# binaries of the GPU packages, the Vulkan loader packages (.gl/) and the
+# conformance generator. Then run scripts/gpu-remote.sh there, carrying
+# .gl and .devcarry.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .devcarry/bin
+go build -o .devcarry/bin/lorabench ./cmd/lorabench
+for p in vk lora quant autograd conformance cmd/lorabench; do
+	[ -d "$p" ] || continue
+	go test -c -o ".devcarry/bin/$(basename "$p").test" "./$p"
+done
+cp ../shared/bench/*.py .devcarry/ 2>/dev/null || true
+if [ ! -d .gl ] || ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
+	grep -qx '/.gl/' .git/info/exclude 2>/dev/null || echo /.gl/ >> .git/info/exclude
+	mkdir -p .gl/lists/partial
+	o="-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=$PWD/.gl/lists"
+	apt-get $o update >/dev/null
+	(cd .gl && apt-get $o download libvulkan1 >/dev/null)
+	rm -rf .gl/lists
+fi
+du -sh .devcarry .gl

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# gpu-remote.sh: runs on the GPU machine from the repository root, after
+# scripts/gpu-build.sh here, with .gl and .devcarry carried. Installs the
+# Vulkan loader, runs the GPU test binaries, then whatever is passed as
+# arguments (e.g. "bench"). Logs go to $OUT when set.
+set -uo pipefail
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+B=.devcarry/bin
+status=0
+for t in "$B"/*.test; do
+	name=$(basename "$t" .test)
+	dir=$name
+	[ "$name" = lorabench ] && dir=cmd/lorabench
+	abs=$PWD/$t
+	if (cd "$dir" && "$abs" -test.count=1 -test.timeout=8m >"$out/test-$name.log" 2>&1); then
+		echo "PASS $name ($(tail -1 "$out/test-$name.log"))"
+	else
+		echo "FAIL $name"; tail -30 "$out/test-$name.log"; status=1
+	fi
+done
+exit $status
