@@ -1,0 +1,165 @@
+// Command lorabench validates and times vklora's GPU ops on a Vulkan device.
+//
+//	lorabench devices [-json]
+//	lorabench matmul  [-m M -n N -k K | -sizes S,S,...] [-dtype f32|f16|bf16] [-form nt|nn|tn] ...
+//	lorabench bench   [-quick] [-json] [-device SEL]
+//	lorabench check   FILE|DIR...
+//
+// Every op is checked against the float64 reference (package ref) before it is
+// timed; a result that fails validation is never timed (exit 3). Times come
+// from GPU timestamps: warm-up runs, then the median of repeats.
+//
+// Files: main.go (dispatch, usage, exit codes), devices.go, matmul.go (the
+// matmul op and its reference), bench.go (the op table of `bench`: add ops
+// there), timing.go (timeGPU), report.go (table and JSON lines), progress.go
+// (stderr progress bar), check.go (the check subcommand).
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// Exit codes.
+const (
+	exitOK       = 0
+	exitError    = 1 // runtime error (no device, allocation failure, …)
+	exitUsage    = 2 // bad command line
+	exitValidate = 3 // a GPU result disagreed with the reference
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+type command struct {
+	name, args, summary string
+	run                 func(args []string, stdout, stderr io.Writer) error
+}
+
+// commands lists the subcommands in usage order.
+func commands() []command {
+	return []command{
+		{"devices", "[-json]", "list Vulkan devices and their capabilities; * marks the default", cmdDevices},
+		{"matmul", "[-m M -n N -k K | -sizes S,...] [-dtype D] [-form nt|nn|tn] [-reps N] [-warmup N] [-device SEL] [-json]",
+			"validate, then time C = op(A)·op(B)", cmdMatmul},
+		{"bench", "[-quick] [-json] [-device SEL] [-reps N] [-warmup N]", "validate and time the benchmark suite", cmdBench},
+		{"check", "FILE|DIR...", "check results files (not yet implemented)", cmdCheck},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: lorabench <command> [flags]")
+	fmt.Fprintln(w)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n           %s\n", c.name, c.args, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "`lorabench <command> -h` lists a command's flags. The device is -device SEL")
+	fmt.Fprintln(w, "(index or name substring), else $VKLORA_DEVICE, else the first discrete GPU.")
+	fmt.Fprintln(w, "Exit status: 0 ok, 1 runtime error, 2 usage error, 3 validation failure.")
+}
+
+// run is main without os.Exit, so tests can drive the command in-process.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		usage(stdout)
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return exitCode(c.run(args[1:], stdout, stderr), c.name, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "lorabench: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return exitUsage
+}
+
+// usageError is a bad command line (exit 2).
+type usageError struct {
+	msg     string
+	printed bool // the flag package already printed it with the usage
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// errValidation marks a GPU result that disagreed with the reference (exit 3).
+var errValidation = errors.New("validation failed")
+
+// errReported is a runtime error (exit 1) whose message is already printed.
+var errReported = errors.New("reported")
+
+// errHelp is returned after -h printed the flags: exit 0.
+var errHelp = flag.ErrHelp
+
+func exitCode(err error, cmd string, stderr io.Writer) int {
+	var ue *usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errHelp):
+		return exitOK
+	case errors.Is(err, errReported):
+		return exitError
+	case errors.As(err, &ue):
+		if ue.printed {
+			return exitUsage
+		}
+		fmt.Fprintf(stderr, "lorabench %s: %v\n(run `lorabench %s -h` for its flags)\n", cmd, err, cmd)
+		return exitUsage
+	case errors.Is(err, errValidation):
+		fmt.Fprintf(stderr, "lorabench %s: %v\n", cmd, err)
+		return exitValidate
+	}
+	fmt.Fprintf(stderr, "lorabench %s: %v\n", cmd, err)
+	return exitError
+}
+
+// newFlags makes a subcommand's FlagSet; parse errors become usage errors.
+func newFlags(name, args string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("lorabench "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: lorabench %s %s\n", name, args)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses args; a flag error has already been printed with the usage
+// by the flag package, so it returns a usage error that adds nothing more.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return &usageError{msg: err.Error(), printed: true}
+	}
+	return nil
+}
+
+// setFlags returns the names of the flags given on the command line.
+func setFlags(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
+}
+
+func noArgs(fs *flag.FlagSet) error {
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments %s", strings.Join(fs.Args(), " "))
+	}
+	return nil
+}

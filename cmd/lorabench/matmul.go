@@ -1,0 +1,227 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/lora"
+	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk"
+)
+
+// matmulTol is the relative-error bound per dtype: inputs are exactly
+// representable (pre-rounded), fp32 accumulation, one rounding of C.
+var matmulTol = map[dtype.DType]float64{dtype.F32: 2e-5, dtype.F16: 2e-3, dtype.BF16: 1e-2}
+
+// maxRefRows bounds the rows of C checked against the float64 reference, so
+// validating 4096³ costs 64·N·K multiply-adds on the CPU, not M·N·K.
+const maxRefRows = 64
+
+// matmulForms maps -form to how A and B are stored: nt is X·Wᵀ (A [M,K],
+// B stored [N,K]), nn is G·W (A [M,K], B [K,N]), tn is Gᵀ·X (A stored [K,M],
+// B [K,N]).
+var matmulForms = map[string][2]bool{"nt": {false, true}, "nn": {false, false}, "tn": {true, false}}
+
+func cmdMatmul(args []string, stdout, stderr io.Writer) error {
+	const synopsis = "[-m M -n N -k K | -sizes S,...] [-dtype f32|f16|bf16] [-form nt|nn|tn] [-reps N] [-warmup N] [-device SEL] [-json]"
+	fs := newFlags("matmul", synopsis, stderr)
+	m := fs.Int("m", 1024, "rows of C and op(A)")
+	n := fs.Int("n", 1024, "columns of C and op(B)")
+	k := fs.Int("k", 1024, "inner dimension")
+	sizes := fs.String("sizes", "", "comma-separated cube sizes (M=N=K), instead of -m/-n/-k")
+	dts := fs.String("dtype", "f32", "storage dtype of A, B and C: f32, f16 or bf16 (comma-separated for several)")
+	form := fs.String("form", "nt", "nt: X·Wᵀ (B stored [N,K]); nn: G·W; tn: Gᵀ·X (A stored [K,M])")
+	o := addRunFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	if err := o.check(); err != nil {
+		return err
+	}
+	if _, ok := matmulForms[*form]; !ok {
+		return usagef("-form %q: want nt, nn or tn", *form)
+	}
+	var dtypes []dtype.DType
+	for _, s := range strings.Split(*dts, ",") {
+		d, err := dtype.Parse(strings.TrimSpace(s))
+		if err != nil || !d.IsFloat() {
+			return usagef("-dtype %q: want f32, f16 or bf16", s)
+		}
+		dtypes = append(dtypes, d)
+	}
+	var shapes [][3]int
+	set := setFlags(fs)
+	if set["sizes"] {
+		if set["m"] || set["n"] || set["k"] {
+			return usagef("-sizes and -m/-n/-k are alternatives: give one")
+		}
+		for _, s := range strings.Split(*sizes, ",") {
+			v, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil || v < 1 {
+				return usagef("-sizes: %q is not a size ≥ 1", s)
+			}
+			shapes = append(shapes, [3]int{v, v, v})
+		}
+	} else {
+		for _, f := range []struct {
+			name string
+			v    int
+		}{{"m", *m}, {"n", *n}, {"k", *k}} {
+			if f.v < 1 {
+				return usagef("-%s must be ≥ 1 (got %d)", f.name, f.v)
+			}
+		}
+		shapes = [][3]int{{*m, *n, *k}}
+	}
+	var cases []benchCase
+	for _, s := range shapes {
+		for _, d := range dtypes {
+			cases = append(cases, matmulCase(s[0], s[1], s[2], d, *form))
+		}
+	}
+	return runCases(cases, o, stdout, stderr)
+}
+
+// matmulCase is C[M,N] = op(A)[M,K]·op(B)[K,N] with every operand in d.
+// FLOPs 2·M·N·K; bytes (M·K + K·N + M·N)·sizeof(d).
+func matmulCase(m, n, k int, d dtype.DType, form string) benchCase {
+	return benchCase{
+		Op: "matmul", Form: form, DType: d, M: m, N: n, K: k,
+		FLOPs: 2 * float64(m) * float64(n) * float64(k),
+		Bytes: float64(m*k+k*n+m*n) * float64(d.Size()),
+		Setup: func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error) {
+			return setupMatmul(eng, rng, m, n, k, d, form)
+		},
+	}
+}
+
+func setupMatmul(eng *lora.Engine, rng *rand.Rand, m, n, k int, d dtype.DType, form string) (*benchRun, error) {
+	dev := eng.Device()
+	tr := matmulForms[form]
+	ta, tb := tr[0], tr[1]
+	// Fresh N(0,1) inputs rounded to d: the reference sees what the GPU stores.
+	a := ref.RoundTo(d, ref.Random(rng, m*k, 1))
+	b := ref.RoundTo(d, ref.Random(rng, k*n, 1))
+	var held []*vk.Tensor
+	release := func() {
+		for _, t := range held {
+			t.Release()
+		}
+	}
+	upload := func(xs []float64, trans bool, rows, cols int) (lora.Mat, error) {
+		shape := []int{rows, cols}
+		if trans {
+			shape = []int{cols, rows}
+		}
+		t, err := dev.TensorFrom(d, ref.ToFloat32(xs), shape...)
+		if err != nil {
+			return lora.Mat{}, err
+		}
+		held = append(held, t)
+		if trans {
+			return lora.Dense(t).T(), nil
+		}
+		return lora.Dense(t), nil
+	}
+	am, err := upload(a, ta, m, k)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	bm, err := upload(b, tb, k, n)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	c, err := dev.NewTensor(d, m, n)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	held = append(held, c)
+	return &benchRun{
+		Record: func(rec *vk.Recorder) error { return eng.MatmulTo(rec, c, am, bm, 1, 0) },
+		Validate: func() (float64, float64, string, error) {
+			got32, err := c.Float32()
+			if err != nil {
+				return 0, 0, "", err
+			}
+			rows := sampleRows(m, maxRefRows)
+			got := make([]float64, 0, len(rows)*n)
+			for _, i := range rows {
+				got = append(got, ref.FromFloat32(got32[i*n:(i+1)*n])...)
+			}
+			want := matmulRows(a, b, rows, m, n, k, ta, tb)
+			detail := fmt.Sprintf("%s; worst: %s", rowsString(rows, m), ref.MismatchesRC(got, want, n, 3))
+			return ref.RelErr(got, want), matmulTol[d], detail, nil
+		},
+		Release: release,
+	}, nil
+}
+
+// sampleRows picks at most max rows of m spread evenly, always including the
+// first and last (tile edges are where kernels go wrong).
+func sampleRows(m, max int) []int {
+	if m <= max {
+		rows := make([]int, m)
+		for i := range rows {
+			rows[i] = i
+		}
+		return rows
+	}
+	rows := make([]int, max)
+	for j := range rows {
+		rows[j] = j * (m - 1) / (max - 1)
+	}
+	return rows
+}
+
+func rowsString(rows []int, m int) string {
+	if len(rows) == m {
+		return fmt.Sprintf("all %d rows checked", m)
+	}
+	return fmt.Sprintf("%d of %d rows checked (worst row,col as sampled)", len(rows), m)
+}
+
+// matmulRows computes the given rows of op(A)·op(B) in float64: A is stored
+// [M,K] ([K,M] when ta), B [K,N] ([N,K] when tb). The result has len(rows)
+// rows of n.
+func matmulRows(a, b []float64, rows []int, m, n, k int, ta, tb bool) []float64 {
+	out := make([]float64, len(rows)*n)
+	arow := make([]float64, k)
+	for r, i := range rows {
+		for p := 0; p < k; p++ {
+			if ta {
+				arow[p] = a[p*m+i]
+			} else {
+				arow[p] = a[i*k+p]
+			}
+		}
+		c := out[r*n : (r+1)*n]
+		if tb { // B stored [N,K]: dot products of contiguous rows
+			for j := range c {
+				bj := b[j*k : (j+1)*k]
+				var s float64
+				for p, x := range arow {
+					s += x * bj[p]
+				}
+				c[j] = s
+			}
+			continue
+		}
+		for p, x := range arow {
+			bp := b[p*n : (p+1)*n]
+			for j := range c {
+				c[j] += x * bp[j]
+			}
+		}
+	}
+	return out
+}

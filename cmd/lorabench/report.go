@@ -1,0 +1,120 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+
+	"github.com/vklora/vklora/vk"
+)
+
+// result is one row of the report; with -json, one line.
+type result struct {
+	Op        string  `json:"op"`
+	Device    string  `json:"device"`
+	DType     string  `json:"dtype"`
+	Form      string  `json:"form"`
+	M         int     `json:"M"`
+	N         int     `json:"N"`
+	K         int     `json:"K"`
+	MsMedian  float64 `json:"ms_median"`
+	MsMin     float64 `json:"ms_min"`
+	MsMax     float64 `json:"ms_max"`
+	GFLOPs    float64 `json:"gflops"` // GFLOP/s at the median time
+	GBs       float64 `json:"gbs"`    // GB/s at the median time
+	FLOPs     float64 `json:"flop"`   // of one run
+	Bytes     float64 `json:"bytes"`  // of one run (minimum device-memory traffic)
+	Reps      int     `json:"reps"`
+	RelErr    jsonNum `json:"rel_err"` // null when not finite (NaN output)
+	Tol       float64 `json:"tol"`
+	Validated bool    `json:"validated"`
+}
+
+// jsonNum encodes a non-finite float as null (encoding/json rejects them).
+type jsonNum float64
+
+func (x jsonNum) MarshalJSON() ([]byte, error) {
+	f := float64(x)
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return []byte("null"), nil
+	}
+	return strconv.AppendFloat(nil, f, 'g', -1, 64), nil
+}
+
+func newResult(c benchCase, dev vk.DeviceInfo) result {
+	return result{Op: c.Op, Device: dev.Name, DType: c.DType.String(), Form: c.Form,
+		M: c.M, N: c.N, K: c.K, FLOPs: c.FLOPs, Bytes: c.Bytes}
+}
+
+func (r *result) setStats(st Stats, c benchCase) {
+	r.MsMedian, r.MsMin, r.MsMax, r.Reps = st.Median, st.Min, st.Max, st.Reps
+	if st.Median > 0 {
+		r.GFLOPs = c.FLOPs / (st.Median * 1e-3) / 1e9
+		r.GBs = c.Bytes / (st.Median * 1e-3) / 1e9
+	}
+}
+
+// reporter prints results as they come: a fixed-width table for people (so
+// rows appear as soon as they are measured) or JSON lines for machines.
+type reporter struct {
+	w      io.Writer
+	json   bool
+	dev    vk.DeviceInfo
+	header bool
+	enc    *json.Encoder
+}
+
+func newReporter(w io.Writer, asJSON bool, dev vk.DeviceInfo) *reporter {
+	return &reporter{w: w, json: asJSON, dev: dev, enc: json.NewEncoder(w)}
+}
+
+const rowFormat = "%-7s %-5s %-4s %6s %6s %6s %10s %10s %10s %8s %9s %8s %9s\n"
+
+func (r *reporter) row(res result) {
+	if r.json {
+		r.enc.Encode(res) //nolint:errcheck // a failing stdout fails every later write too
+		return
+	}
+	if !r.header {
+		r.header = true
+		fmt.Fprintf(r.w, "device: %s\n", r.dev)
+		fmt.Fprintf(r.w, "GPU timestamps, median of reps after warm-up; matmul FLOP = 2·M·N·K, bytes = (M·K+K·N+M·N)·sizeof(dtype)\n")
+		fmt.Fprintf(r.w, rowFormat, "op", "dtype", "form", "M", "N", "K", "ms median", "ms min", "ms max", "TFLOP/s", "GFLOP/s", "GB/s", "rel err")
+	}
+	relErr := fmt.Sprintf("%.2g", float64(res.RelErr))
+	if !res.Validated {
+		fmt.Fprintf(r.w, rowFormat, res.Op, res.DType, res.Form, itoa(res.M), itoa(res.N), itoa(res.K),
+			"FAILED", "-", "-", "-", "-", "-", relErr)
+		return
+	}
+	fmt.Fprintf(r.w, rowFormat, res.Op, res.DType, res.Form, itoa(res.M), itoa(res.N), itoa(res.K),
+		ms(res.MsMedian), ms(res.MsMin), ms(res.MsMax),
+		fmt.Sprintf("%.3f", res.GFLOPs/1e3), num(res.GFLOPs), num(res.GBs), relErr)
+}
+
+func (r *reporter) done() {}
+
+// num prints a rate with about three significant digits.
+func num(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func itoa(v int) string { return strconv.Itoa(v) }
+
+func ms(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.1f", v)
+	case v >= 1:
+		return fmt.Sprintf("%.3f", v)
+	}
+	return fmt.Sprintf("%.4f", v)
+}
