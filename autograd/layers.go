@@ -1,0 +1,197 @@
+package autograd
+
+import (
+	"fmt"
+
+	"github.com/vklora/vklora/lora"
+	"github.com/vklora/vklora/vk"
+)
+
+// ProjVars are the trainable Vars of one projection: its lora_A and lora_B.
+// Both are nil for a projection without adapter. The Vars wrap the
+// projection's own tensors (not copies) and require gradients.
+type ProjVars struct {
+	A, B *Var
+}
+
+func newProjVars(p *lora.Projection) ProjVars {
+	if p == nil || !p.HasAdapter() {
+		return ProjVars{}
+	}
+	return ProjVars{A: NewVar(p.A, true), B: NewVar(p.B, true)}
+}
+
+// Grad returns the gradients of the pair from tape t (owned by the tape).
+func (p ProjVars) Grad(t *Tape) lora.ProjGrad {
+	return lora.ProjGrad{A: t.Grad(p.A), B: t.Grad(p.B)}
+}
+
+func gradsOf(pg []lora.ProjGrad) []*vk.Tensor {
+	out := make([]*vk.Tensor, 0, 2*len(pg))
+	for _, g := range pg {
+		out = append(out, g.A, g.B)
+	}
+	return out
+}
+
+func paramsOf(ps ...ProjVars) []*Var {
+	out := make([]*Var, 0, 2*len(ps))
+	for _, p := range ps {
+		out = append(out, p.A, p.B)
+	}
+	return out
+}
+
+func arity(op string, got []*vk.Tensor, want int) error {
+	if len(got) != want {
+		return fmt.Errorf("autograd: %s: %d tensors, want %d: %w", op, len(got), want, ErrBadInput)
+	}
+	return nil
+}
+
+// O is lora.O as a Function: input X [M, in], output Y [M, out].
+type O struct {
+	Layer *lora.O
+	Proj  ProjVars
+}
+
+// NewO wraps layer; its adapter's Vars are made once, so every application
+// of the result adds to the same parameter gradients.
+func NewO(layer *lora.O) *O {
+	o := &O{Layer: layer}
+	if layer != nil {
+		o.Proj = newProjVars(layer.Proj)
+	}
+	return o
+}
+
+// Params are A and B of the projection.
+func (f *O) Params() []*Var { return paramsOf(f.Proj) }
+
+// Forward implements Function.
+func (f *O) Forward(rec *vk.Recorder, in []*vk.Tensor) ([]*vk.Tensor, Context, error) {
+	if err := arity("O.Forward inputs", in, 1); err != nil {
+		return nil, nil, err
+	}
+	y, saved, err := f.Layer.Forward(rec, in[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	return []*vk.Tensor{y}, &oCtx{f.Layer, saved}, nil
+}
+
+type oCtx struct {
+	layer *lora.O
+	saved *lora.OSaved
+}
+
+func (c *oCtx) Backward(rec *vk.Recorder, g []*vk.Tensor) ([]*vk.Tensor, []*vk.Tensor, error) {
+	if err := arity("O.Backward gradients", g, 1); err != nil {
+		return nil, nil, err
+	}
+	dx, pg, err := c.layer.Backward(rec, c.saved, g[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	return []*vk.Tensor{dx}, gradsOf([]lora.ProjGrad{pg}), nil
+}
+
+func (c *oCtx) Release() { c.saved.Release() }
+
+// QKV is lora.QKV as a Function: input X [M, in], outputs Q, K, V.
+type QKV struct {
+	Layer   *lora.QKV
+	Q, K, V ProjVars
+}
+
+// NewQKV wraps layer (see NewO).
+func NewQKV(layer *lora.QKV) *QKV {
+	f := &QKV{Layer: layer}
+	if layer != nil {
+		f.Q, f.K, f.V = newProjVars(layer.Q), newProjVars(layer.K), newProjVars(layer.V)
+	}
+	return f
+}
+
+// Params are A and B of q, k and v.
+func (f *QKV) Params() []*Var { return paramsOf(f.Q, f.K, f.V) }
+
+// Forward implements Function.
+func (f *QKV) Forward(rec *vk.Recorder, in []*vk.Tensor) ([]*vk.Tensor, Context, error) {
+	if err := arity("QKV.Forward inputs", in, 1); err != nil {
+		return nil, nil, err
+	}
+	q, k, v, saved, err := f.Layer.Forward(rec, in[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	return []*vk.Tensor{q, k, v}, &qkvCtx{f.Layer, saved}, nil
+}
+
+type qkvCtx struct {
+	layer *lora.QKV
+	saved *lora.QKVSaved
+}
+
+func (c *qkvCtx) Backward(rec *vk.Recorder, g []*vk.Tensor) ([]*vk.Tensor, []*vk.Tensor, error) {
+	if err := arity("QKV.Backward gradients", g, 3); err != nil {
+		return nil, nil, err
+	}
+	dx, pg, err := c.layer.Backward(rec, c.saved, g[0], g[1], g[2])
+	if err != nil {
+		return nil, nil, err
+	}
+	return []*vk.Tensor{dx}, gradsOf(pg[:]), nil
+}
+
+func (c *qkvCtx) Release() { c.saved.Release() }
+
+// MLP is lora.MLP as a Function: input X [M, H], output Y [M, H]. With
+// Layer.Inplace the backward consumes the saved context, which the tape
+// runs once anyway.
+type MLP struct {
+	Layer          *lora.MLP
+	Gate, Up, Down ProjVars
+}
+
+// NewMLP wraps layer (see NewO).
+func NewMLP(layer *lora.MLP) *MLP {
+	f := &MLP{Layer: layer}
+	if layer != nil {
+		f.Gate, f.Up, f.Down = newProjVars(layer.Gate), newProjVars(layer.Up), newProjVars(layer.Down)
+	}
+	return f
+}
+
+// Params are A and B of gate, up and down.
+func (f *MLP) Params() []*Var { return paramsOf(f.Gate, f.Up, f.Down) }
+
+// Forward implements Function.
+func (f *MLP) Forward(rec *vk.Recorder, in []*vk.Tensor) ([]*vk.Tensor, Context, error) {
+	if err := arity("MLP.Forward inputs", in, 1); err != nil {
+		return nil, nil, err
+	}
+	y, saved, err := f.Layer.Forward(rec, in[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	return []*vk.Tensor{y}, &mlpCtx{f.Layer, saved}, nil
+}
+
+type mlpCtx struct {
+	layer *lora.MLP
+	saved *lora.MLPSaved
+}
+
+func (c *mlpCtx) Backward(rec *vk.Recorder, g []*vk.Tensor) ([]*vk.Tensor, []*vk.Tensor, error) {
+	if err := arity("MLP.Backward gradients", g, 1); err != nil {
+		return nil, nil, err
+	}
+	dx, pg, err := c.layer.Backward(rec, c.saved, g[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	return []*vk.Tensor{dx}, gradsOf(pg[:]), nil
+}
+
+func (c *mlpCtx) Release() { c.saved.Release() }

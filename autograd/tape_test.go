@@ -1,0 +1,136 @@
+package autograd
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/lora"
+	"github.com/vklora/vklora/ref"
+)
+
+// TestSharedLayerAndFanOut applies one square O three times:
+// Z1 = o(X), Z2 = o(Z1), W = o(X), L = Σ Z2·G2 + Σ W·Gw. X feeds two
+// applications (dX is a sum) and the adapter's A and B are read by all three
+// (their gradients are sums of three). M > N and M < N take the two
+// orientations of the identity product.
+func TestSharedLayerAndFanOut(t *testing.T) {
+	for _, d := range []dtype.DType{dtype.F32, dtype.BF16} {
+		for _, c := range []struct{ m, h, r int }{{5, 11, 3}, {19, 6, 5}} {
+			t.Run(fmt.Sprintf("%s/m%d/h%d", d, c.m, c.h), func(t *testing.T) {
+				f := newFixture(t)
+				p, rp := f.proj(d, c.h, c.h, c.r, 0.8)
+				x, g2, gw := f.random(d, c.m*c.h, 1), f.random(d, c.m*c.h, 1), f.random(d, c.m*c.h, 1)
+				o := NewO(&lora.O{Engine: f.eng, Proj: p})
+				tp, rec := f.tape(), f.recorder()
+				xv := NewVar(f.upload(d, x, c.m, c.h), true)
+				z1, err := tp.Apply(rec, o, xv)
+				require.NoError(t, err)
+				z2, err := tp.Apply(rec, o, z1[0])
+				require.NoError(t, err)
+				w, err := tp.Apply(rec, o, xv)
+				require.NoError(t, err)
+				require.NoError(t, tp.Backward(rec, Seed{z2[0], f.upload(d, g2, c.m, c.h)}, Seed{w[0], f.upload(d, gw, c.m, c.h)}))
+				require.NoError(t, rec.Submit())
+
+				wz1 := ref.RoundTo(d, ref.LinearForward(x, c.m, rp))
+				// The tape runs the applications in reverse: W's, Z2's, Z1's.
+				dx3, pg3 := ref.LinearBackward(x, gw, c.m, rp)
+				dz1, pg2 := ref.LinearBackward(wz1, g2, c.m, rp)
+				dx1, pg1 := ref.LinearBackward(x, ref.RoundTo(d, dz1), c.m, rp)
+				bound := layerTol[d]
+				expectClose(t, "Z2", f.download(z2[0].Value), ref.LinearForward(wz1, c.m, rp), c.h, bound)
+				expectClose(t, "dZ1", f.download(tp.Grad(z1[0])), dz1, c.h, bound)
+				expectClose(t, "dX", f.download(tp.Grad(xv)), add(d, ref.RoundTo(d, dx3), dx1), c.h, bound)
+				f.checkGrads(tp, "o", o.Proj, addGrads(d, pg3, pg2, pg1), rp, bound)
+			})
+		}
+	}
+}
+
+// TestUnusedOutputsAndFrozenInput seeds only Q of a QKV: K and V get zero
+// gradients (filled by the tape), so their adapters' gradients are zero.
+// X requires no gradient: its dX is dropped, the adapters' are kept; a
+// frozen adapter (RequiresGrad false) gets none.
+func TestUnusedOutputsAndFrozenInput(t *testing.T) {
+	const m, h, hq, hkv = 9, 14, 10, 6
+	d := dtype.BF16
+	f := newFixture(t)
+	pq, rq := f.proj(d, hq, h, 2, 1.3)
+	pk, rk := f.proj(d, hkv, h, 3, 0.7)
+	pv, rv := f.proj(d, hkv, h, 1, 2)
+	x, gq := f.random(d, m*h, 1), f.random(d, m*hq, 1)
+	qkv := NewQKV(&lora.QKV{Engine: f.eng, Q: pq, K: pk, V: pv})
+	qkv.V.A.RequiresGrad = false
+	tp, rec := f.tape(), f.recorder()
+	xv := NewVar(f.upload(d, x, m, h), false)
+	out, err := tp.Apply(rec, qkv, xv)
+	require.NoError(t, err)
+	require.NoError(t, tp.Backward(rec, Seed{out[0], f.upload(d, gq, m, hq)}))
+	require.NoError(t, rec.Submit())
+
+	_, dq, dk, dv := ref.QKVBackward(x, gq, make([]float64, m*hkv), make([]float64, m*hkv), m, rq, rk, rv)
+	bound := layerTol[d]
+	require.Nil(t, tp.Grad(xv), "X requires no gradient")
+	f.checkGrads(tp, "q", qkv.Q, dq, rq, bound)
+	f.checkGrads(tp, "k", qkv.K, dk, rk, 0) // exactly zero
+	require.Nil(t, tp.Grad(qkv.V.A), "frozen lora_A of v")
+	expectClose(t, "v dB", f.download(tp.Grad(qkv.V.B)), dv.DB, rv.R, 0)
+}
+
+// TestNoAdapterProjection: a projection without adapter has no Vars and
+// contributes only to dX.
+func TestNoAdapterProjection(t *testing.T) {
+	const m, in, out = 4, 9, 7
+	d := dtype.F32
+	f := newFixture(t)
+	p, rp := f.proj(d, out, in, 0, 1)
+	x, g := f.random(d, m*in, 1), f.random(d, m*out, 1)
+	o := NewO(&lora.O{Engine: f.eng, Proj: p})
+	require.Equal(t, ProjVars{}, o.Proj)
+	tp, rec := f.tape(), f.recorder()
+	xv := NewVar(f.upload(d, x, m, in), true)
+	y, err := tp.Apply(rec, o, xv)
+	require.NoError(t, err)
+	require.NoError(t, tp.Backward(rec, Seed{y[0], f.upload(d, g, m, out)}))
+	require.NoError(t, rec.Submit())
+	dx, _ := ref.LinearBackward(x, g, m, rp)
+	expectClose(t, "dX", f.download(tp.Grad(xv)), dx, in, layerTol[d])
+}
+
+func TestTapeErrors(t *testing.T) {
+	d := dtype.F32
+	f := newFixture(t)
+	p, _ := f.proj(d, 6, 5, 2, 1)
+	o := NewO(&lora.O{Engine: f.eng, Proj: p})
+	tp, rec := f.tape(), f.recorder()
+	x := NewVar(f.upload(d, f.random(d, 15, 1), 3, 5), true)
+
+	_, err := tp.Apply(rec, o, nil)
+	require.ErrorIs(t, err, ErrBadInput)
+	_, err = tp.Apply(rec, o, x, x)
+	require.ErrorIs(t, err, ErrBadInput)
+	require.ErrorContains(t, err, "2 tensors, want 1")
+	_, err = tp.Apply(rec, o, NewVar(f.upload(d, f.random(d, 12, 1), 3, 4), true))
+	require.ErrorIs(t, err, ErrBadInput, "wrong input width, reported by lora")
+
+	y, err := tp.Apply(rec, o, x)
+	require.NoError(t, err)
+	err = tp.Backward(rec, Seed{y[0], f.upload(d, f.random(d, 15, 1), 3, 5)})
+	require.ErrorIs(t, err, ErrBadInput)
+	require.ErrorContains(t, err, "must match its Var")
+	_, err = tp.Apply(rec, o, x)
+	require.NoError(t, err, "a rejected seed leaves the tape usable")
+	gy := f.upload(d, f.random(d, 18, 1), 3, 6)
+	require.NoError(t, tp.Backward(rec, Seed{y[0], gy}))
+	err = tp.Backward(rec, Seed{y[0], gy})
+	require.ErrorContains(t, err, "already ran")
+	_, err = tp.Apply(rec, o, x)
+	require.ErrorContains(t, err, "already ran")
+	require.NoError(t, rec.Submit())
+	tp.Release()
+	tp.Release() // idempotent
+	require.Nil(t, tp.Grad(x))
+}

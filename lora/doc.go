@@ -1,0 +1,41 @@
+// Package lora is the fused LoRA layers of axolotl's kernels.lora on Vulkan:
+// one adapted projection (O, MatmulLoRA), the attention input projections
+// (QKV) and the gated MLP (MLP: SwiGLU, GEGLU, GEGLU-tanh), each with a
+// Forward that returns a saved context and a Backward that returns dX and
+// the adapter gradients. The math is shared/docs/lora-math.md; package ref
+// is the float64 oracle the tests compare against.
+//
+// # Shapes and layout
+//
+// PEFT conventions: X is [M, in] (batch·sequence flattened), a base weight
+// W is [out, in] (dense or NF4, frozen), lora_A is [r, in], lora_B is
+// [out, r] and the scale s is alpha/r, or alpha/√r with rsLoRA. Tensors are
+// row-major; every doc comment states its shapes. Activations, weights and
+// gradients share one storage dtype (f32, f16 or bf16); accumulation is
+// fp32, and [M, r] intermediates are kept in f32. The rank is always
+// contracted first: B·A and Xᵀ·G are never formed.
+//
+// # From a PEFT model
+//
+// LoRALinear mirrors a PEFT LoRA Linear (base layer, lora_A, lora_B,
+// lora_alpha, r, use_rslora, disabled, merged); GetLoRAParameters turns it
+// into a Projection, and ApplyLoRAQKV, ApplyLoRAO and ApplyLoRAMLP (or its
+// SwiGLU/GEGLU-checking forms) build the layers from Attention and GatedMLP
+// modules, choosing the activation from the model's hidden_act.
+//
+// # Recording and ownership
+//
+// Ops are recorded on a vk.Recorder and run at rec.Submit; results are valid
+// after it. Temporaries are handed to rec.Hold. Outputs and gradients are
+// new tensors the caller releases; saved contexts reference X (not a copy),
+// so X must not change between Forward and Backward, and X is never
+// written (not even by MLP.Inplace). Every Release is idempotent. Package
+// autograd chains the layers on a tape.
+//
+// # Errors
+//
+// Argument errors (shapes, dtypes, nil or released tensors, non-finite
+// scales) wrap ErrBadInput and name the argument and its shape; adapter
+// features not implemented yet wrap ErrNotImplemented. Device errors come
+// from package vk.
+package lora

@@ -1,0 +1,90 @@
+package lora
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/vklora/vklora/vk"
+)
+
+// ErrNotImplemented marks adapter features PEFT has and the engine does not
+// implement yet (a base-layer bias), so callers can fall back to another
+// path instead of training with a silently different model.
+var ErrNotImplemented = errors.New("not implemented")
+
+// LoRALinear mirrors one PEFT LoRA Linear (peft.tuners.lora.Linear) for its
+// active adapter: the frozen base layer and lora_A [R, in], lora_B [out, R]
+// with lora_alpha and r from the adapter's LoraConfig. A and B are both nil
+// for a Linear PEFT did not adapt (then R is ignored).
+type LoRALinear struct {
+	Base Weight
+	// Bias is the base layer's bias [out]; not supported yet: setting it is
+	// ErrNotImplemented rather than a silently different forward.
+	Bias      *vk.Tensor
+	A, B      *vk.Tensor
+	Alpha     float64
+	R         int
+	UseRSLoRA bool // scale alpha/√r (rsLoRA) instead of alpha/r
+	// Disabled (PEFT's disable_adapters) and Merged (B·A already added into
+	// W) both make the layer the plain base matmul.
+	Disabled, Merged bool
+}
+
+// LoRAScale is PEFT's scaling: alpha/r, or alpha/√r with rsLoRA.
+func LoRAScale(alpha float64, r int, rslora bool) float64 {
+	if rslora {
+		return alpha / math.Sqrt(float64(r))
+	}
+	return alpha / float64(r)
+}
+
+// GetLoRAParameters returns the Projection the layers compute for l (after
+// axolotl's get_lora_parameters): the base weight, and A, B and the scale
+// unless the adapter is disabled, merged or absent. Errors name the
+// argument (lora_A, lora_B, r, lora_alpha) and its shape and wrap
+// ErrBadInput (or ErrNotImplemented for a bias).
+func GetLoRAParameters(l *LoRALinear) (*Projection, error) {
+	p, err := getLoRAParameters(l)
+	if err != nil {
+		return nil, fmt.Errorf("lora: GetLoRAParameters: %w", err)
+	}
+	return p, nil
+}
+
+func getLoRAParameters(l *LoRALinear) (*Projection, error) {
+	if l == nil {
+		return nil, fmt.Errorf("layer is nil: %w", ErrBadInput)
+	}
+	out, in, err := l.Base.dims()
+	if err != nil {
+		return nil, fmt.Errorf("base %w", err)
+	}
+	if l.Bias != nil {
+		return nil, fmt.Errorf("base bias %s of weight [%d,%d]: %w", l.Bias, out, in, ErrNotImplemented)
+	}
+	p := &Projection{W: l.Base}
+	if l.Disabled || l.Merged || (l.A == nil && l.B == nil) {
+		return p, nil
+	}
+	switch {
+	case l.A == nil || l.B == nil:
+		return nil, fmt.Errorf("lora_A %s and lora_B %s must both be set or both nil: %w", l.A, l.B, ErrBadInput)
+	case l.R < 1:
+		return nil, fmt.Errorf("r = %d must be ≥ 1 with an adapter: %w", l.R, ErrBadInput)
+	case math.IsNaN(l.Alpha) || math.IsInf(l.Alpha, 0):
+		return nil, fmt.Errorf("lora_alpha = %v is not finite: %w", l.Alpha, ErrBadInput)
+	case l.A.Released() || l.B.Released():
+		return nil, fmt.Errorf("lora_A or lora_B is released: %w", ErrBadInput)
+	case l.A.Rank() != 2 || l.A.Dim(0) != l.R || l.A.Dim(1) != in:
+		return nil, fmt.Errorf("lora_A %s must be [r=%d, in=%d] for base weight [%d,%d]: %w", l.A, l.R, in, out, in, ErrBadInput)
+	case l.B.Rank() != 2 || l.B.Dim(0) != out || l.B.Dim(1) != l.R:
+		return nil, fmt.Errorf("lora_B %s must be [out=%d, r=%d] for base weight [%d,%d]: %w", l.B, out, l.R, out, in, ErrBadInput)
+	}
+	p.A, p.B, p.Scale = l.A, l.B, LoRAScale(l.Alpha, l.R, l.UseRSLoRA)
+	// Dtype and the remaining checks are the layers' own, so they agree.
+	if _, _, _, _, err := p.shape("w"); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
