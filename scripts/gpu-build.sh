@@ -18,7 +18,8 @@ if [ ! -d .gl ] || ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
 	mkdir -p .gl/lists/partial
 	o="-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=$PWD/.gl/lists"
 	apt-get $o update >/dev/null
-	(cd .gl && apt-get $o download libvulkan1 >/dev/null)
+	# The NVIDIA ICD (libGLX_nvidia) needs the GLVND libraries beside the loader.
+	(cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 >/dev/null)
 	rm -rf .gl/lists
 fi
 du -sh .devcarry .gl
