@@ -22,7 +22,7 @@ func (t tileShape) spec() []uint32 {
 // It stays out until a register-blocked variant is measured to win.
 var tileTable = []tileShape{
 	{BM: 64, BN: 64, BK: 16, TM: 4, TN: 4}, // 256 threads, 8.3 KiB
-	{BM: 32, BN: 32, BK: 16, TM: 2, TN: 2},   // 256 threads, 4.2 KiB
+	{BM: 32, BN: 32, BK: 16, TM: 2, TN: 2}, // 256 threads, 4.2 KiB
 }
 
 // fits reports whether the device can run the tile.
