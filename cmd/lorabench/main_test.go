@@ -131,7 +131,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"matmul", "-reps", "0"}, exitUsage, "-reps"},
 		{[]string{"bench", "extra"}, exitUsage, "unexpected arguments"},
 		{[]string{"devices", "-x"}, exitUsage, "-x"},
-		{[]string{"check", "results/"}, exitError, "check: not yet implemented"},
+		{[]string{"check"}, exitUsage, "name at least one"},
+		{[]string{"check", "no-such-dir/"}, exitError, "no-such-dir"},
 	} {
 		code, _, stderr := runCmd(t, tc.args...)
 		if code != tc.code || !strings.Contains(stderr, tc.want) {
@@ -236,5 +237,13 @@ func TestTimeGPUChunks(t *testing.T) {
 	}
 	if relErr, tol, detail, err := r.Validate(); err != nil || !(relErr <= tol) {
 		t.Errorf("after timing: rel err %g (tol %g) %s %v", relErr, tol, detail, err)
+	}
+}
+
+func TestCheckSmallSuite(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := run([]string{"check", "../../testdata/small"}, &out, &errb)
+	if code != 0 || !strings.Contains(out.String(), "13 files, 0 tensors failed") || !strings.Contains(out.String(), "grad.gate.lora_A") {
+		t.Fatalf("check exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
 	}
 }
