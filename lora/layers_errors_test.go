@@ -1,0 +1,61 @@
+package lora
+
+import (
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vklora/vklora/dtype"
+)
+
+// Bad input to the layers is an error naming the argument and shapes, and
+// the engine keeps working afterwards.
+func TestLayerBadInput(t *testing.T) {
+	f := newFixture(t)
+	d := dtype.F32
+	good, _ := f.proj(d, 12, 8, 3, 0.37)
+	x := f.upload(d, f.random(d, 5*8, 1), 5, 8)
+	rec := f.recorder()
+	withA := func(p Projection, mod func(*Projection)) *Projection { mod(&p); return &p }
+	cases := []struct {
+		name string
+		p    *Projection
+		x    func() error
+		want string
+	}{
+		{"X width", good, nil, "must be [M,8]"},
+		{"A width", withA(*good, func(p *Projection) { p.A = f.upload(d, f.random(d, 3*9, 1), 3, 9) }), nil, "lora_A f32[3 9] must be [r,8]"},
+		{"rank mismatch", withA(*good, func(p *Projection) { p.B = f.upload(d, f.random(d, 12*4, 1), 12, 4) }), nil, "lora_B f32[12 4] must be [12,3]"},
+		{"nil A", withA(*good, func(p *Projection) { p.A = nil }), nil, "must both be set or both nil"},
+		{"NaN scale", withA(*good, func(p *Projection) { p.Scale = math.NaN() }), nil, "not finite"},
+		{"Inf scale", withA(*good, func(p *Projection) { p.Scale = math.Inf(1) }), nil, "not finite"},
+		{"dtype mix", withA(*good, func(p *Projection) { p.A = f.upload(dtype.BF16, f.random(dtype.BF16, 24, 1), 3, 8) }), nil, "must have the weight's dtype f32"},
+		{"nil weight", withA(*good, func(p *Projection) { p.W = Weight{} }), nil, "weight is nil"},
+	}
+	for _, tc := range cases {
+		in := x
+		if tc.name == "X width" {
+			in = f.upload(d, f.random(d, 5*7, 1), 5, 7)
+		}
+		_, _, err := (&O{Engine: f.eng, Proj: tc.p}).Forward(rec, in)
+		require.ErrorIs(t, err, ErrBadInput, tc.name)
+		require.ErrorContains(t, err, tc.want, tc.name)
+	}
+	// QKV with a k projection of another input width.
+	k, _ := f.proj(d, 4, 9, 2, 1)
+	_, _, _, _, err := (&QKV{Engine: f.eng, Q: good, K: k, V: good}).Forward(rec, x)
+	require.ErrorContains(t, err, "projection k takes f32[·,9] but q takes f32[·,8]")
+	// MLP with a down projection of the wrong shape, and an unset activation.
+	up, _ := f.proj(d, 12, 8, 3, 2)
+	_, _, err = (&MLP{Engine: f.eng, Gate: good, Up: up, Down: up, Act: SwiGLU}).Forward(rec, x)
+	require.ErrorContains(t, err, "must be [I,H], [I,H], [H,I]")
+	_, _, err = (&MLP{Engine: f.eng, Gate: good, Up: up, Down: good}).Forward(rec, x)
+	require.ErrorContains(t, err, "activation")
+	// Nothing bad was recorded: the engine still runs a valid layer.
+	y, saved, err := (&O{Engine: f.eng, Proj: good}).Forward(rec, x)
+	require.NoError(t, err)
+	defer saved.Release()
+	f.keep(y)
+	require.NoError(t, rec.Submit())
+}
