@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/lora"
+	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk"
 )
 
@@ -39,8 +41,9 @@ type benchCase struct {
 	DType dtype.DType // storage dtype of inputs and outputs
 	M, N  int         // problem dims reported in the row
 	K     int
-	FLOPs float64 // floating-point operations of one run
-	Bytes float64 // minimum bytes one run reads and writes in device memory
+	FLOPs float64    // floating-point operations of one run
+	Bytes float64    // minimum bytes one run reads and writes in device memory
+	Layer *layerInfo // shape and pass of a LoRA layer case (nil for matmul)
 	Setup func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error)
 }
 
@@ -58,19 +61,65 @@ func (c benchCase) String() string {
 // benchOp is one op of the `bench` suite.
 type benchOp struct {
 	Name  string
-	Cases func(quick bool) []benchCase
+	Cases func(sel *selection) []benchCase
+}
+
+// selection is what the flags of `bench` chose.
+type selection struct {
+	quick   bool
+	shapes  []shape       // of the layer ops
+	dtypes  []dtype.DType // of the layer ops
+	mmTypes []dtype.DType // of matmul; nil: its own defaults
+	passes  []string
+	valRows int
 }
 
 // benchOps is the suite `lorabench bench` runs, in order.
 var benchOps = []benchOp{
-	{Name: "matmul", Cases: matmulSweep},
+	{Name: "matmul", Cases: func(sel *selection) []benchCase { return matmulSweep(sel.quick, sel.mmTypes) }},
+	{Name: "matmul_lora", Cases: layerSweep("matmul_lora")},
+	{Name: "o", Cases: layerSweep("o")},
+	{Name: "qkv", Cases: layerSweep("qkv")},
+	{Name: "mlp", Cases: layerSweep("mlp")},
 }
 
-// matmulSweep: cubes in form nt (X·Wᵀ, the forward projection).
-func matmulSweep(quick bool) []benchCase {
-	sizes, dts := []int{1024, 4096}, []dtype.DType{dtype.F32, dtype.BF16}
+func benchOpNames() []string {
+	var ns []string
+	for _, op := range benchOps {
+		ns = append(ns, op.Name)
+	}
+	return ns
+}
+
+// layerSweep: the op at every selected shape, dtype and pass (matmul_lora
+// has no backward: forward only).
+func layerSweep(name string) func(sel *selection) []benchCase {
+	return func(sel *selection) []benchCase {
+		op := layerOps[name]
+		var cs []benchCase
+		for _, s := range sel.shapes {
+			for _, d := range sel.dtypes {
+				for _, p := range sel.passes {
+					if p == passFwdBwd && op.fwdOnly {
+						continue
+					}
+					cs = append(cs, layerCase(op, s, d, p, sel.valRows))
+				}
+			}
+		}
+		return cs
+	}
+}
+
+// matmulSweep: cubes in form nt (X·Wᵀ, the forward projection), in dts when
+// given.
+func matmulSweep(quick bool, dts []dtype.DType) []benchCase {
+	sizes, def := []int{1024, 4096}, []dtype.DType{dtype.F32, dtype.BF16}
 	if quick {
-		sizes, dts = []int{256, 512}, dtype.Floats
+		sizes, def = []int{256, 512}, dtype.Floats
+	}
+	if dts == nil {
+		dts = def
 	}
 	var cs []benchCase
 	for _, s := range sizes {
@@ -81,9 +130,23 @@ func matmulSweep(quick bool) []benchCase {
 	return cs
 }
 
+const benchSynopsis = "[-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A] [-dtype D,...] [-pass fwd|fwdbwd|both] [-json] [-device SEL] [-reps N] [-warmup N]"
+
 func cmdBench(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", "[-quick] [-json] [-device SEL] [-reps N] [-warmup N]", stderr)
-	quick := fs.Bool("quick", false, "small sizes (256³, 512³ in f32, f16, bf16) that finish quickly on lavapipe; default 1024³ and 4096³ in f32, bf16")
+	fs := newFlags("bench", benchSynopsis, stderr)
+	quick := fs.Bool("quick", false, "small shapes that finish quickly on lavapipe: matmul 256³, 512³ in f32, f16, bf16 and the layer ops at M=64, H=96, I=160, Q=96, KV=32, r=8 in f32, bf16")
+	ops := fs.String("op", "", "comma-separated ops: "+strings.Join(benchOpNames(), ", ")+" (default all)")
+	pre := fs.String("preset", "", "comma-separated presets of the layer ops: "+strings.Join(presetNames(), ", ")+" (default all three without -quick or a custom shape)")
+	m := fs.Int("m", 0, "custom shape: tokens M (with -preset: overrides the presets' M)")
+	hidden := fs.Int("hidden", 0, "custom shape: hidden size H")
+	inter := fs.Int("inter", 0, "custom shape: MLP intermediate size I")
+	q := fs.Int("q", 0, "custom shape: q projection width (default H)")
+	kv := fs.Int("kv", 0, "custom shape: k and v projection width (default max(1, H/3))")
+	r := fs.Int("r", 0, "LoRA rank (custom shape; with -preset: overrides the presets' r)")
+	act := fs.String("act", "", "custom shape: MLP activation swiglu, geglu or geglu_tanh (default swiglu)")
+	dts := fs.String("dtype", "", "comma-separated dtypes f32, f16, bf16 (default bf16 for presets, f32,bf16 for -quick and custom shapes; matmul keeps its own unless given)")
+	pass := fs.String("pass", "both", "layer ops: fwd (forward), fwdbwd (forward+backward) or both")
+	valRows := fs.Int("val-rows", 64, "layer ops validate the complete problem on the first min(M, N) rows of X")
 	o := addRunFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -94,11 +157,129 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	if err := o.check(); err != nil {
 		return err
 	}
+	set := setFlags(fs)
+	sel := &selection{quick: *quick, valRows: *valRows}
+	if sel.valRows < 1 {
+		return usagef("-val-rows must be ≥ 1 (got %d)", sel.valRows)
+	}
+	switch *pass {
+	case "both":
+		sel.passes = []string{passFwd, passFwdBwd}
+	case passFwd, passFwdBwd:
+		sel.passes = []string{*pass}
+	default:
+		return usagef("-pass %q: want fwd, fwdbwd or both", *pass)
+	}
+	var run []benchOp
+	if set["op"] {
+		for _, name := range splitList(*ops) {
+			i := slices.IndexFunc(benchOps, func(op benchOp) bool { return op.Name == name })
+			if i < 0 {
+				return usagef("-op %q: unknown op (want %s)", name, strings.Join(benchOpNames(), ", "))
+			}
+			run = append(run, benchOps[i])
+		}
+	} else {
+		run = benchOps
+	}
+	// The layer shapes: presets, a custom shape or the quick shape.
+	custom := false
+	for _, f := range []string{"hidden", "inter", "q", "kv", "act"} {
+		custom = custom || set[f]
+	}
+	switch {
+	case set["preset"]:
+		if custom {
+			return usagef("-preset and a custom shape (-hidden, -inter, -q, -kv, -act) are alternatives: give one")
+		}
+		if *quick {
+			return usagef("-preset and -quick are alternatives: give one")
+		}
+		for _, name := range splitList(*pre) {
+			i := slices.IndexFunc(presets, func(p shape) bool { return p.Name == name })
+			if i < 0 {
+				return usagef("-preset %q: unknown preset (want %s)", name, strings.Join(presetNames(), ", "))
+			}
+			sel.shapes = append(sel.shapes, presets[i])
+		}
+	case custom || set["m"] || set["r"]:
+		s := quickShape
+		s.Name = "custom"
+		if set["hidden"] {
+			s.H, s.Q, s.KV = *hidden, *hidden, max(1, *hidden/3)
+		}
+		if set["act"] {
+			a, err := ref.ParseActivation(*act)
+			if err != nil {
+				return usagef("-act %q: want swiglu, geglu or geglu_tanh", *act)
+			}
+			s.Act = a
+		}
+		for _, f := range []struct {
+			name string
+			v    int
+			dst  *int
+		}{{"inter", *inter, &s.I}, {"q", *q, &s.Q}, {"kv", *kv, &s.KV}} {
+			if set[f.name] {
+				*f.dst = f.v
+			}
+		}
+		sel.shapes = []shape{s}
+	case *quick:
+		sel.shapes = []shape{quickShape}
+	default:
+		sel.shapes = append([]shape(nil), presets...)
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"m", *m}, {"hidden", *hidden}, {"inter", *inter}, {"q", *q}, {"kv", *kv}, {"r", *r}} {
+		if set[f.name] && f.v < 1 {
+			return usagef("-%s must be ≥ 1 (got %d)", f.name, f.v)
+		}
+	}
+	for i := range sel.shapes {
+		if set["m"] {
+			sel.shapes[i].M = *m
+		}
+		if set["r"] {
+			sel.shapes[i].R = *r
+		}
+	}
+	if set["dtype"] {
+		for _, s := range splitList(*dts) {
+			d, err := dtype.Parse(s)
+			if err != nil || !d.IsFloat() {
+				return usagef("-dtype %q: want f32, f16 or bf16", s)
+			}
+			sel.dtypes = append(sel.dtypes, d)
+		}
+		sel.mmTypes = sel.dtypes
+	} else if set["preset"] || (!*quick && !custom && !set["m"] && !set["r"]) {
+		sel.dtypes = []dtype.DType{dtype.BF16}
+	} else {
+		sel.dtypes = []dtype.DType{dtype.F32, dtype.BF16}
+	}
 	var cases []benchCase
-	for _, op := range benchOps {
-		cases = append(cases, op.Cases(*quick)...)
+	for _, op := range run {
+		cases = append(cases, op.Cases(sel)...)
+	}
+	if len(cases) == 0 {
+		return usagef("nothing to run: matmul_lora has no backward (-pass fwdbwd)")
 	}
 	return runCases(cases, o, stdout, stderr)
+}
+
+// splitList splits a comma-separated flag value, trimming spaces and
+// dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // runFlags are the flags every timing command shares.
@@ -156,7 +337,7 @@ func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err err
 		return err
 	}
 	defer rec.Release()
-	rep := newReporter(stdout, o.json, dev.Info())
+	rep := newReporter(stdout, o.json, dev.Info(), cases)
 	prog := newProgress(stderr, len(cases))
 	defer prog.finish()
 	var failed []string
@@ -192,12 +373,21 @@ func runCase(eng *lora.Engine, rec *vk.Recorder, c benchCase, o *runFlags, i uin
 		return res, err
 	}
 	defer r.Release()
+	// One step outside the timing loop: it measures the device memory the
+	// step allocates above what the case holds (its outputs, saved contexts
+	// and temporaries, freed at Submit).
+	dev := eng.Device()
+	dev.ResetPeak()
+	before, _ := dev.MemoryStats()
 	if err := r.Record(rec); err != nil {
 		return res, err
 	}
 	if err := rec.Submit(); err != nil {
 		return res, err
 	}
+	_, peak := dev.MemoryStats()
+	extra := peak - before
+	res.PeakExtraMiB = float64(extra) / (1 << 20)
 	relErr, tol, detail, err := r.Validate()
 	if err != nil {
 		return res, err
@@ -207,10 +397,24 @@ func runCase(eng *lora.Engine, rec *vk.Recorder, c benchCase, o *runFlags, i uin
 		return res, fmt.Errorf("%s: relative error %.3g > tolerance %.3g, not timed\n  %s: %w", c, relErr, tol, detail, errValidation)
 	}
 	res.Validated = true
-	st, err := timeGPU(rec, eng.Device(), o.warmup, o.reps, r.Record)
+	st, err := timeGPUChunks(rec, dev, o.warmup, o.reps, stepsPerSubmit(dev, before, extra), r.Record)
 	if err != nil {
 		return res, err
 	}
 	res.setStats(st, c)
 	return res, nil
+}
+
+// stepsPerSubmit bounds the steps recorded into one submission so that what
+// they hold until the Submit (extra bytes each) fits in half the device's
+// local memory beside what is allocated (current bytes).
+func stepsPerSubmit(dev *vk.Device, current, extra uint64) int {
+	if extra == 0 {
+		return maxTimedPerSubmit
+	}
+	budget := dev.Caps().DeviceLocalBytes / 2
+	if budget <= current {
+		return 1
+	}
+	return int(min(max((budget-current)/extra, 1), maxTimedPerSubmit))
 }

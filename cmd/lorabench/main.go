@@ -2,7 +2,8 @@
 //
 //	lorabench devices [-json]
 //	lorabench matmul  [-m M -n N -k K | -sizes S,S,...] [-dtype f32|f16|bf16] [-form nt|nn|tn] ...
-//	lorabench bench   [-quick] [-json] [-device SEL]
+//	lorabench bench   [-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A]
+//	                  [-dtype D,...] [-pass fwd|fwdbwd|both] [-json] [-device SEL]
 //	lorabench check   FILE|DIR...
 //
 // Every op is checked against the float64 reference (package ref) before it is
@@ -10,8 +11,9 @@
 // from GPU timestamps: warm-up runs, then the median of repeats.
 //
 // Files: main.go (dispatch, usage, exit codes), devices.go, matmul.go (the
-// matmul op and its reference), bench.go (the op table of `bench`: add ops
-// there), timing.go (timeGPU), report.go (table and JSON lines), progress.go
+// matmul op and its reference), bench.go (the op table and flags of
+// `bench`: add ops there), layers.go (the LoRA layer ops matmul_lora, o,
+// qkv, mlp at the presets or a custom shape), timing.go (timeGPU), report.go (table and JSON lines), progress.go
 // (stderr progress bar), check.go (the check subcommand).
 package main
 
@@ -45,7 +47,9 @@ func commands() []command {
 		{"devices", "[-json]", "list Vulkan devices and their capabilities; * marks the default", cmdDevices},
 		{"matmul", "[-m M -n N -k K | -sizes S,...] [-dtype D] [-form nt|nn|tn] [-reps N] [-warmup N] [-device SEL] [-json]",
 			"validate, then time C = op(A)·op(B)", cmdMatmul},
-		{"bench", "[-quick] [-json] [-device SEL] [-reps N] [-warmup N]", "validate and time the benchmark suite", cmdBench},
+		{"bench", "[-quick] [-op matmul,matmul_lora,o,qkv,mlp] [-preset llama3-8b,gemma-2b,qwen2.5-0.5b | -m M -hidden H -inter I -q Q -kv KV -r R -act A]\n" +
+			"           [-dtype D,...] [-pass fwd|fwdbwd|both] [-json] [-device SEL] [-reps N] [-warmup N]",
+			"validate and time the benchmark suite: matmul and the LoRA layers (time, TFLOP/s, peak extra MiB of a step)", cmdBench},
 		{"check", "FILE|DIR...", "check results files (not yet implemented)", cmdCheck},
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/lora"
+	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk"
 )
 
@@ -245,5 +246,175 @@ func TestCheckSmallSuite(t *testing.T) {
 	code := run([]string{"check", "../../testdata/small"}, &out, &errb)
 	if code != 0 || !strings.Contains(out.String(), "13 files, 0 tensors failed") || !strings.Contains(out.String(), "grad.gate.lora_A") {
 		t.Fatalf("check exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
+	}
+}
+
+// benchRows runs `lorabench bench args...` with -json and decodes its rows.
+func benchRows(t *testing.T, args ...string) []result {
+	t.Helper()
+	code, out, _ := runCmd(t, append([]string{"bench", "-json"}, args...)...)
+	if code != exitOK {
+		t.Fatalf("bench %v: exit %d", args, code)
+	}
+	var rows []result
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r result
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("bad JSON line %q: %v", l, err)
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+func TestBenchQuickMLP(t *testing.T) {
+	needGPU(t)
+	rows := benchRows(t, "-quick", "-op", "mlp", "-dtype", "f32", "-reps", "3", "-warmup", "1")
+	if len(rows) != 2 {
+		t.Fatalf("%d rows, want 2 (fwd, fwdbwd)", len(rows))
+	}
+	s := quickShape
+	for i, pass := range []string{passFwd, passFwdBwd} {
+		r := rows[i]
+		if r.Op != "mlp" || r.Pass != pass || r.DType != "f32" || r.Preset != "quick" || r.M != s.M || r.Hidden != s.H || r.Inter != s.I || r.R != s.R || r.Act != "swiglu" {
+			t.Errorf("row %d: %+v, want mlp quick %s f32", i, r, pass)
+		}
+		if !r.Validated || !(float64(r.RelErr) <= r.Tol) || r.Tol != layerTol[dtype.F32] {
+			t.Errorf("%s: not validated: %+v", pass, r)
+		}
+		if !(r.PeakExtraMiB > 0) || !(r.MsMedian > 0) || !(r.TFLOPs > 0) {
+			t.Errorf("%s: peak_extra_MiB %g, ms %g, TFLOP/s %g; want > 0", pass, r.PeakExtraMiB, r.MsMedian, r.TFLOPs)
+		}
+		// anchors.md: fwd 2·M·in·out + 2·M·r·(in+out) per projection, bwd
+		// 2·M·in·out + 4·M·r·(in+out); gate and up [I,H], down [H,I].
+		mm := 2.0 * float64(s.M*s.H*s.I)
+		lr := 2.0 * float64(s.M*s.R*(s.H+s.I))
+		want := 3 * (mm + lr)
+		if pass == passFwdBwd {
+			want += 3 * (mm + 2*lr)
+		}
+		if r.FLOPs != want {
+			t.Errorf("%s: %g FLOP, want %g", pass, r.FLOPs, want)
+		}
+	}
+	if !(rows[1].PeakExtraMiB > rows[0].PeakExtraMiB) {
+		t.Errorf("fwd+bwd peak %g MiB not above fwd %g MiB", rows[1].PeakExtraMiB, rows[0].PeakExtraMiB)
+	}
+}
+
+func TestBenchCustomQKV(t *testing.T) {
+	needGPU(t)
+	rows := benchRows(t, "-op", "qkv", "-m", "17", "-hidden", "40", "-q", "48", "-kv", "16", "-r", "3", "-reps", "2", "-warmup", "0")
+	if len(rows) != 4 {
+		t.Fatalf("%d rows, want 4 (f32, bf16 × fwd, fwdbwd)", len(rows))
+	}
+	for _, r := range rows {
+		if r.Op != "qkv" || r.Preset != "custom" || r.M != 17 || r.N != 48+2*16 || r.K != 40 || r.Q != 48 || r.KV != 16 || r.R != 3 {
+			t.Errorf("unexpected row %+v", r)
+		}
+		if !r.Validated || !(r.PeakExtraMiB > 0) {
+			t.Errorf("not validated or no peak: %+v", r)
+		}
+	}
+	// Text mode: the form and peak MiB columns.
+	code, out, _ := runCmd(t, "bench", "-op", "o,matmul_lora", "-m", "9", "-hidden", "24", "-r", "2", "-dtype", "f16", "-reps", "2", "-warmup", "0")
+	if code != exitOK || !strings.Contains(out, "peak MiB") || !strings.Contains(out, "custom fwdbwd") ||
+		strings.Count(out, "\no ") != 2 || strings.Count(out, "\nmatmul_lora ") != 1 {
+		t.Errorf("exit %d; want o fwd, o fwdbwd and matmul_lora fwd rows with a peak MiB column:\n%s", code, out)
+	}
+}
+
+// TestBenchLayerValidation breaks one adapter gradient (dB of the last
+// projection) of a layer op: the case must fail validation, not be timed.
+func TestBenchLayerValidation(t *testing.T) {
+	needGPU(t)
+	op := *layerOps["mlp"]
+	gpu := op.gpu
+	op.gpu = func(eng *lora.Engine, rec *vk.Recorder, ps []*lora.Projection, act ref.Activation, x *vk.Tensor, gys []*vk.Tensor, bwd bool) ([]*vk.Tensor, []vk.Releaser, error) {
+		outs, saved, err := gpu(eng, rec, ps, act, x, gys, bwd)
+		if err == nil {
+			rec.Barrier()
+			err = rec.Fill(outs[len(outs)-1].Binding(), 0)
+		}
+		return outs, saved, err
+	}
+	s := quickShape
+	s.M = 100 // validated on a 64-row slice
+	bad := layerCase(&op, s, dtype.F32, passFwdBwd, 64)
+	var out, errb bytes.Buffer
+	err := runCases([]benchCase{bad}, &runFlags{reps: 2, seed: 1}, &out, &errb)
+	t.Logf("stdout:\n%sstderr:\n%s", out.String(), errb.String())
+	if code := exitCode(err, "bench", &errb); code != exitValidate {
+		t.Fatalf("exit %d (%v), want %d", code, err, exitValidate)
+	}
+	if !strings.Contains(out.String(), "FAILED") || !strings.Contains(errb.String(), "dB_down") ||
+		!strings.Contains(errb.String(), "first 64 of 100 rows") {
+		t.Errorf("failure of dB_down not reported")
+	}
+}
+
+// TestTimeGPUChunksHolds times a layer step whose outputs the recorder
+// holds, a few steps per submission: all of them are freed.
+func TestTimeGPUChunksHolds(t *testing.T) {
+	needGPU(t)
+	dev, err := vk.Open(vk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := dev.Release(); err != nil {
+			t.Error(err)
+		}
+	}()
+	eng, err := lora.NewEngine(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := layerCase(layerOps["o"], quickShape, dtype.BF16, passFwdBwd, 64).Setup(eng, rand.New(rand.NewPCG(1, 3)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Release()
+	rec, err := dev.NewRecorder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Release()
+	before, _ := dev.MemoryStats()
+	st, err := timeGPUChunks(rec, dev, 2, 7, 3, r.Record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := dev.MemoryStats()
+	if st.Reps != 7 || after != before {
+		t.Errorf("%d reps, memory %d → %d bytes; want 7 reps and nothing left", st.Reps, before, after)
+	}
+	if n := stepsPerSubmit(dev, 0, 0); n != maxTimedPerSubmit {
+		t.Errorf("stepsPerSubmit without extra memory = %d", n)
+	}
+	if n := stepsPerSubmit(dev, 0, 1<<62); n != 1 {
+		t.Errorf("stepsPerSubmit of a huge step = %d, want 1", n)
+	}
+}
+
+func TestBenchUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-preset", "llama3-8b,llama9-x"}, `-preset "llama9-x": unknown preset`},
+		{[]string{"-preset", "gemma-2b", "-quick"}, "alternatives"},
+		{[]string{"-preset", "gemma-2b", "-hidden", "64"}, "alternatives"},
+		{[]string{"-op", "attention"}, `-op "attention"`},
+		{[]string{"-pass", "bwd"}, "-pass"},
+		{[]string{"-dtype", "f64"}, "-dtype"},
+		{[]string{"-act", "relu"}, "-act"},
+		{[]string{"-hidden", "0"}, "-hidden must be ≥ 1"},
+		{[]string{"-op", "matmul_lora", "-pass", "fwdbwd", "-quick"}, "no backward"},
+	} {
+		code, _, stderr := runCmd(t, append([]string{"bench"}, tc.args...)...)
+		if code != exitUsage || !strings.Contains(stderr, tc.want) {
+			t.Errorf("bench %v: exit %d, stderr %q; want exit %d mentioning %q", tc.args, code, stderr, exitUsage, tc.want)
+		}
 	}
 }

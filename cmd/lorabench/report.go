@@ -30,6 +30,20 @@ type result struct {
 	RelErr    jsonNum `json:"rel_err"` // null when not finite (NaN output)
 	Tol       float64 `json:"tol"`
 	Validated bool    `json:"validated"`
+	// PeakExtraMiB is the device memory one step allocates above what was
+	// allocated before it (outputs, saved contexts, temporaries), measured
+	// on one untimed step: torch_reference.py's step_peak_extra_MiB.
+	PeakExtraMiB float64 `json:"peak_extra_MiB"`
+	TFLOPs       float64 `json:"tflops"` // TFLOP/s at the median time
+	// Layer ops only: the preset ("quick", "custom"), pass and shape.
+	Preset string `json:"preset,omitempty"`
+	Pass   string `json:"pass,omitempty"`
+	Hidden int    `json:"hidden,omitempty"`
+	Inter  int    `json:"inter,omitempty"`
+	Q      int    `json:"q,omitempty"`
+	KV     int    `json:"kv,omitempty"`
+	R      int    `json:"r,omitempty"`
+	Act    string `json:"act,omitempty"`
 }
 
 // jsonNum encodes a non-finite float as null (encoding/json rejects them).
@@ -44,8 +58,24 @@ func (x jsonNum) MarshalJSON() ([]byte, error) {
 }
 
 func newResult(c benchCase, dev vk.DeviceInfo) result {
-	return result{Op: c.Op, Device: dev.Name, DType: c.DType.String(), Form: c.Form,
+	r := result{Op: c.Op, Device: dev.Name, DType: c.DType.String(), Form: c.Form,
 		M: c.M, N: c.N, K: c.K, FLOPs: c.FLOPs, Bytes: c.Bytes}
+	if l := c.Layer; l != nil {
+		s := l.Shape
+		r.Preset, r.Pass, r.Hidden, r.R = s.Name, l.Pass, s.H, s.R
+		switch c.Op {
+		case "mlp", "matmul_lora":
+			r.Inter = s.I
+		case "qkv":
+			r.Q, r.KV = s.Q, s.KV
+		case "o":
+			r.Q = s.Q
+		}
+		if c.Op == "mlp" {
+			r.Act = s.Act.String()
+		}
+	}
+	return r
 }
 
 func (r *result) setStats(st Stats, c benchCase) {
@@ -53,6 +83,7 @@ func (r *result) setStats(st Stats, c benchCase) {
 	if st.Median > 0 {
 		r.GFLOPs = c.FLOPs / (st.Median * 1e-3) / 1e9
 		r.GBs = c.Bytes / (st.Median * 1e-3) / 1e9
+		r.TFLOPs = r.GFLOPs / 1e3
 	}
 }
 
@@ -64,13 +95,19 @@ type reporter struct {
 	dev    vk.DeviceInfo
 	header bool
 	enc    *json.Encoder
+	format string // of a table row, with the widths of the op and form columns
 }
 
-func newReporter(w io.Writer, asJSON bool, dev vk.DeviceInfo) *reporter {
-	return &reporter{w: w, json: asJSON, dev: dev, enc: json.NewEncoder(w)}
+// newReporter prepares the report of cases: the op and form columns are as
+// wide as the widest of them.
+func newReporter(w io.Writer, asJSON bool, dev vk.DeviceInfo, cases []benchCase) *reporter {
+	opW, formW := 7, 4
+	for _, c := range cases {
+		opW, formW = max(opW, len(c.Op)), max(formW, len(c.Form))
+	}
+	format := fmt.Sprintf("%%-%ds %%-5s %%-%ds %%6s %%6s %%6s %%10s %%10s %%10s %%8s %%9s %%8s %%9s %%9s\n", opW, formW)
+	return &reporter{w: w, json: asJSON, dev: dev, enc: json.NewEncoder(w), format: format}
 }
-
-const rowFormat = "%-7s %-5s %-4s %6s %6s %6s %10s %10s %10s %8s %9s %8s %9s\n"
 
 func (r *reporter) row(res result) {
 	if r.json {
@@ -81,17 +118,19 @@ func (r *reporter) row(res result) {
 		r.header = true
 		fmt.Fprintf(r.w, "device: %s\n", r.dev)
 		fmt.Fprintf(r.w, "GPU timestamps, median of reps after warm-up; matmul FLOP = 2·M·N·K, bytes = (M·K+K·N+M·N)·sizeof(dtype)\n")
-		fmt.Fprintf(r.w, rowFormat, "op", "dtype", "form", "M", "N", "K", "ms median", "ms min", "ms max", "TFLOP/s", "GFLOP/s", "GB/s", "rel err")
+		fmt.Fprintf(r.w, "layer ops (form = preset pass; M tokens, N K = out in, for mlp H I): FLOP per projection fwd 2·M·in·out + 2·M·r·(in+out), bwd 2·M·in·out + 4·M·r·(in+out);\n")
+		fmt.Fprintf(r.w, "peak MiB = device memory one step allocates above what was allocated before it; rel err of the worst output (layers: on min(M, -val-rows) rows)\n")
+		fmt.Fprintf(r.w, r.format, "op", "dtype", "form", "M", "N", "K", "ms median", "ms min", "ms max", "TFLOP/s", "GFLOP/s", "GB/s", "peak MiB", "rel err")
 	}
 	relErr := fmt.Sprintf("%.2g", float64(res.RelErr))
 	if !res.Validated {
-		fmt.Fprintf(r.w, rowFormat, res.Op, res.DType, res.Form, itoa(res.M), itoa(res.N), itoa(res.K),
-			"FAILED", "-", "-", "-", "-", "-", relErr)
+		fmt.Fprintf(r.w, r.format, res.Op, res.DType, res.Form, itoa(res.M), itoa(res.N), itoa(res.K),
+			"FAILED", "-", "-", "-", "-", "-", mib(res.PeakExtraMiB), relErr)
 		return
 	}
-	fmt.Fprintf(r.w, rowFormat, res.Op, res.DType, res.Form, itoa(res.M), itoa(res.N), itoa(res.K),
+	fmt.Fprintf(r.w, r.format, res.Op, res.DType, res.Form, itoa(res.M), itoa(res.N), itoa(res.K),
 		ms(res.MsMedian), ms(res.MsMin), ms(res.MsMax),
-		fmt.Sprintf("%.3f", res.GFLOPs/1e3), num(res.GFLOPs), num(res.GBs), relErr)
+		fmt.Sprintf("%.3f", res.GFLOPs/1e3), num(res.GFLOPs), num(res.GBs), mib(res.PeakExtraMiB), relErr)
 }
 
 func (r *reporter) done() {}
@@ -117,4 +156,12 @@ func ms(v float64) string {
 		return fmt.Sprintf("%.3f", v)
 	}
 	return fmt.Sprintf("%.4f", v)
+}
+
+// mib prints a MiB count: three significant digits below 100, else whole MiB.
+func mib(v float64) string {
+	if v < 100 {
+		return fmt.Sprintf("%.3g", v)
+	}
+	return fmt.Sprintf("%.0f", v)
 }

@@ -25,21 +25,43 @@ const maxTimedPerSubmit = 200
 // the first submission with up to maxTimedPerSubmit repeats. record must
 // record exactly one run of the op; it must not submit.
 func timeGPU(rec *vk.Recorder, dev *vk.Device, warmup, reps int, record func(*vk.Recorder) error) (Stats, error) {
+	return timeGPUChunks(rec, dev, warmup, reps, maxTimedPerSubmit, record)
+}
+
+// timeGPUChunks is timeGPU with at most perSubmit runs (warm-up or timed)
+// recorded into one submission: a step whose outputs the recorder holds
+// until Submit needs its memory once per run recorded.
+func timeGPUChunks(rec *vk.Recorder, dev *vk.Device, warmup, reps, perSubmit int, record func(*vk.Recorder) error) (Stats, error) {
 	if reps < 1 {
 		return Stats{}, fmt.Errorf("timeGPU: reps %d < 1", reps)
 	}
+	perSubmit = min(max(perSubmit, 1), maxTimedPerSubmit)
 	if dev.Caps().TimestampValidBits == 0 {
 		return Stats{}, fmt.Errorf("device %s has no timestamps on its compute queue: %w", dev.Info().Name, vk.ErrUnsupported)
 	}
+	pending := 0 // runs recorded since the last Submit
 	for i := 0; i < warmup; i++ {
+		if pending == perSubmit {
+			if err := rec.Submit(); err != nil {
+				return Stats{}, fmt.Errorf("warm-up: %w", err)
+			}
+			pending = 0
+		}
 		if err := record(rec); err != nil {
 			return Stats{}, fmt.Errorf("warm-up: %w", err)
 		}
 		rec.Barrier()
+		pending++
 	}
 	times := make([]float64, 0, reps)
 	for done := 0; done < reps; {
-		n := min(reps-done, maxTimedPerSubmit)
+		if pending == perSubmit {
+			if err := rec.Submit(); err != nil {
+				return Stats{}, err
+			}
+			pending = 0
+		}
+		n := min(reps-done, perSubmit-pending)
 		marks := make([][2]int, n)
 		for i := range marks {
 			if i > 0 {
@@ -61,6 +83,7 @@ func timeGPU(rec *vk.Recorder, dev *vk.Device, warmup, reps int, record func(*vk
 		if err := rec.Submit(); err != nil {
 			return Stats{}, err
 		}
+		pending = 0
 		for _, m := range marks {
 			d, err := rec.Elapsed(m[0], m[1])
 			if err != nil {

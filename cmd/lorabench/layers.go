@@ -1,0 +1,451 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/lora"
+	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk"
+)
+
+// The LoRA layer ops of `lorabench bench`: matmul_lora (one projection,
+// forward only), o, qkv and mlp, at the presets of shared/docs/anchors.md
+// and shared/bench/torch_reference.py or at a custom shape.
+
+// shape is a transformer block's LoRA problem: M tokens, hidden H,
+// intermediate I, q and kv output widths, rank r and the MLP activation.
+type shape struct {
+	Name              string // preset name, "quick" or "custom"
+	M, H, I, Q, KV, R int
+	Act               ref.Activation
+}
+
+// presets are torch_reference.py's (Gemma uses tanh GELU there, as in HF).
+var presets = []shape{
+	{Name: "llama3-8b", M: 8192, H: 4096, I: 14336, Q: 4096, KV: 1024, R: 16, Act: ref.SwiGLU},
+	{Name: "gemma-2b", M: 8192, H: 2048, I: 16384, Q: 2048, KV: 256, R: 16, Act: ref.GEGLUTanh},
+	{Name: "qwen2.5-0.5b", M: 4096, H: 896, I: 4864, Q: 896, KV: 128, R: 16, Act: ref.SwiGLU},
+}
+
+// quickShape is the -quick (and custom-shape default) problem: small enough
+// that every op of the quick suite runs in well under a second on lavapipe.
+var quickShape = shape{Name: "quick", M: 64, H: 96, I: 160, Q: 96, KV: 32, R: 8, Act: ref.SwiGLU}
+
+func presetNames() []string {
+	var ns []string
+	for _, p := range presets {
+		ns = append(ns, p.Name)
+	}
+	return ns
+}
+
+// loraScale is s = alpha/r of every adapter, as in torch_reference.py.
+const loraScale = 2.0
+
+// layerTol bounds layer outputs and gradients (the lora package's layer
+// tests): several roundings to the storage dtype on the way.
+var layerTol = map[dtype.DType]float64{dtype.F32: 1e-4, dtype.F16: 1e-2, dtype.BF16: 4e-2}
+
+// Passes of a layer case.
+const (
+	passFwd    = "fwd"    // forward only
+	passFwdBwd = "fwdbwd" // forward, then backward of a pre-uploaded upstream gradient
+)
+
+// projDim is one projection's weight [out, in].
+type projDim struct {
+	name    string
+	out, in int
+}
+
+// layerOp describes one LoRA layer op for the generic case below.
+type layerOp struct {
+	name    string
+	fwdOnly bool
+	projs   func(s shape) []projDim
+	xWidth  func(s shape) int   // columns of X
+	yWidths func(s shape) []int // columns of each forward output
+	yNames  []string
+	// gpu records one step on X (and for bwd the upstream gradients gys):
+	// the outputs in the order of ref (forward outputs, then for bwd dX and
+	// dA, dB of each projection) and the saved contexts to free. What it
+	// returns is owned by the caller, also on error.
+	gpu func(eng *lora.Engine, rec *vk.Recorder, ps []*lora.Projection, act ref.Activation, x *vk.Tensor, gys []*vk.Tensor, bwd bool) (outs []*vk.Tensor, saved []vk.Releaser, err error)
+	// ref computes the same outputs in float64.
+	ref func(x []float64, gys [][]float64, m int, ps []*ref.Proj, act ref.Activation, bwd bool) [][]float64
+}
+
+var layerOps = map[string]*layerOp{
+	"matmul_lora": {
+		name: "matmul_lora", fwdOnly: true, yNames: []string{"Y"},
+		// The MLP's widest projection, gate: [I, H].
+		projs:   func(s shape) []projDim { return []projDim{{"w", s.I, s.H}} },
+		xWidth:  func(s shape) int { return s.H },
+		yWidths: func(s shape) []int { return []int{s.I} },
+		gpu: func(eng *lora.Engine, rec *vk.Recorder, ps []*lora.Projection, _ ref.Activation, x *vk.Tensor, _ []*vk.Tensor, _ bool) ([]*vk.Tensor, []vk.Releaser, error) {
+			y, err := eng.MatmulLoRA(rec, x, ps[0], nil)
+			if err != nil {
+				return nil, nil, err
+			}
+			return []*vk.Tensor{y}, nil, nil
+		},
+		ref: func(x []float64, _ [][]float64, m int, ps []*ref.Proj, _ ref.Activation, _ bool) [][]float64 {
+			return [][]float64{ref.LinearForward(x, m, ps[0])}
+		},
+	},
+	"o": {
+		name: "o", yNames: []string{"Y"},
+		projs:   func(s shape) []projDim { return []projDim{{"o", s.H, s.Q}} },
+		xWidth:  func(s shape) int { return s.Q },
+		yWidths: func(s shape) []int { return []int{s.H} },
+		gpu: func(eng *lora.Engine, rec *vk.Recorder, ps []*lora.Projection, _ ref.Activation, x *vk.Tensor, gys []*vk.Tensor, bwd bool) ([]*vk.Tensor, []vk.Releaser, error) {
+			l := &lora.O{Engine: eng, Proj: ps[0]}
+			y, saved, err := l.Forward(rec, x)
+			if err != nil {
+				return nil, nil, err
+			}
+			outs, hold := []*vk.Tensor{y}, []vk.Releaser{saved}
+			if !bwd {
+				return outs, hold, nil
+			}
+			dx, g, err := l.Backward(rec, saved, gys[0])
+			if err != nil {
+				return outs, hold, err
+			}
+			return append(outs, dx, g.A, g.B), hold, nil
+		},
+		ref: func(x []float64, gys [][]float64, m int, ps []*ref.Proj, _ ref.Activation, bwd bool) [][]float64 {
+			y := ref.LinearForward(x, m, ps[0])
+			if !bwd {
+				return [][]float64{y}
+			}
+			dx, g := ref.LinearBackward(x, gys[0], m, ps[0])
+			return [][]float64{y, dx, g.DA, g.DB}
+		},
+	},
+	"qkv": {
+		name: "qkv", yNames: []string{"Q", "K", "V"},
+		projs:   func(s shape) []projDim { return []projDim{{"q", s.Q, s.H}, {"k", s.KV, s.H}, {"v", s.KV, s.H}} },
+		xWidth:  func(s shape) int { return s.H },
+		yWidths: func(s shape) []int { return []int{s.Q, s.KV, s.KV} },
+		gpu: func(eng *lora.Engine, rec *vk.Recorder, ps []*lora.Projection, _ ref.Activation, x *vk.Tensor, gys []*vk.Tensor, bwd bool) ([]*vk.Tensor, []vk.Releaser, error) {
+			l := &lora.QKV{Engine: eng, Q: ps[0], K: ps[1], V: ps[2]}
+			q, k, v, saved, err := l.Forward(rec, x)
+			if err != nil {
+				return nil, nil, err
+			}
+			outs, hold := []*vk.Tensor{q, k, v}, []vk.Releaser{saved}
+			if !bwd {
+				return outs, hold, nil
+			}
+			dx, gs, err := l.Backward(rec, saved, gys[0], gys[1], gys[2])
+			if err != nil {
+				return outs, hold, err
+			}
+			outs = append(outs, dx)
+			for _, g := range gs {
+				outs = append(outs, g.A, g.B)
+			}
+			return outs, hold, nil
+		},
+		ref: func(x []float64, gys [][]float64, m int, ps []*ref.Proj, _ ref.Activation, bwd bool) [][]float64 {
+			q, k, v := ref.QKVForward(x, m, ps[0], ps[1], ps[2])
+			if !bwd {
+				return [][]float64{q, k, v}
+			}
+			dx, dq, dk, dv := ref.QKVBackward(x, gys[0], gys[1], gys[2], m, ps[0], ps[1], ps[2])
+			return [][]float64{q, k, v, dx, dq.DA, dq.DB, dk.DA, dk.DB, dv.DA, dv.DB}
+		},
+	},
+	"mlp": {
+		name: "mlp", yNames: []string{"Y"},
+		projs:   func(s shape) []projDim { return []projDim{{"gate", s.I, s.H}, {"up", s.I, s.H}, {"down", s.H, s.I}} },
+		xWidth:  func(s shape) int { return s.H },
+		yWidths: func(s shape) []int { return []int{s.H} },
+		gpu: func(eng *lora.Engine, rec *vk.Recorder, ps []*lora.Projection, act ref.Activation, x *vk.Tensor, gys []*vk.Tensor, bwd bool) ([]*vk.Tensor, []vk.Releaser, error) {
+			l := &lora.MLP{Engine: eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: act}
+			y, saved, err := l.Forward(rec, x)
+			if err != nil {
+				return nil, nil, err
+			}
+			outs, hold := []*vk.Tensor{y}, []vk.Releaser{saved}
+			if !bwd {
+				return outs, hold, nil
+			}
+			dx, gs, err := l.Backward(rec, saved, gys[0])
+			if err != nil {
+				return outs, hold, err
+			}
+			outs = append(outs, dx)
+			for _, g := range gs {
+				outs = append(outs, g.A, g.B)
+			}
+			return outs, hold, nil
+		},
+		ref: func(x []float64, gys [][]float64, m int, ps []*ref.Proj, act ref.Activation, bwd bool) [][]float64 {
+			y, _, _ := ref.MLPForward(x, m, ps[0], ps[1], ps[2], act)
+			if !bwd {
+				return [][]float64{y}
+			}
+			dx, dg, du, dd := ref.MLPBackward(x, gys[0], m, ps[0], ps[1], ps[2], act)
+			return [][]float64{y, dx, dg.DA, dg.DB, du.DA, du.DB, dd.DA, dd.DB}
+		},
+	},
+}
+
+// outNames names the outputs op.gpu and op.ref return.
+func (op *layerOp) outNames(s shape, bwd bool) []string {
+	ns := append([]string(nil), op.yNames...)
+	if bwd {
+		ns = append(ns, "dX")
+		for _, p := range op.projs(s) {
+			ns = append(ns, "dA_"+p.name, "dB_"+p.name)
+		}
+	}
+	return ns
+}
+
+// layerFLOPs is the anchors.md count summed over the projections: forward
+// 2·M·in·out + 2·M·r·(in+out); backward (frozen W) 2·M·in·out + 4·M·r·(in+out).
+// Elementwise work (the MLP activation) is not counted, as in torch_reference.py.
+func layerFLOPs(ps []projDim, m, r int, bwd bool) float64 {
+	var f float64
+	for _, p := range ps {
+		mm := 2 * float64(m) * float64(p.in) * float64(p.out)
+		lr := 2 * float64(m) * float64(r) * float64(p.in+p.out)
+		f += mm + lr
+		if bwd {
+			f += mm + 2*lr
+		}
+	}
+	return f
+}
+
+// layerBytes is a lower bound on the device-memory traffic of one step:
+// weights and adapters, X and the outputs once each (for bwd also the
+// upstream gradients, dX and the adapter gradients), not the intermediates.
+func layerBytes(op *layerOp, s shape, d dtype.DType, bwd bool) float64 {
+	var n float64
+	ps := op.projs(s)
+	for _, p := range ps {
+		n += float64(p.out*p.in + s.R*(p.in+p.out))
+	}
+	var ys int
+	for _, w := range op.yWidths(s) {
+		ys += w
+	}
+	x := float64(s.M * op.xWidth(s))
+	n += x + float64(s.M*ys)
+	if bwd {
+		for _, p := range ps {
+			n += float64(p.out*p.in + 2*s.R*(p.in+p.out))
+		}
+		n += x + float64(s.M*ys) + x // X again, gys, dX
+	}
+	return n * float64(d.Size())
+}
+
+// layerCase is one op at one shape, dtype and pass. valRows bounds the rows
+// of the validated problem: the op runs again on the first min(M, valRows)
+// rows of X (and of the upstream gradients) with the same weights, and
+// every output of that complete smaller problem, adapter gradients
+// included, is compared with the float64 reference.
+func layerCase(op *layerOp, s shape, d dtype.DType, pass string, valRows int) benchCase {
+	bwd := pass == passFwdBwd
+	n, k := 0, op.xWidth(s)
+	for _, w := range op.yWidths(s) {
+		n += w
+	}
+	if op.name == "mlp" {
+		n, k = s.H, s.I
+	}
+	return benchCase{
+		Op: op.name, Form: s.Name + " " + pass, DType: d, M: s.M, N: n, K: k,
+		FLOPs: layerFLOPs(op.projs(s), s.M, s.R, bwd),
+		Bytes: layerBytes(op, s, d, bwd),
+		Layer: &layerInfo{Shape: s, Pass: pass},
+		Setup: func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error) {
+			return setupLayer(eng, rng, op, s, d, bwd, valRows)
+		},
+	}
+}
+
+// layerInfo is what a layer case adds to its result row.
+type layerInfo struct {
+	Shape shape
+	Pass  string
+}
+
+// tensors is a list of device tensors released together.
+type tensors []*vk.Tensor
+
+func (ts *tensors) upload(dev *vk.Device, d dtype.DType, xs []float64, shape ...int) (*vk.Tensor, error) {
+	t, err := dev.TensorFrom(d, ref.ToFloat32(xs), shape...)
+	if err != nil {
+		return nil, err
+	}
+	*ts = append(*ts, t)
+	return t, nil
+}
+
+func (ts tensors) Release() {
+	for _, t := range ts {
+		t.Release()
+	}
+}
+
+func setupLayer(eng *lora.Engine, rng *rand.Rand, op *layerOp, s shape, d dtype.DType, bwd bool, valRows int) (*benchRun, error) {
+	dev := eng.Device()
+	var held tensors
+	fail := func(err error) (*benchRun, error) {
+		held.Release()
+		return nil, err
+	}
+	// Inputs as torch_reference.py draws them, rounded to d so the reference
+	// sees what the GPU stores: W and A N(0,1)/√in, B 0.1·N(0,1)/√r (not
+	// zero, so the adapter path is exercised), X and the upstream gradients
+	// N(0,1).
+	dims := op.projs(s)
+	rps := make([]*ref.Proj, len(dims))
+	gps := make([]*lora.Projection, len(dims))
+	for i, p := range dims {
+		rp := &ref.Proj{Out: p.out, In: p.in, R: s.R, S: loraScale,
+			W: ref.RoundTo(d, ref.Random(rng, p.out*p.in, 1/math.Sqrt(float64(p.in)))),
+			A: ref.RoundTo(d, ref.Random(rng, s.R*p.in, 1/math.Sqrt(float64(p.in)))),
+			B: ref.RoundTo(d, ref.Random(rng, p.out*s.R, 0.1/math.Sqrt(float64(s.R)))),
+		}
+		w, err := held.upload(dev, d, rp.W, p.out, p.in)
+		if err != nil {
+			return fail(err)
+		}
+		a, err := held.upload(dev, d, rp.A, s.R, p.in)
+		if err != nil {
+			return fail(err)
+		}
+		b, err := held.upload(dev, d, rp.B, p.out, s.R)
+		if err != nil {
+			return fail(err)
+		}
+		rps[i], gps[i] = rp, &lora.Projection{W: lora.Weight{Dense: w}, A: a, B: b, Scale: loraScale}
+	}
+	xw := op.xWidth(s)
+	xv := ref.RoundTo(d, ref.Random(rng, s.M*xw, 1))
+	x, err := held.upload(dev, d, xv, s.M, xw)
+	if err != nil {
+		return fail(err)
+	}
+	var gyv [][]float64
+	var gys []*vk.Tensor
+	if bwd {
+		for _, w := range op.yWidths(s) {
+			g := ref.RoundTo(d, ref.Random(rng, s.M*w, 1))
+			t, err := held.upload(dev, d, g, s.M, w)
+			if err != nil {
+				return fail(err)
+			}
+			gyv, gys = append(gyv, g), append(gys, t)
+		}
+	}
+	mv := min(s.M, valRows)
+	return &benchRun{
+		// One step: its outputs and saved contexts are allocated here and
+		// held by the recorder, which frees them after the Submit that runs
+		// them, so every repeat allocates and frees what a training step does.
+		Record: func(rec *vk.Recorder) error {
+			outs, saved, err := op.gpu(eng, rec, gps, s.Act, x, gys, bwd)
+			for _, t := range outs {
+				rec.Hold(t)
+			}
+			for _, r := range saved {
+				rec.Hold(r)
+			}
+			return err
+		},
+		Validate: func() (float64, float64, string, error) {
+			got, err := runSliced(eng, op, gps, s, d, xv, gyv, mv, bwd)
+			if err != nil {
+				return 0, 0, "", err
+			}
+			var gyr [][]float64
+			for i, w := range op.yWidths(s) {
+				if bwd {
+					gyr = append(gyr, gyv[i][:mv*w])
+				}
+			}
+			want := op.ref(xv[:mv*xw], gyr, mv, rps, s.Act, bwd)
+			names := op.outNames(s, bwd)
+			worst, wi := math.Inf(-1), 0
+			var parts []string
+			for i := range want {
+				e := ref.RelErr(got[i], want[i])
+				parts = append(parts, fmt.Sprintf("%s %.2g", names[i], e))
+				if !(e <= worst) { // NaN-safe: +Inf (NaN output) wins
+					worst, wi = e, i
+				}
+			}
+			cols := len(want[wi]) / max(1, mv)
+			if strings.HasPrefix(names[wi], "dA_") || strings.HasPrefix(names[wi], "dB_") {
+				cols = 0 // not [rows, cols] of X
+			}
+			detail := fmt.Sprintf("validated the first %d of %d rows as a complete problem; rel err %s; worst %s: %s",
+				mv, s.M, strings.Join(parts, ", "), names[wi], ref.MismatchesRC(got[wi], want[wi], cols, 3))
+			return worst, layerTol[d], detail, nil
+		},
+		Release: held.Release,
+	}, nil
+}
+
+// runSliced runs the op on the device for the first mv rows of X (and of the
+// upstream gradients) and returns every output in float64.
+func runSliced(eng *lora.Engine, op *layerOp, gps []*lora.Projection, s shape, d dtype.DType, xv []float64, gyv [][]float64, mv int, bwd bool) ([][]float64, error) {
+	dev := eng.Device()
+	var in tensors
+	defer func() { in.Release() }() // the inputs appended below
+	xw := op.xWidth(s)
+	x, err := in.upload(dev, d, xv[:mv*xw], mv, xw)
+	if err != nil {
+		return nil, err
+	}
+	var gys []*vk.Tensor
+	for i, w := range op.yWidths(s) {
+		if !bwd {
+			break
+		}
+		t, err := in.upload(dev, d, gyv[i][:mv*w], mv, w)
+		if err != nil {
+			return nil, err
+		}
+		gys = append(gys, t)
+	}
+	rec, err := dev.NewRecorder()
+	if err != nil {
+		return nil, err
+	}
+	defer rec.Release()
+	outs, saved, err := op.gpu(eng, rec, gps, s.Act, x, gys, bwd)
+	defer func() {
+		for _, r := range saved {
+			r.Release()
+		}
+		tensors(outs).Release()
+	}()
+	if err != nil {
+		return nil, err
+	}
+	if err := rec.Submit(); err != nil {
+		return nil, err
+	}
+	got := make([][]float64, len(outs))
+	for i, t := range outs {
+		f, err := t.Float32()
+		if err != nil {
+			return nil, err
+		}
+		got[i] = ref.FromFloat32(f)
+	}
+	return got, nil
+}
