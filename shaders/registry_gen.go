@@ -59,5 +59,12 @@ func init() {
 		{Name: "geglu_tanh_back_f16", File: "spv/geglu_tanh_back_f16.spv", Source: "gated.comp", TargetEnv: "vulkan1.2", Optimized: true, Defines: map[string]string{"ACT": "ACT_GEGLU_TANH", "BACKWARD": "", "D_TYPE": "TYPE_F16"}},
 		{Name: "geglu_tanh_bf16", File: "spv/geglu_tanh_bf16.spv", Source: "gated.comp", TargetEnv: "vulkan1.2", Optimized: true, Defines: map[string]string{"ACT": "ACT_GEGLU_TANH", "D_TYPE": "TYPE_BF16"}},
 		{Name: "geglu_tanh_back_bf16", File: "spv/geglu_tanh_back_bf16.spv", Source: "gated.comp", TargetEnv: "vulkan1.2", Optimized: true, Defines: map[string]string{"ACT": "ACT_GEGLU_TANH", "BACKWARD": "", "D_TYPE": "TYPE_BF16"}},
+		{Name: "nf4_dequant_f32", File: "spv/nf4_dequant_f32.spv", Source: "nf4_dequant.comp", TargetEnv: "vulkan1.2", Optimized: true, Defines: map[string]string{"D_TYPE": "TYPE_F32"}},
+		{Name: "nf4_quantize_f32", File: "spv/nf4_quantize_f32.spv", Source: "nf4_quantize.comp", TargetEnv: "vulkan1.2", Optimized: true, Defines: map[string]string{"D_TYPE": "TYPE_F32"}},
+		{Name: "nf4_dequant_f16", File: "spv/nf4_dequant_f16.spv", Source: "nf4_dequant.comp", TargetEnv: "vulkan1.2", Optimized: true, Defines: map[string]string{"D_TYPE": "TYPE_F16"}},
+		{Name: "nf4_quantize_f16", File: "spv/nf4_quantize_f16.spv", Source: "nf4_quantize.comp", TargetEnv: "vulkan1.2", Optimized: true, Defines: map[string]string{"D_TYPE": "TYPE_F16"}},
+		{Name: "nf4_dequant_bf16", File: "spv/nf4_dequant_bf16.spv", Source: "nf4_dequant.comp", TargetEnv: "vulkan1.2", Optimized: true, Defines: map[string]string{"D_TYPE": "TYPE_BF16"}},
+		{Name: "nf4_quantize_bf16", File: "spv/nf4_quantize_bf16.spv", Source: "nf4_quantize.comp", TargetEnv: "vulkan1.2", Optimized: true, Defines: map[string]string{"D_TYPE": "TYPE_BF16"}},
+		{Name: "nf4_absmax_f32", File: "spv/nf4_absmax_f32.spv", Source: "nf4_absmax.comp", TargetEnv: "vulkan1.2", Optimized: true, Defines: nil},
 	}
 }

@@ -73,6 +73,16 @@ func Variants() []Variant {
 		}
 	}
 
+	// NF4 weights outside the matmul: dense dequantization and blockwise
+	// quantization, by the dtype of the dense side (output / input).
+	for _, d := range []string{"f32", "f16", "bf16"} {
+		defs := map[string]string{"D_TYPE": typeDefine(d)}
+		t.add(Variant{Name: variantName("nf4_dequant", false, d, ""), Source: "nf4_dequant.comp", Defines: defs})
+		t.add(Variant{Name: variantName("nf4_quantize", false, d, ""), Source: "nf4_quantize.comp", Defines: defs})
+	}
+	// Double-quantized NF4 scales decoded on the GPU; scales are always f32.
+	t.add(Variant{Name: variantName("nf4_absmax", false, "f32", ""), Source: "nf4_absmax.comp"})
+
 	return t.vs
 }
 

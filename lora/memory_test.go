@@ -1,0 +1,100 @@
+package lora
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vklora/vklora/dtype"
+)
+
+// bufBytes is what vk.NewBuffer accounts for a tensor: rounded up to 16.
+func bufBytes(d dtype.DType, shape ...int) uint64 {
+	n := uint64(d.Size())
+	for _, s := range shape {
+		n *= uint64(s)
+	}
+	return (n + 15) &^ 15
+}
+
+// splitScratch is the f32 split-K scratch the engine allocates for an
+// [m, n] = [m, k]·[k, n] product (0 without split-K).
+func (e *Engine) splitScratch(m, n, k int) uint64 {
+	splits, _ := e.pickSplit(e.pickTile(m, n), m, n, k)
+	if splits == 1 {
+		return 0
+	}
+	return bufBytes(dtype.F32, splits, m, n)
+}
+
+// mlpStepBytes is every device allocation of one MLP forward + backward
+// (one recording; nothing is freed before Submit): saved and temporary
+// activations, outputs, adapter gradients and split-K scratch of each of
+// the layer's products. No term is the size of a weight.
+func (e *Engine) mlpStepBytes(d dtype.DType, m, h, i, r int) uint64 {
+	act := 7*bufBytes(d, m, i) + // e, g, h (forward); dh, h, de, dg (backward)
+		2*bufBytes(d, m, h) + // Y, dX
+		6*bufBytes(dtype.F32, m, r) + // x·Aᵀ gate/up, h·Aᵀ down; g·B down/up/gate
+		2*(bufBytes(d, r, h)+bufBytes(d, i, r)) + bufBytes(d, r, i) + bufBytes(d, h, r) // dA, dB
+	products := [][3]int{ // m, n, k of each product, in recording order
+		{m, r, h}, {m, r, h}, {m, i, h}, {m, i, h}, {m, r, i}, {m, h, i}, // forward
+		{m, r, h}, {m, i, h}, {r, i, m}, {h, r, m}, {m, r, i}, {m, r, i}, // backward
+		{r, h, m}, {i, r, m}, {r, h, m}, {i, r, m}, {m, h, i}, {m, h, i},
+	}
+	for _, p := range products {
+		act += e.splitScratch(p[0], p[1], p[2])
+	}
+	return act
+}
+
+// TestNF4MLPNeverDequantizes: a bf16 LoRA MLP step on NF4 base weights
+// allocates exactly the activations, gradients and scratch the dense layer
+// allocates — no dequantized [I, H] weight, not even a temporary one. The
+// peak over the step is compared with the exact expected total (so a hidden
+// weight-sized buffer, 256 KiB here, cannot hide in slack) and with the
+// same step on dense bf16 weights.
+func TestNF4MLPNeverDequantizes(t *testing.T) {
+	f := newFixture(t)
+	const d, m, h, i, r = dtype.BF16, 64, 256, 512, 8
+	var nf4, dense [3]*Projection
+	for k, sh := range [3][2]int{{i, h}, {i, h}, {h, i}} {
+		nf4[k], dense[k] = f.nf4Pair(d, sh[0], sh[1], r, 2.0, k != 1)
+	}
+	x := f.upload(d, f.random(d, m*h, 1), m, h)
+	gy := f.upload(d, f.random(d, m*h, 1), m, h)
+
+	// step runs forward + backward and returns the peak growth over it.
+	step := func(ps [3]*Projection) uint64 {
+		l := &MLP{Engine: f.eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: SwiGLU}
+		rec := f.recorder()
+		f.dev.ResetPeak()
+		before, _ := f.dev.MemoryStats()
+		y, saved, err := l.Forward(rec, x)
+		require.NoError(t, err)
+		rec.Barrier()
+		dx, grads, err := l.Backward(rec, saved, gy)
+		require.NoError(t, err)
+		require.NoError(t, rec.Submit())
+		_, peak := f.dev.MemoryStats()
+		saved.Release()
+		y.Release()
+		dx.Release()
+		for k := range grads {
+			grads[k].Release()
+		}
+		return peak - before
+	}
+	want := f.eng.mlpStepBytes(d, m, h, i, r)
+	weight := bufBytes(d, i, h)
+	gotNF4, gotDense := step(nf4), step(dense)
+	var nf4W, denseW uint64
+	for k := range nf4 {
+		nf4W += nf4[k].W.NF4.Bytes()
+		denseW += dense[k].W.Dense.Bytes()
+	}
+	t.Logf("MLP step M=%d H=%d I=%d r=%d bf16: peak growth NF4 %d B, dense %d B, expected %d B; one dense weight %d B; resident weights NF4 %d B vs dense %d B",
+		m, h, i, r, gotNF4, gotDense, want, weight, nf4W, denseW)
+	require.Equal(t, want, gotNF4, "NF4 step allocated something beyond activations, gradients and scratch")
+	require.Equal(t, gotDense, gotNF4, "NF4 and dense steps allocate the same")
+	require.Less(t, 3*nf4W, denseW, "NF4 weights are under a third of the bf16 ones")
+}
