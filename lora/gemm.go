@@ -211,7 +211,9 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 	}
 	rec.Barrier()
 	const wg = 64
-	rk, err := e.kernel("splitk_reduce_"+d.String(), 2, int(unsafe.Sizeof(splitkPush{})), wg)
+	// The reduction writes C, so its variant follows C's dtype (f32 for the
+	// [M, r] LoRA intermediates), not the layer dtype.
+	rk, err := e.kernel("splitk_reduce_"+g.C.DType().String(), 2, int(unsafe.Sizeof(splitkPush{})), wg)
 	if err != nil {
 		return err
 	}

@@ -142,3 +142,21 @@ func TestMatmulBadInput(t *testing.T) {
 	require.NoError(t, f.eng.MatmulTo(rec, ch, Dense(f.upload(dtype.F16, f.random(dtype.F16, 12, 1), 3, 4)), Dense(bh), 1, 0))
 	require.NoError(t, rec.Submit())
 }
+
+// Split-K into an f32 output from f16/bf16 operands: the LoRA down
+// projection x·Aᵀ [M, r] with a long K. (The reduction once took the layer
+// dtype's variant and wrote bf16 bits into the f32 output; only GPUs that
+// split at K ≥ 256 saw it.)
+func TestMatmulSplitKIntoF32(t *testing.T) {
+	f := newFixture(t)
+	for _, d := range []dtype.DType{dtype.F16, dtype.BF16} {
+		m, n, k := 9, 16, 4000
+		x := f.random(d, m*k, 1)
+		a := f.random(d, n*k, 1)
+		c := f.poisoned(dtype.F32, m, n)
+		rec := f.recorder()
+		require.NoError(t, f.eng.MatmulTo(rec, c, Dense(f.upload(d, x, m, k)), Dense(f.upload(d, a, n, k)).T(), 1, 0))
+		require.NoError(t, rec.Submit())
+		expectClose(t, d.String(), f.download(c), ref.Matmul(x, a, m, n, k, false, true), n, tol[dtype.F32])
+	}
+}
