@@ -3,7 +3,6 @@ package lora
 import (
 	"fmt"
 
-	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 )
 
@@ -28,12 +27,3 @@ func NewEngine(dev *vk.Device) (*Engine, error) {
 
 // Device is the engine's device.
 func (e *Engine) Device() *vk.Device { return e.dev }
-
-// kernel builds (or fetches) the named shader variant.
-func (e *Engine) kernel(name string, buffers, push int, spec ...uint32) (*vk.Kernel, error) {
-	sh, err := shaders.Lookup(name)
-	if err != nil {
-		return nil, fmt.Errorf("lora: %w", err)
-	}
-	return e.dev.Kernel(vk.KernelSpec{Name: name, SPIRV: sh.Words(), Buffers: buffers, PushSize: push, Spec: spec})
-}

@@ -30,10 +30,6 @@ type splitkPush struct {
 
 var _ [20]byte = [unsafe.Sizeof(splitkPush{})]byte{}
 
-func pushBytes[T any](p *T) []byte {
-	return unsafe.Slice((*byte)(unsafe.Pointer(p)), unsafe.Sizeof(*p))
-}
-
 // gemm is C = Alpha·op(A)·op(B) + Alpha2·op(A2)·op(B2) + Beta·C. The second
 // product is optional (A2 zero); A2 must be f32 and B2 of the layer dtype.
 type gemm struct {
@@ -165,7 +161,7 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 	}
 	tile := e.pickTile(m, n)
 	splits, kSplit := e.pickSplit(tile, m, n, k)
-	kern, err := e.kernel(name, 6, int(unsafe.Sizeof(matmulPush{})), tile.spec()...)
+	kern, err := e.dev.ShaderKernel(name, 6, int(unsafe.Sizeof(matmulPush{})), tile.spec()...)
 	if err != nil {
 		return err
 	}
@@ -188,7 +184,7 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 	}
 	groups := [3]uint32{uint32(ceilDiv(n, tile.BN)), uint32(ceilDiv(m, tile.BM)), uint32(splits)}
 	if splits == 1 {
-		return rec.Dispatch(kern, groups, pushBytes(&p), aBind, bBind, g.C.Binding(), a2Bind, b2Bind, qBind)
+		return rec.Dispatch(kern, groups, vk.PushBytes(&p), aBind, bBind, g.C.Binding(), a2Bind, b2Bind, qBind)
 	}
 	// Split-K: each z-slice writes alpha·(its K range) (+ the fused term in
 	// slice 0) to an f32 scratch; the reduction adds slices and beta·C.
@@ -201,24 +197,24 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 	if d != dtype.F32 && g.C.DType() != dtype.F32 {
 		partial += "_c32"
 	}
-	pk, err := e.kernel(partial, 6, int(unsafe.Sizeof(matmulPush{})), tile.spec()...)
+	pk, err := e.dev.ShaderKernel(partial, 6, int(unsafe.Sizeof(matmulPush{})), tile.spec()...)
 	if err != nil {
 		return err
 	}
 	p.Beta = 0
-	if err := rec.Dispatch(pk, groups, pushBytes(&p), aBind, bBind, scratch.Binding(), a2Bind, b2Bind, qBind); err != nil {
+	if err := rec.Dispatch(pk, groups, vk.PushBytes(&p), aBind, bBind, scratch.Binding(), a2Bind, b2Bind, qBind); err != nil {
 		return err
 	}
 	rec.Barrier()
 	const wg = 64
 	// The reduction writes C, so its variant follows C's dtype (f32 for the
 	// [M, r] LoRA intermediates), not the layer dtype.
-	rk, err := e.kernel("splitk_reduce_"+g.C.DType().String(), 2, int(unsafe.Sizeof(splitkPush{})), wg)
+	rk, err := e.dev.ShaderKernel("splitk_reduce_"+g.C.DType().String(), 2, int(unsafe.Sizeof(splitkPush{})), wg)
 	if err != nil {
 		return err
 	}
 	rp := splitkPush{M: uint32(m), N: uint32(n), CRs: uint32(n), S: uint32(splits), Beta: g.Beta}
-	return rec.Dispatch(rk, [3]uint32{uint32(ceilDiv(n, wg)), uint32(m), 1}, pushBytes(&rp), scratch.Binding(), g.C.Binding())
+	return rec.Dispatch(rk, [3]uint32{uint32(ceilDiv(n, wg)), uint32(m), 1}, vk.PushBytes(&rp), scratch.Binding(), g.C.Binding())
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }

@@ -76,12 +76,12 @@ func (l *MLP) check(op string) (info [3]projInfo, err error) {
 // dispatchGated records the elementwise gated kernel over count elements,
 // as a 2-D grid of rows (so counts beyond 2^31 index correctly).
 func (e *Engine) dispatchGated(rec *vk.Recorder, name string, count, row int, bufs ...vk.Binding) error {
-	k, err := e.kernel(name, len(bufs), int(unsafe.Sizeof(gatedPush{})), gatedWG)
+	k, err := e.dev.ShaderKernel(name, len(bufs), int(unsafe.Sizeof(gatedPush{})), gatedWG)
 	if err != nil {
 		return err
 	}
 	p := gatedPush{Count: uint32(count), Row: uint32(row)}
-	return rec.Dispatch(k, [3]uint32{uint32(ceilDiv(row, gatedWG)), uint32(ceilDiv(count, row)), 1}, pushBytes(&p), bufs...)
+	return rec.Dispatch(k, [3]uint32{uint32(ceilDiv(row, gatedWG)), uint32(ceilDiv(count, row)), 1}, vk.PushBytes(&p), bufs...)
 }
 
 // Forward records Y [M, H] for X [M, H].

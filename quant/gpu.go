@@ -5,7 +5,6 @@ import (
 	"unsafe"
 
 	"github.com/vklora/vklora/dtype"
-	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 )
 
@@ -17,18 +16,10 @@ const gpuWG = 256
 // device allows, so the y extent covers counts up to 2^32.
 const maxGridX = 1024
 
-// kernel builds (or fetches from the device's cache) a registry shader.
-// quant cannot use lora.Engine (lora imports quant), hence its own helper.
+// kernel builds (or fetches from the device's cache) a registry shader
+// with the NF4 kernels' workgroup size.
 func kernel(dev *vk.Device, name string, buffers, push int) (*vk.Kernel, error) {
-	sh, err := shaders.Lookup(name)
-	if err != nil {
-		return nil, fmt.Errorf("quant: %w", err)
-	}
-	return dev.Kernel(vk.KernelSpec{Name: name, SPIRV: sh.Words(), Buffers: buffers, PushSize: push, Spec: []uint32{gpuWG}})
-}
-
-func pushBytes[T any](p *T) []byte {
-	return unsafe.Slice((*byte)(unsafe.Pointer(p)), unsafe.Sizeof(*p))
+	return dev.ShaderKernel(name, buffers, push, gpuWG)
 }
 
 // grid2D splits units (workgroups' worth of work) over x and y: x ≤ maxGridX.
@@ -81,6 +72,6 @@ func DequantizeOnDevice(dev *vk.Device, rec *vk.Recorder, w *DeviceNF4, out *vk.
 	}
 	gx, gy := grid2D(ceilDiv(n, gpuWG))
 	p := dequantPush{Count: uint32(n), Row: uint32(gx * gpuWG), Blocksize: uint32(w.Blocksize)}
-	return rec.Dispatch(k, [3]uint32{uint32(gx), uint32(gy), 1}, pushBytes(&p),
+	return rec.Dispatch(k, [3]uint32{uint32(gx), uint32(gy), 1}, vk.PushBytes(&p),
 		w.Packed.Binding(), w.State.Binding(), out.Binding())
 }

@@ -69,7 +69,7 @@ func UploadNested(dev *vk.Device, rec *vk.Recorder, w *NF4Weight) (*DeviceNF4, e
 	}
 	gx, gy := grid2D(ceilDiv(nb, gpuWG))
 	p := absmaxPush{Count: uint32(nb), Row: uint32(gx * gpuWG), NestedBlocksize: uint32(ns.Blocksize), Offset: ns.Offset}
-	if err := rec.Dispatch(k, [3]uint32{uint32(gx), uint32(gy), 1}, pushBytes(&p),
+	if err := rec.Dispatch(k, [3]uint32{uint32(gx), uint32(gy), 1}, vk.PushBytes(&p),
 		temps[0].Binding(), temps[1].Binding(), temps[2].Binding(), d.State.Binding()); err != nil {
 		return fail(d, err)
 	}

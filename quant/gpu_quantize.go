@@ -80,7 +80,7 @@ func QuantizeOnDevice(dev *vk.Device, rec *vk.Recorder, w *vk.Tensor, blocksize 
 	}
 	gx, gy := grid2D(nb)
 	p := quantizePush{Count: uint32(n), Blocksize: uint32(blocksize), NBlocks: uint32(nb), GX: uint32(gx), Thr: NF4Thresholds}
-	if err := rec.Dispatch(k, [3]uint32{uint32(gx), uint32(gy), 1}, pushBytes(&p),
+	if err := rec.Dispatch(k, [3]uint32{uint32(gx), uint32(gy), 1}, vk.PushBytes(&p),
 		w.Binding(), packed.Binding(), state.Binding()); err != nil {
 		d.Release()
 		return nil, err

@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	vulkan "github.com/vulkan-go/vulkan"
+
+	"github.com/vklora/vklora/shaders"
 )
 
 // MaxBindings is the most storage buffers one kernel binds.
@@ -123,4 +125,31 @@ func u32Bytes(w []uint32) []byte {
 		return nil
 	}
 	return unsafe.Slice((*byte)(unsafe.Pointer(&w[0])), 4*len(w))
+}
+
+// ShaderKernel returns the kernel of the named variant of the embedded
+// shader registry (package shaders), building it on first use. The device's
+// cache is consulted before the registry, so recording a dispatch of a built
+// kernel costs one map lookup rather than a copy of its SPIR-V.
+func (d *Device) ShaderKernel(name string, buffers, pushSize int, spec ...uint32) (*Kernel, error) {
+	if err := d.alive(); err != nil {
+		return nil, err
+	}
+	s := KernelSpec{Name: name, Buffers: buffers, PushSize: pushSize, Spec: spec}
+	if k, ok := d.kernels[kernelKey(s)]; ok {
+		return k, nil
+	}
+	sh, err := shaders.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("vk: %w", err)
+	}
+	s.SPIRV = sh.Words()
+	return d.Kernel(s)
+}
+
+// PushBytes views a push-constant struct as the bytes Dispatch takes. T must
+// be a struct of 4-byte scalars laid out like the shader's std430 block;
+// guard its size beside its declaration.
+func PushBytes[T any](p *T) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(p)), unsafe.Sizeof(*p))
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vklora/vklora/dtype"
-	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 	"github.com/vklora/vklora/vk/vktest"
 )
@@ -16,10 +15,11 @@ import (
 func TestMain(m *testing.M) { vktest.Main(m) }
 
 func fillKernel(t *testing.T, d *vk.Device, wg uint32) *vk.Kernel {
-	sh, err := shaders.Lookup("fill_u32")
+	k, err := d.ShaderKernel("fill_u32", 1, 8, wg)
 	require.NoError(t, err)
-	k, err := d.Kernel(vk.KernelSpec{Name: sh.Name, SPIRV: sh.Words(), Buffers: 1, PushSize: 8, Spec: []uint32{wg}})
+	again, err := d.ShaderKernel("fill_u32", 1, 8, wg)
 	require.NoError(t, err)
+	require.Same(t, k, again, "a built kernel comes from the device's cache")
 	return k
 }
 
