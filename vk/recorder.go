@@ -40,9 +40,8 @@ const maxTimestamps = 512
 // sticky: the first is returned by every later call and by Submit, and the
 // recording is then discarded so the device stays usable.
 type Recorder struct {
-	dev      *Device
-	cb       vulkan.CommandBuffer
-	fence    vulkan.Fence
+	dev *Device
+	submission
 	queries  vulkan.QueryPool
 	nq       int
 	ticks    []uint64
@@ -58,23 +57,11 @@ func (d *Device) NewRecorder() (*Recorder, error) {
 	if err := d.alive(); err != nil {
 		return nil, err
 	}
-	r := &Recorder{dev: d}
-	cbs := make([]vulkan.CommandBuffer, 1)
-	err := check("vkAllocateCommandBuffers", vulkan.AllocateCommandBuffers(d.dev, &vulkan.CommandBufferAllocateInfo{
-		SType: vulkan.StructureTypeCommandBufferAllocateInfo, CommandPool: d.pool,
-		Level: vulkan.CommandBufferLevelPrimary, CommandBufferCount: 1,
-	}, cbs))
+	sub, err := d.newSubmission()
 	if err != nil {
 		return nil, err
 	}
-	r.cb = cbs[0]
-	var fence vulkan.Fence
-	if err := check("vkCreateFence", vulkan.CreateFence(d.dev, &vulkan.FenceCreateInfo{
-		SType: vulkan.StructureTypeFenceCreateInfo}, nil, &fence)); err != nil {
-		r.destroy()
-		return nil, err
-	}
-	r.fence = fence
+	r := &Recorder{dev: d, submission: sub}
 	if d.info.Caps.TimestampValidBits > 0 {
 		var qp vulkan.QueryPool
 		if err := check("vkCreateQueryPool", vulkan.CreateQueryPool(d.dev, &vulkan.QueryPoolCreateInfo{
@@ -258,7 +245,7 @@ func (r *Recorder) Submit() error {
 		r.restart()
 		return err
 	}
-	if err := r.dev.submitAndWait(r.cb, r.fence); err != nil {
+	if err := r.dev.submitAndWait(r.submission); err != nil {
 		if errors.Is(err, ErrDeviceLost) {
 			return err
 		}
@@ -320,15 +307,10 @@ func (r *Recorder) destroy() {
 	if r.queries != nil {
 		vulkan.DestroyQueryPool(d.dev, r.queries, nil)
 	}
-	if r.fence != nil {
-		vulkan.DestroyFence(d.dev, r.fence, nil)
-	}
-	if r.cb != nil {
-		vulkan.FreeCommandBuffers(d.dev, d.pool, 1, []vulkan.CommandBuffer{r.cb})
-	}
+	r.submission.release(d)
 	if r.bindings != nil {
 		C.free(unsafe.Pointer(r.bindings))
 	}
-	r.queries, r.fence, r.cb, r.bindings = nil, nil, nil, nil
+	r.queries, r.bindings = nil, nil
 	r.released = true
 }

@@ -13,9 +13,8 @@ const stagingChunk = 64 << 20
 // stagingArea is one reusable host-visible buffer plus a command buffer and
 // fence for copies between it and device-local buffers.
 type stagingArea struct {
-	buf   *Buffer
-	cb    vulkan.CommandBuffer
-	fence vulkan.Fence
+	buf *Buffer
+	submission
 }
 
 func (d *Device) stagingFor(n uint64) (*stagingArea, error) {
@@ -27,24 +26,11 @@ func (d *Device) stagingFor(n uint64) (*stagingArea, error) {
 		return s, nil
 	}
 	if s == nil {
-		s = &stagingArea{}
-		cbs := make([]vulkan.CommandBuffer, 1)
-		err := check("vkAllocateCommandBuffers", vulkan.AllocateCommandBuffers(d.dev, &vulkan.CommandBufferAllocateInfo{
-			SType: vulkan.StructureTypeCommandBufferAllocateInfo, CommandPool: d.pool,
-			Level: vulkan.CommandBufferLevelPrimary, CommandBufferCount: 1,
-		}, cbs))
+		sub, err := d.newSubmission()
 		if err != nil {
 			return nil, err
 		}
-		s.cb = cbs[0]
-		var fence vulkan.Fence
-		err = check("vkCreateFence", vulkan.CreateFence(d.dev, &vulkan.FenceCreateInfo{
-			SType: vulkan.StructureTypeFenceCreateInfo}, nil, &fence))
-		s.fence = fence
-		if err != nil {
-			vulkan.FreeCommandBuffers(d.dev, d.pool, 1, cbs)
-			return nil, err
-		}
+		s = &stagingArea{submission: sub}
 		d.staging = s
 	}
 	if s.buf != nil {
@@ -68,8 +54,7 @@ func (s *stagingArea) release(d *Device) {
 	if s.buf != nil {
 		s.buf.destroy()
 	}
-	vulkan.DestroyFence(d.dev, s.fence, nil)
-	vulkan.FreeCommandBuffers(d.dev, d.pool, 1, []vulkan.CommandBuffer{s.cb})
+	s.submission.release(d)
 }
 
 // stage copies data through the staging buffer, chunk by chunk.
@@ -118,18 +103,55 @@ func (d *Device) oneShot(s *stagingArea, fn func(cb vulkan.CommandBuffer)) error
 	if err := check("vkEndCommandBuffer", vulkan.EndCommandBuffer(s.cb)); err != nil {
 		return err
 	}
-	return d.submitAndWait(s.cb, s.fence)
+	return d.submitAndWait(s.submission)
 }
 
-func (d *Device) submitAndWait(cb vulkan.CommandBuffer, fence vulkan.Fence) error {
+// submission is a command buffer and the fence that signals its work is
+// done: what both a Recorder and the staging copies submit and wait on.
+type submission struct {
+	cb    vulkan.CommandBuffer
+	fence vulkan.Fence
+}
+
+func (d *Device) newSubmission() (submission, error) {
+	cbs := make([]vulkan.CommandBuffer, 1)
+	err := check("vkAllocateCommandBuffers", vulkan.AllocateCommandBuffers(d.dev, &vulkan.CommandBufferAllocateInfo{
+		SType: vulkan.StructureTypeCommandBufferAllocateInfo, CommandPool: d.pool,
+		Level: vulkan.CommandBufferLevelPrimary, CommandBufferCount: 1,
+	}, cbs))
+	if err != nil {
+		return submission{}, err
+	}
+	var fence vulkan.Fence
+	err = check("vkCreateFence", vulkan.CreateFence(d.dev, &vulkan.FenceCreateInfo{
+		SType: vulkan.StructureTypeFenceCreateInfo}, nil, &fence))
+	if err != nil {
+		vulkan.FreeCommandBuffers(d.dev, d.pool, 1, cbs)
+		return submission{}, err
+	}
+	return submission{cb: cbs[0], fence: fence}, nil
+}
+
+// release frees the fence and command buffer; safe on a zero submission.
+func (s *submission) release(d *Device) {
+	if s.fence != nil {
+		vulkan.DestroyFence(d.dev, s.fence, nil)
+	}
+	if s.cb != nil {
+		vulkan.FreeCommandBuffers(d.dev, d.pool, 1, []vulkan.CommandBuffer{s.cb})
+	}
+	s.cb, s.fence = nil, nil
+}
+
+func (d *Device) submitAndWait(s submission) error {
 	err := check("vkQueueSubmit", vulkan.QueueSubmit(d.queue, 1, []vulkan.SubmitInfo{{
-		SType: vulkan.StructureTypeSubmitInfo, CommandBufferCount: 1, PCommandBuffers: []vulkan.CommandBuffer{cb},
-	}}, fence))
+		SType: vulkan.StructureTypeSubmitInfo, CommandBufferCount: 1, PCommandBuffers: []vulkan.CommandBuffer{s.cb},
+	}}, s.fence))
 	if err != nil {
 		return err
 	}
-	if err := check("vkWaitForFences", vulkan.WaitForFences(d.dev, 1, []vulkan.Fence{fence}, vulkan.True, ^uint64(0))); err != nil {
+	if err := check("vkWaitForFences", vulkan.WaitForFences(d.dev, 1, []vulkan.Fence{s.fence}, vulkan.True, ^uint64(0))); err != nil {
 		return err
 	}
-	return check("vkResetFences", vulkan.ResetFences(d.dev, 1, []vulkan.Fence{fence}))
+	return check("vkResetFences", vulkan.ResetFences(d.dev, 1, []vulkan.Fence{s.fence}))
 }
