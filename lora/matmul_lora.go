@@ -27,8 +27,8 @@ func (e *Engine) MatmulLoRA(rec *vk.Recorder, x *vk.Tensor, p *Projection, out *
 		if y, err = e.newOut("Y", d, m, o); err != nil {
 			return nil, err
 		}
-	} else if y.Released() || y.Rank() != 2 || y.Dim(0) != m || y.Dim(1) != o || y.DType() != d {
-		return nil, fmt.Errorf("lora: MatmulLoRA: out %s must be %s[%d %d]: %w", y, d, m, o, ErrBadInput)
+	} else if err := checkMatrix("out", y, m, o, d); err != nil {
+		return nil, fmt.Errorf("lora: MatmulLoRA: %w", err)
 	}
 	xa, err := e.linearForward(rec, x, p, r, y)
 	if err != nil {

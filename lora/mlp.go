@@ -171,7 +171,7 @@ func (l *MLP) Backward(rec *vk.Recorder, saved *MLPSaved, gy *vk.Tensor) (*vk.Te
 	}
 	d := l.Gate.W.mat().dtype()
 	m, hdim, idim := saved.x.Dim(0), info[0].in, info[0].out
-	if err := checkGrad("grad Y", gy, m, hdim, d); err != nil {
+	if err := checkMatrix("grad Y", gy, m, hdim, d); err != nil {
 		return nil, grads, fmt.Errorf("lora: MLP.Backward: %w", err)
 	}
 	e := l.Engine

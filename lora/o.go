@@ -62,7 +62,7 @@ func (l *O) Backward(rec *vk.Recorder, saved *OSaved, gy *vk.Tensor) (*vk.Tensor
 	if err != nil {
 		return nil, ProjGrad{}, fmt.Errorf("lora: O.Backward: %w", err)
 	}
-	if err := checkGrad("grad Y", gy, saved.x.Dim(0), out, d); err != nil {
+	if err := checkMatrix("grad Y", gy, saved.x.Dim(0), out, d); err != nil {
 		return nil, ProjGrad{}, fmt.Errorf("lora: O.Backward: %w", err)
 	}
 	dx, err := l.Engine.newOut("dX", d, saved.x.Dim(0), in)
@@ -91,12 +91,13 @@ func (l *O) Backward(rec *vk.Recorder, saved *OSaved, gy *vk.Tensor) (*vk.Tensor
 	return dx, pg, nil
 }
 
-func checkGrad(name string, g *vk.Tensor, m, n int, d dtype.DType) error {
-	if g == nil || g.Released() {
+// checkMatrix validates a 2-D tensor argument: present, [m, n], of dtype d.
+func checkMatrix(name string, t *vk.Tensor, m, n int, d dtype.DType) error {
+	if t == nil || t.Released() {
 		return fmt.Errorf("%s is nil or released: %w", name, ErrBadInput)
 	}
-	if g.Rank() != 2 || g.Dim(0) != m || g.Dim(1) != n || g.DType() != d {
-		return fmt.Errorf("%s %s must be %s[%d %d]: %w", name, g, d, m, n, ErrBadInput)
+	if t.Rank() != 2 || t.Dim(0) != m || t.Dim(1) != n || t.DType() != d {
+		return fmt.Errorf("%s %s must be %s[%d %d]: %w", name, t, d, m, n, ErrBadInput)
 	}
 	return nil
 }

@@ -119,7 +119,7 @@ func (l *QKV) Backward(rec *vk.Recorder, saved *QKVSaved, gq, gk, gv *vk.Tensor)
 	gs := [3]*vk.Tensor{gq, gk, gv}
 	names := [3]string{"grad Q", "grad K", "grad V"}
 	for i, g := range gs {
-		if err := checkGrad(names[i], g, m, info[i].out, d); err != nil {
+		if err := checkMatrix(names[i], g, m, info[i].out, d); err != nil {
 			return nil, grads, fmt.Errorf("lora: QKV.Backward: %w", err)
 		}
 	}
