@@ -22,7 +22,7 @@ type Result struct {
 // training ops) and compares every expected tensor with its tolerance. An
 // error means the case could not run at all.
 func Run(eng *lora.Engine, c *Case) ([]Result, error) {
-	r := &runner{eng: eng, dev: eng.Device(), c: c, got: map[string][]float32{}}
+	r := &runner{eng: eng, dev: eng.Device(), c: c, outs: map[string]*vk.Tensor{}, got: map[string][]float32{}}
 	defer r.release()
 	if err := r.run(); err != nil {
 		return nil, fmt.Errorf("conformance: %s: %w", c.Path, err)
@@ -107,11 +107,20 @@ func (r *runner) out(key string, t *vk.Tensor) {
 	r.outs[key] = t
 }
 
-func (r *runner) grads(names []string, gs []lora.ProjGrad) {
-	for i, n := range names {
+// backward records bwd after a barrier on the forward and registers dX and
+// the adapter gradients of the case's projections, in their order.
+func (r *runner) backward(bwd func() (*vk.Tensor, []lora.ProjGrad, error)) error {
+	r.rec.Barrier()
+	dx, gs, err := bwd()
+	if err != nil {
+		return err
+	}
+	r.out("grad.X", dx)
+	for i, n := range r.c.Projections {
 		r.out("grad."+n+".lora_A", gs[i].A)
 		r.out("grad."+n+".lora_B", gs[i].B)
 	}
+	return nil
 }
 
 func (r *runner) run() error {
@@ -121,10 +130,11 @@ func (r *runner) run() error {
 		return err
 	}
 	r.keep(r.rec)
-	r.outs = map[string]*vk.Tensor{}
-	x, err := r.upload(c.Inputs["X"])
-	if err != nil {
-		return err
+	in := map[string]*vk.Tensor{} // X and the upstream gradients
+	for k, a := range c.Inputs {
+		if in[k], err = r.upload(a); err != nil {
+			return err
+		}
 	}
 	ps := make([]*lora.Projection, len(c.Projections))
 	for i, n := range c.Projections {
@@ -132,16 +142,15 @@ func (r *runner) run() error {
 			return err
 		}
 	}
-	grad := func(key string) (*vk.Tensor, error) { return r.upload(c.Inputs[key]) }
 	switch c.Op {
 	case "matmul_lora":
-		err = r.matmulLoRA(x, ps[0])
+		err = r.matmulLoRA(in, ps[0])
 	case "lora_o":
-		err = r.loraO(x, ps[0], grad)
+		err = r.loraO(in, ps[0])
 	case "lora_qkv":
-		err = r.loraQKV(x, ps, grad)
+		err = r.loraQKV(in, ps)
 	case "lora_mlp":
-		err = r.loraMLP(x, ps, grad)
+		err = r.loraMLP(in, ps)
 	default:
 		err = fmt.Errorf("unknown op %q", c.Op)
 	}
@@ -159,37 +168,29 @@ func (r *runner) run() error {
 	return nil
 }
 
-func (r *runner) matmulLoRA(x *vk.Tensor, p *lora.Projection) error {
-	y, err := r.eng.MatmulLoRA(r.rec, x, p, nil)
+func (r *runner) matmulLoRA(in map[string]*vk.Tensor, p *lora.Projection) error {
+	y, err := r.eng.MatmulLoRA(r.rec, in["X"], p, nil)
 	r.out("Y", y)
 	return err
 }
 
-func (r *runner) loraO(x *vk.Tensor, p *lora.Projection, grad func(string) (*vk.Tensor, error)) error {
+func (r *runner) loraO(in map[string]*vk.Tensor, p *lora.Projection) error {
 	l := &lora.O{Engine: r.eng, Proj: p}
-	y, saved, err := l.Forward(r.rec, x)
+	y, saved, err := l.Forward(r.rec, in["X"])
 	if err != nil {
 		return err
 	}
 	r.out("Y", y)
 	r.keep(saved)
-	gy, err := grad("grad.Y")
-	if err != nil {
-		return err
-	}
-	r.rec.Barrier()
-	dx, g, err := l.Backward(r.rec, saved, gy)
-	if err != nil {
-		return err
-	}
-	r.out("grad.X", dx)
-	r.grads([]string{"o"}, []lora.ProjGrad{g})
-	return nil
+	return r.backward(func() (*vk.Tensor, []lora.ProjGrad, error) {
+		dx, g, err := l.Backward(r.rec, saved, in["grad.Y"])
+		return dx, []lora.ProjGrad{g}, err
+	})
 }
 
-func (r *runner) loraQKV(x *vk.Tensor, ps []*lora.Projection, grad func(string) (*vk.Tensor, error)) error {
+func (r *runner) loraQKV(in map[string]*vk.Tensor, ps []*lora.Projection) error {
 	l := &lora.QKV{Engine: r.eng, Q: ps[0], K: ps[1], V: ps[2]}
-	q, k, v, saved, err := l.Forward(r.rec, x)
+	q, k, v, saved, err := l.Forward(r.rec, in["X"])
 	if err != nil {
 		return err
 	}
@@ -197,44 +198,26 @@ func (r *runner) loraQKV(x *vk.Tensor, ps []*lora.Projection, grad func(string) 
 	r.out("K", k)
 	r.out("V", v)
 	r.keep(saved)
-	var gs [3]*vk.Tensor
-	for i, key := range []string{"grad.Q", "grad.K", "grad.V"} {
-		if gs[i], err = grad(key); err != nil {
-			return err
-		}
-	}
-	r.rec.Barrier()
-	dx, g, err := l.Backward(r.rec, saved, gs[0], gs[1], gs[2])
-	if err != nil {
-		return err
-	}
-	r.out("grad.X", dx)
-	r.grads(r.c.Projections, g[:])
-	return nil
+	return r.backward(func() (*vk.Tensor, []lora.ProjGrad, error) {
+		dx, g, err := l.Backward(r.rec, saved, in["grad.Q"], in["grad.K"], in["grad.V"])
+		return dx, g[:], err
+	})
 }
 
-func (r *runner) loraMLP(x *vk.Tensor, ps []*lora.Projection, grad func(string) (*vk.Tensor, error)) error {
+func (r *runner) loraMLP(in map[string]*vk.Tensor, ps []*lora.Projection) error {
 	act, err := ref.ParseActivation(r.c.Activation)
 	if err != nil {
 		return err
 	}
 	l := &lora.MLP{Engine: r.eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: act}
-	y, saved, err := l.Forward(r.rec, x)
+	y, saved, err := l.Forward(r.rec, in["X"])
 	if err != nil {
 		return err
 	}
 	r.out("Y", y)
 	r.keep(saved)
-	gy, err := grad("grad.Y")
-	if err != nil {
-		return err
-	}
-	r.rec.Barrier()
-	dx, g, err := l.Backward(r.rec, saved, gy)
-	if err != nil {
-		return err
-	}
-	r.out("grad.X", dx)
-	r.grads(r.c.Projections, g[:])
-	return nil
+	return r.backward(func() (*vk.Tensor, []lora.ProjGrad, error) {
+		dx, g, err := l.Backward(r.rec, saved, in["grad.Y"])
+		return dx, g[:], err
+	})
 }
