@@ -10,6 +10,7 @@ import (
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk/vktest"
 )
 
 // TestChainQKVOMLP runs X → QKV → (Q) → O → Z → MLP → Y on one tape with
@@ -73,12 +74,12 @@ func TestChainQKVOMLP(t *testing.T) {
 				dx, dQ, dK, dV := ref.QKVBackward(x, ref.RoundTo(d, dq), gk, gv, m, rq, rk, rv)
 
 				bound := layerTol[d]
-				expectClose(t, "K", f.download(qkvOut[1].Value), wk, hkv, bound)
-				expectClose(t, "V", f.download(qkvOut[2].Value), wv, hkv, bound)
-				expectClose(t, "Y", f.download(y[0].Value), wy, h, bound)
-				expectClose(t, "dZ", f.download(tp.Grad(z[0])), dz, h, bound)
-				expectClose(t, "dQ", f.download(tp.Grad(qkvOut[0])), dq, hq, bound)
-				expectClose(t, "dX", f.download(tp.Grad(xv)), dx, h, bound)
+				vktest.ExpectClose(t, "K", f.download(qkvOut[1].Value), wk, hkv, bound)
+				vktest.ExpectClose(t, "V", f.download(qkvOut[2].Value), wv, hkv, bound)
+				vktest.ExpectClose(t, "Y", f.download(y[0].Value), wy, h, bound)
+				vktest.ExpectClose(t, "dZ", f.download(tp.Grad(z[0])), dz, h, bound)
+				vktest.ExpectClose(t, "dQ", f.download(tp.Grad(qkvOut[0])), dq, hq, bound)
+				vktest.ExpectClose(t, "dX", f.download(tp.Grad(xv)), dx, h, bound)
 				f.checkGrads(tp, "q", qkv.Q, dQ, rq, bound)
 				f.checkGrads(tp, "k", qkv.K, dK, rk, bound)
 				f.checkGrads(tp, "v", qkv.V, dV, rv, bound)

@@ -9,6 +9,7 @@ import (
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk/vktest"
 )
 
 // TestSharedLayerAndFanOut applies one square O three times:
@@ -41,9 +42,9 @@ func TestSharedLayerAndFanOut(t *testing.T) {
 				dz1, pg2 := ref.LinearBackward(wz1, g2, c.m, rp)
 				dx1, pg1 := ref.LinearBackward(x, ref.RoundTo(d, dz1), c.m, rp)
 				bound := layerTol[d]
-				expectClose(t, "Z2", f.download(z2[0].Value), ref.LinearForward(wz1, c.m, rp), c.h, bound)
-				expectClose(t, "dZ1", f.download(tp.Grad(z1[0])), dz1, c.h, bound)
-				expectClose(t, "dX", f.download(tp.Grad(xv)), add(d, ref.RoundTo(d, dx3), dx1), c.h, bound)
+				vktest.ExpectClose(t, "Z2", f.download(z2[0].Value), ref.LinearForward(wz1, c.m, rp), c.h, bound)
+				vktest.ExpectClose(t, "dZ1", f.download(tp.Grad(z1[0])), dz1, c.h, bound)
+				vktest.ExpectClose(t, "dX", f.download(tp.Grad(xv)), add(d, ref.RoundTo(d, dx3), dx1), c.h, bound)
 				f.checkGrads(tp, "o", o.Proj, addGrads(d, pg3, pg2, pg1), rp, bound)
 			})
 		}
@@ -77,7 +78,7 @@ func TestUnusedOutputsAndFrozenInput(t *testing.T) {
 	f.checkGrads(tp, "q", qkv.Q, dq, rq, bound)
 	f.checkGrads(tp, "k", qkv.K, dk, rk, 0) // exactly zero
 	require.Nil(t, tp.Grad(qkv.V.A), "frozen lora_A of v")
-	expectClose(t, "v dB", f.download(tp.Grad(qkv.V.B)), dv.DB, rv.R, 0)
+	vktest.ExpectClose(t, "v dB", f.download(tp.Grad(qkv.V.B)), dv.DB, rv.R, 0)
 }
 
 // TestNoAdapterProjection: a projection without adapter has no Vars and
@@ -97,7 +98,7 @@ func TestNoAdapterProjection(t *testing.T) {
 	require.NoError(t, tp.Backward(rec, Seed{y[0], f.upload(d, g, m, out)}))
 	require.NoError(t, rec.Submit())
 	dx, _ := ref.LinearBackward(x, g, m, rp)
-	expectClose(t, "dX", f.download(tp.Grad(xv)), dx, in, layerTol[d])
+	vktest.ExpectClose(t, "dX", f.download(tp.Grad(xv)), dx, in, layerTol[d])
 }
 
 func TestTapeErrors(t *testing.T) {

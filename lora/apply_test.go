@@ -7,6 +7,7 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk/vktest"
 )
 
 // gatedMLP makes a PEFT gated MLP (gate, up [i, h]; down [h, i]) with
@@ -86,8 +87,8 @@ func TestApplyLoRAMLPRuns(t *testing.T) {
 	wy, _, _ := ref.MLPForward(x, m, rp[0], rp[1], rp[2], GEGLUTanh)
 	wdx, dg, du, dd := ref.MLPBackward(x, gy, m, rp[0], rp[1], rp[2], GEGLUTanh)
 	bound := layerTol[d]
-	expectClose(t, "Y", f.download(y), wy, h, bound)
-	expectClose(t, "dX", f.download(dx), wdx, h, bound)
+	vktest.ExpectClose(t, "Y", f.download(y), wy, h, bound)
+	vktest.ExpectClose(t, "dX", f.download(dx), wdx, h, bound)
 	f.checkGrads("gate", grads[0], dg, rp[0], bound)
 	f.checkGrads("up", grads[1], du, rp[1], bound)
 	f.checkGrads("down", grads[2], dd, rp[2], bound)

@@ -8,7 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vklora/vklora/dtype"
-	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk"
 	"github.com/vklora/vklora/vk/vktest"
 )
@@ -46,10 +45,7 @@ func benchTensor(b *testing.B, dev *vk.Device, rng *rand.Rand, d dtype.DType, sh
 	for _, s := range shape {
 		n *= s
 	}
-	t, err := dev.TensorFrom(d, ref.ToFloat32(ref.Random(rng, n, 0.1)), shape...)
-	require.NoError(b, err)
-	b.Cleanup(t.Release)
-	return t
+	return vktest.Upload(b, dev, d, vktest.Random(rng, d, n, 0.1), shape...)
 }
 
 func BenchmarkMatmul(b *testing.B) {

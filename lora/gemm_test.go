@@ -9,9 +9,8 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk/vktest"
 )
-
-func nanValue() float64 { return math.NaN() }
 
 // form is one of the three matmul shapes LoRA uses.
 type form struct {
@@ -62,7 +61,7 @@ func TestMatmulAgainstReference(t *testing.T) {
 					require.NoError(t, f.eng.MatmulTo(rec, c, A, B, 1, 0))
 					require.NoError(t, rec.Submit())
 					want := ref.RoundTo(d, ref.Matmul(a, b, m, n, k, fm.transA, fm.transB))
-					expectClose(t, "C", f.download(c), want, n, tol[d])
+					vktest.ExpectClose(t, "C", f.download(c), want, n, tol[d])
 				})
 			}
 		}
@@ -86,7 +85,7 @@ func TestMatmulAlphaBetaAndSplitK(t *testing.T) {
 				require.NoError(t, rec.Submit())
 				want := append([]float64(nil), c0...)
 				ref.MatmulAcc(want, a, b, m, n, k, false, true, alpha, beta)
-				expectClose(t, "C", f.download(c), ref.RoundTo(d, want), n, tol[d])
+				vktest.ExpectClose(t, "C", f.download(c), ref.RoundTo(d, want), n, tol[d])
 			})
 		}
 	}
@@ -109,7 +108,7 @@ func TestMatmulFusedSecondProduct(t *testing.T) {
 		require.NoError(t, rec.Submit())
 		want := ref.Matmul(x, w, m, n, k, false, true)
 		ref.MatmulAcc(want, xa, bm, m, n, r, false, true, s, 1)
-		expectClose(t, d.String(), f.download(c), ref.RoundTo(d, want), n, tol[d])
+		vktest.ExpectClose(t, d.String(), f.download(c), ref.RoundTo(d, want), n, tol[d])
 	}
 }
 
@@ -157,6 +156,6 @@ func TestMatmulSplitKIntoF32(t *testing.T) {
 		rec := f.recorder()
 		require.NoError(t, f.eng.MatmulTo(rec, c, Dense(f.upload(d, x, m, k)), Dense(f.upload(d, a, n, k)).T(), 1, 0))
 		require.NoError(t, rec.Submit())
-		expectClose(t, d.String(), f.download(c), ref.Matmul(x, a, m, n, k, false, true), n, tol[dtype.F32])
+		vktest.ExpectClose(t, d.String(), f.download(c), ref.Matmul(x, a, m, n, k, false, true), n, tol[dtype.F32])
 	}
 }

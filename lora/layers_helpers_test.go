@@ -1,11 +1,10 @@
 package lora
 
 import (
-	"math"
-
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk"
+	"github.com/vklora/vklora/vk/vktest"
 )
 
 // layerTol bounds layer outputs and gradients: several roundings to the
@@ -15,16 +14,8 @@ var layerTol = map[dtype.DType]float64{dtype.F32: 1e-4, dtype.F16: 1e-2, dtype.B
 // proj makes a random projection with non-zero B on the GPU and its exact
 // float64 twin for the reference. r = 0 makes a projection without adapter.
 func (f *fixture) proj(d dtype.DType, out, in, r int, s float64) (*Projection, *ref.Proj) {
-	w := f.random(d, out*in, 1/math.Sqrt(float64(in)))
-	rp := &ref.Proj{W: w, Out: out, In: in, R: r, S: s}
-	p := &Projection{W: Weight{Dense: f.upload(d, w, out, in)}, Scale: s}
-	if r > 0 {
-		rp.A = f.random(d, r*in, 1/math.Sqrt(float64(in)))
-		rp.B = f.random(d, out*r, 0.5) // non-zero B: a dA bug stays visible
-		p.A = f.upload(d, rp.A, r, in)
-		p.B = f.upload(d, rp.B, out, r)
-	}
-	return p, rp
+	w, a, b, rp := vktest.RandomProjection(f.t, f.dev, f.rng, d, out, in, r, s)
+	return &Projection{W: Weight{Dense: w}, A: a, B: b, Scale: s}, rp
 }
 
 // keep registers a result tensor for release at the end of the test.
@@ -49,6 +40,6 @@ func (f *fixture) checkGrads(name string, got ProjGrad, want ref.Grads, rp *ref.
 		}
 		return
 	}
-	expectClose(f.t, name+" dA", f.download(got.A), want.DA, rp.In, bound)
-	expectClose(f.t, name+" dB", f.download(got.B), want.DB, rp.R, bound)
+	vktest.ExpectClose(f.t, name+" dA", f.download(got.A), want.DA, rp.In, bound)
+	vktest.ExpectClose(f.t, name+" dB", f.download(got.B), want.DB, rp.R, bound)
 }

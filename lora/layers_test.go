@@ -9,6 +9,7 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk/vktest"
 )
 
 type linCase struct{ m, in, out, r int }
@@ -39,7 +40,7 @@ func TestMatmulLoRA(t *testing.T) {
 				require.NoError(t, err)
 				require.Same(t, out, y)
 				require.NoError(t, rec.Submit())
-				expectClose(t, "Y", f.download(y), ref.LinearForward(x, c.m, rp), c.out, tol[d]*2)
+				vktest.ExpectClose(t, "Y", f.download(y), ref.LinearForward(x, c.m, rp), c.out, tol[d]*2)
 			})
 		}
 	}
@@ -67,8 +68,8 @@ func TestOForwardBackward(t *testing.T) {
 				require.NoError(t, rec.Submit())
 				wantDX, wantG := ref.LinearBackward(x, gy, c.m, rp)
 				bound := layerTol[d]
-				expectClose(t, "Y", f.download(y), ref.LinearForward(x, c.m, rp), c.out, bound)
-				expectClose(t, "dX", f.download(dx), wantDX, c.in, bound)
+				vktest.ExpectClose(t, "Y", f.download(y), ref.LinearForward(x, c.m, rp), c.out, bound)
+				vktest.ExpectClose(t, "dX", f.download(dx), wantDX, c.in, bound)
 				f.checkGrads("o", grads, wantG, rp, bound)
 			})
 		}
@@ -101,10 +102,10 @@ func TestQKVGroupedQuery(t *testing.T) {
 				wq, wk, wv := ref.QKVForward(x, c.m, rq, rk, rv)
 				wantDX, dq, dk, dv := ref.QKVBackward(x, gq, gk, gv, c.m, rq, rk, rv)
 				bound := layerTol[d]
-				expectClose(t, "Q", f.download(q), wq, c.q, bound)
-				expectClose(t, "K", f.download(k), wk, c.kv, bound)
-				expectClose(t, "V", f.download(v), wv, c.kv, bound)
-				expectClose(t, "dX", f.download(dx), wantDX, c.in, bound)
+				vktest.ExpectClose(t, "Q", f.download(q), wq, c.q, bound)
+				vktest.ExpectClose(t, "K", f.download(k), wk, c.kv, bound)
+				vktest.ExpectClose(t, "V", f.download(v), wv, c.kv, bound)
+				vktest.ExpectClose(t, "dX", f.download(dx), wantDX, c.in, bound)
 				f.checkGrads("q", grads[0], dq, rq, bound)
 				f.checkGrads("k", grads[1], dk, rk, bound)
 				f.checkGrads("v", grads[2], dv, rv, bound)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk/vktest"
 )
 
 type mlpCase struct{ m, h, i, r int }
@@ -43,8 +44,8 @@ func TestMLPForwardBackward(t *testing.T) {
 						wdx, dgate, dup, ddown := ref.MLPBackward(x, gy, c.m, rg, ru, rd, act)
 						bound := layerTol[d]
 						gotY, gotDX := f.download(y), f.download(dx)
-						expectClose(t, "Y", gotY, wy, c.h, bound)
-						expectClose(t, "dX", gotDX, wdx, c.h, bound)
+						vktest.ExpectClose(t, "Y", gotY, wy, c.h, bound)
+						vktest.ExpectClose(t, "dX", gotDX, wdx, c.h, bound)
 						f.checkGrads("gate", grads[0], dgate, rg, bound)
 						f.checkGrads("up", grads[1], dup, ru, bound)
 						f.checkGrads("down", grads[2], ddown, rd, bound)

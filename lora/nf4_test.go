@@ -10,6 +10,7 @@ import (
 	"github.com/vklora/vklora/quant"
 	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk"
+	"github.com/vklora/vklora/vk/vktest"
 )
 
 // The fused NF4 matmul decodes each weight to f32(code·absmax) rounded to D
@@ -55,7 +56,7 @@ func (f *fixture) requireSameTensors(what string, got, want []*vk.Tensor) {
 		w, err := want[i].RawBytes()
 		require.NoError(f.t, err)
 		if string(g) != string(w) {
-			expectClose(f.t, fmt.Sprintf("%s result %d (not bit-identical)", what, i), f.download(got[i]), f.download(want[i]), got[i].Dim(got[i].Rank()-1), 0)
+			vktest.ExpectClose(f.t, fmt.Sprintf("%s result %d (not bit-identical)", what, i), f.download(got[i]), f.download(want[i]), got[i].Dim(got[i].Rank()-1), 0)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk/vktest"
 )
 
 // linear makes a PEFT-style layer with random W, A and non-zero B, and the
@@ -42,7 +43,7 @@ func TestGetLoRAParameters(t *testing.T) {
 		require.NoError(t, err)
 		f.keep(y)
 		require.NoError(t, rec.Submit())
-		expectClose(t, "Y", f.download(y), ref.LinearForward(x, 5, rp), 13, 2*tol[d])
+		vktest.ExpectClose(t, "Y", f.download(y), ref.LinearForward(x, 5, rp), 13, 2*tol[d])
 	}
 	l, _ := f.linear(d, 13, 9, 4, 16, false)
 	for name, mod := range map[string]func(*LoRALinear){

@@ -32,7 +32,7 @@ func gpuQuantize(t *testing.T, dev *vk.Device, w []float32, shape [2]int, bs int
 	wt, err := dev.TensorFrom(d, w, shape[:]...)
 	require.NoError(t, err)
 	defer wt.Release()
-	rec := newRec(t, dev)
+	rec := vktest.Recorder(t, dev)
 	q, err := QuantizeOnDevice(dev, rec, wt, bs)
 	require.NoError(t, err)
 	t.Cleanup(q.Release)
@@ -73,7 +73,7 @@ func TestQuantizeOnDeviceMatchesCPU(t *testing.T) {
 
 			out, err := dev.NewTensor(d, c.shape[:]...)
 			require.NoError(t, err)
-			rec := newRec(t, dev)
+			rec := vktest.Recorder(t, dev)
 			require.NoError(t, DequantizeOnDevice(dev, rec, q, out))
 			submit(t, rec)
 			raw, err := out.RawBytes()
@@ -128,7 +128,7 @@ func sign(s int) int {
 
 func TestQuantizeOnDeviceRejects(t *testing.T) {
 	dev := vktest.Device(t)
-	rec := newRec(t, dev)
+	rec := vktest.Recorder(t, dev)
 	w, err := dev.NewTensor(dtype.F32, 4, 16)
 	require.NoError(t, err)
 	defer w.Release()

@@ -49,13 +49,6 @@ func submit(t *testing.T, rec *vk.Recorder) {
 	require.NoError(t, rec.Submit())
 }
 
-func newRec(t *testing.T, dev *vk.Device) *vk.Recorder {
-	rec, err := dev.NewRecorder()
-	require.NoError(t, err)
-	t.Cleanup(rec.Release)
-	return rec
-}
-
 // gpuDequant decodes w on the device and returns the output's raw bytes.
 func gpuDequant(t *testing.T, dev *vk.Device, w *NF4Weight) []byte {
 	dw, err := Upload(dev, w)
@@ -64,7 +57,7 @@ func gpuDequant(t *testing.T, dev *vk.Device, w *NF4Weight) []byte {
 	out, err := dev.NewTensor(w.State.DType, w.State.Shape[:]...)
 	require.NoError(t, err)
 	defer out.Release()
-	rec := newRec(t, dev)
+	rec := vktest.Recorder(t, dev)
 	require.NoError(t, DequantizeOnDevice(dev, rec, dw, out))
 	submit(t, rec)
 	raw, err := out.RawBytes()
@@ -118,7 +111,7 @@ func TestDequantizeOnDeviceRejects(t *testing.T) {
 	dw, err := Upload(dev, w)
 	require.NoError(t, err)
 	defer dw.Release()
-	rec := newRec(t, dev)
+	rec := vktest.Recorder(t, dev)
 	for _, shape := range [][]int{{3, 2}, {6}} {
 		out, err := dev.NewTensor(dtype.F16, shape...)
 		require.NoError(t, err)
@@ -171,7 +164,7 @@ func TestUploadNestedMatchesUpload(t *testing.T) {
 		cpu, err := Upload(dev, w)
 		require.NoError(t, err)
 		t.Cleanup(cpu.Release)
-		rec := newRec(t, dev)
+		rec := vktest.Recorder(t, dev)
 		gpu, err := UploadNested(dev, rec, w)
 		require.NoError(t, err)
 		t.Cleanup(gpu.Release)
