@@ -45,6 +45,7 @@ func TestMatmulAgainstReference(t *testing.T) {
 			for _, s := range shapes {
 				m, n, k := s[0], s[1], s[2]
 				t.Run(fmt.Sprintf("%s/%s/%dx%dx%d", d, fm.name, m, n, k), func(t *testing.T) {
+					f := f.in(t)
 					a := f.random(d, m*k, 1)
 					b := f.random(d, k*n, 1)
 					at := f.upload(d, a, storedShape(fm.transA, m, k)...)
@@ -75,6 +76,7 @@ func TestMatmulAlphaBetaAndSplitK(t *testing.T) {
 		for _, s := range [][3]int{{7, 16, 5000}, {65, 33, 47}} {
 			m, n, k := s[0], s[1], s[2]
 			t.Run(fmt.Sprintf("%s/%dx%dx%d", d, m, n, k), func(t *testing.T) {
+				f := f.in(t)
 				a := f.random(d, m*k, 1)
 				b := f.random(d, n*k, 1)
 				c0 := f.random(d, m*n, 1)

@@ -35,6 +35,14 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{t: t, dev: dev, eng: eng, rng: rand.New(rand.NewPCG(uint64(len(t.Name())), 42))}
 }
 
+// in rebinds the fixture to a subtest, so that its failures and cleanups
+// belong to the subtest (a parent's FailNow from a subtest aborts the run).
+func (f *fixture) in(t *testing.T) *fixture {
+	g := *f
+	g.t = t
+	return &g
+}
+
 func (f *fixture) random(d dtype.DType, n int, scale float64) []float64 {
 	return vktest.Random(f.rng, d, n, scale)
 }

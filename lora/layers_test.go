@@ -32,6 +32,7 @@ func TestMatmulLoRA(t *testing.T) {
 	for _, d := range dtype.Floats {
 		for i, c := range linCases {
 			t.Run(fmt.Sprintf("%s/%dx%dx%d/r%d", d, c.m, c.in, c.out, c.r), func(t *testing.T) {
+				f := f.in(t)
 				p, rp := f.proj(d, c.out, c.in, c.r, scaleFor(c.r, i))
 				x := f.random(d, c.m*c.in, 1)
 				rec := f.recorder()
@@ -51,6 +52,7 @@ func TestOForwardBackward(t *testing.T) {
 	for _, d := range dtype.Floats {
 		for i, c := range linCases {
 			t.Run(fmt.Sprintf("%s/%dx%dx%d/r%d", d, c.m, c.in, c.out, c.r), func(t *testing.T) {
+				f := f.in(t)
 				p, rp := f.proj(d, c.out, c.in, c.r, scaleFor(c.r, i+1))
 				x := f.random(d, c.m*c.in, 1)
 				gy := f.random(d, c.m*c.out, 1)
@@ -82,6 +84,7 @@ func TestQKVGroupedQuery(t *testing.T) {
 		// q is 96 wide, k and v 32 (grouped-query); v has no adapter in one case.
 		for _, c := range []struct{ m, in, q, kv, r, rv int }{{1, 40, 48, 16, 1, 1}, {19, 72, 96, 32, 7, 0}} {
 			t.Run(fmt.Sprintf("%s/m%d/r%d", d, c.m, c.r), func(t *testing.T) {
+				f := f.in(t)
 				pq, rq := f.proj(d, c.q, c.in, c.r, 2.0)
 				pk, rk := f.proj(d, c.kv, c.in, c.r, 0.37)
 				pv, rv := f.proj(d, c.kv, c.in, c.rv, 16/math.Sqrt(float64(c.r)))

@@ -19,6 +19,7 @@ func TestMLPForwardBackward(t *testing.T) {
 		for _, d := range dtype.Floats {
 			for ci, c := range []mlpCase{{1, 24, 40, 1}, {21, 48, 72, 7}} {
 				t.Run(fmt.Sprintf("%s/%s/m%d/r%d", act, d, c.m, c.r), func(t *testing.T) {
+					f := f.in(t)
 					pg, rg := f.proj(d, c.i, c.h, c.r, scaleFor(c.r, ci))
 					pu, ru := f.proj(d, c.i, c.h, c.r, scaleFor(c.r, ci+1))
 					pd, rd := f.proj(d, c.h, c.i, c.r, scaleFor(c.r, ci+2))

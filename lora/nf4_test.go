@@ -72,6 +72,7 @@ func TestNF4MatmulMatchesDequantized(t *testing.T) {
 			for _, dq := range []bool{false, true} {
 				name := fmt.Sprintf("%s/m%d/%dx%d/bs%d/dq%v", d, c.m, c.out, c.in, c.bs, dq)
 				t.Run(name, func(t *testing.T) {
+					f := f.in(t)
 					_, w := f.nf4Weight(d, c.out, c.in, c.bs, dq)
 					rec := f.recorder()
 					wd := f.poisoned(d, c.out, c.in)
@@ -127,6 +128,7 @@ func TestNF4Layers(t *testing.T) {
 	const m = 19
 	for _, d := range dtype.Floats {
 		t.Run(d.String()+"/O", func(t *testing.T) {
+			f := f.in(t)
 			pn, pd := f.nf4Pair(d, 70, 33, 7, 2.0, true)
 			x := f.upload(d, f.random(d, m*33, 1), m, 33)
 			gy := f.upload(d, f.random(d, m*70, 1), m, 70)
@@ -144,6 +146,7 @@ func TestNF4Layers(t *testing.T) {
 			})
 		})
 		t.Run(d.String()+"/QKV", func(t *testing.T) {
+			f := f.in(t)
 			const in, q, kv = 40, 96, 32
 			qn, qd := f.nf4Pair(d, q, in, 4, 2.0, false)
 			kn, kd := f.nf4Pair(d, kv, in, 4, 0.37, true)
@@ -166,6 +169,7 @@ func TestNF4Layers(t *testing.T) {
 			})
 		})
 		t.Run(d.String()+"/MLP", func(t *testing.T) {
+			f := f.in(t)
 			const h, i = 40, 70
 			gn, gd := f.nf4Pair(d, i, h, 5, 2.0, true)
 			un, ud := f.nf4Pair(d, i, h, 5, 0.37, false)
