@@ -35,6 +35,27 @@ func needGPU(t *testing.T) {
 	}
 }
 
+// openEngine opens the default device for one test; its Release at the
+// test's end must report no leaked objects.
+func openEngine(t *testing.T) (*vk.Device, *lora.Engine) {
+	t.Helper()
+	needGPU(t)
+	dev, err := vk.Open(vk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := dev.Release(); err != nil {
+			t.Error(err)
+		}
+	})
+	eng, err := lora.NewEngine(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dev, eng
+}
+
 func TestDevices(t *testing.T) {
 	needGPU(t)
 	code, out, _ := runCmd(t, "devices")
@@ -204,20 +225,7 @@ func TestSampleRows(t *testing.T) {
 // TestTimeGPUChunks times more repeats than one submission's timestamps
 // allow, so timeGPU must split them.
 func TestTimeGPUChunks(t *testing.T) {
-	needGPU(t)
-	dev, err := vk.Open(vk.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := dev.Release(); err != nil {
-			t.Error(err)
-		}
-	}()
-	eng, err := lora.NewEngine(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dev, eng := openEngine(t)
 	r, err := matmulCase(4, 4, 4, dtype.F16, "tn").Setup(eng, rand.New(rand.NewPCG(1, 2)))
 	if err != nil {
 		t.Fatal(err)
@@ -356,20 +364,7 @@ func TestBenchLayerValidation(t *testing.T) {
 // TestTimeGPUChunksHolds times a layer step whose outputs the recorder
 // holds, a few steps per submission: all of them are freed.
 func TestTimeGPUChunksHolds(t *testing.T) {
-	needGPU(t)
-	dev, err := vk.Open(vk.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := dev.Release(); err != nil {
-			t.Error(err)
-		}
-	}()
-	eng, err := lora.NewEngine(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dev, eng := openEngine(t)
 	r, err := layerCase(layerOps["o"], quickShape, dtype.BF16, passFwdBwd, 64).Setup(eng, rand.New(rand.NewPCG(1, 3)))
 	if err != nil {
 		t.Fatal(err)
