@@ -50,11 +50,7 @@ func (d *Device) TensorFromBytes(dt dtype.DType, raw []byte, shape ...int) (*Ten
 	if err != nil {
 		return nil, err
 	}
-	if uint64(len(raw)) != t.Bytes() {
-		t.Release()
-		return nil, fmt.Errorf("vk: TensorFromBytes %s%v: %d bytes given, want %d: %w", dt, shape, len(raw), t.Bytes(), ErrInvalidArgument)
-	}
-	if err := t.buf.Upload(0, raw); err != nil {
+	if err := t.UploadBytes(raw); err != nil {
 		t.Release()
 		return nil, err
 	}
