@@ -158,10 +158,6 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 	}
 	tile := e.pickTile(m, n)
 	splits, kSplit := e.pickSplit(tile, m, n, k)
-	kern, err := e.dev.ShaderKernel(name, 6, int(unsafe.Sizeof(matmulPush{})), tile.spec()...)
-	if err != nil {
-		return err
-	}
 	p := matmulPush{M: uint32(m), N: uint32(n), K: uint32(k), K2: uint32(k2), CRs: uint32(n),
 		Alpha: g.Alpha, Beta: g.Beta, Alpha2: g.Alpha2, KSplit: uint32(kSplit)}
 	p.ARs, p.ACs = g.A.strides()
@@ -181,6 +177,10 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 	}
 	groups := [3]uint32{uint32(ceilDiv(n, tile.BN)), uint32(ceilDiv(m, tile.BM)), uint32(splits)}
 	if splits == 1 {
+		kern, err := e.dev.ShaderKernel(name, 6, int(unsafe.Sizeof(matmulPush{})), tile.spec()...)
+		if err != nil {
+			return err
+		}
 		return rec.Dispatch(kern, groups, vk.PushBytes(&p), aBind, bBind, g.C.Binding(), a2Bind, b2Bind, qBind)
 	}
 	// Split-K: each z-slice writes alpha·(its K range) (+ the fused term in
