@@ -3,6 +3,7 @@ package lora
 import (
 	"fmt"
 
+	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/vk"
 )
 
@@ -10,7 +11,9 @@ import (
 // cheap: kernels are cached by the device. Like the device it is for one
 // goroutine at a time.
 type Engine struct {
-	dev *vk.Device
+	dev    *vk.Device
+	coop   map[dtype.DType]*coopSupport // cooperative-matrix support by dtype
+	noCoop bool                         // SetCoopMat(false) or VKLORA_DISABLE_COOPMAT=1
 }
 
 // NewEngine makes an engine on dev. The device must support 16-bit storage
@@ -22,7 +25,7 @@ func NewEngine(dev *vk.Device) (*Engine, error) {
 	if !dev.Caps().Storage16 {
 		return nil, fmt.Errorf("lora: device %s lacks 16-bit storage buffers: %w", dev.Info().Name, vk.ErrUnsupported)
 	}
-	return &Engine{dev: dev}, nil
+	return &Engine{dev: dev, coop: probeCoopMat(dev.Caps()), noCoop: coopDisabledByEnv()}, nil
 }
 
 // Device is the engine's device.

@@ -156,8 +156,8 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 	if err != nil {
 		return fmt.Errorf("lora: matmul: %w", err)
 	}
-	tile := e.pickTile(m, n)
-	splits, kSplit := e.pickSplit(tile, m, n, k)
+	pl := e.plan(d, g.coopForm(d), m, n, k)
+	bm, bn, spec, suffix, splits, kSplit := pl.bm, pl.bn, pl.spec, pl.suffix, pl.splits, pl.kSplit
 	p := matmulPush{M: uint32(m), N: uint32(n), K: uint32(k), K2: uint32(k2), CRs: uint32(n),
 		Alpha: g.Alpha, Beta: g.Beta, Alpha2: g.Alpha2, KSplit: uint32(kSplit)}
 	p.ARs, p.ACs = g.A.strides()
@@ -175,9 +175,9 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 		p.B2Rs, p.B2Cs = g.B2.strides()
 		a2Bind, b2Bind = g.A2.t.Binding(), g.B2.t.Binding()
 	}
-	groups := [3]uint32{uint32(ceilDiv(n, tile.BN)), uint32(ceilDiv(m, tile.BM)), uint32(splits)}
+	groups := [3]uint32{uint32(ceilDiv(n, bn)), uint32(ceilDiv(m, bm)), uint32(splits)}
 	if splits == 1 {
-		kern, err := e.dev.ShaderKernel(name, 6, int(unsafe.Sizeof(matmulPush{})), tile.spec()...)
+		kern, err := e.dev.ShaderKernel(name+suffix, 6, int(unsafe.Sizeof(matmulPush{})), spec...)
 		if err != nil {
 			return err
 		}
@@ -194,7 +194,7 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 	if d != dtype.F32 && g.C.DType() != dtype.F32 {
 		partial += "_c32"
 	}
-	pk, err := e.dev.ShaderKernel(partial, 6, int(unsafe.Sizeof(matmulPush{})), tile.spec()...)
+	pk, err := e.dev.ShaderKernel(partial+suffix, 6, int(unsafe.Sizeof(matmulPush{})), spec...)
 	if err != nil {
 		return err
 	}
@@ -212,6 +212,38 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 	}
 	rp := splitkPush{M: uint32(m), N: uint32(n), CRs: uint32(n), S: uint32(splits), Beta: g.Beta}
 	return rec.Dispatch(rk, [3]uint32{uint32(ceilDiv(n, wg)), uint32(m), 1}, vk.PushBytes(&rp), scratch.Binding(), g.C.Binding())
+}
+
+// gemmPlan is how one product runs: the kernel's tile and specialization
+// constants, its name suffix ("" scalar, "_coopmat") and the split of K.
+type gemmPlan struct {
+	bm, bn, bk     int
+	spec           []uint32
+	suffix         string
+	splits, kSplit int
+}
+
+// plan picks the kernel for an [m, n] = [m, k]·[k, n] product of dtype d;
+// coop says whether the operands suit the cooperative-matrix kernel.
+func (e *Engine) plan(d dtype.DType, coop bool, m, n, k int) gemmPlan {
+	t := e.pickTile(m, n)
+	p := gemmPlan{bm: t.BM, bn: t.BN, bk: t.BK, spec: t.spec()}
+	if ct, sup, ok := e.pickCoopTile(d, m, n); ok && coop {
+		p = gemmPlan{bm: ct.BM, bn: ct.BN, bk: ct.BK, spec: ct.spec(sup), suffix: "_coopmat"}
+	}
+	p.splits, p.kSplit = e.pickSplit(p.bm, p.bn, p.bk, m, n, k)
+	return p
+}
+
+// coopForm reports whether the cooperative-matrix kernel covers the
+// operands: A of dtype d, B of dtype d or NF4, each read along a unit stride.
+func (g *gemm) coopForm(d dtype.DType) bool {
+	if g.A.nf4 != nil || g.A.dtype() != d || (g.B.nf4 == nil && g.B.dtype() != d) {
+		return false
+	}
+	ars, acs := g.A.strides()
+	brs, bcs := g.B.strides()
+	return (ars == 1 || acs == 1) && (brs == 1 || bcs == 1)
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }

@@ -56,12 +56,12 @@ func (e *Engine) pickTile(m, n int) tileShape {
 	return last
 }
 
-// pickSplit chooses split-K when the output has too few tiles to fill the
-// device and K is long: slices of kSplit (a multiple of BK) each.
-func (e *Engine) pickSplit(t tileShape, m, n, k int) (splits, kSplit int) {
-	tiles := ceilDiv(m, t.BM) * ceilDiv(n, t.BN)
+// pickSplit chooses split-K when the output has too few bm×bn tiles to
+// fill the device and K is long: slices of kSplit (a multiple of bk) each.
+func (e *Engine) pickSplit(bm, bn, bk, m, n, k int) (splits, kSplit int) {
+	tiles := ceilDiv(m, bm) * ceilDiv(n, bn)
 	want := ceilDiv(e.targetGroups(), tiles)
-	maxSplits := k / (8 * t.BK) // each slice keeps at least 8 tile steps
+	maxSplits := k / (8 * bk) // each slice keeps at least 8 tile steps
 	if want > maxSplits {
 		want = maxSplits
 	}
@@ -71,6 +71,6 @@ func (e *Engine) pickSplit(t tileShape, m, n, k int) (splits, kSplit int) {
 	if want <= 1 {
 		return 1, k
 	}
-	kSplit = ceilDiv(ceilDiv(k, want), t.BK) * t.BK
+	kSplit = ceilDiv(ceilDiv(k, want), bk) * bk
 	return ceilDiv(k, kSplit), kSplit
 }

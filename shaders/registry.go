@@ -26,6 +26,7 @@ type entry struct {
 	Source    string
 	TargetEnv string
 	Optimized bool
+	BFloat16  bool // float16_t cooperative matrices retyped to bfloat16
 	Defines   map[string]string
 }
 
@@ -43,6 +44,9 @@ type Shader struct {
 	// TargetEnv is the Vulkan environment it was built and validated for,
 	// e.g. "vulkan1.2"; the device must support at least that version.
 	TargetEnv string
+	// BFloat16 marks a module whose cooperative matrices were retyped to
+	// bfloat16: it needs VK_KHR_shader_bfloat16's cooperative-matrix feature.
+	BFloat16 bool
 }
 
 // ErrUnknown is wrapped by Lookup's error for a name not in the registry.
@@ -77,7 +81,7 @@ func Lookup(name string) (Shader, error) {
 		for k, v := range e.Defines {
 			defs[k] = v
 		}
-		return Shader{Name: e.Name, SPIRV: b, Source: e.Source, Defines: defs, TargetEnv: e.TargetEnv}, nil
+		return Shader{Name: e.Name, SPIRV: b, Source: e.Source, Defines: defs, TargetEnv: e.TargetEnv, BFloat16: e.BFloat16}, nil
 	}
 	if len(table) == 0 {
 		return Shader{}, fmt.Errorf("shaders: %w %q: the registry is empty (built with -tags shadergen?)", ErrUnknown, name)

@@ -77,7 +77,7 @@ func TestRegistryMatchesVariants(t *testing.T) {
 			t.Error(err)
 			continue
 		}
-		if s.Name != n || s.Source != v.Source || s.TargetEnv != v.Spirv || !sameDefines(s.Defines, v.Defines) {
+		if s.Name != n || s.Source != v.Source || s.TargetEnv != v.Spirv || s.BFloat16 != v.BFloat16 || !sameDefines(s.Defines, v.Defines) {
 			t.Errorf("%s: registry %+v differs from variant %+v: run `make shaders`", n, s, v)
 		}
 		if len(s.SPIRV) < 20 || len(s.SPIRV)%4 != 0 || binary.LittleEndian.Uint32(s.SPIRV) != spirvMagic {
@@ -125,7 +125,7 @@ func TestLookupReturnsCopies(t *testing.T) {
 func jobs() []spvgen.Job {
 	var js []spvgen.Job
 	for _, v := range Variants() {
-		js = append(js, spvgen.Job{Name: v.Name, Source: v.Source, Defines: v.Defines, NoOptimize: v.NoOptimize, Spirv: v.Spirv})
+		js = append(js, spvgen.Job{Name: v.Name, Source: v.Source, Defines: v.Defines, NoOptimize: v.NoOptimize, Spirv: v.Spirv, BFloat16: v.BFloat16})
 	}
 	return js
 }

@@ -28,6 +28,10 @@ type Variant struct {
 	NoOptimize bool
 	// Spirv is the target environment, e.g. "vulkan1.3"; "" means DefaultSpirv.
 	Spirv string
+	// BFloat16 compiles the source with float16_t cooperative matrices,
+	// validates that module, then retypes the 16-bit float to bfloat16
+	// (SPV_KHR_bfloat16): the pinned glslang has no bfloat16_t.
+	BFloat16 bool
 }
 
 // Dtypes are the dtype tokens of the name grammar. Add one here before using
@@ -58,6 +62,25 @@ func Variants() []Variant {
 		}
 		t.add(Variant{Name: variantName("splitk_reduce", false, d, ""), Source: "splitk_reduce.comp",
 			Defines: map[string]string{"C_TYPE": typeDefine(d)}})
+	}
+
+	// matmul on cooperative matrices: 16-bit A and B (or NF4 B), fp32
+	// accumulation; the forms whose A and B are both D. Built unoptimised
+	// (spirv-opt has miscompiled coopmat shaders elsewhere) for Vulkan 1.3;
+	// bf16 is the f16 module retyped (see Variant.BFloat16).
+	for _, d := range []string{"f16", "bf16"} {
+		for _, m := range matmulForms(d) {
+			if m.a != d || m.b == "f32" {
+				continue
+			}
+			flavour := m.flavour
+			if flavour != "" {
+				flavour += "_"
+			}
+			t.add(Variant{Name: variantName("matmul", false, d, flavour+"coopmat"), Source: "matmul_coopmat.comp",
+				Defines: map[string]string{"D_TYPE": typeDefine(d), "B_TYPE": typeDefine(m.b), "C_TYPE": typeDefine(m.c)},
+				NoOptimize: true, Spirv: "vulkan1.3", BFloat16: d == "bf16"})
+		}
 	}
 
 	// gated MLP elementwise kernels: activation × dtype × direction.

@@ -91,7 +91,7 @@ func run(check bool, workers int) error {
 func toJobs(vs []shaders.Variant) []spvgen.Job {
 	jobs := make([]spvgen.Job, len(vs))
 	for i, v := range vs {
-		jobs[i] = spvgen.Job{Name: v.Name, Source: v.Source, Defines: v.Defines, NoOptimize: v.NoOptimize, Spirv: v.Spirv}
+		jobs[i] = spvgen.Job{Name: v.Name, Source: v.Source, Defines: v.Defines, NoOptimize: v.NoOptimize, Spirv: v.Spirv, BFloat16: v.BFloat16}
 	}
 	return jobs
 }

@@ -193,8 +193,8 @@ func RenderRegistry(jobs []Job, version string) ([]byte, error) {
 	fmt.Fprintf(&b, "\tcompilerVersion = %q\n", version)
 	b.WriteString("\ttable = []entry{\n")
 	for _, j := range jobs {
-		fmt.Fprintf(&b, "\t\t{Name: %q, File: %q, Source: %q, TargetEnv: %q, Optimized: %v, Defines: %s},\n",
-			j.Name, SpvDir+"/"+j.Name+".spv", j.Source, j.Spirv, !j.NoOptimize, mapLit(j.Defines))
+		fmt.Fprintf(&b, "\t\t{Name: %q, File: %q, Source: %q, TargetEnv: %q, Optimized: %v, BFloat16: %v, Defines: %s},\n",
+			j.Name, SpvDir+"/"+j.Name+".spv", j.Source, j.Spirv, !j.NoOptimize, j.BFloat16, mapLit(j.Defines))
 	}
 	b.WriteString("\t}\n}\n")
 	out, err := format.Source([]byte(b.String()))

@@ -37,6 +37,9 @@ type Job struct {
 	Defines    map[string]string
 	NoOptimize bool
 	Spirv      string // target env, e.g. "vulkan1.2"
+	// BFloat16 retypes the validated module's float16_t cooperative
+	// matrices to bfloat16 (RetypeBFloat16).
+	BFloat16 bool
 }
 
 // Tools are the compiler and validator to run.
@@ -193,6 +196,18 @@ func compileOne(ctx context.Context, t Tools, srcDir string, j Job, out string) 
 	b, err = cmd.CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(b)) > 0 {
 		return fmt.Errorf("%s: spirv-val %s: %v\n%s", j.Name, strings.Join(vargs, " "), exitStatus(err), indent(b))
+	}
+	if j.BFloat16 {
+		// spirv-val 2025.1 predates SPV_KHR_bfloat16: the f16 module was
+		// validated above, and the retype itself is checked and tested.
+		m, err := os.ReadFile(out)
+		if err != nil {
+			return err
+		}
+		if m, err = RetypeBFloat16(m); err != nil {
+			return fmt.Errorf("%s: %w", j.Name, err)
+		}
+		return os.WriteFile(out, m, 0o644)
 	}
 	return nil
 }

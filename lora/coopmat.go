@@ -1,0 +1,111 @@
+package lora
+
+import (
+	"os"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/vk"
+)
+
+// coopTile is one configuration of the cooperative-matrix matmul
+// (shaders/matmul_coopmat.comp): a BM×BN output tile per workgroup, K
+// consumed BK at a time, one WM×WN tile per subgroup.
+type coopTile struct{ BM, BN, BK, WM, WN int }
+
+// coopTiles, largest first. 128×128 with 64×32 per subgroup is the shape
+// NVIDIA's own cooperative-matrix sample found best with fp32 accumulation.
+var coopTiles = []coopTile{
+	{BM: 128, BN: 128, BK: 32, WM: 64, WN: 32}, // 8 subgroups, 40 KiB shared
+	{BM: 64, BN: 64, BK: 32, WM: 32, WN: 32},   // 4 subgroups, 20 KiB
+}
+
+func (t coopTile) subgroups() int { return (t.BM / t.WM) * (t.BN / t.WN) }
+
+// sharedBytes mirrors the shader's two buffers of padded A and B tiles.
+func (t coopTile) sharedBytes() int {
+	a := max(t.BM*(t.BK/8+1), t.BK*(t.BM/8+1))
+	b := max(t.BN*(t.BK/8+1), t.BK*(t.BN/8+1))
+	return 2 * (a + b) * 16
+}
+
+// coopSupport is what the device offers one dtype's cooperative matrices.
+type coopSupport struct {
+	shape    vk.CoopMatShape
+	subgroup int
+	tiles    []coopTile
+}
+
+func (t coopTile) spec(c *coopSupport) []uint32 {
+	return []uint32{uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.WM), uint32(t.WN),
+		uint32(t.subgroups() * c.subgroup), c.shape.M, c.shape.N, c.shape.K}
+}
+
+// DisableCoopMatEnv names the environment variable that, set to 1, keeps
+// every engine on the scalar kernels.
+const DisableCoopMatEnv = "VKLORA_DISABLE_COOPMAT"
+
+// probeCoopMat finds, for f16 and bf16, a subgroup-scope shape with fp32
+// accumulation that divides the tiles, and the tiles the device can run.
+// The kernel assumes one fixed subgroup size, so devices whose size varies
+// (subgroup size control with min ≠ max) stay on the scalar path for now.
+func probeCoopMat(c *vk.Caps) map[dtype.DType]*coopSupport {
+	out := map[dtype.DType]*coopSupport{}
+	if !c.CoopMat || c.SubgroupSize == 0 || (c.SubgroupSizeControl && c.MinSubgroupSize != c.MaxSubgroupSize) {
+		return out
+	}
+	for _, in := range []struct {
+		d    dtype.DType
+		comp vk.ComponentType
+		ok   bool
+	}{{dtype.F16, vk.ComponentF16, c.Float16}, {dtype.BF16, vk.ComponentBF16, c.BFloat16CoopMat}} {
+		if !in.ok {
+			continue
+		}
+		for _, s := range c.CoopMatShapes {
+			if !s.SubgroupScope || s.A != in.comp || s.B != in.comp || s.C != vk.ComponentF32 || s.Result != vk.ComponentF32 {
+				continue
+			}
+			sup := &coopSupport{shape: s, subgroup: int(c.SubgroupSize)}
+			for _, t := range coopTiles {
+				threads := t.subgroups() * sup.subgroup
+				if t.WM%int(s.M) == 0 && t.WN%int(s.N) == 0 && t.BK%int(s.K) == 0 && t.BK%8 == 0 &&
+					t.sharedBytes() <= int(c.MaxSharedMemory) && threads <= int(c.MaxWorkgroupInvocations) &&
+					uint32(threads) <= c.MaxWorkgroupSize[0] {
+					sup.tiles = append(sup.tiles, t)
+				}
+			}
+			if len(sup.tiles) > 0 {
+				out[in.d] = sup
+				break
+			}
+		}
+	}
+	return out
+}
+
+// CoopMat reports whether matmuls of dtype d run on cooperative matrices.
+func (e *Engine) CoopMat(d dtype.DType) bool { return !e.noCoop && e.coop[d] != nil }
+
+// SetCoopMat turns the cooperative-matrix kernels on or off (on only takes
+// effect where the device supports them). Tests use it to compare paths.
+func (e *Engine) SetCoopMat(on bool) { e.noCoop = !on }
+
+// pickCoopTile chooses the cooperative-matrix tile for an [m, n] output of
+// dtype d, or reports that the scalar kernel should run: outputs narrower
+// than a subgroup tile (the [M, r] LoRA intermediates, dA and dB) waste
+// most of a cooperative tile and stay scalar.
+func (e *Engine) pickCoopTile(d dtype.DType, m, n int) (coopTile, *coopSupport, bool) {
+	sup := e.coop[d]
+	if e.noCoop || sup == nil || m < 64 || n < 64 {
+		return coopTile{}, nil, false
+	}
+	last := sup.tiles[len(sup.tiles)-1]
+	for _, t := range sup.tiles {
+		if ceilDiv(m, t.BM)*ceilDiv(n, t.BN) >= e.targetGroups() {
+			return t, sup, true
+		}
+	}
+	return last, sup, true
+}
+
+func coopDisabledByEnv() bool { return os.Getenv(DisableCoopMatEnv) == "1" }

@@ -1,0 +1,165 @@
+package lora
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/quant"
+	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk"
+	"github.com/vklora/vklora/vk/vktest"
+)
+
+// requireCoopMatEnv, set to 1 (scripts/gpu-test.sh does), turns a device
+// without cooperative matrices from a skip into a failure of these tests.
+const requireCoopMatEnv = "VKLORA_REQUIRE_COOPMAT"
+
+// coopFixture returns the fixture when its device runs d on cooperative
+// matrices. CI's lavapipe has none: these tests run on the GPU machine.
+func coopFixture(t *testing.T, d dtype.DType) *fixture {
+	f := newFixture(t)
+	if !f.eng.CoopMat(d) {
+		if os.Getenv(requireCoopMatEnv) == "1" {
+			t.Fatalf("%s=1 but %s has no %s cooperative matrices with fp32 accumulation", requireCoopMatEnv, f.dev.Info().Name, d)
+		}
+		t.Skipf("%s has no %s cooperative matrices (GPU-only test)", f.dev.Info().Name, d)
+	}
+	return f
+}
+
+// coopShapes: odd sizes (unaligned chunks, partial tiles), aligned ones
+// (128-bit loads), a long K with few tiles (split-K) and enough tiles for
+// the 128×128 configuration.
+var coopShapes = [][3]int{{133, 97, 75}, {256, 192, 128}, {64, 72, 3000}, {2900, 2900, 24}}
+
+func TestCoopMatMatmul(t *testing.T) {
+	for _, d := range []dtype.DType{dtype.F16, dtype.BF16} {
+		t.Run(d.String(), func(t *testing.T) {
+			f := coopFixture(t, d)
+			for _, fm := range forms {
+				for _, s := range coopShapes {
+					m, n, k := s[0], s[1], s[2]
+					t.Run(fmt.Sprintf("%s/%dx%dx%d", fm.name, m, n, k), func(t *testing.T) {
+						f := f.in(t)
+						require.Equal(t, "_coopmat", f.eng.plan(d, true, m, n, k).suffix, "the cooperative kernel must run")
+						a := f.random(d, m*k, 1)
+						b := f.random(d, k*n, 1)
+						c0 := f.random(d, m*n, 1)
+						A := Dense(f.upload(d, a, storedShape(fm.transA, m, k)...))
+						B := Dense(f.upload(d, b, storedShape(fm.transB, k, n)...))
+						if fm.transA {
+							A = A.T()
+						}
+						if fm.transB {
+							B = B.T()
+						}
+						const alpha, beta = 0.37, -1.5
+						c := f.upload(d, c0, m, n)
+						rec := f.recorder()
+						require.NoError(t, f.eng.MatmulTo(rec, c, A, B, alpha, beta))
+						require.NoError(t, rec.Submit())
+						want := append([]float64(nil), c0...)
+						ref.MatmulAcc(want, a, b, m, n, k, fm.transA, fm.transB, alpha, beta)
+						vktest.ExpectClose(t, "C", f.download(c), ref.RoundTo(d, want), n, tol[d])
+					})
+				}
+			}
+		})
+	}
+}
+
+// The fused LoRA term (rank 7, scale 0.37) on both forward and dX forms,
+// into the layer dtype and into f32.
+func TestCoopMatFusedTerm(t *testing.T) {
+	for _, d := range []dtype.DType{dtype.F16, dtype.BF16} {
+		t.Run(d.String(), func(t *testing.T) {
+			f := coopFixture(t, d)
+			for _, fm := range forms[:2] {
+				for _, cd := range []dtype.DType{d, dtype.F32} {
+					m, n, k, r := 137, 203, 88, 7
+					t.Run(fmt.Sprintf("%s/into_%s", fm.name, cd), func(t *testing.T) {
+						f := f.in(t)
+						x := f.random(d, m*k, 1)
+						w := f.random(d, n*k, 1)
+						xa := f.random(dtype.F32, m*r, 1)
+						bm := f.random(d, n*r, 1)
+						B := Dense(f.upload(d, w, storedShape(fm.transB, k, n)...))
+						if fm.transB {
+							B = B.T()
+						}
+						c := f.poisoned(cd, m, n)
+						rec := f.recorder()
+						const s = 0.37
+						err := f.eng.gemm(rec, gemm{C: c, A: Dense(f.upload(d, x, m, k)), B: B,
+							A2: Dense(f.upload(dtype.F32, xa, m, r)), B2: Dense(f.upload(d, bm, n, r)).T(), Alpha: 1, Alpha2: s})
+						require.NoError(t, err)
+						require.NoError(t, rec.Submit())
+						want := ref.Matmul(x, w, m, n, k, false, fm.transB)
+						ref.MatmulAcc(want, xa, bm, m, n, r, false, true, s, 1)
+						vktest.ExpectClose(t, "C", f.download(c), ref.RoundTo(cd, want), n, tol[d])
+					})
+				}
+			}
+		})
+	}
+}
+
+// NF4 B tiles decoded in the cooperative kernel equal the dense
+// dequantized weight bit for bit, in both weight forms, and both match the
+// reference; the weight's sizes are not multiples of 8 or of the block.
+func TestCoopMatNF4(t *testing.T) {
+	for _, d := range []dtype.DType{dtype.F16, dtype.BF16} {
+		t.Run(d.String(), func(t *testing.T) {
+			f := coopFixture(t, d)
+			const m, out, in = 150, 203, 117
+			q, dw := f.nf4Weight(d, out, in, 64, true)
+			wd := ref.FromFloat32(quant.Dequantize(q))
+			dense := f.upload(d, wd, out, in)
+			for _, trans := range []bool{true, false} { // X·Wᵀ, G·W
+				k, n := in, out
+				if !trans {
+					k, n = out, in
+				}
+				x := f.random(d, m*k, 1)
+				xt := f.upload(d, x, m, k)
+				got, twin := f.poisoned(d, m, n), f.poisoned(d, m, n)
+				Bq, Bd := NF4(dw), Dense(dense)
+				if trans {
+					Bq, Bd = Bq.T(), Bd.T()
+				}
+				rec := f.recorder()
+				require.NoError(t, f.eng.MatmulTo(rec, got, Dense(xt), Bq, 1, 0))
+				require.NoError(t, f.eng.MatmulTo(rec, twin, Dense(xt), Bd, 1, 0))
+				require.NoError(t, rec.Submit())
+				f.requireSameTensors(fmt.Sprintf("NF4 trans=%v", trans), []*vk.Tensor{got}, []*vk.Tensor{twin})
+				want := ref.RoundTo(d, ref.Matmul(x, wd, m, n, k, false, trans))
+				vktest.ExpectClose(t, "C", f.download(got), want, n, tol[d])
+			}
+		})
+	}
+}
+
+// The two paths agree: a bf16 MLP step with cooperative matrices on and
+// off gives results within the dtype's tolerance of each other.
+func TestCoopMatMatchesScalar(t *testing.T) {
+	const d = dtype.BF16
+	f := coopFixture(t, d)
+	m, n, k := 300, 260, 520
+	a := f.random(d, m*k, 1)
+	b := f.random(d, n*k, 1)
+	at, bt := f.upload(d, a, m, k), f.upload(d, b, n, k)
+	run := func(on bool) []float64 {
+		f.eng.SetCoopMat(on)
+		defer f.eng.SetCoopMat(true)
+		c := f.poisoned(d, m, n)
+		rec := f.recorder()
+		require.NoError(t, f.eng.MatmulTo(rec, c, Dense(at), Dense(bt).T(), 1, 0))
+		require.NoError(t, rec.Submit())
+		return f.download(c)
+	}
+	vktest.ExpectClose(t, "coopmat vs scalar", run(true), run(false), n, tol[d])
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# gpu-coopmat.sh: a short device call for cooperative-matrix work, run on
+# the GPU machine after scripts/gpu-build.sh here (carry .gl and .devcarry):
+# the lora tests that exercise the matmul kernels (cooperative tests
+# required to run, not skip), then plain matmul throughput with and without
+# cooperative matrices and cuBLAS's on the same card. Logs under $OUT.
+set -uo pipefail
+out=${OUT:-/tmp/out}; mkdir -p "$out"
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+B=$PWD/.devcarry/bin
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+(cd lora && VKLORA_REQUIRE_COOPMAT=1 timeout 300 "$B/lora.test" -test.count=1 -test.run "${TESTS:-CoopMat|Matmul|NF4}" > "$out/test-lora.log" 2>&1)
+echo "lora tests exit $? ($(tail -1 "$out/test-lora.log"))"; grep -E "^\s*--- FAIL|Error Trace|rel err|panic" "$out/test-lora.log" | head -20
+for d in ${DTYPES:-bf16,f16}; do
+	timeout 120 $B/lorabench matmul -sizes ${SIZES:-4096,8192} -dtype "$d" -form ${FORM:-nt} -reps 10 -warmup 3 > "$out/matmul-$d.txt" 2>&1
+	tail -4 "$out/matmul-$d.txt"
+done
+VKLORA_DISABLE_COOPMAT=1 timeout 120 $B/lorabench matmul -sizes 8192 -dtype bf16 -reps 3 -warmup 1 > "$out/matmul-scalar.txt" 2>&1
+echo "scalar:"; tail -2 "$out/matmul-scalar.txt"
+[ -n "${EXTRA:-}" ] && eval "$EXTRA"
+(cd .devcarry && timeout 120 python3 ../scripts/torch_matmul.py --sizes ${SIZES:-4096,8192} > "$out/torch-matmul.txt" 2>&1); cat "$out/torch-matmul.txt"
