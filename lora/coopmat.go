@@ -1,6 +1,7 @@
 package lora
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/vklora/vklora/dtype"
@@ -12,11 +13,16 @@ import (
 // consumed BK at a time, one WM×WN tile per subgroup.
 type coopTile struct{ BM, BN, BK, WM, WN int }
 
-// coopTiles, largest first. 128×128 with 64×32 per subgroup is the shape
-// NVIDIA's own cooperative-matrix sample found best with fp32 accumulation.
+// coopTiles, in order of preference. Measured on an H200 (bf16 8192³,
+// docs/PERFORMANCE.md): 32×32 tiles with one 16×16 accumulator per
+// subgroup ran at 42.7 TFLOP/s, ahead of every larger tile (128×128 with
+// 64×32 per subgroup 36.2, 64×64 33.4, 256×128 36.2): on that driver more
+// resident subgroups beat more reuse per subgroup. The larger tile stays as
+// the fallback for devices whose shared memory or chunk split rules out the
+// first; VKLORA_COOPMAT_TILE tries others.
 var coopTiles = []coopTile{
-	{BM: 128, BN: 128, BK: 32, WM: 64, WN: 32}, // 8 subgroups, 40 KiB shared
-	{BM: 64, BN: 64, BK: 32, WM: 32, WN: 32},   // 4 subgroups, 20 KiB
+	{BM: 32, BN: 32, BK: 32, WM: 16, WN: 16},   // 4 subgroups, 5 KiB shared
+	{BM: 128, BN: 128, BK: 32, WM: 64, WN: 32}, // 8 subgroups, 40 KiB
 }
 
 func (t coopTile) subgroups() int { return (t.BM / t.WM) * (t.BN / t.WN) }
@@ -35,9 +41,20 @@ type coopSupport struct {
 	tiles    []coopTile
 }
 
-func (t coopTile) spec(c *coopSupport) []uint32 {
+// coopLayout says which index of each operand is contiguous: A's k (else
+// m) and B's k (else n). The kernel is specialised on it.
+type coopLayout struct{ aKF, bKF bool }
+
+func b32(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (t coopTile) spec(c *coopSupport, l coopLayout) []uint32 {
 	return []uint32{uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.WM), uint32(t.WN),
-		uint32(t.subgroups() * c.subgroup), c.shape.M, c.shape.N, c.shape.K}
+		uint32(t.subgroups() * c.subgroup), c.shape.M, c.shape.N, c.shape.K, b32(l.aKF), b32(l.bKF)}
 }
 
 // DisableCoopMatEnv names the environment variable that, set to 1, keeps
@@ -66,9 +83,11 @@ func probeCoopMat(c *vk.Caps) map[dtype.DType]*coopSupport {
 				continue
 			}
 			sup := &coopSupport{shape: s, subgroup: int(c.SubgroupSize)}
-			for _, t := range coopTiles {
+			for _, t := range tileCandidates() {
 				threads := t.subgroups() * sup.subgroup
+				chunks := t.BK / 8 // per tile row; each thread stages whole chunks
 				if t.WM%int(s.M) == 0 && t.WN%int(s.N) == 0 && t.BK%int(s.K) == 0 && t.BK%8 == 0 &&
+					(t.BM*chunks)%threads == 0 && (t.BN*chunks)%threads == 0 &&
 					t.sharedBytes() <= int(c.MaxSharedMemory) && threads <= int(c.MaxWorkgroupInvocations) &&
 					uint32(threads) <= c.MaxWorkgroupSize[0] {
 					sup.tiles = append(sup.tiles, t)
@@ -99,13 +118,25 @@ func (e *Engine) pickCoopTile(d dtype.DType, m, n int) (coopTile, *coopSupport, 
 	if e.noCoop || sup == nil || m < 64 || n < 64 {
 		return coopTile{}, nil, false
 	}
-	last := sup.tiles[len(sup.tiles)-1]
-	for _, t := range sup.tiles {
-		if ceilDiv(m, t.BM)*ceilDiv(n, t.BN) >= e.targetGroups() {
-			return t, sup, true
-		}
-	}
-	return last, sup, true
+	return sup.tiles[0], sup, true
 }
 
 func coopDisabledByEnv() bool { return os.Getenv(DisableCoopMatEnv) == "1" }
+
+// CoopMatTileEnv names a tuning knob: "BM,BN,BK,WM,WN" makes that the only
+// cooperative-matrix tile (it must still fit the device, or the scalar path
+// runs). For measuring tile shapes with lorabench; not for production use.
+const CoopMatTileEnv = "VKLORA_COOPMAT_TILE"
+
+func tileCandidates() []coopTile {
+	v := os.Getenv(CoopMatTileEnv)
+	if v == "" {
+		return coopTiles
+	}
+	var t coopTile
+	if n, err := fmt.Sscanf(v, "%d,%d,%d,%d,%d", &t.BM, &t.BN, &t.BK, &t.WM, &t.WN); err != nil || n != 5 ||
+		t.WM <= 0 || t.WN <= 0 || t.BM%t.WM != 0 || t.BN%t.WN != 0 || t.BM%8 != 0 || t.BN%8 != 0 {
+		return nil
+	}
+	return []coopTile{t}
+}

@@ -45,7 +45,7 @@ func TestCoopMatMatmul(t *testing.T) {
 					m, n, k := s[0], s[1], s[2]
 					t.Run(fmt.Sprintf("%s/%dx%dx%d", fm.name, m, n, k), func(t *testing.T) {
 						f := f.in(t)
-						require.Equal(t, "_coopmat", f.eng.plan(d, true, m, n, k).suffix, "the cooperative kernel must run")
+						require.Equal(t, "_coopmat", f.eng.plan(d, &coopLayout{}, m, n, k).suffix, "the cooperative kernel must run")
 						a := f.random(d, m*k, 1)
 						b := f.random(d, k*n, 1)
 						c0 := f.random(d, m*n, 1)

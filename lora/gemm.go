@@ -156,7 +156,7 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 	if err != nil {
 		return fmt.Errorf("lora: matmul: %w", err)
 	}
-	pl := e.plan(d, g.coopForm(d), m, n, k)
+	pl := e.plan(d, g.coopLayout(d), m, n, k)
 	bm, bn, spec, suffix, splits, kSplit := pl.bm, pl.bn, pl.spec, pl.suffix, pl.splits, pl.kSplit
 	p := matmulPush{M: uint32(m), N: uint32(n), K: uint32(k), K2: uint32(k2), CRs: uint32(n),
 		Alpha: g.Alpha, Beta: g.Beta, Alpha2: g.Alpha2, KSplit: uint32(kSplit)}
@@ -224,26 +224,31 @@ type gemmPlan struct {
 }
 
 // plan picks the kernel for an [m, n] = [m, k]·[k, n] product of dtype d;
-// coop says whether the operands suit the cooperative-matrix kernel.
-func (e *Engine) plan(d dtype.DType, coop bool, m, n, k int) gemmPlan {
+// coop is the operands' layout for the cooperative-matrix kernel, nil when
+// they do not suit it.
+func (e *Engine) plan(d dtype.DType, coop *coopLayout, m, n, k int) gemmPlan {
 	t := e.pickTile(m, n)
 	p := gemmPlan{bm: t.BM, bn: t.BN, bk: t.BK, spec: t.spec()}
-	if ct, sup, ok := e.pickCoopTile(d, m, n); ok && coop {
-		p = gemmPlan{bm: ct.BM, bn: ct.BN, bk: ct.BK, spec: ct.spec(sup), suffix: "_coopmat"}
+	if ct, sup, ok := e.pickCoopTile(d, m, n); ok && coop != nil {
+		p = gemmPlan{bm: ct.BM, bn: ct.BN, bk: ct.BK, spec: ct.spec(sup, *coop), suffix: "_coopmat"}
 	}
 	p.splits, p.kSplit = e.pickSplit(p.bm, p.bn, p.bk, m, n, k)
 	return p
 }
 
-// coopForm reports whether the cooperative-matrix kernel covers the
-// operands: A of dtype d, B of dtype d or NF4, each read along a unit stride.
-func (g *gemm) coopForm(d dtype.DType) bool {
+// coopLayout returns the operands' layout when the cooperative-matrix
+// kernel covers them (A of dtype d, B of dtype d or NF4, each read along a
+// unit stride), else nil.
+func (g *gemm) coopLayout(d dtype.DType) *coopLayout {
 	if g.A.nf4 != nil || g.A.dtype() != d || (g.B.nf4 == nil && g.B.dtype() != d) {
-		return false
+		return nil
 	}
 	ars, acs := g.A.strides()
 	brs, bcs := g.B.strides()
-	return (ars == 1 || acs == 1) && (brs == 1 || bcs == 1)
+	if (ars != 1 && acs != 1) || (brs != 1 && bcs != 1) {
+		return nil
+	}
+	return &coopLayout{aKF: acs == 1, bKF: brs == 1}
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }

@@ -14,7 +14,10 @@
 //
 // Specialization constants: 0 BM, 1 BN, 2 BK (workgroup tile), 3 WM, 4 WN
 // (subgroup tile), 5 workgroup size = (BM/WM)·(BN/WN)·subgroup size,
-// 6 TM, 7 TN, 8 TK (cooperative matrix shape).
+// 6 TM, 7 TN, 8 TK (cooperative matrix shape), 9 A_KF (A's k index is
+// contiguous, else its m index), 10 B_KF (B's k index is contiguous, else
+// its n index). The layouts are constants so that the driver compiles each
+// multiply loop without branches between cooperative-matrix operations.
 //
 // Each operand tile is staged in shared memory in the operand's own memory
 // order (the contiguous index innermost), in chunks of 8 elements (one
@@ -29,6 +32,13 @@
 #include "types.glsl"
 #include "matmul_push.glsl"
 
+#ifdef FIXED_TILE
+// Compile-time tile (FIXED_TILE=BM,BN,BK,WM,WN,TM,TN,TK,A_KF,B_KF,WG): lets
+// the compiler unroll every fragment loop before the driver sees it.
+#define FT_ARGS(a, b, c, d, e, f, g, h, i, j, k) const uint BM = a, BN = b, BK = c, WM = d, WN = e, TM = f, TN = g, TK = h; const bool A_KF = i, B_KF = j; layout(local_size_x = k) in;
+#define FT_EXPAND(x) FT_ARGS x
+FT_EXPAND((FIXED_TILE))
+#else
 layout(constant_id = 0) const uint BM = 128;
 layout(constant_id = 1) const uint BN = 128;
 layout(constant_id = 2) const uint BK = 32;
@@ -38,6 +48,9 @@ layout(local_size_x_id = 5, local_size_y = 1, local_size_z = 1) in;
 layout(constant_id = 6) const uint TM = 16;
 layout(constant_id = 7) const uint TN = 16;
 layout(constant_id = 8) const uint TK = 16;
+layout(constant_id = 9) const bool A_KF = true;
+layout(constant_id = 10) const bool B_KF = true;
+#endif
 
 // Raw 16-bit views of A and B, and 128-bit views for aligned chunks.
 layout(set = 0, binding = 0, std430) readonly buffer BufA { uint16_t a16[]; };
@@ -65,26 +78,30 @@ uint to_d_bits(float v) {
 #endif
 }
 
-// Shared tiles in uvec4 units (8 elements). Rows are padded by one uvec4 so
-// that the rows a coopMatLoad reads start in different banks.
-const uint A_KF_STRIDE = BK / 8 + 1; // A k-fast: [BM][BK] row-major
-const uint A_MF_STRIDE = BM / 8 + 1; // A m-fast: [BK][BM]
-const uint B_NF_STRIDE = BN / 8 + 1; // B n-fast: [BK][BN] row-major
-const uint B_KF_STRIDE = BK / 8 + 1; // B k-fast: [BN][BK]
-const uint A_WORDS = BM * A_KF_STRIDE > BK * A_MF_STRIDE ? BM * A_KF_STRIDE : BK * A_MF_STRIDE;
-const uint B_WORDS = BN * B_KF_STRIDE > BK * B_NF_STRIDE ? BN * B_KF_STRIDE : BK * B_NF_STRIDE;
-shared uvec4 sh[2 * (A_WORDS + B_WORDS)];
+// Shared tiles in uvec4 units (8 elements), in the operand's memory order:
+// A [BM][BK] when A_KF else [BK][BM]; B [BN][BK] when B_KF else [BK][BN].
+// Rows are padded by one uvec4 so that the rows one coopMatLoad reads start
+// in different banks.
+const uint A_ROWS = A_KF ? BM : BK, A_COLS = A_KF ? BK : BM;
+const uint B_ROWS = B_KF ? BN : BK, B_COLS = B_KF ? BK : BN;
+const uint A_STRIDE = A_COLS / 8 + 1, B_STRIDE = B_COLS / 8 + 1;
+const uint A_WORDS = A_ROWS * A_STRIDE, B_WORDS = B_ROWS * B_STRIDE;
+const uint BUF_WORDS = A_WORDS + B_WORDS;
+shared uvec4 sh[2 * BUF_WORDS];
 
-const uint A_CHUNKS = BM * BK / 8, B_CHUNKS = BN * BK / 8;
-const uint FM = WM / TM, FN = WN / TN;      // fragments per subgroup tile
+const uint WG = gl_WorkGroupSize.x;
+// The Go side only picks tiles whose chunk counts are multiples of WG.
+const uint A_PER_THREAD = A_ROWS * A_COLS / 8 / WG;
+const uint B_PER_THREAD = B_ROWS * B_COLS / 8 / WG;
+const uint FM = WM / TM, FN = WN / TN; // fragments per subgroup tile
 
-// One chunk: 8 elements along an operand's contiguous index. g is the
-// element index of its first element, n how many of the 8 are in range
-// (0 when its row or column is out of range).
 uvec4 pack8(uint e[8]) {
 	return uvec4(e[0] | (e[1] << 16), e[2] | (e[3] << 16), e[4] | (e[5] << 16), e[6] | (e[7] << 16));
 }
 
+// A chunk is 8 elements along an operand's contiguous index: g is the
+// element index of its first element, n how many of the 8 are in range (0
+// when its row or column is out of range).
 uvec4 load_a_chunk(uint g, uint n) {
 	if (n == 8u && (g & 7u) == 0u) {
 		return a128[g >> 3];
@@ -114,157 +131,134 @@ uvec4 load_b_chunk(uint g, uint n) {
 #endif
 }
 
-// Staging registers: this thread's chunks of the next A and B tiles.
-const uint A_PER_THREAD = (A_CHUNKS + gl_WorkGroupSize.x - 1) / gl_WorkGroupSize.x;
-const uint B_PER_THREAD = (B_CHUNKS + gl_WorkGroupSize.x - 1) / gl_WorkGroupSize.x;
-uvec4 ra[A_PER_THREAD];
-uvec4 rb[B_PER_THREAD];
-
-// Clamp a count of valid elements to [0, 8].
 uint valid8(uint start, uint end) { return start >= end ? 0u : min(8u, end - start); }
 
-void global_load(uint k0, uint kend, uint m0, uint n0, bool a_kf, bool b_kf, uint wg) {
-	const uint tid = gl_LocalInvocationID.x;
-	[[unroll]] for (uint i = 0; i < A_PER_THREAD; i++) {
-		uint c = tid + i * wg;
-		if (c >= A_CHUNKS) break;
-		uint g, n;
-		if (a_kf) {
-			uint mm = c / (BK / 8), kk = (c % (BK / 8)) * 8;
-			uint m = m0 + mm, k = k0 + kk;
-			g = m * pc.a_rs + k;
-			n = m < pc.M ? valid8(k, kend) : 0u;
-		} else {
-			uint kk = c / (BM / 8), mm = (c % (BM / 8)) * 8;
-			uint m = m0 + mm, k = k0 + kk;
-			g = m + k * pc.a_cs;
-			n = k < kend ? valid8(m, pc.M) : 0u;
-		}
-		ra[i] = n == 0u ? uvec4(0) : load_a_chunk(g, n);
-	}
-	[[unroll]] for (uint i = 0; i < B_PER_THREAD; i++) {
-		uint c = tid + i * wg;
-		if (c >= B_CHUNKS) break;
-		uint g, n;
-		if (b_kf) {
-			uint nn = c / (BK / 8), kk = (c % (BK / 8)) * 8;
-			uint col = n0 + nn, k = k0 + kk;
-			g = k + col * pc.b_cs;
-			n = col < pc.N ? valid8(k, kend) : 0u;
-		} else {
-			uint kk = c / (BN / 8), nn = (c % (BN / 8)) * 8;
-			uint col = n0 + nn, k = k0 + kk;
-			g = k * pc.b_rs + col;
-			n = k < kend ? valid8(col, pc.N) : 0u;
-		}
-		rb[i] = n == 0u ? uvec4(0) : load_b_chunk(g, n);
+// Chunk c of the A tile at (m0, k0): its element index and valid count.
+void a_chunk(uint c, uint m0, uint k0, uint kend, out uint g, out uint n) {
+	uint row = c / (A_COLS / 8), col = (c % (A_COLS / 8)) * 8;
+	if (A_KF) {
+		uint m = m0 + row, k = k0 + col;
+		g = m * pc.a_rs + k;
+		n = m < pc.M ? valid8(k, kend) : 0u;
+	} else {
+		uint m = m0 + col, k = k0 + row;
+		g = m + k * pc.a_cs;
+		n = k < kend ? valid8(m, pc.M) : 0u;
 	}
 }
 
-void shared_store(uint buf, bool a_kf, bool b_kf, uint wg) {
-	const uint tid = gl_LocalInvocationID.x;
-	const uint abase = buf * (A_WORDS + B_WORDS), bbase = abase + A_WORDS;
-	[[unroll]] for (uint i = 0; i < A_PER_THREAD; i++) {
-		uint c = tid + i * wg;
-		if (c >= A_CHUNKS) break;
-		uint row = a_kf ? c / (BK / 8) : c / (BM / 8);
-		uint col = a_kf ? c % (BK / 8) : c % (BM / 8);
-		sh[abase + row * (a_kf ? A_KF_STRIDE : A_MF_STRIDE) + col] = ra[i];
-	}
-	[[unroll]] for (uint i = 0; i < B_PER_THREAD; i++) {
-		uint c = tid + i * wg;
-		if (c >= B_CHUNKS) break;
-		uint row = b_kf ? c / (BK / 8) : c / (BN / 8);
-		uint col = b_kf ? c % (BK / 8) : c % (BN / 8);
-		sh[bbase + row * (b_kf ? B_KF_STRIDE : B_NF_STRIDE) + col] = rb[i];
+void b_chunk(uint c, uint n0, uint k0, uint kend, out uint g, out uint n) {
+	uint row = c / (B_COLS / 8), col = (c % (B_COLS / 8)) * 8;
+	if (B_KF) {
+		uint nn = n0 + row, k = k0 + col;
+		g = k + nn * pc.b_cs;
+		n = nn < pc.N ? valid8(k, kend) : 0u;
+	} else {
+		uint nn = n0 + col, k = k0 + row;
+		g = k * pc.b_rs + nn;
+		n = k < kend ? valid8(nn, pc.N) : 0u;
 	}
 }
 
-coopmat<float, gl_ScopeSubgroup, TM, TN, gl_MatrixUseAccumulator> acc[FM * FN];
+// Shared-memory word of chunk c in a tile whose rows hold cols8 chunks.
+uint chunk_word(uint c, uint cols8, uint stride) { return (c / cols8) * stride + c % cols8; }
 
-// Multiply the staged tiles of buffer buf into this subgroup's accumulators.
-void tile_mma(uint buf, uint wm0, uint wn0, bool a_kf, bool b_kf) {
-	const uint abase = buf * (A_WORDS + B_WORDS), bbase = abase + A_WORDS;
-	[[unroll]] for (uint kk = 0; kk < BK; kk += TK) {
-		coopmat<float16_t, gl_ScopeSubgroup, TM, TK, gl_MatrixUseA> fa[FM];
-		coopmat<float16_t, gl_ScopeSubgroup, TK, TN, gl_MatrixUseB> fb[FN];
-		[[unroll]] for (uint i = 0; i < FM; i++) {
-			uint m = wm0 + i * TM;
-			if (a_kf) {
-				coopMatLoad(fa[i], sh, abase + m * A_KF_STRIDE + kk / 8, A_KF_STRIDE, gl_CooperativeMatrixLayoutRowMajor);
-			} else {
-				coopMatLoad(fa[i], sh, abase + kk * A_MF_STRIDE + m / 8, A_MF_STRIDE, gl_CooperativeMatrixLayoutColumnMajor);
-			}
-		}
-		[[unroll]] for (uint j = 0; j < FN; j++) {
-			uint n = wn0 + j * TN;
-			if (b_kf) {
-				coopMatLoad(fb[j], sh, bbase + n * B_KF_STRIDE + kk / 8, B_KF_STRIDE, gl_CooperativeMatrixLayoutColumnMajor);
-			} else {
-				coopMatLoad(fb[j], sh, bbase + kk * B_NF_STRIDE + n / 8, B_NF_STRIDE, gl_CooperativeMatrixLayoutRowMajor);
-			}
-		}
-		[[unroll]] for (uint i = 0; i < FM; i++)
-			[[unroll]] for (uint j = 0; j < FN; j++) acc[i * FN + j] = coopMatMulAdd(fa[i], fb[j], acc[i * FN + j]);
+// The fused term's chunk c: alpha2·A2 rounded to D, and B2 as stored, both
+// gathered element by element (rank r is small) in the tiles' layouts.
+uvec4 lora_a_chunk(uint c, uint m0, uint j0) {
+	uint row = c / (A_COLS / 8), col = (c % (A_COLS / 8)) * 8;
+	uint e[8];
+	[[unroll]] for (uint i = 0; i < 8; i++) {
+		uint m = A_KF ? m0 + row : m0 + col + i, j = A_KF ? j0 + col + i : j0 + row;
+		e[i] = (m < pc.M && j < pc.K2) ? to_d_bits(pc.alpha2 * a2[m * pc.a2_rs + j * pc.a2_cs]) : 0u;
 	}
+	return pack8(e);
 }
 
-// Stage the fused term's tiles element by element (rank r is small):
-// A2·alpha2 rounded to D, and B2 as stored. Row-major A ([BM][BK]) and
-// column-major B ([BN][BK]) like the k-fast layouts.
-void stage_lora(uint j0, uint m0, uint n0, uint wg) {
-	const uint tid = gl_LocalInvocationID.x;
-	const uint bbase = A_WORDS;
-	for (uint c = tid; c < A_CHUNKS; c += wg) {
-		uint mm = c / (BK / 8), jj = (c % (BK / 8)) * 8, m = m0 + mm;
-		uint e[8];
-		[[unroll]] for (uint i = 0; i < 8; i++) {
-			uint j = j0 + jj + i;
-			e[i] = (m < pc.M && j < pc.K2) ? to_d_bits(pc.alpha2 * a2[m * pc.a2_rs + j * pc.a2_cs]) : 0u;
-		}
-		sh[mm * A_KF_STRIDE + jj / 8] = pack8(e);
+uvec4 lora_b_chunk(uint c, uint n0, uint j0) {
+	uint row = c / (B_COLS / 8), col = (c % (B_COLS / 8)) * 8;
+	uint e[8];
+	[[unroll]] for (uint i = 0; i < 8; i++) {
+		uint n = B_KF ? n0 + row : n0 + col + i, j = B_KF ? j0 + col + i : j0 + row;
+		e[i] = (n < pc.N && j < pc.K2) ? uint(b2[j * pc.b2_rs + n * pc.b2_cs]) : 0u;
 	}
-	for (uint c = tid; c < B_CHUNKS; c += wg) {
-		uint nn = c / (BK / 8), jj = (c % (BK / 8)) * 8, n = n0 + nn;
-		uint e[8];
-		[[unroll]] for (uint i = 0; i < 8; i++) {
-			uint j = j0 + jj + i;
-			e[i] = (n < pc.N && j < pc.K2) ? uint(b2[j * pc.b2_rs + n * pc.b2_cs]) : 0u;
-		}
-		sh[bbase + nn * B_KF_STRIDE + jj / 8] = pack8(e);
-	}
+	return pack8(e);
 }
 
 void main() {
-	const uint wg = gl_WorkGroupSize.x;
+	const uint tid = gl_LocalInvocationID.x;
 	const uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID, sgsize = gl_SubgroupSize;
 	const uint wm0 = (sg / (BN / WN)) * WM, wn0 = (sg % (BN / WN)) * WN;
 	const uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN;
 	const uint kbeg = gl_WorkGroupID.z * pc.k_split;
 	const uint kend = min(pc.K, kbeg + pc.k_split);
-	const bool a_kf = pc.a_cs == 1u, b_kf = pc.b_rs == 1u;
 
+	coopmat<float, gl_ScopeSubgroup, TM, TN, gl_MatrixUseAccumulator> acc[FM * FN];
 	[[unroll]] for (uint f = 0; f < FM * FN; f++) {
 		acc[f] = coopmat<float, gl_ScopeSubgroup, TM, TN, gl_MatrixUseAccumulator>(0.0);
 	}
+	coopmat<float16_t, gl_ScopeSubgroup, TM, TK, gl_MatrixUseA> fa[FM];
+	coopmat<float16_t, gl_ScopeSubgroup, TK, TN, gl_MatrixUseB> fb[FN];
+	uvec4 ra[A_PER_THREAD], rb[B_PER_THREAD];
+
+	// Multiply the tiles staged at shared word `base` into acc.
+#define TILE_MMA(base)                                                                                          \
+	[[unroll]] for (uint kk = 0; kk < BK; kk += TK) {                                                           \
+		[[unroll]] for (uint i = 0; i < FM; i++) {                                                              \
+			uint m = wm0 + i * TM;                                                                              \
+			if (A_KF) {                                                                                         \
+				coopMatLoad(fa[i], sh, (base) + m * A_STRIDE + kk / 8, A_STRIDE, gl_CooperativeMatrixLayoutRowMajor); \
+			} else {                                                                                            \
+				coopMatLoad(fa[i], sh, (base) + kk * A_STRIDE + m / 8, A_STRIDE, gl_CooperativeMatrixLayoutColumnMajor); \
+			}                                                                                                   \
+		}                                                                                                       \
+		[[unroll]] for (uint j = 0; j < FN; j++) {                                                              \
+			uint n = wn0 + j * TN;                                                                              \
+			if (B_KF) {                                                                                         \
+				coopMatLoad(fb[j], sh, (base) + A_WORDS + n * B_STRIDE + kk / 8, B_STRIDE, gl_CooperativeMatrixLayoutColumnMajor); \
+			} else {                                                                                            \
+				coopMatLoad(fb[j], sh, (base) + A_WORDS + kk * B_STRIDE + n / 8, B_STRIDE, gl_CooperativeMatrixLayoutRowMajor); \
+			}                                                                                                   \
+		}                                                                                                       \
+		[[unroll]] for (uint i = 0; i < FM; i++)                                                                \
+			[[unroll]] for (uint j = 0; j < FN; j++) acc[i * FN + j] = coopMatMulAdd(fa[i], fb[j], acc[i * FN + j]); \
+	}
+
+#define GLOBAL_LOAD(k0)                                                                       \
+	[[unroll]] for (uint i = 0; i < A_PER_THREAD; i++) {                                      \
+		uint g, n;                                                                            \
+		a_chunk(tid + i * WG, m0, (k0), kend, g, n);                                          \
+		ra[i] = n == 0u ? uvec4(0) : load_a_chunk(g, n);                                      \
+	}                                                                                         \
+	[[unroll]] for (uint i = 0; i < B_PER_THREAD; i++) {                                      \
+		uint g, n;                                                                            \
+		b_chunk(tid + i * WG, n0, (k0), kend, g, n);                                          \
+		rb[i] = n == 0u ? uvec4(0) : load_b_chunk(g, n);                                      \
+	}
+
+#define SHARED_STORE(base)                                                                    \
+	[[unroll]] for (uint i = 0; i < A_PER_THREAD; i++)                                        \
+		sh[(base) + chunk_word(tid + i * WG, A_COLS / 8, A_STRIDE)] = ra[i];                  \
+	[[unroll]] for (uint i = 0; i < B_PER_THREAD; i++)                                        \
+		sh[(base) + A_WORDS + chunk_word(tid + i * WG, B_COLS / 8, B_STRIDE)] = rb[i];
 
 	uint buf = 0;
 	if (kbeg < kend) {
-		global_load(kbeg, kend, m0, n0, a_kf, b_kf, wg);
-		shared_store(0, a_kf, b_kf, wg);
+		GLOBAL_LOAD(kbeg)
+		SHARED_STORE(0)
 		barrier();
 	}
 	for (uint k0 = kbeg; k0 < kend; k0 += BK) {
 		const bool more = k0 + BK < kend;
 		if (more) {
-			global_load(k0 + BK, kend, m0, n0, a_kf, b_kf, wg);
+			GLOBAL_LOAD(k0 + BK)
 		}
-		tile_mma(buf, wm0, wn0, a_kf, b_kf);
+		TILE_MMA(buf)
 		if (more) {
-			shared_store(buf ^ 1u, a_kf, b_kf, wg);
+			SHARED_STORE(BUF_WORDS - buf)
 		}
 		barrier();
-		buf ^= 1u;
+		buf = BUF_WORDS - buf;
 	}
 
 	if (pc.alpha != 1.0) {
@@ -274,9 +268,12 @@ void main() {
 	// The fused LoRA term: only the first z-slice adds it.
 	if (gl_WorkGroupID.z == 0u) {
 		for (uint j0 = 0; j0 < pc.K2; j0 += BK) {
-			stage_lora(j0, m0, n0, wg);
+			[[unroll]] for (uint i = 0; i < A_PER_THREAD; i++)
+				sh[chunk_word(tid + i * WG, A_COLS / 8, A_STRIDE)] = lora_a_chunk(tid + i * WG, m0, j0);
+			[[unroll]] for (uint i = 0; i < B_PER_THREAD; i++)
+				sh[A_WORDS + chunk_word(tid + i * WG, B_COLS / 8, B_STRIDE)] = lora_b_chunk(tid + i * WG, n0, j0);
 			barrier();
-			tile_mma(0, wm0, wn0, true, true);
+			TILE_MMA(0)
 			barrier();
 		}
 	}
