@@ -32,8 +32,7 @@ func coopFixture(t *testing.T, d dtype.DType) *fixture {
 }
 
 // coopShapes: odd sizes (unaligned chunks, partial tiles), aligned ones
-// (128-bit loads), a long K with few tiles (split-K) and enough tiles for
-// the 128×128 configuration.
+// (128-bit loads), a long K with few tiles (split-K) and a large output.
 var coopShapes = [][3]int{{133, 97, 75}, {256, 192, 128}, {64, 72, 3000}, {2900, 2900, 24}}
 
 func TestCoopMatMatmul(t *testing.T) {
