@@ -13,7 +13,8 @@ import (
 	"github.com/vklora/vklora/vk/vktest"
 )
 
-// TestChainQKVOMLP runs X → QKV → (Q) → O → Z → MLP → Y on one tape with
+// TestChainQKVOMLP runs X → QKV → (Q) → O → Z → MLP → Y on one tape (in
+// the second case with biases on q, v, o, gate and down) with
 //
 //	L = Σ Y·Ry + Σ K·Rk + Σ V·Rv + Σ Z·Rz
 //
@@ -26,9 +27,10 @@ func TestChainQKVOMLP(t *testing.T) {
 	const m, h, hq, hkv, inter = 7, 20, 12, 8, 36
 	for _, d := range []dtype.DType{dtype.F32, dtype.BF16} {
 		for _, c := range []struct {
-			r   int
-			act lora.Activation
-		}{{3, lora.SwiGLU}, {5, lora.GEGLUTanh}} {
+			r    int
+			act  lora.Activation
+			bias bool
+		}{{3, lora.SwiGLU, false}, {5, lora.GEGLUTanh, true}} {
 			t.Run(fmt.Sprintf("%s/r%d/%s", d, c.r, c.act), func(t *testing.T) {
 				f := newFixture(t)
 				rs := math.Sqrt(float64(c.r))
@@ -43,6 +45,15 @@ func TestChainQKVOMLP(t *testing.T) {
 				gy, gk, gv := f.random(d, m*h, 1), f.random(d, m*hkv, 1), f.random(d, m*hkv, 1)
 				// Rz as large as the MLP's dX (≈ 30× Ry here), so a lost term shows.
 				gz := f.random(d, m*h, 30)
+				if c.bias {
+					// Frozen biases on some projections (k and up have none).
+					for _, b := range []struct {
+						p  *lora.Projection
+						rp *ref.Proj
+					}{{pq, rq}, {pv, rv}, {po, ro}, {pg, rg}, {pd, rd}} {
+						b.p.Bias = vktest.RandomBias(t, f.dev, f.rng, d, b.rp)
+					}
+				}
 
 				qkv := NewQKV(&lora.QKV{Engine: f.eng, Q: pq, K: pk, V: pv})
 				o := NewO(&lora.O{Engine: f.eng, Proj: po})

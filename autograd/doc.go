@@ -6,8 +6,9 @@
 //
 // A Var is a tensor on the tape. Leaves wrap the caller's tensors (inputs
 // with NewVar, adapter parameters through the layer adapters); outputs of
-// Tape.Apply wrap tensors the tape allocated. Frozen tensors — base weights,
-// NF4 states — are never Vars, so no gradient is ever computed for them.
+// Tape.Apply wrap tensors the tape allocated. Frozen tensors — base weights
+// and biases, NF4 states — are never Vars, so no gradient is ever computed
+// for them.
 //
 // A Function is a differentiable op: Forward records the op and returns a
 // Context holding what its backward needs (for the lora layers, their Saved
@@ -49,9 +50,9 @@
 //
 // # Accumulation
 //
-// Lacking an elementwise add kernel, gradient sums are recorded as a matmul
-// with an identity (see accumulate): exact, but O(M·N·min(M,N)). A Var used
-// once costs nothing extra, since its first gradient is taken as is.
+// Gradient sums are recorded with lora's elementwise add (Engine.AddTo):
+// fp32 sum, one rounding to the dtype, O(M·N). A Var used once costs
+// nothing extra, since its first gradient is taken as is.
 //
 // # Errors
 //

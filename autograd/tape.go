@@ -15,7 +15,8 @@ var ErrBadInput = lora.ErrBadInput
 
 // Var is a tensor on a tape. Leaves (inputs, adapter parameters) wrap a
 // caller's tensor; outputs of Apply wrap tensors the tape owns. Frozen
-// tensors (base weights, NF4 states) are never Vars: they get no gradient.
+// tensors (base weights and biases, NF4 states) are never Vars: they get no
+// gradient.
 type Var struct {
 	Value        *vk.Tensor
 	RequiresGrad bool
@@ -63,13 +64,12 @@ type Tape struct {
 	nodes    []*node
 	owned    []*vk.Tensor // outputs of Apply, released by Release
 	grads    map[*Var]*vk.Tensor
-	eye      map[int]*vk.Tensor // identity matrices for accumulation, by size
 	backward bool
 }
 
 // NewTape makes an empty tape recording on eng's device.
 func NewTape(eng *lora.Engine) *Tape {
-	return &Tape{eng: eng, grads: map[*Var]*vk.Tensor{}, eye: map[int]*vk.Tensor{}}
+	return &Tape{eng: eng, grads: map[*Var]*vk.Tensor{}}
 }
 
 // Apply records fn on inputs and returns its outputs as Vars owned by the
@@ -253,9 +253,6 @@ func (t *Tape) Release() {
 	for _, g := range t.grads {
 		g.Release()
 	}
-	for _, e := range t.eye {
-		e.Release()
-	}
 	t.nodes, t.owned = nil, nil
-	t.grads, t.eye = map[*Var]*vk.Tensor{}, map[int]*vk.Tensor{}
+	t.grads = map[*Var]*vk.Tensor{}
 }

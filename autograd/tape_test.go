@@ -15,15 +15,22 @@ import (
 // TestSharedLayerAndFanOut applies one square O three times:
 // Z1 = o(X), Z2 = o(Z1), W = o(X), L = Σ Z2·G2 + Σ W·Gw. X feeds two
 // applications (dX is a sum) and the adapter's A and B are read by all three
-// (their gradients are sums of three). M > N and M < N take the two
-// orientations of the identity product.
+// (their gradients are sums of three), each sum one elementwise add. In the
+// second shape the layer has a (frozen) bias: Z1 carries it into Z2, and no
+// gradient may.
 func TestSharedLayerAndFanOut(t *testing.T) {
-	for _, d := range []dtype.DType{dtype.F32, dtype.BF16} {
-		for _, c := range []struct{ m, h, r int }{{5, 11, 3}, {19, 6, 5}} {
+	for _, d := range dtype.Floats {
+		for _, c := range []struct {
+			m, h, r int
+			bias    bool
+		}{{5, 11, 3, false}, {19, 6, 5, true}} {
 			t.Run(fmt.Sprintf("%s/m%d/h%d", d, c.m, c.h), func(t *testing.T) {
 				f := newFixture(t)
 				p, rp := f.proj(d, c.h, c.h, c.r, 0.8)
 				x, g2, gw := f.random(d, c.m*c.h, 1), f.random(d, c.m*c.h, 1), f.random(d, c.m*c.h, 1)
+				if c.bias {
+					p.Bias = vktest.RandomBias(t, f.dev, f.rng, d, rp)
+				}
 				o := NewO(&lora.O{Engine: f.eng, Proj: p})
 				tp, rec := f.tape(), f.recorder()
 				xv := NewVar(f.upload(d, x, c.m, c.h), true)
@@ -134,4 +141,81 @@ func TestTapeErrors(t *testing.T) {
 	tp.Release()
 	tp.Release() // idempotent
 	require.Nil(t, tp.Grad(x))
+}
+
+// TestAccumulationIsOneAdd applies one O to X four times, each output seeded
+// on its own. The tape's dX, dA and dB must be, bit for bit, the fp32 sums
+// (rounded to the dtype after each add, in the tape's reverse order) of the
+// four contributions the layer gives when run alone, and within the layer
+// tolerance of the float64 sum.
+func TestAccumulationIsOneAdd(t *testing.T) {
+	const m, in, out, r, uses = 7, 10, 9, 3, 4
+	for _, d := range dtype.Floats {
+		t.Run(d.String(), func(t *testing.T) {
+			f := newFixture(t)
+			p, rp := f.proj(d, out, in, r, 1.7)
+			x := f.random(d, m*in, 1)
+			xt := f.upload(d, x, m, in)
+			o := NewO(&lora.O{Engine: f.eng, Proj: p})
+			tp, rec := f.tape(), f.recorder()
+			xv := NewVar(xt, true)
+			gs := make([][]float64, uses)
+			seeds := make([]Seed, uses)
+			for i := range gs {
+				gs[i] = f.random(d, m*out, 1)
+				y, err := tp.Apply(rec, o, xv)
+				require.NoError(t, err)
+				seeds[i] = Seed{y[0], f.upload(d, gs[i], m, out)}
+			}
+			require.NoError(t, tp.Backward(rec, seeds...))
+			require.NoError(t, rec.Submit())
+
+			// Each contribution alone, from the layer itself; the tape runs
+			// the applications last to first, so that is the order of the sums.
+			var want [3][]float64 // dX, dA, dB
+			var exact [3][]float64
+			for i := uses - 1; i >= 0; i-- {
+				y, saved, err := o.Layer.Forward(rec, xt)
+				require.NoError(t, err)
+				rec.Barrier()
+				dx, pg, err := o.Layer.Backward(rec, saved, seeds[i].Grad)
+				require.NoError(t, err)
+				require.NoError(t, rec.Submit())
+				got := [3][]float64{f.download(dx), f.download(pg.A), f.download(pg.B)}
+				y.Release()
+				saved.Release()
+				dx.Release()
+				pg.Release()
+				rdx, rg := ref.LinearBackward(x, gs[i], m, rp)
+				for k, ex := range [3][]float64{rdx, rg.DA, rg.DB} {
+					if want[k] == nil {
+						want[k], exact[k] = got[k], ex
+						continue
+					}
+					want[k] = sum32(d, want[k], got[k])
+					for j := range ex {
+						exact[k][j] += ex[j]
+					}
+				}
+			}
+			g := o.Proj.Grad(tp)
+			for k, res := range []struct {
+				name string
+				got  []float64
+				cols int
+			}{{"dX", f.download(tp.Grad(xv)), in}, {"dA", f.download(g.A), in}, {"dB", f.download(g.B), r}} {
+				vktest.ExpectClose(t, res.name+" (bits)", res.got, want[k], res.cols, 0)
+				vktest.ExpectClose(t, res.name+" vs float64", res.got, exact[k], res.cols, layerTol[d])
+			}
+		})
+	}
+}
+
+// sum32 is add.comp with alpha 1: a + b in float32, rounded to d.
+func sum32(d dtype.DType, a, b []float64) []float64 {
+	out := make([]float64, len(a))
+	for i := range a {
+		out[i] = float64(dtype.Round(d, float32(a[i])+float32(b[i])))
+	}
+	return out
 }

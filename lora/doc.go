@@ -9,19 +9,25 @@
 //
 // PEFT conventions: X is [M, in] (batch·sequence flattened), a base weight
 // W is [out, in] (dense or NF4, frozen), lora_A is [r, in], lora_B is
-// [out, r] and the scale s is alpha/r, or alpha/√r with rsLoRA. Tensors are
+// [out, r] and the scale s is alpha/r, or alpha/√r with rsLoRA. A
+// projection may carry the base layer's bias [out] (Projection.Bias, frozen
+// like W): it is added to Y after the matmul and has no backward, so dX and
+// the adapter gradients are those of the bias-free layer. Tensors are
 // row-major; every doc comment states its shapes. Activations, weights and
 // gradients share one storage dtype (f32, f16 or bf16); accumulation is
 // fp32, and [M, r] intermediates are kept in f32. The rank is always
-// contracted first: B·A and Xᵀ·G are never formed.
+// contracted first: B·A and Xᵀ·G are never formed. Besides the layers the
+// engine exposes its matmul (MatmulTo) and its elementwise adds: AddTo
+// (dst += alpha·src, the gradient accumulation of package autograd) and
+// AddBiasTo (a row bias); both compute in fp32 and round once.
 //
 // # From a PEFT model
 //
-// LoRALinear mirrors a PEFT LoRA Linear (base layer, lora_A, lora_B,
-// lora_alpha, r, use_rslora, disabled, merged); GetLoRAParameters turns it
-// into a Projection, and ApplyLoRAQKV, ApplyLoRAO and ApplyLoRAMLP (or its
-// SwiGLU/GEGLU-checking forms) build the layers from Attention and GatedMLP
-// modules, choosing the activation from the model's hidden_act.
+// LoRALinear mirrors a PEFT LoRA Linear (base layer and its bias, lora_A,
+// lora_B, lora_alpha, r, use_rslora, disabled, merged); GetLoRAParameters
+// turns it into a Projection, and ApplyLoRAQKV, ApplyLoRAO and ApplyLoRAMLP
+// (or its SwiGLU/GEGLU-checking forms) build the layers from Attention and
+// GatedMLP modules, choosing the activation from the model's hidden_act.
 //
 // # Recording and ownership
 //
@@ -35,7 +41,9 @@
 // # Errors
 //
 // Argument errors (shapes, dtypes, nil or released tensors, non-finite
-// scales) wrap ErrBadInput and name the argument and its shape; adapter
-// features not implemented yet wrap ErrNotImplemented. Device errors come
-// from package vk.
+// scales, a bias that is not 1-D [out] of the layer dtype) wrap ErrBadInput
+// and name the argument and its shape; the layers and the adds find them
+// before recording anything, so the engine and the recorder stay usable. ErrNotImplemented is
+// reserved for PEFT features the engine lacks (dropout, DoRA, lora_B bias).
+// Device errors come from package vk.
 package lora

@@ -7,6 +7,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk/vktest"
 )
 
 // Bad input to the layers is an error naming the argument and shapes, and
@@ -16,6 +18,8 @@ func TestLayerBadInput(t *testing.T) {
 	d := dtype.F32
 	good, _ := f.proj(d, 12, 8, 3, 0.37)
 	x := f.upload(d, f.random(d, 5*8, 1), 5, 8)
+	released := f.upload(d, f.random(d, 12, 1), 12)
+	released.Release()
 	rec := f.recorder()
 	withA := func(p Projection, mod func(*Projection)) *Projection { mod(&p); return &p }
 	cases := []struct {
@@ -32,6 +36,12 @@ func TestLayerBadInput(t *testing.T) {
 		{"Inf scale", withA(*good, func(p *Projection) { p.Scale = math.Inf(1) }), nil, "not finite"},
 		{"dtype mix", withA(*good, func(p *Projection) { p.A = f.upload(dtype.BF16, f.random(dtype.BF16, 24, 1), 3, 8) }), nil, "must have the weight's dtype f32"},
 		{"nil weight", withA(*good, func(p *Projection) { p.W = Weight{} }), nil, "weight is nil"},
+		{"bias width", withA(*good, func(p *Projection) { p.Bias = f.upload(d, f.random(d, 8, 1), 8) }), nil,
+			"projection o: bias f32[8] must be 1-D f32[12] for weight f32[12 8]"},
+		{"bias 2-D", withA(*good, func(p *Projection) { p.Bias = f.upload(d, f.random(d, 12, 1), 1, 12) }), nil, "bias f32[1 12] must be 1-D f32[12]"},
+		{"bias dtype", withA(*good, func(p *Projection) { p.Bias = f.upload(dtype.BF16, f.random(dtype.BF16, 12, 1), 12) }), nil,
+			"bias bf16[12] must be 1-D f32[12]"},
+		{"released bias", withA(*good, func(p *Projection) { p.Bias = released }), nil, "bias of weight f32[12 8] is nil or released"},
 	}
 	for _, tc := range cases {
 		in := x
@@ -42,20 +52,40 @@ func TestLayerBadInput(t *testing.T) {
 		require.ErrorIs(t, err, ErrBadInput, tc.name)
 		require.ErrorContains(t, err, tc.want, tc.name)
 	}
-	// QKV with a k projection of another input width.
+	// QKV with a k projection of another input width, or a bias of q's width on k.
 	k, _ := f.proj(d, 4, 9, 2, 1)
 	_, _, _, _, err := (&QKV{Engine: f.eng, Q: good, K: k, V: good}).Forward(rec, x)
 	require.ErrorContains(t, err, "projection k takes f32[·,9] but q takes f32[·,8]")
+	k, _ = f.proj(d, 4, 8, 2, 1)
+	k.Bias = f.upload(d, f.random(d, 12, 1), 12)
+	_, _, _, _, err = (&QKV{Engine: f.eng, Q: good, K: k, V: good}).Forward(rec, x)
+	require.ErrorIs(t, err, ErrBadInput)
+	require.ErrorContains(t, err, "lora: QKV.Forward: projection k: bias f32[12] must be 1-D f32[4] for weight f32[4 8]")
+	// MatmulLoRA validates the bias too.
+	wide := withA(*good, func(p *Projection) { p.Bias = f.upload(d, f.random(d, 13, 1), 13) })
+	_, err = f.eng.MatmulLoRA(rec, x, wide, nil)
+	require.ErrorIs(t, err, ErrBadInput)
+	require.ErrorContains(t, err, "lora: MatmulLoRA: projection w: bias f32[13] must be 1-D f32[12]")
 	// MLP with a down projection of the wrong shape, and an unset activation.
 	up, _ := f.proj(d, 12, 8, 3, 2)
 	_, _, err = (&MLP{Engine: f.eng, Gate: good, Up: up, Down: up, Act: SwiGLU}).Forward(rec, x)
 	require.ErrorContains(t, err, "must be [I,H], [I,H], [H,I]")
 	_, _, err = (&MLP{Engine: f.eng, Gate: good, Up: up, Down: good}).Forward(rec, x)
 	require.ErrorContains(t, err, "activation")
-	// Nothing bad was recorded: the engine still runs a valid layer.
-	y, saved, err := (&O{Engine: f.eng, Proj: good}).Forward(rec, x)
+	down, _ := f.proj(d, 8, 12, 3, 1)
+	down.Bias = f.upload(d, f.random(d, 12, 1), 12) // [I] instead of [H]
+	_, _, err = (&MLP{Engine: f.eng, Gate: good, Up: up, Down: down, Act: SwiGLU}).Forward(rec, x)
+	require.ErrorIs(t, err, ErrBadInput)
+	require.ErrorContains(t, err, "lora: MLP.Forward: projection down: bias f32[12] must be 1-D f32[8] for weight f32[8 12]")
+	require.Zero(t, rec.Dispatches(), "rejected calls record nothing")
+	// Nothing bad was recorded: the engine still runs a valid layer, with a bias.
+	ok, rok := f.proj(d, 12, 8, 3, 0.37)
+	f.bias(d, ok, rok)
+	y, saved, err := (&O{Engine: f.eng, Proj: ok}).Forward(rec, x)
 	require.NoError(t, err)
 	defer saved.Release()
 	f.keep(y)
 	require.NoError(t, rec.Submit())
+	xs := f.download(x)
+	vktest.ExpectClose(t, "Y after errors", f.download(y), ref.LinearForward(xs, 5, rok), 12, layerTol[d])
 }

@@ -1,6 +1,8 @@
 package lora
 
 import (
+	"testing"
+
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk"
@@ -16,6 +18,27 @@ var layerTol = map[dtype.DType]float64{dtype.F32: 1e-4, dtype.F16: 1e-2, dtype.B
 func (f *fixture) proj(d dtype.DType, out, in, r int, s float64) (*Projection, *ref.Proj) {
 	w, a, b, rp := vktest.RandomProjection(f.t, f.dev, f.rng, d, out, in, r, s)
 	return &Projection{W: Weight{Dense: w}, A: a, B: b, Scale: s}, rp
+}
+
+// bias gives p and its twin rp a random base bias [out].
+func (f *fixture) bias(d dtype.DType, p *Projection, rp *ref.Proj) {
+	p.Bias = vktest.RandomBias(f.t, f.dev, f.rng, d, rp)
+}
+
+// inRNG rebinds the fixture to a subtest; bias cases (added to the tables
+// later) draw from their own generator, so the others keep their inputs.
+func (f *fixture) inRNG(t *testing.T, bias bool) *fixture {
+	if bias {
+		return f.inOwn(t)
+	}
+	return f.in(t)
+}
+
+func biasName(bias bool) string {
+	if bias {
+		return "/bias"
+	}
+	return ""
 }
 
 // keep registers a result tensor for release at the end of the test.

@@ -31,18 +31,23 @@ func TestMatmulLoRA(t *testing.T) {
 	f := newFixture(t)
 	for _, d := range dtype.Floats {
 		for i, c := range linCases {
-			t.Run(fmt.Sprintf("%s/%dx%dx%d/r%d", d, c.m, c.in, c.out, c.r), func(t *testing.T) {
-				f := f.in(t)
-				p, rp := f.proj(d, c.out, c.in, c.r, scaleFor(c.r, i))
-				x := f.random(d, c.m*c.in, 1)
-				rec := f.recorder()
-				out := f.poisoned(d, c.m, c.out)
-				y, err := f.eng.MatmulLoRA(rec, f.upload(d, x, c.m, c.in), p, out)
-				require.NoError(t, err)
-				require.Same(t, out, y)
-				require.NoError(t, rec.Submit())
-				vktest.ExpectClose(t, "Y", f.download(y), ref.LinearForward(x, c.m, rp), c.out, tol[d]*2)
-			})
+			for _, bias := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/%dx%dx%d/r%d%s", d, c.m, c.in, c.out, c.r, biasName(bias)), func(t *testing.T) {
+					f := f.inRNG(t, bias)
+					p, rp := f.proj(d, c.out, c.in, c.r, scaleFor(c.r, i))
+					if bias {
+						f.bias(d, p, rp)
+					}
+					x := f.random(d, c.m*c.in, 1)
+					rec := f.recorder()
+					out := f.poisoned(d, c.m, c.out)
+					y, err := f.eng.MatmulLoRA(rec, f.upload(d, x, c.m, c.in), p, out)
+					require.NoError(t, err)
+					require.Same(t, out, y)
+					require.NoError(t, rec.Submit())
+					vktest.ExpectClose(t, "Y", f.download(y), ref.LinearForward(x, c.m, rp), c.out, tol[d]*2)
+				})
+			}
 		}
 	}
 }
@@ -51,29 +56,35 @@ func TestOForwardBackward(t *testing.T) {
 	f := newFixture(t)
 	for _, d := range dtype.Floats {
 		for i, c := range linCases {
-			t.Run(fmt.Sprintf("%s/%dx%dx%d/r%d", d, c.m, c.in, c.out, c.r), func(t *testing.T) {
-				f := f.in(t)
-				p, rp := f.proj(d, c.out, c.in, c.r, scaleFor(c.r, i+1))
-				x := f.random(d, c.m*c.in, 1)
-				gy := f.random(d, c.m*c.out, 1)
-				layer := &O{Engine: f.eng, Proj: p}
-				rec := f.recorder()
-				y, saved, err := layer.Forward(rec, f.upload(d, x, c.m, c.in))
-				require.NoError(t, err)
-				defer saved.Release()
-				f.keep(y)
-				rec.Barrier()
-				dx, grads, err := layer.Backward(rec, saved, f.upload(d, gy, c.m, c.out))
-				require.NoError(t, err)
-				f.keep(dx)
-				f.keepGrads(grads)
-				require.NoError(t, rec.Submit())
-				wantDX, wantG := ref.LinearBackward(x, gy, c.m, rp)
-				bound := layerTol[d]
-				vktest.ExpectClose(t, "Y", f.download(y), ref.LinearForward(x, c.m, rp), c.out, bound)
-				vktest.ExpectClose(t, "dX", f.download(dx), wantDX, c.in, bound)
-				f.checkGrads("o", grads, wantG, rp, bound)
-			})
+			for _, bias := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/%dx%dx%d/r%d%s", d, c.m, c.in, c.out, c.r, biasName(bias)), func(t *testing.T) {
+					f := f.inRNG(t, bias)
+					p, rp := f.proj(d, c.out, c.in, c.r, scaleFor(c.r, i+1))
+					if bias {
+						f.bias(d, p, rp)
+					}
+					x := f.random(d, c.m*c.in, 1)
+					gy := f.random(d, c.m*c.out, 1)
+					layer := &O{Engine: f.eng, Proj: p}
+					rec := f.recorder()
+					y, saved, err := layer.Forward(rec, f.upload(d, x, c.m, c.in))
+					require.NoError(t, err)
+					defer saved.Release()
+					f.keep(y)
+					rec.Barrier()
+					dx, grads, err := layer.Backward(rec, saved, f.upload(d, gy, c.m, c.out))
+					require.NoError(t, err)
+					f.keep(dx)
+					f.keepGrads(grads)
+					require.NoError(t, rec.Submit())
+					// The reference backward ignores the bias: it must not reach dX, dA, dB.
+					wantDX, wantG := ref.LinearBackward(x, gy, c.m, rp)
+					bound := layerTol[d]
+					vktest.ExpectClose(t, "Y", f.download(y), ref.LinearForward(x, c.m, rp), c.out, bound)
+					vktest.ExpectClose(t, "dX", f.download(dx), wantDX, c.in, bound)
+					f.checkGrads("o", grads, wantG, rp, bound)
+				})
+			}
 		}
 	}
 }
@@ -81,13 +92,22 @@ func TestOForwardBackward(t *testing.T) {
 func TestQKVGroupedQuery(t *testing.T) {
 	f := newFixture(t)
 	for _, d := range dtype.Floats {
-		// q is 96 wide, k and v 32 (grouped-query); v has no adapter in one case.
-		for _, c := range []struct{ m, in, q, kv, r, rv int }{{1, 40, 48, 16, 1, 1}, {19, 72, 96, 32, 7, 0}} {
-			t.Run(fmt.Sprintf("%s/m%d/r%d", d, c.m, c.r), func(t *testing.T) {
-				f := f.in(t)
+		// q is 96 wide, k and v 32 (grouped-query); v has no adapter in one
+		// case. With bias, q and v have one each and k none: every projection
+		// adds its own bias or nothing.
+		for _, c := range []struct {
+			m, in, q, kv, r, rv int
+			bias                bool
+		}{{1, 40, 48, 16, 1, 1, false}, {19, 72, 96, 32, 7, 0, false}, {1, 40, 48, 16, 1, 1, true}, {19, 72, 96, 32, 7, 0, true}} {
+			t.Run(fmt.Sprintf("%s/m%d/r%d%s", d, c.m, c.r, biasName(c.bias)), func(t *testing.T) {
+				f := f.inRNG(t, c.bias)
 				pq, rq := f.proj(d, c.q, c.in, c.r, 2.0)
 				pk, rk := f.proj(d, c.kv, c.in, c.r, 0.37)
 				pv, rv := f.proj(d, c.kv, c.in, c.rv, 16/math.Sqrt(float64(c.r)))
+				if c.bias {
+					f.bias(d, pq, rq)
+					f.bias(d, pv, rv)
+				}
 				x := f.random(d, c.m*c.in, 1)
 				gq, gk, gv := f.random(d, c.m*c.q, 1), f.random(d, c.m*c.kv, 1), f.random(d, c.m*c.kv, 1)
 				layer := &QKV{Engine: f.eng, Q: pq, K: pk, V: pv}

@@ -2,6 +2,7 @@ package lora
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/vk"
@@ -20,7 +21,7 @@ func (e *Engine) newOut(what string, d dtype.DType, shape ...int) (*vk.Tensor, e
 // projections (QKV, MLP) record the independent work of all of them between
 // one pair of barriers:
 //
-//	forward:  xa = x·Aᵀ [M, r] (f32)  |barrier|  y = x·Wᵀ + s·xa·Bᵀ
+//	forward:  xa = x·Aᵀ [M, r] (f32)  |barrier|  y = x·Wᵀ + s·xa·Bᵀ  |barrier|  y += bias
 //	backward: gb = g·B  [M, r] (f32)  |barrier|  dA = s·gbᵀ·x, dB = s·gᵀ·xa,
 //	                                              dX = β·dX + g·W + s·gb·A
 //
@@ -54,8 +55,8 @@ func (e *Engine) project(rec *vk.Recorder, x, xa *vk.Tensor, p *Projection, y *v
 	return e.gemm(rec, g)
 }
 
-// linearForward records y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ and returns x·Aᵀ (nil without
-// adapter) for the backward; the caller owns it.
+// linearForward records y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ (+ bias) and returns x·Aᵀ
+// (nil without adapter) for the backward; the caller owns it.
 func (e *Engine) linearForward(rec *vk.Recorder, x *vk.Tensor, p *Projection, r int, y *vk.Tensor) (*vk.Tensor, error) {
 	xa, err := e.downProject(rec, x, p.A, r, "x·Aᵀ")
 	if err != nil {
@@ -64,11 +65,35 @@ func (e *Engine) linearForward(rec *vk.Recorder, x *vk.Tensor, p *Projection, r 
 	if xa != nil {
 		rec.Barrier()
 	}
-	if err := e.project(rec, x, xa, p, y, 0); err != nil {
+	err = e.project(rec, x, xa, p, y, 0)
+	if err == nil {
+		err = e.addBiases(rec, []*Projection{p}, []*vk.Tensor{y})
+	}
+	if err != nil {
 		xa.Release()
 		return nil, err
 	}
 	return xa, nil
+}
+
+// addBiases records ys[i] += ps[i].Bias (broadcast over rows) for the
+// projections that have a bias, after one barrier on the matmuls that wrote
+// the ys. The bias is frozen and constant in X, so no backward step exists
+// for it: dX and the adapter gradients do not see it.
+func (e *Engine) addBiases(rec *vk.Recorder, ps []*Projection, ys []*vk.Tensor) error {
+	if !slices.ContainsFunc(ps, func(p *Projection) bool { return p.Bias != nil }) {
+		return nil
+	}
+	rec.Barrier()
+	for i, p := range ps {
+		if p.Bias == nil {
+			continue
+		}
+		if err := e.addBias(rec, ys[i], p.Bias); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // adapterGrads records dA = s·gbᵀ·x and dB = s·gᵀ·xa into new tensors.

@@ -6,8 +6,8 @@ import (
 	"github.com/vklora/vklora/vk"
 )
 
-// MatmulLoRA records Y = X·Wᵀ + s·(X·Aᵀ)·Bᵀ for X [M, in] and returns Y
-// [M, out] in the layer dtype. With out non-nil the result is written there
+// MatmulLoRA records Y = X·Wᵀ + s·(X·Aᵀ)·Bᵀ (+ bias [out] when p.Bias is
+// set) for X [M, in] and returns Y [M, out] in the layer dtype. With out non-nil the result is written there
 // (it must be [M, out] of the layer dtype) and out is returned. The result
 // is valid after rec.Submit. Without an adapter it is the plain X·Wᵀ.
 func (e *Engine) MatmulLoRA(rec *vk.Recorder, x *vk.Tensor, p *Projection, out *vk.Tensor) (*vk.Tensor, error) {

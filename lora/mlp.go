@@ -9,7 +9,8 @@ import (
 
 // MLP is a gated MLP with LoRA on all three projections (axolotl's
 // LoRA_MLP): e = lin_gate(X), g = lin_up(X), h = act(e)·g, Y = lin_down(h).
-// Gate and Up are [I, H], Down is [H, I].
+// Gate and Up are [I, H], Down is [H, I]; each may have a bias (e and g
+// include theirs, as nn.Linear's outputs do).
 type MLP struct {
 	Engine         *Engine
 	Gate, Up, Down *Projection
@@ -128,6 +129,10 @@ func (l *MLP) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *MLPSaved, er
 	if err := e.project(rec, x, s.xa[1], l.Up, s.g, 0); err != nil {
 		return fail(err)
 	}
+	// e and g are saved with their biases: the backward's act(e) needs them.
+	if err := e.addBiases(rec, []*Projection{l.Gate, l.Up}, []*vk.Tensor{s.e, s.g}); err != nil {
+		return fail(err)
+	}
 	rec.Barrier()
 	if h, err = e.newOut("h", d, m, idim); err != nil {
 		return fail(err)
@@ -148,6 +153,9 @@ func (l *MLP) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *MLPSaved, er
 		return fail(err)
 	}
 	if err := e.project(rec, h, s.xa[2], l.Down, y, 0); err != nil {
+		return fail(err)
+	}
+	if err := e.addBiases(rec, []*Projection{l.Down}, []*vk.Tensor{y}); err != nil {
 		return fail(err)
 	}
 	rec.Hold(h)

@@ -11,18 +11,27 @@ import (
 	"github.com/vklora/vklora/vk/vktest"
 )
 
-type mlpCase struct{ m, h, i, r int }
+type mlpCase struct {
+	m, h, i, r int
+	bias       bool
+}
 
 func TestMLPForwardBackward(t *testing.T) {
 	f := newFixture(t)
 	for _, act := range []Activation{SwiGLU, GEGLU, GEGLUTanh} {
 		for _, d := range dtype.Floats {
-			for ci, c := range []mlpCase{{1, 24, 40, 1}, {21, 48, 72, 7}} {
-				t.Run(fmt.Sprintf("%s/%s/m%d/r%d", act, d, c.m, c.r), func(t *testing.T) {
-					f := f.in(t)
+			for ci, c := range []mlpCase{{1, 24, 40, 1, false}, {21, 48, 72, 7, false}, {21, 48, 72, 7, true}} {
+				t.Run(fmt.Sprintf("%s/%s/m%d/r%d%s", act, d, c.m, c.r, biasName(c.bias)), func(t *testing.T) {
+					f := f.inRNG(t, c.bias)
 					pg, rg := f.proj(d, c.i, c.h, c.r, scaleFor(c.r, ci))
 					pu, ru := f.proj(d, c.i, c.h, c.r, scaleFor(c.r, ci+1))
 					pd, rd := f.proj(d, c.h, c.i, c.r, scaleFor(c.r, ci+2))
+					if c.bias {
+						// Distinct biases: one added to the wrong projection fails.
+						f.bias(d, pg, rg)
+						f.bias(d, pu, ru)
+						f.bias(d, pd, rd)
+					}
 					x := f.random(d, c.m*c.h, 1)
 					gy := f.random(d, c.m*c.h, 1)
 					xt := f.upload(d, x, c.m, c.h)

@@ -121,7 +121,7 @@ func (f *fixture) gradTensors(gs ...ProjGrad) []*vk.Tensor {
 }
 
 // TestNF4Layers: O, QKV and MLP with NF4 base weights (mixed nf4 and
-// nf4-dq, one projection without adapter) give the results of the same
+// nf4-dq, one projection without adapter, MLP biases) give the results of the same
 // layers on the dequantized dense weights, forward and backward.
 func TestNF4Layers(t *testing.T) {
 	f := newFixture(t)
@@ -174,6 +174,9 @@ func TestNF4Layers(t *testing.T) {
 			gn, gd := f.nf4Pair(d, i, h, 5, 2.0, true)
 			un, ud := f.nf4Pair(d, i, h, 5, 0.37, false)
 			dn, dd := f.nf4Pair(d, h, i, 5, 1.5, true)
+			// Biases on gate and down: accepted with NF4 weights of the dtype.
+			bg, bd := f.upload(d, f.random(d, i, 1), i), f.upload(d, f.random(d, h, 1), h)
+			gn.Bias, gd.Bias, dn.Bias, dd.Bias = bg, bg, bd, bd
 			x := f.upload(d, f.random(d, m*h, 1), m, h)
 			gy := f.upload(d, f.random(d, m*h, 1), m, h)
 			f.checkNF4Layer("MLP", []*Projection{gn, un, dn}, []*Projection{gd, ud, dd}, func(rec *vk.Recorder, ps []*Projection) []*vk.Tensor {

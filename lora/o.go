@@ -27,7 +27,8 @@ func (s *OSaved) Release() {
 	}
 }
 
-// Forward records Y = X·Wᵀ + s·(X·Aᵀ)·Bᵀ; X is [M, in], Y is [M, out].
+// Forward records Y = X·Wᵀ + s·(X·Aᵀ)·Bᵀ (+ bias); X is [M, in], Y is
+// [M, out].
 func (l *O) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *OSaved, error) {
 	if l == nil || l.Engine == nil || rec == nil {
 		return nil, nil, fmt.Errorf("lora: O.Forward: layer, engine or recorder is nil: %w", ErrBadInput)
@@ -53,7 +54,8 @@ func (l *O) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *OSaved, error)
 }
 
 // Backward records dX [M, in] and the adapter gradients for the upstream
-// gradient gy [M, out]. It consumes nothing: saved stays valid.
+// gradient gy [M, out] (the frozen bias has none and does not enter dX). It
+// consumes nothing: saved stays valid.
 func (l *O) Backward(rec *vk.Recorder, saved *OSaved, gy *vk.Tensor) (*vk.Tensor, ProjGrad, error) {
 	if l == nil || l.Engine == nil || rec == nil || saved == nil {
 		return nil, ProjGrad{}, fmt.Errorf("lora: O.Backward: layer, engine, recorder or saved context is nil: %w", ErrBadInput)

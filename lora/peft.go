@@ -9,8 +9,10 @@ import (
 )
 
 // ErrNotImplemented marks adapter features PEFT has and the engine does not
-// implement yet (a base-layer bias), so callers can fall back to another
-// path instead of training with a silently different model.
+// implement yet (LoRA dropout, DoRA, a lora_B bias), so callers can fall back
+// to another path instead of training with a silently different model.
+// LoRALinear has no fields for those features, so GetLoRAParameters never
+// returns it today.
 var ErrNotImplemented = errors.New("not implemented")
 
 // LoRALinear mirrors one PEFT LoRA Linear (peft.tuners.lora.Linear) for its
@@ -19,8 +21,8 @@ var ErrNotImplemented = errors.New("not implemented")
 // for a Linear PEFT did not adapt (then R is ignored).
 type LoRALinear struct {
 	Base Weight
-	// Bias is the base layer's bias [out]; not supported yet: setting it is
-	// ErrNotImplemented rather than a silently different forward.
+	// Bias is the base layer's bias [out] of the base dtype, or nil. It is
+	// frozen like Base and applies whether or not the adapter is active.
 	Bias      *vk.Tensor
 	A, B      *vk.Tensor
 	Alpha     float64
@@ -41,9 +43,9 @@ func LoRAScale(alpha float64, r int, rslora bool) float64 {
 
 // GetLoRAParameters returns the Projection the layers compute for l (after
 // axolotl's get_lora_parameters): the base weight, and A, B and the scale
-// unless the adapter is disabled, merged or absent. Errors name the
-// argument (lora_A, lora_B, r, lora_alpha) and its shape and wrap
-// ErrBadInput (or ErrNotImplemented for a bias).
+// unless the adapter is disabled, merged or absent, and the base bias in
+// every case. Errors name the argument (bias, lora_A, lora_B, r,
+// lora_alpha) and its shape and wrap ErrBadInput.
 func GetLoRAParameters(l *LoRALinear) (*Projection, error) {
 	p, err := getLoRAParameters(l)
 	if err != nil {
@@ -60,10 +62,13 @@ func getLoRAParameters(l *LoRALinear) (*Projection, error) {
 	if err != nil {
 		return nil, fmt.Errorf("base %w", err)
 	}
+	p := &Projection{W: l.Base, Bias: l.Bias}
 	if l.Bias != nil {
-		return nil, fmt.Errorf("base bias %s of weight [%d,%d]: %w", l.Bias, out, in, ErrNotImplemented)
+		d := l.Base.mat().dtype()
+		if err := checkBias(l.Bias, out, d, fmt.Sprintf("base weight %s[%d %d]", d, out, in)); err != nil {
+			return nil, err
+		}
 	}
-	p := &Projection{W: l.Base}
 	if l.Disabled || l.Merged || (l.A == nil && l.B == nil) {
 		return p, nil
 	}

@@ -41,14 +41,19 @@ func (w Weight) dims() (out, in int, err error) {
 
 // Projection is one LoRA-adapted linear layer (a PEFT LoRA Linear):
 //
-//	Y = X·Wᵀ + S·(X·Aᵀ)·Bᵀ      X [M, in], W [out, in], A [r, in], B [out, r]
+//	Y = X·Wᵀ + S·(X·Aᵀ)·Bᵀ + bias      X [M, in], W [out, in], A [r, in],
+//	                                   B [out, r], bias [out] (added to each row)
 //
-// W is frozen. A and B are both nil when the adapter is disabled or merged;
-// then the projection is the plain matmul X·Wᵀ.
+// W and Bias are frozen: no gradient, and the bias does not change dX. A
+// and B are both nil when the adapter is disabled or merged; then the
+// projection is the plain X·Wᵀ (+ bias). Bias nil means none; otherwise it
+// is 1-D [out] of the layer dtype, added after the matmul (Y is rounded to
+// the dtype before the bias is added, and once more after).
 type Projection struct {
 	W     Weight
 	A, B  *vk.Tensor
 	Scale float64
+	Bias  *vk.Tensor
 }
 
 // HasAdapter reports whether the LoRA term is present.
@@ -65,6 +70,11 @@ func (p *Projection) shape(name string) (out, in, r int, d dtype.DType, err erro
 		return 0, 0, 0, 0, fmt.Errorf("projection %s: %w", name, err)
 	}
 	d = p.W.mat().dtype()
+	if p.Bias != nil {
+		if err := checkBias(p.Bias, out, d, fmt.Sprintf("weight %s[%d %d]", d, out, in)); err != nil {
+			return 0, 0, 0, 0, fmt.Errorf("projection %s: %w", name, err)
+		}
+	}
 	if !p.HasAdapter() {
 		return out, in, 0, d, nil
 	}

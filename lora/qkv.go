@@ -58,7 +58,8 @@ func (l *QKV) check(op string) ([3]projInfo, error) {
 	return info, nil
 }
 
-// Forward records Q, K, V = lin_q(X), lin_k(X), lin_v(X) for X [M, in].
+// Forward records Q, K, V = lin_q(X), lin_k(X), lin_v(X) for X [M, in],
+// each with its projection's bias when it has one.
 func (l *QKV) Forward(rec *vk.Recorder, x *vk.Tensor) (q, k, v *vk.Tensor, saved *QKVSaved, err error) {
 	info, err := l.check("Forward")
 	if err != nil {
@@ -99,6 +100,10 @@ func (l *QKV) Forward(rec *vk.Recorder, x *vk.Tensor) (q, k, v *vk.Tensor, saved
 		if err := e.project(rec, x, s.xa[i], p, ys[i], 0); err != nil {
 			return fail(err)
 		}
+	}
+	ps := l.projs()
+	if err := e.addBiases(rec, ps[:], ys[:]); err != nil {
+		return fail(err)
 	}
 	return ys[0], ys[1], ys[2], s, nil
 }

@@ -10,7 +10,7 @@
 // projection P (see Proj) has a frozen base weight W [out, in], a LoRA pair
 // A [r, in], B [out, r] and a scale s (alpha/r, or alpha/√r with rsLoRA):
 //
-//	lin_P(X) = X·Wᵀ + s·(X·Aᵀ)·Bᵀ                      X [M, in], Y [M, out]
+//	lin_P(X) = X·Wᵀ + s·(X·Aᵀ)·Bᵀ + b                  X [M, in], Y [M, out]
 //
 // With G = dL/dY [M, out] the backward pass contracts through the rank and
 // never forms B·A or Xᵀ·G:
@@ -23,8 +23,11 @@
 // MLPForward/MLPBackward the gated MLP down(act(gate(X)) ⊙ up(X)) (lora_mlp)
 // with the activations SwiGLU, GEGLU (erf) and GEGLUTanh.
 //
-// Not covered: base or lora_B bias, dropout, DoRA, NF4 decoding (the caller
-// passes the decoded W).
+// b is the optional frozen base bias [out] (Proj.Bias), added to every row;
+// it has no gradient and leaves dX unchanged, so the backward formulas above
+// do not mention it (MLPBackward recomputes e and g with their biases).
+// Not covered: lora_B bias, dropout, DoRA, NF4 decoding (the caller passes
+// the decoded W).
 //
 // # Layout and ownership
 //

@@ -5,11 +5,13 @@ import "fmt"
 // Proj is one LoRA projection (an nn.Linear with a PEFT adapter):
 // W [Out, In] is the frozen base weight, A [R, In] is lora_A, B [Out, R] is
 // lora_B and S the scale (alpha/R, or alpha/√R with rsLoRA). The adapter is
-// absent when R == 0 or A == nil; B and S are then ignored.
+// absent when R == 0 or A == nil; B and S are then ignored. Bias [Out] is
+// the frozen base bias, nil for none.
 type Proj struct {
 	W, A, B    []float64
 	Out, In, R int
 	S          float64
+	Bias       []float64
 }
 
 // HasAdapter reports whether p carries a LoRA pair.
@@ -26,6 +28,9 @@ func (p *Proj) check(fn, name string) {
 		checkLen(fn, name+".A", p.A, p.R*p.In)
 		checkLen(fn, name+".B", p.B, p.Out*p.R)
 	}
+	if p.Bias != nil {
+		checkLen(fn, name+".Bias", p.Bias, p.Out)
+	}
 }
 
 // Grads are the gradients of one projection's adapter: DA [R, In] and
@@ -34,8 +39,8 @@ type Grads struct {
 	DA, DB []float64
 }
 
-// LinearForward returns Y = X·Wᵀ + s·(X·Aᵀ)·Bᵀ, Y [m, p.Out], for
-// X [m, p.In]. Without an adapter Y = X·Wᵀ.
+// LinearForward returns Y = X·Wᵀ + s·(X·Aᵀ)·Bᵀ + bias, Y [m, p.Out], for
+// X [m, p.In] (bias added to every row). Without an adapter Y = X·Wᵀ + bias.
 func LinearForward(x []float64, m int, p *Proj) []float64 {
 	p.check("LinearForward", "p")
 	checkLen("LinearForward", "X", x, m*p.In)
@@ -44,11 +49,19 @@ func LinearForward(x []float64, m int, p *Proj) []float64 {
 		u := Matmul(x, p.A, m, p.R, p.In, false, true)           // U = X·Aᵀ [m, R]
 		MatmulAcc(y, u, p.B, m, p.Out, p.R, false, true, p.S, 1) // Y += s·U·Bᵀ
 	}
+	if p.Bias != nil {
+		for i := 0; i < m; i++ {
+			for j, b := range p.Bias {
+				y[i*p.Out+j] += b
+			}
+		}
+	}
 	return y
 }
 
 // LinearBackward returns the gradients of LinearForward for the upstream
-// gradient G = dL/dY [m, p.Out] and the input X [m, p.In]; W is frozen:
+// gradient G = dL/dY [m, p.Out] and the input X [m, p.In]; W and the bias
+// are frozen (the bias has no gradient here and does not enter dX):
 //
 //	GB = G·B [m, R];  dA = s·GBᵀ·X [R, In];  dB = s·Gᵀ·(X·Aᵀ) [Out, R]
 //	dX = G·W + s·GB·A [m, In]

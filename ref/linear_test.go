@@ -106,3 +106,41 @@ func TestLinearPanicsOnBadShapes(t *testing.T) {
 		LinearBackward(make([]float64, 3), make([]float64, 3), 1, p)
 	})
 }
+
+// TestLinearBias: the bias is added to every row (dL/dbias = Σ_rows G, by
+// finite differences), and it changes neither dX nor the adapter gradients.
+func TestLinearBias(t *testing.T) {
+	p := &Proj{W: []float64{1, 2, 3, 4}, A: []float64{1, 1}, B: []float64{1, 2}, Out: 2, In: 2, R: 1, S: 0.5,
+		Bias: []float64{0.25, -1}}
+	require.Equal(t, []float64{6.75, 13, 6.75, 13}, LinearForward([]float64{1, 2, 1, 2}, 2, p))
+
+	rng := newRNG(14)
+	for _, sh := range linearShapes {
+		m, in, out := sh[0], sh[1], sh[2]
+		for _, r := range []int{0, 7} {
+			t.Run(fmt.Sprintf("m%d_in%d_out%d_r%d", m, in, out, r), func(t *testing.T) {
+				p := randProj(rng, out, in, r, 0.37)
+				x, rr := Random(rng, m*in, 1), Random(rng, m*out, 1)
+				dX0, gr0 := LinearBackward(x, rr, m, p)
+				y0 := LinearForward(x, m, p)
+				p.Bias = Random(rng, out, 1)
+				y := LinearForward(x, m, p)
+				for i := range y {
+					require.InDelta(t, y0[i]+p.Bias[i%out], y[i], 1e-12)
+				}
+				dX, gr := LinearBackward(x, rr, m, p)
+				require.Equal(t, dX0, dX)
+				require.Equal(t, gr0, gr)
+				colSum := make([]float64, out)
+				for i, g := range rr {
+					colSum[i%out] += g
+				}
+				loss := func() float64 { return dot(LinearForward(x, m, p), rr) }
+				checkClose(t, "dbias", numGrad(p.Bias, loss), colSum, fdTol)
+				checkClose(t, "dX", dX, numGrad(x, loss), fdTol)
+			})
+		}
+	}
+	bad := &Proj{W: make([]float64, 6), Out: 2, In: 3, Bias: make([]float64, 3)}
+	require.PanicsWithValue(t, "ref: LinearForward: len(p.Bias) = 3, want 2", func() { LinearForward(make([]float64, 3), 1, bad) })
+}

@@ -46,6 +46,37 @@ func TestMLPBackwardFiniteDifference(t *testing.T) {
 	}
 }
 
+// TestMLPBiasFiniteDifference: with biases on gate, up and down, e and g
+// carry their biases into act(e)·g, so dX and every adapter gradient change;
+// the backward (which recomputes e and g) must still match the numbers.
+func TestMLPBiasFiniteDifference(t *testing.T) {
+	rng := newRNG(32)
+	const m, hd, id, r = 3, 13, 7, 3
+	for _, act := range []Activation{SwiGLU, GEGLU, GEGLUTanh} {
+		t.Run(act.String(), func(t *testing.T) {
+			gate, up, down := randProj(rng, id, hd, r, 0.37), randProj(rng, id, hd, r, 2), randProj(rng, hd, id, r, 16/math.Sqrt(r))
+			x, rr := Random(rng, m*hd, 1), Random(rng, m*hd, 1)
+			dX0, _, _, _ := MLPBackward(x, rr, m, gate, up, down, act)
+			gate.Bias, up.Bias, down.Bias = Random(rng, id, 1), Random(rng, id, 1), Random(rng, hd, 1)
+			loss := func() float64 {
+				y, _, _ := MLPForward(x, m, gate, up, down, act)
+				return dot(y, rr)
+			}
+			dX, dg, du, dd := MLPBackward(x, rr, m, gate, up, down, act)
+			require.Greater(t, RelErr(dX, dX0), 1e-3, "the gate/up biases must reach dX through act(e)·g")
+			checkClose(t, "dX", dX, numGrad(x, loss), fdTol)
+			for _, c := range []struct {
+				name string
+				p    *Proj
+				g    Grads
+			}{{"gate", gate, dg}, {"up", up, du}, {"down", down, dd}} {
+				checkClose(t, c.name+".dA", c.g.DA, numGrad(c.p.A, loss), fdTol)
+				checkClose(t, c.name+".dB", c.g.DB, numGrad(c.p.B, loss), fdTol)
+			}
+		})
+	}
+}
+
 // TestMLPForwardComposition checks MLPForward against its definition written
 // out with LinearForward and Act, and that e and g are the saved activations.
 func TestMLPForwardComposition(t *testing.T) {

@@ -96,6 +96,15 @@ func Variants() []Variant {
 		}
 	}
 
+	// add: elementwise dst += alpha·src (gradient accumulation) and the row
+	// bias Y[m,n] += bias[n] of a base layer, one source, fp32 math.
+	for _, d := range []string{"f32", "f16", "bf16"} {
+		t.add(Variant{Name: variantName("add", false, d, ""), Source: "add.comp",
+			Defines: map[string]string{"D_TYPE": typeDefine(d)}})
+		t.add(Variant{Name: variantName("add_bias", false, d, ""), Source: "add.comp",
+			Defines: map[string]string{"D_TYPE": typeDefine(d), "BIAS": ""}})
+	}
+
 	// NF4 weights outside the matmul: dense dequantization and blockwise
 	// quantization, by the dtype of the dense side (output / input).
 	for _, d := range []string{"f32", "f16", "bf16"} {

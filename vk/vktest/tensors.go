@@ -93,3 +93,12 @@ func RandomProjection(t testing.TB, dev *vk.Device, rng *rand.Rand, d dtype.DTyp
 	}
 	return w, a, b, rp
 }
+
+// RandomBias gives the projection twin rp a random base bias [rp.Out] of
+// magnitude about that of its outputs (so a missing or misplaced bias fails
+// any tolerance) and uploads it.
+func RandomBias(t testing.TB, dev *vk.Device, rng *rand.Rand, d dtype.DType, rp *ref.Proj) *vk.Tensor {
+	t.Helper()
+	rp.Bias = Random(rng, d, rp.Out, 1)
+	return Upload(t, dev, d, rp.Bias, rp.Out)
+}

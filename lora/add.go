@@ -1,0 +1,130 @@
+package lora
+
+import (
+	"fmt"
+	"slices"
+	"unsafe"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/vk"
+)
+
+// addPush mirrors the push constants of shaders/add.comp.
+type addPush struct {
+	Rows, Cols uint32
+	Alpha      float32
+}
+
+// The GLSL block has 3 four-byte members; a mismatch fails to compile here.
+var _ [12]byte = [unsafe.Sizeof(addPush{})]byte{}
+
+const addWG = 256
+
+// addGrid bounds the workgroup grid (x, y) of the add kernels. The shader
+// loops over what the grid does not cover, so it only has to fill the GPU:
+// 1024·256 invocations per row pass, 4096 row groups. A variable so that
+// tests can shrink it and run the loops on small tensors.
+var addGrid = [2]int{1024, 4096}
+
+// maxAddElems keeps every index of add.comp (rows·cols, and a column index
+// plus its stride) inside 32 bits. A storage-buffer binding is at most 4 GiB
+// on current devices, so no bindable f16/bf16/f32 tensor is larger.
+const maxAddElems = 1 << 31
+
+// AddTo records dst = dst + alpha·src elementwise: fp32 math (the product
+// and the sum each rounded once, never fused), then one round to nearest
+// even to the storage dtype. dst and src have one shape and one dtype (f32,
+// f16 or bf16); src may be dst. With alpha = 1 this is an exact-as-fp32
+// gradient accumulation. The result is valid after rec.Submit; record a
+// barrier before anything else reads dst.
+func (e *Engine) AddTo(rec *vk.Recorder, dst, src *vk.Tensor, alpha float32) error {
+	if err := checkAdd(rec, dst, src, alpha); err != nil {
+		return fmt.Errorf("lora: AddTo: %w", err)
+	}
+	return e.dispatchAdd(rec, "add_"+dst.DType().String(), 1, dst.Numel(), alpha, dst, src)
+}
+
+// AddBiasTo records y[m, n] = y[m, n] + bias[n] for y [M, N] and bias [N] of
+// y's dtype (f32, f16 or bf16): the base-layer bias of a Linear, added in
+// fp32 and rounded once to the dtype. The result is valid after rec.Submit.
+func (e *Engine) AddBiasTo(rec *vk.Recorder, y, bias *vk.Tensor) error {
+	if rec == nil {
+		return fmt.Errorf("lora: AddBiasTo: recorder is nil: %w", ErrBadInput)
+	}
+	if err := checkOperand("Y", y); err != nil {
+		return fmt.Errorf("lora: AddBiasTo: %w", err)
+	}
+	if y.Rank() != 2 {
+		return fmt.Errorf("lora: AddBiasTo: Y %s must be 2-D [M,N]: %w", y, ErrBadInput)
+	}
+	if err := checkBias(bias, y.Dim(1), y.DType(), "Y "+y.String()); err != nil {
+		return fmt.Errorf("lora: AddBiasTo: %w", err)
+	}
+	return e.addBias(rec, y, bias)
+}
+
+// addBias is AddBiasTo for arguments the caller has validated.
+func (e *Engine) addBias(rec *vk.Recorder, y, bias *vk.Tensor) error {
+	return e.dispatchAdd(rec, "add_bias_"+y.DType().String(), y.Dim(0), y.Dim(1), 0, y, bias)
+}
+
+func checkAdd(rec *vk.Recorder, dst, src *vk.Tensor, alpha float32) error {
+	if rec == nil {
+		return fmt.Errorf("recorder is nil: %w", ErrBadInput)
+	}
+	if err := checkOperand("dst", dst); err != nil {
+		return err
+	}
+	if err := checkOperand("src", src); err != nil {
+		return err
+	}
+	if src.DType() != dst.DType() || !slices.Equal(src.Shape(), dst.Shape()) {
+		return fmt.Errorf("src %s must have the shape and dtype of dst %s: %w", src, dst, ErrBadInput)
+	}
+	if !finite32(alpha) {
+		return fmt.Errorf("alpha %v is not finite: %w", alpha, ErrBadInput)
+	}
+	return nil
+}
+
+// checkOperand reports a nil or released tensor, a dtype the add kernels
+// lack, or one too large for their 32-bit indices.
+func checkOperand(name string, t *vk.Tensor) error {
+	switch {
+	case t == nil || t.Released():
+		return fmt.Errorf("%s is nil or released: %w", name, ErrBadInput)
+	case !isFloat(t.DType()):
+		return fmt.Errorf("%s %s must be f32, f16 or bf16: %w", name, t, ErrBadInput)
+	case t.Numel() > maxAddElems:
+		return fmt.Errorf("%s %s has more than 2^31 elements: %w", name, t, ErrBadInput)
+	}
+	return nil
+}
+
+func isFloat(d dtype.DType) bool { return d == dtype.F32 || d == dtype.F16 || d == dtype.BF16 }
+
+// checkBias validates a base-layer bias: present, 1-D [out], of the layer
+// dtype d; of names what it belongs to for the message.
+func checkBias(bias *vk.Tensor, out int, d dtype.DType, of string) error {
+	if bias == nil || bias.Released() {
+		return fmt.Errorf("bias of %s is nil or released: %w", of, ErrBadInput)
+	}
+	if bias.Rank() != 1 || bias.Dim(0) != out || bias.DType() != d {
+		return fmt.Errorf("bias %s must be 1-D %s[%d] for %s: %w", bias, d, out, of, ErrBadInput)
+	}
+	return nil
+}
+
+// dispatchAdd records add.comp over dst seen as [rows, cols]. The grid is
+// at most addGrid (and the device's limit); the shader loops over the rest.
+func (e *Engine) dispatchAdd(rec *vk.Recorder, name string, rows, cols int, alpha float32, dst, src *vk.Tensor) error {
+	k, err := e.dev.ShaderKernel(name, 2, int(unsafe.Sizeof(addPush{})), addWG)
+	if err != nil {
+		return err
+	}
+	lim := e.dev.Caps().MaxWorkgroupCount
+	gx := min(ceilDiv(cols, addWG), addGrid[0], int(lim[0]))
+	gy := min(rows, addGrid[1], int(lim[1]))
+	p := addPush{Rows: uint32(rows), Cols: uint32(cols), Alpha: alpha}
+	return rec.Dispatch(k, [3]uint32{uint32(gx), uint32(gy), 1}, vk.PushBytes(&p), dst.Binding(), src.Binding())
+}
