@@ -36,20 +36,20 @@ import (
 //     llama3-8b, gemma-2b and qwen2.5-0.5b. `lorabench <op>` subcommands
 //     are optional: runCase and the reporter are shared.
 type benchCase struct {
-	Op    string      // "matmul"
-	Form  string      // variant: operand layout, preset, fwd/bwd …
-	DType dtype.DType // storage dtype of inputs and outputs
-	M, N  int         // problem dims reported in the row
-	K     int
+	Op     string      // "matmul"
+	Form   string      // variant: operand layout, preset, fwd/bwd …
+	DType  dtype.DType // storage dtype of inputs and outputs
+	M, N   int         // problem dims reported in the row
+	K      int
 	FLOPs  float64      // floating-point operations of one run
 	Bytes  float64      // minimum bytes one run reads and writes in device memory
 	Weight weightFormat // of the base weights (matmul: of B)
 	// WeightBytes is the device memory of the base weights, held by the
 	// case (so not in the step's peak).
 	WeightBytes float64
-	Preset string       // matmul at a layer shape: the preset, "quick" or "custom"
-	Layer  *layerInfo   // shape and pass of a LoRA layer case (nil for matmul)
-	Setup func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error)
+	Preset      string     // matmul at a layer shape: the preset, "quick" or "custom"
+	Layer       *layerInfo // shape and pass of a LoRA layer case (nil for matmul)
+	Setup       func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error)
 }
 
 // benchRun is a case made ready on a device.

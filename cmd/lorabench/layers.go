@@ -278,10 +278,10 @@ func layerCase(op *layerOp, s shape, d dtype.DType, pass string, w weightFormat,
 	}
 	return benchCase{
 		Op: op.name, Form: s.Name + " " + pass, DType: d, M: s.M, N: n, K: k, Weight: w,
-		FLOPs: layerFLOPs(op.projs(s), s.M, s.R, bwd),
-		Bytes: layerBytes(op, s, d, w, bwd),
+		FLOPs:       layerFLOPs(op.projs(s), s.M, s.R, bwd),
+		Bytes:       layerBytes(op, s, d, w, bwd),
 		WeightBytes: projWeightBytes(op.projs(s), w, d),
-		Layer: &layerInfo{Shape: s, Pass: pass},
+		Layer:       &layerInfo{Shape: s, Pass: pass},
 		Setup: func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error) {
 			return setupLayer(eng, rng, op, s, d, w, bwd, valRows)
 		},

@@ -103,7 +103,7 @@ func cmdMatmul(args []string, stdout, stderr io.Writer) error {
 func matmulCase(m, n, k int, d dtype.DType, form string, w weightFormat) benchCase {
 	return benchCase{
 		Op: "matmul", Form: form, DType: d, M: m, N: n, K: k, Weight: w,
-		FLOPs: 2 * float64(m) * float64(n) * float64(k),
+		FLOPs:       2 * float64(m) * float64(n) * float64(k),
 		Bytes:       float64(m*k+m*n)*float64(d.Size()) + weightBytes(w, d, n, k),
 		WeightBytes: weightBytes(w, d, n, k),
 		Setup: func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error) {
