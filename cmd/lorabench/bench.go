@@ -24,13 +24,16 @@ import (
 //     Op ("mlp"), Form (the variant, e.g. the preset "llama3-8b" or
 //     "fwd"/"fwd+bwd"), M/N/K (the problem dims: for LoRA layers the tokens,
 //     hidden and intermediate sizes), FLOPs and Bytes (state them as
-//     anchors.md does), and Setup.
+//     anchors.md does), Weight and WeightBytes (the base weights' format,
+//     see weight.go), and Setup.
 //  2. Setup allocates the inputs on the engine's device (fresh random values
 //     from rng, rounded to the dtype so the float64 reference sees what the
-//     GPU stores) and returns a benchRun: Record records ONE run of the op
-//     into rec without submitting (timeGPU repeats it), Validate compares the
-//     outputs of the run last submitted with the ref package, and Release
-//     frees every tensor (the device errors on leaks).
+//     GPU stores; base weights through uploadWeight, which quantizes NF4
+//     and returns the values the reference must use) and returns a
+//     benchRun: Record records ONE run of the op into rec without
+//     submitting (timeGPU repeats it), Validate compares the outputs of the
+//     run last submitted with the ref package, and Release frees every
+//     tensor (the device errors on leaks).
 //  3. Add a benchOp entry to benchOps below whose Cases returns the quick
 //     (lavapipe, well under a minute) or full sweep, e.g. over the presets
 //     llama3-8b, gemma-2b and qwen2.5-0.5b. `lorabench <op>` subcommands
@@ -176,7 +179,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	kv := fs.Int("kv", 0, "custom shape: k and v projection width (default max(1, H/3))")
 	r := fs.Int("r", 0, "LoRA rank (custom shape; with -preset: overrides the presets' r)")
 	act := fs.String("act", "", "custom shape: MLP activation swiglu, geglu or geglu_tanh (default swiglu)")
-	dts := fs.String("dtype", "", "comma-separated dtypes f32, f16, bf16 (default bf16 for presets, f32,bf16 for -quick and custom shapes; matmul keeps its own unless given)")
+	dts := fs.String("dtype", "", "comma-separated dtypes f32, f16, bf16 (default bf16 for presets, f32,bf16 for -quick and custom shapes; matmul's cubes keep their own unless given, matmul at -preset or a custom shape takes the layer ops')")
 	pass := fs.String("pass", "both", "layer ops: fwd (forward), fwdbwd (forward+backward) or both")
 	valRows := fs.Int("val-rows", 64, "layer ops validate the complete problem on the first min(M, N) rows of X")
 	wf := addWeightFlags(fs)
