@@ -50,7 +50,7 @@ func addWeightFlags(fs *flag.FlagSet) *weightFlags {
 	return &weightFlags{
 		formats: fs.String("weight", "dense", "comma-separated formats of the frozen base weights W (matmul: of B): dense (the dtype) and nf4 (4-bit NF4, quantized on the device, decoded to the dtype inside the matmul); every case runs in each format, dense first"),
 		blocksize: fs.Int("blocksize", quant.DefaultBlocksize,
-			fmt.Sprintf("NF4 elements per scale: a power of two in [%d, %d] (bitsandbytes' default 64)", quant.MinBlocksize, quant.MaxBlocksize)),
+			fmt.Sprintf("NF4 elements per scale: a power of two in [%d, %d], as bitsandbytes allows", quant.MinBlocksize, quant.MaxBlocksize)),
 		doubleQuant: fs.Bool("double-quant", true, "NF4 scales double-quantized to 8 bits, as QLoRA's default (bnb_4bit_use_double_quant); the kernels read them decoded to f32 either way"),
 	}
 }
