@@ -24,27 +24,35 @@ import (
 //     Op ("mlp"), Form (the variant, e.g. the preset "llama3-8b" or
 //     "fwd"/"fwd+bwd"), M/N/K (the problem dims: for LoRA layers the tokens,
 //     hidden and intermediate sizes), FLOPs and Bytes (state them as
-//     anchors.md does), and Setup.
+//     anchors.md does), Weight and WeightBytes (the base weights' format,
+//     see weight.go), and Setup.
 //  2. Setup allocates the inputs on the engine's device (fresh random values
 //     from rng, rounded to the dtype so the float64 reference sees what the
-//     GPU stores) and returns a benchRun: Record records ONE run of the op
-//     into rec without submitting (timeGPU repeats it), Validate compares the
-//     outputs of the run last submitted with the ref package, and Release
-//     frees every tensor (the device errors on leaks).
+//     GPU stores; base weights through uploadWeight, which quantizes NF4
+//     and returns the values the reference must use) and returns a
+//     benchRun: Record records ONE run of the op into rec without
+//     submitting (timeGPU repeats it), Validate compares the outputs of the
+//     run last submitted with the ref package, and Release frees every
+//     tensor (the device errors on leaks).
 //  3. Add a benchOp entry to benchOps below whose Cases returns the quick
 //     (lavapipe, well under a minute) or full sweep, e.g. over the presets
 //     llama3-8b, gemma-2b and qwen2.5-0.5b. `lorabench <op>` subcommands
 //     are optional: runCase and the reporter are shared.
 type benchCase struct {
-	Op    string      // "matmul"
-	Form  string      // variant: operand layout, preset, fwd/bwd …
-	DType dtype.DType // storage dtype of inputs and outputs
-	M, N  int         // problem dims reported in the row
-	K     int
-	FLOPs float64    // floating-point operations of one run
-	Bytes float64    // minimum bytes one run reads and writes in device memory
-	Layer *layerInfo // shape and pass of a LoRA layer case (nil for matmul)
-	Setup func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error)
+	Op     string      // "matmul"
+	Form   string      // variant: operand layout, preset, fwd/bwd …
+	DType  dtype.DType // storage dtype of inputs and outputs
+	M, N   int         // problem dims reported in the row
+	K      int
+	FLOPs  float64      // floating-point operations of one run
+	Bytes  float64      // minimum bytes one run reads and writes in device memory
+	Weight weightFormat // of the base weights (matmul: of B)
+	// WeightBytes is the device memory of the base weights, held by the
+	// case (so not in the step's peak).
+	WeightBytes float64
+	Preset      string     // matmul at a layer shape: the preset, "quick" or "custom"
+	Layer       *layerInfo // shape and pass of a LoRA layer case (nil for matmul)
+	Setup       func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error)
 }
 
 // benchRun is a case made ready on a device.
@@ -55,8 +63,11 @@ type benchRun struct {
 }
 
 func (c benchCase) String() string {
-	return fmt.Sprintf("%s %s %s %dx%dx%d", c.Op, c.DType, c.Form, c.M, c.N, c.K)
+	return fmt.Sprintf("%s %s %s %dx%dx%d", c.label(), c.DType, c.Form, c.M, c.N, c.K)
 }
+
+// label is the op as the table shows it: "mlp", or "mlp/nf4" on NF4 weights.
+func (c benchCase) label() string { return c.Op + c.Weight.suffix() }
 
 // benchOp is one op of the `bench` suite.
 type benchOp struct {
@@ -70,13 +81,17 @@ type selection struct {
 	shapes  []shape       // of the layer ops
 	dtypes  []dtype.DType // of the layer ops
 	mmTypes []dtype.DType // of matmul; nil: its own defaults
-	passes  []string
-	valRows int
+	// mmShapes: matmul runs the MLP projections of shapes (-preset or a
+	// custom shape was given) instead of its cube sweep.
+	mmShapes bool
+	weights  []weightFormat
+	passes   []string
+	valRows  int
 }
 
 // benchOps is the suite `lorabench bench` runs, in order.
 var benchOps = []benchOp{
-	{Name: "matmul", Cases: func(sel *selection) []benchCase { return matmulSweep(sel.quick, sel.mmTypes) }},
+	{Name: "matmul", Cases: matmulSweep},
 	{Name: "matmul_lora", Cases: layerSweep("matmul_lora")},
 	{Name: "o", Cases: layerSweep("o")},
 	{Name: "qkv", Cases: layerSweep("qkv")},
@@ -103,7 +118,9 @@ func layerSweep(name string) func(sel *selection) []benchCase {
 					if p == passFwdBwd && op.fwdOnly {
 						continue
 					}
-					cs = append(cs, layerCase(op, s, d, p, sel.valRows))
+					for _, w := range sel.weights {
+						cs = append(cs, layerCase(op, s, d, p, w, sel.valRows))
+					}
 				}
 			}
 		}
@@ -111,32 +128,50 @@ func layerSweep(name string) func(sel *selection) []benchCase {
 	}
 }
 
-// matmulSweep: cubes in form nt (X·Wᵀ, the forward projection), in dts when
-// given.
-func matmulSweep(quick bool, dts []dtype.DType) []benchCase {
-	sizes, def := []int{1024, 4096}, []dtype.DType{dtype.F32, dtype.BF16}
-	if quick {
-		sizes, def = []int{256, 512}, dtype.Floats
-	}
-	if dts == nil {
-		dts = def
-	}
+// matmulSweep: X·Wᵀ (form nt, the forward projection) in every selected
+// weight format. At -preset or a custom shape, for each shape the MLP's
+// projections at its M tokens: up (and gate) W [I, H] and down W [H, I];
+// otherwise cubes, in the -dtype dtypes when given.
+func matmulSweep(sel *selection) []benchCase {
 	var cs []benchCase
+	if sel.mmShapes {
+		for _, s := range sel.shapes {
+			for _, d := range sel.dtypes {
+				for _, p := range []projDim{{"up", s.I, s.H}, {"down", s.H, s.I}} {
+					for _, w := range sel.weights {
+						c := matmulCase(s.M, p.out, p.in, d, "nt", w)
+						c.Form, c.Preset = "nt "+s.Name+" "+p.name, s.Name
+						cs = append(cs, c)
+					}
+				}
+			}
+		}
+		return cs
+	}
+	sizes, dts := []int{1024, 4096}, []dtype.DType{dtype.F32, dtype.BF16}
+	if sel.quick {
+		sizes, dts = []int{256, 512}, dtype.Floats
+	}
+	if sel.mmTypes != nil {
+		dts = sel.mmTypes
+	}
 	for _, s := range sizes {
 		for _, d := range dts {
-			cs = append(cs, matmulCase(s, s, s, d, "nt"))
+			for _, w := range sel.weights {
+				cs = append(cs, matmulCase(s, s, s, d, "nt", w))
+			}
 		}
 	}
 	return cs
 }
 
-const benchSynopsis = "[-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A] [-dtype D,...] [-pass fwd|fwdbwd|both] [-json] [-device SEL] [-reps N] [-warmup N]"
+const benchSynopsis = "[-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A] [-dtype D,...] [-weight dense,nf4 [-blocksize B] [-double-quant=BOOL]] [-pass fwd|fwdbwd|both] [-json] [-plot FILE.png] [-device SEL] [-reps N] [-warmup N]"
 
 func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench", benchSynopsis, stderr)
 	quick := fs.Bool("quick", false, "small shapes that finish quickly on lavapipe: matmul 256³, 512³ in f32, f16, bf16 and the layer ops at M=64, H=96, I=160, Q=96, KV=32, r=8 in f32, bf16")
 	ops := fs.String("op", "", "comma-separated ops: "+strings.Join(benchOpNames(), ", ")+" (default all)")
-	pre := fs.String("preset", "", "comma-separated presets of the layer ops: "+strings.Join(presetNames(), ", ")+" (default all three without -quick or a custom shape)")
+	pre := fs.String("preset", "", "comma-separated presets of the layer ops: "+strings.Join(presetNames(), ", ")+" (default all three without -quick or a custom shape); with -preset or a custom shape, matmul runs the MLP's X·Wᵀ at that shape (up: W [I,H]; down: W [H,I]) instead of cubes")
 	m := fs.Int("m", 0, "custom shape: tokens M (with -preset: overrides the presets' M)")
 	hidden := fs.Int("hidden", 0, "custom shape: hidden size H")
 	inter := fs.Int("inter", 0, "custom shape: MLP intermediate size I")
@@ -144,9 +179,10 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	kv := fs.Int("kv", 0, "custom shape: k and v projection width (default max(1, H/3))")
 	r := fs.Int("r", 0, "LoRA rank (custom shape; with -preset: overrides the presets' r)")
 	act := fs.String("act", "", "custom shape: MLP activation swiglu, geglu or geglu_tanh (default swiglu)")
-	dts := fs.String("dtype", "", "comma-separated dtypes f32, f16, bf16 (default bf16 for presets, f32,bf16 for -quick and custom shapes; matmul keeps its own unless given)")
+	dts := fs.String("dtype", "", "comma-separated dtypes f32, f16, bf16 (default bf16 for presets, f32,bf16 for -quick and custom shapes; matmul's cubes keep their own unless given, matmul at -preset or a custom shape takes the layer ops')")
 	pass := fs.String("pass", "both", "layer ops: fwd (forward), fwdbwd (forward+backward) or both")
 	valRows := fs.Int("val-rows", 64, "layer ops validate the complete problem on the first min(M, N) rows of X")
+	wf := addWeightFlags(fs)
 	o := addRunFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -162,6 +198,11 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	if sel.valRows < 1 {
 		return usagef("-val-rows must be ≥ 1 (got %d)", sel.valRows)
 	}
+	weights, err := wf.parse(set)
+	if err != nil {
+		return err
+	}
+	sel.weights = weights
 	switch *pass {
 	case "both":
 		sel.passes = []string{passFwd, passFwdBwd}
@@ -202,6 +243,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 			}
 			sel.shapes = append(sel.shapes, presets[i])
 		}
+		sel.mmShapes = true
 	case custom || set["m"] || set["r"]:
 		s := quickShape
 		s.Name = "custom"
@@ -225,6 +267,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		sel.shapes = []shape{s}
+		sel.mmShapes = custom || set["m"]
 	case *quick:
 		sel.shapes = []shape{quickShape}
 	default:
@@ -288,6 +331,8 @@ type runFlags struct {
 	device       string
 	json         bool
 	seed         uint64
+	plot         string // chart file, "" for none
+	plotMetric   string
 }
 
 func addRunFlags(fs *flag.FlagSet) *runFlags {
@@ -297,6 +342,8 @@ func addRunFlags(fs *flag.FlagSet) *runFlags {
 	fs.StringVar(&o.device, "device", "", "device index or name substring (default $VKLORA_DEVICE, else the first discrete GPU)")
 	fs.BoolVar(&o.json, "json", false, "one JSON object per result per line instead of a table")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the random inputs")
+	fs.StringVar(&o.plot, "plot", "", "also chart the results into this .png or .svg file: one bar per validated row")
+	fs.StringVar(&o.plotMetric, "plot-metric", "tflops", "what -plot charts: tflops, ms or peak (MiB)")
 	return o
 }
 
@@ -307,7 +354,7 @@ func (o *runFlags) check() error {
 	if o.warmup < 0 {
 		return usagef("-warmup must be ≥ 0 (got %d)", o.warmup)
 	}
-	return nil
+	return checkPlot(o.plot, o.plotMetric)
 }
 
 // runCases opens the device, validates and times each case and reports it.
@@ -358,6 +405,14 @@ func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err err
 		rep.row(res)
 	}
 	rep.done()
+	if o.plot != "" {
+		if err := writePlot(o.plot, o.plotMetric, dev.Info().Name, rep.rows); err != nil {
+			if len(failed) == 0 {
+				return err
+			}
+			fmt.Fprintf(stderr, "%v\n", err) // the validation failure decides the exit status
+		}
+	}
 	if len(failed) > 0 {
 		return fmt.Errorf("%d of %d cases disagree with the reference and were not timed: %v: %w", len(failed), len(cases), failed, errValidation)
 	}
@@ -388,6 +443,7 @@ func runCase(eng *lora.Engine, rec *vk.Recorder, c benchCase, o *runFlags, i uin
 	_, peak := dev.MemoryStats()
 	extra := peak - before
 	res.PeakExtraMiB = float64(extra) / (1 << 20)
+	res.PeakTotalMiB = float64(peak) / (1 << 20)
 	relErr, tol, detail, err := r.Validate()
 	if err != nil {
 		return res, err

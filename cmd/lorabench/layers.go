@@ -226,13 +226,15 @@ func layerFLOPs(ps []projDim, m, r int, bwd bool) float64 {
 }
 
 // layerBytes is a lower bound on the device-memory traffic of one step:
-// weights and adapters, X and the outputs once each (for bwd also the
-// upstream gradients, dX and the adapter gradients), not the intermediates.
-func layerBytes(op *layerOp, s shape, d dtype.DType, bwd bool) float64 {
+// weights (in format w, see weightBytes) and adapters, X and the outputs
+// once each (for bwd also the weights again, the upstream gradients, dX and
+// the adapter gradients), not the intermediates.
+func layerBytes(op *layerOp, s shape, d dtype.DType, w weightFormat, bwd bool) float64 {
 	var n float64
 	ps := op.projs(s)
+	wb := projWeightBytes(ps, w, d)
 	for _, p := range ps {
-		n += float64(p.out*p.in + s.R*(p.in+p.out))
+		n += float64(s.R * (p.in + p.out))
 	}
 	var ys int
 	for _, w := range op.yWidths(s) {
@@ -242,19 +244,30 @@ func layerBytes(op *layerOp, s shape, d dtype.DType, bwd bool) float64 {
 	n += x + float64(s.M*ys)
 	if bwd {
 		for _, p := range ps {
-			n += float64(p.out*p.in + 2*s.R*(p.in+p.out))
+			n += float64(2 * s.R * (p.in + p.out))
 		}
 		n += x + float64(s.M*ys) + x // X again, gys, dX
+		wb *= 2
 	}
-	return n * float64(d.Size())
+	return n*float64(d.Size()) + wb
 }
 
-// layerCase is one op at one shape, dtype and pass. valRows bounds the rows
+// projWeightBytes is the device memory of the projections' base weights.
+func projWeightBytes(ps []projDim, w weightFormat, d dtype.DType) float64 {
+	var n float64
+	for _, p := range ps {
+		n += weightBytes(w, d, p.out, p.in)
+	}
+	return n
+}
+
+// layerCase is one op at one shape, dtype, pass and weight format (of every
+// projection's base weight). valRows bounds the rows
 // of the validated problem: the op runs again on the first min(M, valRows)
 // rows of X (and of the upstream gradients) with the same weights, and
 // every output of that complete smaller problem, adapter gradients
 // included, is compared with the float64 reference.
-func layerCase(op *layerOp, s shape, d dtype.DType, pass string, valRows int) benchCase {
+func layerCase(op *layerOp, s shape, d dtype.DType, pass string, w weightFormat, valRows int) benchCase {
 	bwd := pass == passFwdBwd
 	n, k := 0, op.xWidth(s)
 	for _, w := range op.yWidths(s) {
@@ -264,12 +277,13 @@ func layerCase(op *layerOp, s shape, d dtype.DType, pass string, valRows int) be
 		n, k = s.H, s.I
 	}
 	return benchCase{
-		Op: op.name, Form: s.Name + " " + pass, DType: d, M: s.M, N: n, K: k,
-		FLOPs: layerFLOPs(op.projs(s), s.M, s.R, bwd),
-		Bytes: layerBytes(op, s, d, bwd),
-		Layer: &layerInfo{Shape: s, Pass: pass},
+		Op: op.name, Form: s.Name + " " + pass, DType: d, M: s.M, N: n, K: k, Weight: w,
+		FLOPs:       layerFLOPs(op.projs(s), s.M, s.R, bwd),
+		Bytes:       layerBytes(op, s, d, w, bwd),
+		WeightBytes: projWeightBytes(op.projs(s), w, d),
+		Layer:       &layerInfo{Shape: s, Pass: pass},
 		Setup: func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error) {
-			return setupLayer(eng, rng, op, s, d, bwd, valRows)
+			return setupLayer(eng, rng, op, s, d, w, bwd, valRows)
 		},
 	}
 }
@@ -298,17 +312,25 @@ func (ts tensors) Release() {
 	}
 }
 
-func setupLayer(eng *lora.Engine, rng *rand.Rand, op *layerOp, s shape, d dtype.DType, bwd bool, valRows int) (*benchRun, error) {
+func setupLayer(eng *lora.Engine, rng *rand.Rand, op *layerOp, s shape, d dtype.DType, wf weightFormat, bwd bool, valRows int) (*benchRun, error) {
 	dev := eng.Device()
 	var held tensors
-	fail := func(err error) (*benchRun, error) {
+	var weights []lora.Weight
+	release := func() {
 		held.Release()
+		for _, w := range weights {
+			releaseWeight(w)
+		}
+	}
+	fail := func(err error) (*benchRun, error) {
+		release()
 		return nil, err
 	}
 	// Inputs as torch_reference.py draws them, rounded to d so the reference
 	// sees what the GPU stores: W and A N(0,1)/√in, B 0.1·N(0,1)/√r (not
 	// zero, so the adapter path is exercised), X and the upstream gradients
-	// N(0,1).
+	// N(0,1). An NF4 W is quantized from that draw and the reference gets
+	// its dequantized values (uploadWeight).
 	dims := op.projs(s)
 	rps := make([]*ref.Proj, len(dims))
 	gps := make([]*lora.Projection, len(dims))
@@ -318,10 +340,11 @@ func setupLayer(eng *lora.Engine, rng *rand.Rand, op *layerOp, s shape, d dtype.
 			A: ref.RoundTo(d, ref.Random(rng, s.R*p.in, 1/math.Sqrt(float64(p.in)))),
 			B: ref.RoundTo(d, ref.Random(rng, p.out*s.R, 0.1/math.Sqrt(float64(s.R)))),
 		}
-		w, err := held.upload(dev, d, rp.W, p.out, p.in)
+		w, wv, err := uploadWeight(dev, wf, d, rp.W, p.out, p.in)
 		if err != nil {
 			return fail(err)
 		}
+		weights, rp.W = append(weights, w), wv
 		a, err := held.upload(dev, d, rp.A, s.R, p.in)
 		if err != nil {
 			return fail(err)
@@ -330,7 +353,7 @@ func setupLayer(eng *lora.Engine, rng *rand.Rand, op *layerOp, s shape, d dtype.
 		if err != nil {
 			return fail(err)
 		}
-		rps[i], gps[i] = rp, &lora.Projection{W: lora.Weight{Dense: w}, A: a, B: b, Scale: loraScale}
+		rps[i], gps[i] = rp, &lora.Projection{W: w, A: a, B: b, Scale: loraScale}
 	}
 	xw := op.xWidth(s)
 	xv := ref.RoundTo(d, ref.Random(rng, s.M*xw, 1))
@@ -395,7 +418,7 @@ func setupLayer(eng *lora.Engine, rng *rand.Rand, op *layerOp, s shape, d dtype.
 				mv, s.M, strings.Join(parts, ", "), names[wi], ref.MismatchesRC(got[wi], want[wi], cols, 3))
 			return worst, layerTol[d], detail, nil
 		},
-		Release: held.Release,
+		Release: release,
 	}, nil
 }
 

@@ -1,20 +1,24 @@
 // Command lorabench validates and times vklora's GPU ops on a Vulkan device.
 //
 //	lorabench devices [-json]
-//	lorabench matmul  [-m M -n N -k K | -sizes S,S,...] [-dtype f32|f16|bf16] [-form nt|nn|tn] ...
+//	lorabench matmul  [-m M -n N -k K | -sizes S,S,...] [-dtype f32|f16|bf16] [-form nt|nn|tn] [-weight dense,nf4] ...
 //	lorabench bench   [-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A]
-//	                  [-dtype D,...] [-pass fwd|fwdbwd|both] [-json] [-device SEL]
+//	                  [-dtype D,...] [-weight dense,nf4] [-pass fwd|fwdbwd|both] [-json] [-plot FILE.png] [-device SEL]
 //	lorabench check   FILE|DIR...
 //
 // Every op is checked against the float64 reference (package ref) before it is
 // timed; a result that fails validation is never timed (exit 3). Times come
-// from GPU timestamps: warm-up runs, then the median of repeats.
+// from GPU timestamps: warm-up runs, then the median of repeats. Base
+// weights are dense or NF4 (-weight); with both, each NF4 row is compared
+// with its dense twin (time and peak-memory ratios).
 //
 // Files: main.go (dispatch, usage, exit codes), devices.go, matmul.go (the
 // matmul op and its reference), bench.go (the op table and flags of
 // `bench`: add ops there), layers.go (the LoRA layer ops matmul_lora, o,
-// qkv, mlp at the presets or a custom shape), timing.go (timeGPU), report.go (table and JSON lines), progress.go
-// (stderr progress bar), check.go (the check subcommand).
+// qkv, mlp at the presets or a custom shape), weight.go (-weight: dense or NF4
+// base weights), timing.go (timeGPU), report.go (table and JSON lines),
+// compare.go (NF4 vs dense ratios), plot.go (-plot), progress.go (stderr
+// progress bar), check.go (the check subcommand).
 package main
 
 import (
@@ -45,10 +49,10 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"devices", "[-json]", "list Vulkan devices and their capabilities; * marks the default", cmdDevices},
-		{"matmul", "[-m M -n N -k K | -sizes S,...] [-dtype D] [-form nt|nn|tn] [-reps N] [-warmup N] [-device SEL] [-json]",
+		{"matmul", "[-m M -n N -k K | -sizes S,...] [-dtype D] [-form nt|nn|tn] [-weight dense,nf4] [-reps N] [-warmup N] [-device SEL] [-json] [-plot FILE.png]",
 			"validate, then time C = op(A)·op(B)", cmdMatmul},
 		{"bench", "[-quick] [-op matmul,matmul_lora,o,qkv,mlp] [-preset llama3-8b,gemma-2b,qwen2.5-0.5b | -m M -hidden H -inter I -q Q -kv KV -r R -act A]\n" +
-			"           [-dtype D,...] [-pass fwd|fwdbwd|both] [-json] [-device SEL] [-reps N] [-warmup N]",
+			"           [-dtype D,...] [-weight dense,nf4] [-pass fwd|fwdbwd|both] [-json] [-plot FILE.png] [-device SEL] [-reps N] [-warmup N]",
 			"validate and time the benchmark suite: matmul and the LoRA layers (time, TFLOP/s, peak extra MiB of a step)", cmdBench},
 		{"check", "FILE|DIR...", "check results files (not yet implemented)", cmdCheck},
 	}

@@ -178,7 +178,7 @@ func TestHelp(t *testing.T) {
 // wrong on purpose: it must be reported, not timed, and exit 3.
 func TestValidationFailureIsNotTimed(t *testing.T) {
 	needGPU(t)
-	bad := matmulCase(8, 8, 8, dtype.F32, "nt")
+	bad := matmulCase(8, 8, 8, dtype.F32, "nt", denseWeights)
 	setup := bad.Setup
 	bad.Setup = func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error) {
 		r, err := setup(eng, rng)
@@ -189,7 +189,7 @@ func TestValidationFailureIsNotTimed(t *testing.T) {
 		return r, nil
 	}
 	var out, errb bytes.Buffer
-	err := runCases([]benchCase{bad, matmulCase(8, 8, 8, dtype.F32, "nt")}, &runFlags{reps: 2, warmup: 0, seed: 1}, &out, &errb)
+	err := runCases([]benchCase{bad, matmulCase(8, 8, 8, dtype.F32, "nt", denseWeights)}, &runFlags{reps: 2, warmup: 0, seed: 1}, &out, &errb)
 	t.Logf("stdout:\n%sstderr:\n%s", out.String(), errb.String())
 	if code := exitCode(err, "bench", &errb); code != exitValidate {
 		t.Fatalf("exit %d (%v), want %d", code, err, exitValidate)
@@ -226,7 +226,7 @@ func TestSampleRows(t *testing.T) {
 // allow, so timeGPU must split them.
 func TestTimeGPUChunks(t *testing.T) {
 	dev, eng := openEngine(t)
-	r, err := matmulCase(4, 4, 4, dtype.F16, "tn").Setup(eng, rand.New(rand.NewPCG(1, 2)))
+	r, err := matmulCase(4, 4, 4, dtype.F16, "tn", denseWeights).Setup(eng, rand.New(rand.NewPCG(1, 2)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +348,7 @@ func TestBenchLayerValidation(t *testing.T) {
 	}
 	s := quickShape
 	s.M = 100 // validated on a 64-row slice
-	bad := layerCase(&op, s, dtype.F32, passFwdBwd, 64)
+	bad := layerCase(&op, s, dtype.F32, passFwdBwd, denseWeights, 64)
 	var out, errb bytes.Buffer
 	err := runCases([]benchCase{bad}, &runFlags{reps: 2, seed: 1}, &out, &errb)
 	t.Logf("stdout:\n%sstderr:\n%s", out.String(), errb.String())
@@ -365,7 +365,7 @@ func TestBenchLayerValidation(t *testing.T) {
 // holds, a few steps per submission: all of them are freed.
 func TestTimeGPUChunksHolds(t *testing.T) {
 	dev, eng := openEngine(t)
-	r, err := layerCase(layerOps["o"], quickShape, dtype.BF16, passFwdBwd, 64).Setup(eng, rand.New(rand.NewPCG(1, 3)))
+	r, err := layerCase(layerOps["o"], quickShape, dtype.BF16, passFwdBwd, denseWeights, 64).Setup(eng, rand.New(rand.NewPCG(1, 3)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ const maxRefRows = 64
 var matmulForms = map[string][2]bool{"nt": {false, true}, "nn": {false, false}, "tn": {true, false}}
 
 func cmdMatmul(args []string, stdout, stderr io.Writer) error {
-	const synopsis = "[-m M -n N -k K | -sizes S,...] [-dtype f32|f16|bf16] [-form nt|nn|tn] [-reps N] [-warmup N] [-device SEL] [-json]"
+	const synopsis = "[-m M -n N -k K | -sizes S,...] [-dtype f32|f16|bf16] [-form nt|nn|tn] [-weight dense,nf4] [-reps N] [-warmup N] [-device SEL] [-json] [-plot FILE.png]"
 	fs := newFlags("matmul", synopsis, stderr)
 	m := fs.Int("m", 1024, "rows of C and op(A)")
 	n := fs.Int("n", 1024, "columns of C and op(B)")
@@ -35,6 +35,7 @@ func cmdMatmul(args []string, stdout, stderr io.Writer) error {
 	sizes := fs.String("sizes", "", "comma-separated cube sizes (M=N=K), instead of -m/-n/-k")
 	dts := fs.String("dtype", "f32", "storage dtype of A, B and C: f32, f16 or bf16 (comma-separated for several)")
 	form := fs.String("form", "nt", "nt: X·Wᵀ (B stored [N,K]); nn: G·W; tn: Gᵀ·X (A stored [K,M])")
+	wf := addWeightFlags(fs)
 	o := addRunFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -56,8 +57,12 @@ func cmdMatmul(args []string, stdout, stderr io.Writer) error {
 		}
 		dtypes = append(dtypes, d)
 	}
-	var shapes [][3]int
 	set := setFlags(fs)
+	wfs, err := wf.parse(set)
+	if err != nil {
+		return err
+	}
+	var shapes [][3]int
 	if set["sizes"] {
 		if set["m"] || set["n"] || set["k"] {
 			return usagef("-sizes and -m/-n/-k are alternatives: give one")
@@ -83,67 +88,79 @@ func cmdMatmul(args []string, stdout, stderr io.Writer) error {
 	var cases []benchCase
 	for _, s := range shapes {
 		for _, d := range dtypes {
-			cases = append(cases, matmulCase(s[0], s[1], s[2], d, *form))
+			for _, w := range wfs {
+				cases = append(cases, matmulCase(s[0], s[1], s[2], d, *form, w))
+			}
 		}
 	}
 	return runCases(cases, o, stdout, stderr)
 }
 
-// matmulCase is C[M,N] = op(A)[M,K]·op(B)[K,N] with every operand in d.
-// FLOPs 2·M·N·K; bytes (M·K + K·N + M·N)·sizeof(d).
-func matmulCase(m, n, k int, d dtype.DType, form string) benchCase {
+// matmulCase is C[M,N] = op(A)[M,K]·op(B)[K,N] with every operand in d, or
+// with B an NF4 weight decoded to d when w says so. FLOPs 2·M·N·K; bytes
+// (M·K + M·N)·sizeof(d) plus B's bytes (K·N·sizeof(d) dense, see
+// weightBytes for NF4).
+func matmulCase(m, n, k int, d dtype.DType, form string, w weightFormat) benchCase {
 	return benchCase{
-		Op: "matmul", Form: form, DType: d, M: m, N: n, K: k,
-		FLOPs: 2 * float64(m) * float64(n) * float64(k),
-		Bytes: float64(m*k+k*n+m*n) * float64(d.Size()),
+		Op: "matmul", Form: form, DType: d, M: m, N: n, K: k, Weight: w,
+		FLOPs:       2 * float64(m) * float64(n) * float64(k),
+		Bytes:       float64(m*k+m*n)*float64(d.Size()) + weightBytes(w, d, n, k),
+		WeightBytes: weightBytes(w, d, n, k),
 		Setup: func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error) {
-			return setupMatmul(eng, rng, m, n, k, d, form)
+			return setupMatmul(eng, rng, m, n, k, d, matmulForms[form], w)
 		},
 	}
 }
 
-func setupMatmul(eng *lora.Engine, rng *rand.Rand, m, n, k int, d dtype.DType, form string) (*benchRun, error) {
+// setupMatmul uploads fresh inputs for C = op(A)·op(B); tr says whether A
+// and B are stored transposed. B is the base weight: dense or NF4 as
+// stored ([N,K] when transposed, else [K,N]).
+func setupMatmul(eng *lora.Engine, rng *rand.Rand, m, n, k int, d dtype.DType, tr [2]bool, wf weightFormat) (*benchRun, error) {
 	dev := eng.Device()
-	tr := matmulForms[form]
 	ta, tb := tr[0], tr[1]
 	// Fresh N(0,1) inputs rounded to d: the reference sees what the GPU stores.
 	a := ref.RoundTo(d, ref.Random(rng, m*k, 1))
 	b := ref.RoundTo(d, ref.Random(rng, k*n, 1))
-	var held []*vk.Tensor
+	var held tensors
+	var w lora.Weight
 	release := func() {
-		for _, t := range held {
-			t.Release()
-		}
+		held.Release()
+		releaseWeight(w)
 	}
-	upload := func(xs []float64, trans bool, rows, cols int) (lora.Mat, error) {
-		shape := []int{rows, cols}
-		if trans {
-			shape = []int{cols, rows}
-		}
-		t, err := dev.TensorFrom(d, ref.ToFloat32(xs), shape...)
-		if err != nil {
-			return lora.Mat{}, err
-		}
-		held = append(held, t)
-		if trans {
-			return lora.Dense(t).T(), nil
-		}
-		return lora.Dense(t), nil
-	}
-	am, err := upload(a, ta, m, k)
-	if err != nil {
+	fail := func(err error) (*benchRun, error) {
 		release()
 		return nil, err
 	}
-	bm, err := upload(b, tb, k, n)
+	ashape := []int{m, k}
+	if ta {
+		ashape = []int{k, m}
+	}
+	at, err := held.upload(dev, d, a, ashape...)
 	if err != nil {
-		release()
-		return nil, err
+		return fail(err)
+	}
+	am := lora.Dense(at)
+	if ta {
+		am = am.T()
+	}
+	bout, bin := k, n
+	if tb {
+		bout, bin = n, k
+	}
+	// b becomes what the GPU multiplies by (dequantized for NF4).
+	if w, b, err = uploadWeight(dev, wf, d, b, bout, bin); err != nil {
+		return fail(err)
+	}
+	bm := lora.Dense(w.Dense)
+	if w.NF4 != nil {
+		bm = lora.NF4(w.NF4)
+	}
+	if tb {
+		bm = bm.T()
 	}
 	c, err := dev.NewTensor(d, m, n)
 	if err != nil {
-		release()
-		return nil, err
+		return fail(err)
 	}
 	held = append(held, c)
 	return &benchRun{

@@ -34,7 +34,23 @@ type result struct {
 	// allocated before it (outputs, saved contexts, temporaries), measured
 	// on one untimed step: torch_reference.py's step_peak_extra_MiB.
 	PeakExtraMiB float64 `json:"peak_extra_MiB"`
+	// PeakTotalMiB is the device memory allocated at that step's peak: what
+	// the case holds (base weights, adapters, inputs) plus PeakExtraMiB.
+	PeakTotalMiB float64 `json:"peak_total_MiB"`
 	TFLOPs       float64 `json:"tflops"` // TFLOP/s at the median time
+	// Weight is the base weights' format: "dense" or "nf4" (with its
+	// blocksize and whether the scales are double-quantized); WeightMiB
+	// their device memory, held by the case, not part of PeakExtraMiB.
+	Weight      string  `json:"weight"`
+	Blocksize   int     `json:"blocksize,omitempty"`
+	DoubleQuant bool    `json:"double_quant,omitempty"`
+	WeightMiB   float64 `json:"weight_MiB"`
+	// NF4 rows whose dense twin (same op, dtype, form and shape) ran and
+	// validated before them: ms_median, peak_extra_MiB and peak_total_MiB
+	// divided by the dense row's (omitted where that is zero).
+	MsVsDense        jsonNum `json:"ms_vs_dense,omitempty"`
+	PeakVsDense      jsonNum `json:"peak_vs_dense,omitempty"`
+	PeakTotalVsDense jsonNum `json:"peak_total_vs_dense,omitempty"`
 	// Layer ops only: the preset ("quick", "custom"), pass and shape.
 	Preset string `json:"preset,omitempty"`
 	Pass   string `json:"pass,omitempty"`
@@ -59,7 +75,11 @@ func (x jsonNum) MarshalJSON() ([]byte, error) {
 
 func newResult(c benchCase, dev vk.DeviceInfo) result {
 	r := result{Op: c.Op, Device: dev.Name, DType: c.DType.String(), Form: c.Form,
-		M: c.M, N: c.N, K: c.K, FLOPs: c.FLOPs, Bytes: c.Bytes}
+		M: c.M, N: c.N, K: c.K, FLOPs: c.FLOPs, Bytes: c.Bytes, Preset: c.Preset,
+		Weight: c.Weight.String(), WeightMiB: c.WeightBytes / (1 << 20)}
+	if c.Weight.NF4 {
+		r.Blocksize, r.DoubleQuant = c.Weight.Blocksize, c.Weight.DoubleQuant
+	}
 	if l := c.Layer; l != nil {
 		s := l.Shape
 		r.Preset, r.Pass, r.Hidden, r.R = s.Name, l.Pass, s.H, s.R
@@ -76,6 +96,14 @@ func newResult(c benchCase, dev vk.DeviceInfo) result {
 		}
 	}
 	return r
+}
+
+// label is the op as the table shows it: "mlp", or "mlp/nf4" on NF4 weights.
+func (r result) label() string {
+	if r.Weight == "nf4" {
+		return r.Op + "/nf4"
+	}
+	return r.Op
 }
 
 func (r *result) setStats(st Stats, c benchCase) {
@@ -96,20 +124,29 @@ type reporter struct {
 	header bool
 	enc    *json.Encoder
 	format string // of a table row, with the widths of the op and form columns
+	nf4    string // the header's note on NF4 weights; "" when no case has them
+	twins  twins  // NF4 rows and their dense twins
+	rows   []result
 }
 
 // newReporter prepares the report of cases: the op and form columns are as
 // wide as the widest of them.
 func newReporter(w io.Writer, asJSON bool, dev vk.DeviceInfo, cases []benchCase) *reporter {
 	opW, formW := 7, 4
+	nf4 := ""
 	for _, c := range cases {
-		opW, formW = max(opW, len(c.Op)), max(formW, len(c.Form))
+		opW, formW = max(opW, len(c.label())), max(formW, len(c.Form))
+		if c.Weight.NF4 {
+			nf4 = weightsLabel(c.Weight)
+		}
 	}
 	format := fmt.Sprintf("%%-%ds %%-5s %%-%ds %%6s %%6s %%6s %%10s %%10s %%10s %%8s %%9s %%8s %%9s %%9s\n", opW, formW)
-	return &reporter{w: w, json: asJSON, dev: dev, enc: json.NewEncoder(w), format: format}
+	return &reporter{w: w, json: asJSON, dev: dev, enc: json.NewEncoder(w), format: format, nf4: nf4, twins: twins{}}
 }
 
 func (r *reporter) row(res result) {
+	r.twins.pair(&res)
+	r.rows = append(r.rows, res)
 	if r.json {
 		r.enc.Encode(res) //nolint:errcheck // a failing stdout fails every later write too
 		return
@@ -120,20 +157,28 @@ func (r *reporter) row(res result) {
 		fmt.Fprintf(r.w, "GPU timestamps, median of reps after warm-up; matmul FLOP = 2·M·N·K, bytes = (M·K+K·N+M·N)·sizeof(dtype)\n")
 		fmt.Fprintf(r.w, "layer ops (form = preset pass; M tokens, N K = out in, for mlp H I): FLOP per projection fwd 2·M·in·out + 2·M·r·(in+out), bwd 2·M·in·out + 4·M·r·(in+out);\n")
 		fmt.Fprintf(r.w, "peak MiB = device memory one step allocates above what was allocated before it; rel err of the worst output (layers: on min(M, -val-rows) rows)\n")
+		if r.nf4 != "" {
+			fmt.Fprintf(r.w, "op/%s, quantized on the device from the dense draw (bytes: ½ per weight + 4 per scale); validated against the dequantized weights\n", r.nf4)
+		}
 		fmt.Fprintf(r.w, r.format, "op", "dtype", "form", "M", "N", "K", "ms median", "ms min", "ms max", "TFLOP/s", "GFLOP/s", "GB/s", "peak MiB", "rel err")
 	}
 	relErr := fmt.Sprintf("%.2g", float64(res.RelErr))
 	if !res.Validated {
-		fmt.Fprintf(r.w, r.format, res.Op, res.DType, res.Form, itoa(res.M), itoa(res.N), itoa(res.K),
+		fmt.Fprintf(r.w, r.format, res.label(), res.DType, res.Form, itoa(res.M), itoa(res.N), itoa(res.K),
 			"FAILED", "-", "-", "-", "-", "-", mib(res.PeakExtraMiB), relErr)
 		return
 	}
-	fmt.Fprintf(r.w, r.format, res.Op, res.DType, res.Form, itoa(res.M), itoa(res.N), itoa(res.K),
+	fmt.Fprintf(r.w, r.format, res.label(), res.DType, res.Form, itoa(res.M), itoa(res.N), itoa(res.K),
 		ms(res.MsMedian), ms(res.MsMin), ms(res.MsMax),
 		fmt.Sprintf("%.3f", res.GFLOPs/1e3), num(res.GFLOPs), num(res.GBs), mib(res.PeakExtraMiB), relErr)
 }
 
-func (r *reporter) done() {}
+// done ends the report: in the table, the NF4 vs dense comparisons.
+func (r *reporter) done() {
+	if !r.json {
+		r.twins.write(r.w)
+	}
+}
 
 // num prints a rate with about three significant digits.
 func num(v float64) string {
