@@ -1,21 +1,36 @@
 #!/usr/bin/env bash
 # gpu-bench.sh: the one device call of a measuring session, run on the GPU
 # machine from the repository root after scripts/gpu-build.sh here (carry
-# .gl and .devcarry). It runs the GPU tests, generates the full PyTorch
-# conformance suite there and checks it, times matmul and the LoRA presets
-# with lorabench, then PyTorch's baseline on the same card, and prints a
-# short summary last. Everything is logged under $OUT.
+# .gl and .devcarry). It runs the GPU tests (the cooperative-matrix ones
+# must run, not skip), generates the full PyTorch conformance suite there
+# and checks it, times matmul (ours and cuBLAS's), the LoRA presets, and
+# NF4 against bf16 at llama3-8b shapes, then PyTorch's LoRA baseline on the
+# same card, and prints a short summary last. Logs go under $OUT (few
+# files: the device tool returns a limited number).
 set -uo pipefail
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-bash scripts/gpu-remote.sh > "$out/tests.txt" 2>&1
+VKLORA_REQUIRE_COOPMAT=1 bash scripts/gpu-remote.sh > "$out/tests.txt" 2>&1
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 B=.devcarry/bin
+L=$out/lorabench.txt
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv,noheader > "$out/gpu.txt"
-(cd .devcarry && timeout 120 python3 make_vectors.py --out /tmp/vec --suite full --seed 7 > "$out/vectors.txt" 2>&1)
+(cd .devcarry && timeout 120 python3 make_vectors.py --out /tmp/vec --suite full --seed 7 > /tmp/vectors.txt 2>&1)
 timeout 120 $B/lorabench check /tmp/vec > "$out/check.txt" 2>&1; echo "check exit $?" >> "$out/check.txt"
-timeout 150 $B/lorabench matmul -sizes 1024,4096,8192 -dtype f32,bf16 -reps 5 -warmup 2 > "$out/matmul.txt" 2>&1
-timeout 240 $B/lorabench bench -reps 5 -warmup 2 ${BENCH_ARGS:-} > "$out/bench.txt" 2>&1; echo "bench exit $?" >> "$out/bench.txt"
-(cd .devcarry && timeout 120 python3 torch_reference.py --json "$out/torch.json" > "$out/torch.txt" 2>&1)
+{
+	echo "## matmul (coopmat where supported)"
+	timeout 100 $B/lorabench matmul -sizes 4096,8192 -dtype bf16,f16 -reps 10 -warmup 3
+	echo "## matmul scalar (VKLORA_DISABLE_COOPMAT=1)"
+	VKLORA_DISABLE_COOPMAT=1 timeout 60 $B/lorabench matmul -sizes 8192 -dtype bf16 -reps 3 -warmup 1
+	echo "## NF4 vs bf16 at llama3-8b"
+	timeout 150 $B/lorabench bench -preset llama3-8b -op matmul,mlp -pass fwdbwd -weight dense,nf4 -reps 5 -warmup 2
+	echo "## presets"
+	timeout 300 $B/lorabench bench -reps 5 -warmup 2 ${BENCH_ARGS:-}
+	echo "bench exit $?"
+} > "$L" 2>&1
+{
+	(cd .devcarry && timeout 60 python3 ../scripts/torch_matmul.py --sizes 4096,8192)
+	(cd .devcarry && timeout 120 python3 torch_reference.py --json /tmp/torch.json)
+} > "$out/torch.txt" 2>&1
 echo "== $(cat "$out/gpu.txt")"; grep -E "^(PASS|FAIL)" "$out/tests.txt"
-tail -3 "$out/check.txt"; tail -8 "$out/matmul.txt"; tail -30 "$out/bench.txt"; grep -c preset "$out/torch.txt"
+tail -3 "$out/check.txt"; grep -v "^\s*$" "$L" | tail -60; grep -E "matmul|preset" "$out/torch.txt" | head -20

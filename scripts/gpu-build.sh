@@ -7,10 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .devcarry/bin
-go build -o .devcarry/bin/lorabench ./cmd/lorabench
+# Stripped: the device tool carries at most 64 MiB in all.
+go build -ldflags="-s -w" -o .devcarry/bin/lorabench ./cmd/lorabench
 for p in vk lora quant autograd conformance cmd/lorabench; do
 	[ -d "$p" ] || continue
-	go test -c -o ".devcarry/bin/$(basename "$p").test" "./$p"
+	go test -c -ldflags="-s -w" -o ".devcarry/bin/$(basename "$p").test" "./$p"
 done
 cp ../shared/bench/*.py .devcarry/ 2>/dev/null || true
 if [ ! -d .gl ] || ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
