@@ -115,8 +115,12 @@ uvec4 load_b_chunk(uint g, uint n) {
 #if B_TYPE == TYPE_NF4
 	uint e[8];
 	if (n == 8u && (g & 7u) == 0u) {
+		// One word, one block (block sizes are multiples of 8): one scale
+		// load and no division per element. Rounding the product straight
+		// to D gives the bits nf4_value's rounded value has.
 		uint w = b[g >> 3];
-		[[unroll]] for (uint i = 0; i < 8; i++) e[i] = to_d_bits(nf4_value(w, g + i, pc.blocksize));
+		float absmax = qstate[16u + g / pc.blocksize];
+		[[unroll]] for (uint i = 0; i < 8; i++) e[i] = to_d_bits(nf4_scaled(w, i, absmax));
 	} else {
 		[[unroll]] for (uint i = 0; i < 8; i++) e[i] = i < n ? to_d_bits(nf4_value(b[(g + i) >> 3], g + i, pc.blocksize)) : 0u;
 	}

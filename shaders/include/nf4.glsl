@@ -19,12 +19,18 @@ float nf4_round(float w) {
 }
 
 // The including shader declares the state buffer as `float qstate[]`.
+// code[nibble j of word]·absmax, unrounded; j in 0..7 is the element's
+// index within its word.
+float nf4_scaled(uint word, uint j, float absmax) {
+	uint byte_ = (word >> ((j >> 1u) * 8u)) & 0xffu;
+	uint code = (j & 1u) == 0u ? (byte_ >> 4u) : (byte_ & 15u);
+	precise float w = qstate[code] * absmax;
+	return w;
+}
+
 // word is the uint holding element i (word index i >> 3).
 float nf4_value(uint word, uint i, uint blocksize) {
-	uint byte_ = (word >> (((i >> 1u) & 3u) * 8u)) & 0xffu;
-	uint code = (i & 1u) == 0u ? (byte_ >> 4u) : (byte_ & 15u);
-	precise float w = qstate[code] * qstate[16u + i / blocksize];
-	return nf4_round(w);
+	return nf4_round(nf4_scaled(word, i & 7u, qstate[16u + i / blocksize]));
 }
 
 #endif
