@@ -78,7 +78,7 @@ func Variants() []Variant {
 				flavour += "_"
 			}
 			t.add(Variant{Name: variantName("matmul", false, d, flavour+"coopmat"), Source: "matmul_coopmat.comp",
-				Defines: map[string]string{"D_TYPE": typeDefine(d), "B_TYPE": typeDefine(m.b), "C_TYPE": typeDefine(m.c)},
+				Defines:    map[string]string{"D_TYPE": typeDefine(d), "B_TYPE": typeDefine(m.b), "C_TYPE": typeDefine(m.c)},
 				NoOptimize: true, Spirv: "vulkan1.3", BFloat16: d == "bf16"})
 		}
 	}
