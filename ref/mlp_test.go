@@ -29,21 +29,29 @@ func TestMLPBackwardFiniteDifference(t *testing.T) {
 							return dot(y, rr)
 						}
 
-						dX, dg, du, dd := MLPBackward(x, rr, m, gate, up, down, act)
-						checkClose(t, "dX", dX, numGrad(x, loss), fdTol)
-						for _, c := range []struct {
-							name string
-							p    *Proj
-							g    Grads
-						}{{"gate", gate, dg}, {"up", up, du}, {"down", down, dd}} {
-							checkClose(t, c.name+".dA", c.g.DA, numGrad(c.p.A, loss), fdTol)
-							checkClose(t, c.name+".dB", c.g.DB, numGrad(c.p.B, loss), fdTol)
-						}
+						checkMLPGrads(t, x, rr, m, gate, up, down, act, loss)
 					})
 				}
 			}
 		}
 	}
+}
+
+// checkMLPGrads compares MLPBackward's dX and each projection's dA and dB
+// with finite differences of loss, and returns dX.
+func checkMLPGrads(t *testing.T, x, rr []float64, m int, gate, up, down *Proj, act Activation, loss func() float64) []float64 {
+	t.Helper()
+	dX, dg, du, dd := MLPBackward(x, rr, m, gate, up, down, act)
+	checkClose(t, "dX", dX, numGrad(x, loss), fdTol)
+	for _, c := range []struct {
+		name string
+		p    *Proj
+		g    Grads
+	}{{"gate", gate, dg}, {"up", up, du}, {"down", down, dd}} {
+		checkClose(t, c.name+".dA", c.g.DA, numGrad(c.p.A, loss), fdTol)
+		checkClose(t, c.name+".dB", c.g.DB, numGrad(c.p.B, loss), fdTol)
+	}
+	return dX
 }
 
 // TestMLPBiasFiniteDifference: with biases on gate, up and down, e and g
@@ -62,17 +70,8 @@ func TestMLPBiasFiniteDifference(t *testing.T) {
 				y, _, _ := MLPForward(x, m, gate, up, down, act)
 				return dot(y, rr)
 			}
-			dX, dg, du, dd := MLPBackward(x, rr, m, gate, up, down, act)
+			dX := checkMLPGrads(t, x, rr, m, gate, up, down, act, loss)
 			require.Greater(t, RelErr(dX, dX0), 1e-3, "the gate/up biases must reach dX through act(e)·g")
-			checkClose(t, "dX", dX, numGrad(x, loss), fdTol)
-			for _, c := range []struct {
-				name string
-				p    *Proj
-				g    Grads
-			}{{"gate", gate, dg}, {"up", up, du}, {"down", down, dd}} {
-				checkClose(t, c.name+".dA", c.g.DA, numGrad(c.p.A, loss), fdTol)
-				checkClose(t, c.name+".dB", c.g.DB, numGrad(c.p.B, loss), fdTol)
-			}
 		})
 	}
 }
