@@ -14,6 +14,7 @@ type Engine struct {
 	dev    *vk.Device
 	coop   map[dtype.DType]*coopSupport // cooperative-matrix support by dtype
 	noCoop bool                         // SetCoopMat(false) or VKLORA_DISABLE_COOPMAT=1
+	rowCap int                          // tests: a lower grid-height cap than the device's
 }
 
 // NewEngine makes an engine on dev. The device must support 16-bit storage

@@ -211,7 +211,7 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 		return err
 	}
 	rp := splitkPush{M: uint32(m), N: uint32(n), CRs: uint32(n), S: uint32(splits), Beta: g.Beta}
-	return rec.Dispatch(rk, [3]uint32{uint32(ceilDiv(n, wg)), uint32(m), 1}, vk.PushBytes(&rp), scratch.Binding(), g.C.Binding())
+	return rec.Dispatch(rk, [3]uint32{uint32(ceilDiv(n, wg)), e.gridRows(m), 1}, vk.PushBytes(&rp), scratch.Binding(), g.C.Binding())
 }
 
 // gemmPlan is how one product runs: the kernel's tile and specialization
@@ -252,3 +252,13 @@ func (g *gemm) coopLayout(d dtype.DType) *coopLayout {
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// gridRows is the grid height for a kernel that loops over rows by the
+// grid height: rows, capped at the device's workgroup-count limit.
+func (e *Engine) gridRows(rows int) uint32 {
+	limit := int(e.dev.Caps().MaxWorkgroupCount[1])
+	if e.rowCap > 0 && e.rowCap < limit {
+		limit = e.rowCap
+	}
+	return uint32(max(1, min(rows, limit)))
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk"
 	"github.com/vklora/vklora/vk/vktest"
 )
 
@@ -160,4 +161,38 @@ func TestMatmulSplitKIntoF32(t *testing.T) {
 		require.NoError(t, rec.Submit())
 		vktest.ExpectClose(t, d.String(), f.download(c), ref.Matmul(x, a, m, n, k, false, true), n, tol[dtype.F32])
 	}
+}
+
+// Kernels that loop over rows by the grid height (the split-K reduction and
+// the gated MLP kernels) give the same bits when the grid is capped far below
+// the row count, as it is on devices for M beyond their 65535-group limit.
+func TestGridRowsCapped(t *testing.T) {
+	f := newFixture(t)
+	const d, m, h, i, r = dtype.BF16, 37, 24, 40, 3
+	gate, _ := f.proj(d, i, h, r, 0.37)
+	up, _ := f.proj(d, i, h, r, 2)
+	down, _ := f.proj(d, h, i, r, 1.5)
+	x := f.upload(d, f.random(d, m*h, 1), m, h)
+	gy := f.upload(d, f.random(d, m*h, 1), m, h)
+	a := f.upload(d, f.random(d, 7*5000, 1), 7, 5000)
+	b := f.upload(d, f.random(d, 16*5000, 1), 16, 5000)
+	run := func(rowCap int) []*vk.Tensor {
+		f.eng.rowCap = rowCap
+		defer func() { f.eng.rowCap = 0 }()
+		l := &MLP{Engine: f.eng, Gate: gate, Up: up, Down: down, Act: GEGLUTanh}
+		rec := f.recorder()
+		y, saved, err := l.Forward(rec, x)
+		require.NoError(t, err)
+		rec.Barrier()
+		dx, grads, err := l.Backward(rec, saved, gy)
+		require.NoError(t, err)
+		c := f.poisoned(dtype.F32, 7, 16) // 7×16 over K = 5000: split-K
+		require.NoError(t, f.eng.MatmulTo(rec, c, Dense(a), Dense(b).T(), 1, 0))
+		require.NoError(t, rec.Submit())
+		saved.Release()
+		f.keep(y, dx)
+		f.keepGrads(grads[:]...)
+		return append([]*vk.Tensor{y, dx, c}, f.gradTensors(grads[:]...)...)
+	}
+	f.requireSameTensors("grid capped at 2 rows", run(2), run(0))
 }

@@ -82,7 +82,7 @@ func (e *Engine) dispatchGated(rec *vk.Recorder, name string, count, row int, bu
 		return err
 	}
 	p := gatedPush{Count: uint32(count), Row: uint32(row)}
-	return rec.Dispatch(k, [3]uint32{uint32(ceilDiv(row, gatedWG)), uint32(ceilDiv(count, row)), 1}, vk.PushBytes(&p), bufs...)
+	return rec.Dispatch(k, [3]uint32{uint32(ceilDiv(row, gatedWG)), e.gridRows(ceilDiv(count, row)), 1}, vk.PushBytes(&p), bufs...)
 }
 
 // Forward records Y [M, H] for X [M, H].

@@ -56,17 +56,22 @@ layout(set = 0, binding = 5, std430) buffer BufDG { STORE_T dg[]; };
 void main() {
 	uint col = gl_GlobalInvocationID.x;
 	if (col >= pc.row) return;
-	uint i = gl_WorkGroupID.y * pc.row + col;
-	if (i >= pc.count) return;
-	float ev = ld(e[i]), gv = ld(g[i]);
-	float f = rnd(act_f(ev));
+	// Rows stride by the grid height, which the Go side caps at the device's
+	// workgroup-count limit (65535 on many GPUs), so any M works.
+	const uint rows = (pc.count + pc.row - 1u) / pc.row;
+	for (uint r = gl_WorkGroupID.y; r < rows; r += gl_NumWorkGroups.y) {
+		uint i = r * pc.row + col;
+		if (i >= pc.count) return;
+		float ev = ld(e[i]), gv = ld(g[i]);
+		float f = rnd(act_f(ev));
 #ifndef BACKWARD
-	h[i] = st(f * gv);
+		h[i] = st(f * gv);
 #else
-	float dhv = ld(dh[i]);
-	float grad = act_grad(ev);
-	h[i] = st(f * gv);
-	dg[i] = st(dhv * f);
-	de[i] = st(dhv * gv * grad);
+		float dhv = ld(dh[i]);
+		float grad = act_grad(ev);
+		h[i] = st(f * gv);
+		dg[i] = st(dhv * f);
+		de[i] = st(dhv * gv * grad);
 #endif
+	}
 }
