@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/vklora/vklora/autograd"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/quant"
 	"github.com/vklora/vklora/ref"
@@ -107,22 +108,6 @@ func (r *runner) out(key string, t *vk.Tensor) {
 	r.outs[key] = t
 }
 
-// backward records bwd after a barrier on the forward and registers dX and
-// the adapter gradients of the case's projections, in their order.
-func (r *runner) backward(bwd func() (*vk.Tensor, []lora.ProjGrad, error)) error {
-	r.rec.Barrier()
-	dx, gs, err := bwd()
-	if err != nil {
-		return err
-	}
-	r.out("grad.X", dx)
-	for i, n := range r.c.Projections {
-		r.out("grad."+n+".lora_A", gs[i].A)
-		r.out("grad."+n+".lora_B", gs[i].B)
-	}
-	return nil
-}
-
 func (r *runner) run() error {
 	c := r.c
 	var err error
@@ -146,11 +131,14 @@ func (r *runner) run() error {
 	case "matmul_lora":
 		err = r.matmulLoRA(in, ps[0])
 	case "lora_o":
-		err = r.loraO(in, ps[0])
+		err = r.layer(in, autograd.NewO(&lora.O{Engine: r.eng, Proj: ps[0]}), "Y")
 	case "lora_qkv":
-		err = r.loraQKV(in, ps)
+		err = r.layer(in, autograd.NewQKV(&lora.QKV{Engine: r.eng, Q: ps[0], K: ps[1], V: ps[2]}), "Q", "K", "V")
 	case "lora_mlp":
-		err = r.loraMLP(in, ps)
+		var act ref.Activation
+		if act, err = ref.ParseActivation(c.Activation); err == nil {
+			err = r.layer(in, autograd.NewMLP(&lora.MLP{Engine: r.eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: act}), "Y")
+		}
 	default:
 		err = fmt.Errorf("unknown op %q", c.Op)
 	}
@@ -174,50 +162,28 @@ func (r *runner) matmulLoRA(in map[string]*vk.Tensor, p *lora.Projection) error 
 	return err
 }
 
-func (r *runner) loraO(in map[string]*vk.Tensor, p *lora.Projection) error {
-	l := &lora.O{Engine: r.eng, Proj: p}
-	y, saved, err := l.Forward(r.rec, in["X"])
+// layer runs a training op through its autograd Function: the forward on
+// X gives the outputs named ys; after a barrier the backward on their
+// upstream gradients ("grad."+name) gives grad.X and the adapter gradients
+// of the case's projections, in their order.
+func (r *runner) layer(in map[string]*vk.Tensor, fn autograd.Function, ys ...string) error {
+	outs, ctx, err := fn.Forward(r.rec, []*vk.Tensor{in["X"]})
 	if err != nil {
 		return err
 	}
-	r.out("Y", y)
-	r.keep(saved)
-	return r.backward(func() (*vk.Tensor, []lora.ProjGrad, error) {
-		dx, g, err := l.Backward(r.rec, saved, in["grad.Y"])
-		return dx, []lora.ProjGrad{g}, err
-	})
-}
-
-func (r *runner) loraQKV(in map[string]*vk.Tensor, ps []*lora.Projection) error {
-	l := &lora.QKV{Engine: r.eng, Q: ps[0], K: ps[1], V: ps[2]}
-	q, k, v, saved, err := l.Forward(r.rec, in["X"])
-	if err != nil {
-		return err
+	r.keep(ctx)
+	gys := make([]*vk.Tensor, len(ys))
+	for i, n := range ys {
+		r.out(n, outs[i])
+		gys[i] = in["grad."+n]
 	}
-	r.out("Q", q)
-	r.out("K", k)
-	r.out("V", v)
-	r.keep(saved)
-	return r.backward(func() (*vk.Tensor, []lora.ProjGrad, error) {
-		dx, g, err := l.Backward(r.rec, saved, in["grad.Q"], in["grad.K"], in["grad.V"])
-		return dx, g[:], err
-	})
-}
-
-func (r *runner) loraMLP(in map[string]*vk.Tensor, ps []*lora.Projection) error {
-	act, err := ref.ParseActivation(r.c.Activation)
-	if err != nil {
-		return err
+	r.rec.Barrier()
+	dx, params, err := ctx.Backward(r.rec, gys)
+	for _, t := range dx {
+		r.out("grad.X", t)
 	}
-	l := &lora.MLP{Engine: r.eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: act}
-	y, saved, err := l.Forward(r.rec, in["X"])
-	if err != nil {
-		return err
+	for i, t := range params { // lora_A, lora_B of each projection
+		r.out(fmt.Sprintf("grad.%s.lora_%c", r.c.Projections[i/2], "AB"[i%2]), t)
 	}
-	r.out("Y", y)
-	r.keep(saved)
-	return r.backward(func() (*vk.Tensor, []lora.ProjGrad, error) {
-		dx, g, err := l.Backward(r.rec, saved, in["grad.Y"])
-		return dx, g[:], err
-	})
+	return err
 }

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 
+	"github.com/vklora/vklora/autograd"
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/ref"
@@ -62,6 +63,9 @@ type projDim struct {
 	out, in int
 }
 
+// gpuStep records one step of a layer op (see layerOp.gpu).
+type gpuStep func(eng *lora.Engine, rec *vk.Recorder, ps []*lora.Projection, act ref.Activation, x *vk.Tensor, gys []*vk.Tensor, bwd bool) (outs []*vk.Tensor, saved []vk.Releaser, err error)
+
 // layerOp describes one LoRA layer op for the generic case below.
 type layerOp struct {
 	name    string
@@ -74,7 +78,7 @@ type layerOp struct {
 	// the outputs in the order of ref (forward outputs, then for bwd dX and
 	// dA, dB of each projection) and the saved contexts to free. What it
 	// returns is owned by the caller, also on error.
-	gpu func(eng *lora.Engine, rec *vk.Recorder, ps []*lora.Projection, act ref.Activation, x *vk.Tensor, gys []*vk.Tensor, bwd bool) (outs []*vk.Tensor, saved []vk.Releaser, err error)
+	gpu gpuStep
 	// ref computes the same outputs in float64.
 	ref func(x []float64, gys [][]float64, m int, ps []*ref.Proj, act ref.Activation, bwd bool) [][]float64
 }
@@ -102,22 +106,9 @@ var layerOps = map[string]*layerOp{
 		projs:   func(s shape) []projDim { return []projDim{{"o", s.H, s.Q}} },
 		xWidth:  func(s shape) int { return s.Q },
 		yWidths: func(s shape) []int { return []int{s.H} },
-		gpu: func(eng *lora.Engine, rec *vk.Recorder, ps []*lora.Projection, _ ref.Activation, x *vk.Tensor, gys []*vk.Tensor, bwd bool) ([]*vk.Tensor, []vk.Releaser, error) {
-			l := &lora.O{Engine: eng, Proj: ps[0]}
-			y, saved, err := l.Forward(rec, x)
-			if err != nil {
-				return nil, nil, err
-			}
-			outs, hold := []*vk.Tensor{y}, []vk.Releaser{saved}
-			if !bwd {
-				return outs, hold, nil
-			}
-			dx, g, err := l.Backward(rec, saved, gys[0])
-			if err != nil {
-				return outs, hold, err
-			}
-			return append(outs, dx, g.A, g.B), hold, nil
-		},
+		gpu: layerStep(func(eng *lora.Engine, ps []*lora.Projection, _ ref.Activation) autograd.Function {
+			return autograd.NewO(&lora.O{Engine: eng, Proj: ps[0]})
+		}),
 		ref: func(x []float64, gys [][]float64, m int, ps []*ref.Proj, _ ref.Activation, bwd bool) [][]float64 {
 			y := ref.LinearForward(x, m, ps[0])
 			if !bwd {
@@ -132,26 +123,9 @@ var layerOps = map[string]*layerOp{
 		projs:   func(s shape) []projDim { return []projDim{{"q", s.Q, s.H}, {"k", s.KV, s.H}, {"v", s.KV, s.H}} },
 		xWidth:  func(s shape) int { return s.H },
 		yWidths: func(s shape) []int { return []int{s.Q, s.KV, s.KV} },
-		gpu: func(eng *lora.Engine, rec *vk.Recorder, ps []*lora.Projection, _ ref.Activation, x *vk.Tensor, gys []*vk.Tensor, bwd bool) ([]*vk.Tensor, []vk.Releaser, error) {
-			l := &lora.QKV{Engine: eng, Q: ps[0], K: ps[1], V: ps[2]}
-			q, k, v, saved, err := l.Forward(rec, x)
-			if err != nil {
-				return nil, nil, err
-			}
-			outs, hold := []*vk.Tensor{q, k, v}, []vk.Releaser{saved}
-			if !bwd {
-				return outs, hold, nil
-			}
-			dx, gs, err := l.Backward(rec, saved, gys[0], gys[1], gys[2])
-			if err != nil {
-				return outs, hold, err
-			}
-			outs = append(outs, dx)
-			for _, g := range gs {
-				outs = append(outs, g.A, g.B)
-			}
-			return outs, hold, nil
-		},
+		gpu: layerStep(func(eng *lora.Engine, ps []*lora.Projection, _ ref.Activation) autograd.Function {
+			return autograd.NewQKV(&lora.QKV{Engine: eng, Q: ps[0], K: ps[1], V: ps[2]})
+		}),
 		ref: func(x []float64, gys [][]float64, m int, ps []*ref.Proj, _ ref.Activation, bwd bool) [][]float64 {
 			q, k, v := ref.QKVForward(x, m, ps[0], ps[1], ps[2])
 			if !bwd {
@@ -166,26 +140,9 @@ var layerOps = map[string]*layerOp{
 		projs:   func(s shape) []projDim { return []projDim{{"gate", s.I, s.H}, {"up", s.I, s.H}, {"down", s.H, s.I}} },
 		xWidth:  func(s shape) int { return s.H },
 		yWidths: func(s shape) []int { return []int{s.H} },
-		gpu: func(eng *lora.Engine, rec *vk.Recorder, ps []*lora.Projection, act ref.Activation, x *vk.Tensor, gys []*vk.Tensor, bwd bool) ([]*vk.Tensor, []vk.Releaser, error) {
-			l := &lora.MLP{Engine: eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: act}
-			y, saved, err := l.Forward(rec, x)
-			if err != nil {
-				return nil, nil, err
-			}
-			outs, hold := []*vk.Tensor{y}, []vk.Releaser{saved}
-			if !bwd {
-				return outs, hold, nil
-			}
-			dx, gs, err := l.Backward(rec, saved, gys[0])
-			if err != nil {
-				return outs, hold, err
-			}
-			outs = append(outs, dx)
-			for _, g := range gs {
-				outs = append(outs, g.A, g.B)
-			}
-			return outs, hold, nil
-		},
+		gpu: layerStep(func(eng *lora.Engine, ps []*lora.Projection, act ref.Activation) autograd.Function {
+			return autograd.NewMLP(&lora.MLP{Engine: eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: act})
+		}),
 		ref: func(x []float64, gys [][]float64, m int, ps []*ref.Proj, act ref.Activation, bwd bool) [][]float64 {
 			y, _, _ := ref.MLPForward(x, m, ps[0], ps[1], ps[2], act)
 			if !bwd {
@@ -195,6 +152,25 @@ var layerOps = map[string]*layerOp{
 			return [][]float64{y, dx, dg.DA, dg.DB, du.DA, du.DB, dd.DA, dd.DB}
 		},
 	},
+}
+
+// layerStep is the gpu step of a training layer, recorded through its
+// autograd Function: the forward outputs, then for bwd dX and dA, dB of each
+// projection (the Function's parameter order, which is ref's). The saved
+// context is returned to free.
+func layerStep(newFn func(eng *lora.Engine, ps []*lora.Projection, act ref.Activation) autograd.Function) gpuStep {
+	return func(eng *lora.Engine, rec *vk.Recorder, ps []*lora.Projection, act ref.Activation, x *vk.Tensor, gys []*vk.Tensor, bwd bool) ([]*vk.Tensor, []vk.Releaser, error) {
+		outs, ctx, err := newFn(eng, ps, act).Forward(rec, []*vk.Tensor{x})
+		if err != nil {
+			return nil, nil, err
+		}
+		hold := []vk.Releaser{ctx}
+		if !bwd {
+			return outs, hold, nil
+		}
+		dx, params, err := ctx.Backward(rec, gys)
+		return append(append(outs, dx...), params...), hold, err
+	}
 }
 
 // outNames names the outputs op.gpu and op.ref return.
