@@ -19,5 +19,4 @@ for d in ${DTYPES:-bf16,f16}; do
 done
 VKLORA_DISABLE_COOPMAT=1 timeout 120 $B/lorabench matmul -sizes 8192 -dtype bf16 -reps 3 -warmup 1 > "$out/matmul-scalar.txt" 2>&1
 echo "scalar:"; tail -2 "$out/matmul-scalar.txt"
-[ -n "${EXTRA:-}" ] && eval "$EXTRA"
 (cd .devcarry && timeout 120 python3 ../scripts/torch_matmul.py --sizes ${SIZES:-4096,8192} > "$out/torch-matmul.txt" 2>&1); cat "$out/torch-matmul.txt"

@@ -32,13 +32,6 @@
 #include "types.glsl"
 #include "matmul_push.glsl"
 
-#ifdef FIXED_TILE
-// Compile-time tile (FIXED_TILE=BM,BN,BK,WM,WN,TM,TN,TK,A_KF,B_KF,WG): lets
-// the compiler unroll every fragment loop before the driver sees it.
-#define FT_ARGS(a, b, c, d, e, f, g, h, i, j, k) const uint BM = a, BN = b, BK = c, WM = d, WN = e, TM = f, TN = g, TK = h; const bool A_KF = i, B_KF = j; layout(local_size_x = k) in;
-#define FT_EXPAND(x) FT_ARGS x
-FT_EXPAND((FIXED_TILE))
-#else
 layout(constant_id = 0) const uint BM = 128;
 layout(constant_id = 1) const uint BN = 128;
 layout(constant_id = 2) const uint BK = 32;
@@ -50,7 +43,6 @@ layout(constant_id = 7) const uint TN = 16;
 layout(constant_id = 8) const uint TK = 16;
 layout(constant_id = 9) const bool A_KF = true;
 layout(constant_id = 10) const bool B_KF = true;
-#endif
 
 // Raw 16-bit views of A and B, and 128-bit views for aligned chunks.
 layout(set = 0, binding = 0, std430) readonly buffer BufA { uint16_t a16[]; };
