@@ -79,7 +79,7 @@ func probeCoopMat(c *vk.Caps) map[dtype.DType]*coopSupport {
 			continue
 		}
 		for _, s := range c.CoopMatShapes {
-			if !s.SubgroupScope || s.A != in.comp || s.B != in.comp || s.C != vk.ComponentF32 || s.Result != vk.ComponentF32 {
+			if !s.Multiplies(in.comp, vk.ComponentF32) {
 				continue
 			}
 			sup := &coopSupport{shape: s, subgroup: int(c.SubgroupSize)}
@@ -87,9 +87,7 @@ func probeCoopMat(c *vk.Caps) map[dtype.DType]*coopSupport {
 				threads := t.subgroups() * sup.subgroup
 				chunks := t.BK / 8 // per tile row; each thread stages whole chunks
 				if t.WM%int(s.M) == 0 && t.WN%int(s.N) == 0 && t.BK%int(s.K) == 0 && t.BK%8 == 0 &&
-					(t.BM*chunks)%threads == 0 && (t.BN*chunks)%threads == 0 &&
-					t.sharedBytes() <= int(c.MaxSharedMemory) && threads <= int(c.MaxWorkgroupInvocations) &&
-					uint32(threads) <= c.MaxWorkgroupSize[0] {
+					(t.BM*chunks)%threads == 0 && (t.BN*chunks)%threads == 0 && fits(c, t.sharedBytes(), threads) {
 					sup.tiles = append(sup.tiles, t)
 				}
 			}

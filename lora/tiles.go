@@ -25,10 +25,11 @@ var tileTable = []tileShape{
 	{BM: 32, BN: 32, BK: 16, TM: 2, TN: 2}, // 256 threads, 4.2 KiB
 }
 
-// fits reports whether the device can run the tile.
-func fits(c *vk.Caps, t tileShape) bool {
-	return t.sharedBytes() <= int(c.MaxSharedMemory) && t.threads() <= int(c.MaxWorkgroupInvocations) &&
-		uint32(t.threads()) <= c.MaxWorkgroupSize[0]
+// fits reports whether the device can run a workgroup of threads (along x)
+// using sharedBytes of shared memory.
+func fits(c *vk.Caps, sharedBytes, threads int) bool {
+	return sharedBytes <= int(c.MaxSharedMemory) && threads <= int(c.MaxWorkgroupInvocations) &&
+		uint32(threads) <= c.MaxWorkgroupSize[0]
 }
 
 // targetGroups is how many workgroups keep the device busy: a discrete GPU
@@ -45,7 +46,7 @@ func (e *Engine) pickTile(m, n int) tileShape {
 	c := e.dev.Caps()
 	var last tileShape
 	for i, t := range tileTable {
-		if !fits(c, t) {
+		if !fits(c, t.sharedBytes(), t.threads()) {
 			continue
 		}
 		last = t

@@ -106,11 +106,17 @@ type Caps struct {
 	QueueFamily               uint32
 }
 
+// Multiplies reports whether s is a subgroup-scope shape with inputs of
+// type in and accumulator and result of type acc.
+func (s CoopMatShape) Multiplies(in, acc ComponentType) bool {
+	return s.SubgroupScope && s.A == in && s.B == in && s.C == acc && s.Result == acc
+}
+
 // HasCoopMat reports whether a subgroup-scope shape with the given input and
 // accumulator types exists.
 func (c *Caps) HasCoopMat(in, acc ComponentType) (CoopMatShape, bool) {
 	for _, s := range c.CoopMatShapes {
-		if s.SubgroupScope && s.A == in && s.B == in && s.C == acc && s.Result == acc {
+		if s.Multiplies(in, acc) {
 			return s, true
 		}
 	}
