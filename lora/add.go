@@ -93,15 +93,13 @@ func checkOperand(name string, t *vk.Tensor) error {
 	switch {
 	case t == nil || t.Released():
 		return fmt.Errorf("%s is nil or released: %w", name, ErrBadInput)
-	case !isFloat(t.DType()):
+	case !t.DType().IsFloat():
 		return fmt.Errorf("%s %s must be f32, f16 or bf16: %w", name, t, ErrBadInput)
 	case t.Numel() > maxAddElems:
 		return fmt.Errorf("%s %s has more than 2^31 elements: %w", name, t, ErrBadInput)
 	}
 	return nil
 }
-
-func isFloat(d dtype.DType) bool { return d == dtype.F32 || d == dtype.F16 || d == dtype.BF16 }
 
 // checkBias validates a base-layer bias: present, 1-D [out], of the layer
 // dtype d; of names what it belongs to for the message.
@@ -122,9 +120,8 @@ func (e *Engine) dispatchAdd(rec *vk.Recorder, name string, rows, cols int, alph
 	if err != nil {
 		return err
 	}
-	lim := e.dev.Caps().MaxWorkgroupCount
-	gx := min(ceilDiv(cols, addWG), addGrid[0], int(lim[0]))
-	gy := min(rows, addGrid[1], int(lim[1]))
+	gx := min(ceilDiv(cols, addWG), addGrid[0], int(e.dev.Caps().MaxWorkgroupCount[0]))
+	gy := min(int(e.gridRows(rows)), addGrid[1])
 	p := addPush{Rows: uint32(rows), Cols: uint32(cols), Alpha: alpha}
 	return rec.Dispatch(k, [3]uint32{uint32(gx), uint32(gy), 1}, vk.PushBytes(&p), dst.Binding(), src.Binding())
 }
