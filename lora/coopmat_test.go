@@ -31,6 +31,42 @@ func coopFixture(t *testing.T, d dtype.DType) *fixture {
 	return f
 }
 
+// requireCoopMat2Env, set to 1, makes a device without
+// VK_NV_cooperative_matrix2 fail the tests of the workgroup-scope kernel.
+const requireCoopMat2Env = "VKLORA_REQUIRE_COOPMAT2"
+
+// coopPaths returns the cooperative kernels the fixture's device runs for
+// d, by plan suffix: the subgroup-scope one always, the workgroup-scope
+// one where the device has it.
+func coopPaths(t *testing.T, f *fixture, d dtype.DType) []string {
+	paths := []string{"_coopmat"}
+	switch {
+	case f.eng.CoopMat2(d):
+		paths = append(paths, "_cm2")
+	case os.Getenv(requireCoopMat2Env) == "1":
+		t.Fatalf("%s=1 but %s has no %s workgroup-scope cooperative matrices", requireCoopMat2Env, f.dev.Info().Name, d)
+	}
+	return paths
+}
+
+// usePath makes the engine pick the cooperative kernel named by suffix and
+// returns the function that restores it.
+func (e *Engine) usePath(suffix string) func() {
+	old := e.noCM2
+	e.noCM2 = suffix != "_cm2"
+	return func() { e.noCM2 = old }
+}
+
+// forEachCoopPath runs body as one subtest per cooperative kernel.
+func forEachCoopPath(t *testing.T, f *fixture, d dtype.DType, body func(t *testing.T, suffix string)) {
+	for _, p := range coopPaths(t, f, d) {
+		t.Run(p[1:], func(t *testing.T) {
+			defer f.eng.usePath(p)()
+			body(t, p)
+		})
+	}
+}
+
 // coopShapes: odd sizes (unaligned chunks, partial tiles), aligned ones
 // (128-bit loads), a long K with few tiles (split-K) and a large output.
 var coopShapes = [][3]int{{133, 97, 75}, {256, 192, 128}, {64, 72, 3000}, {2900, 2900, 24}}
@@ -39,34 +75,36 @@ func TestCoopMatMatmul(t *testing.T) {
 	for _, d := range []dtype.DType{dtype.F16, dtype.BF16} {
 		t.Run(d.String(), func(t *testing.T) {
 			f := coopFixture(t, d)
-			for _, fm := range forms {
-				for _, s := range coopShapes {
-					m, n, k := s[0], s[1], s[2]
-					t.Run(fmt.Sprintf("%s/%dx%dx%d", fm.name, m, n, k), func(t *testing.T) {
-						f := f.in(t)
-						require.Equal(t, "_coopmat", f.eng.plan(d, &coopLayout{}, m, n, k).suffix, "the cooperative kernel must run")
-						a := f.random(d, m*k, 1)
-						b := f.random(d, k*n, 1)
-						c0 := f.random(d, m*n, 1)
-						A := Dense(f.upload(d, a, storedShape(fm.transA, m, k)...))
-						B := Dense(f.upload(d, b, storedShape(fm.transB, k, n)...))
-						if fm.transA {
-							A = A.T()
-						}
-						if fm.transB {
-							B = B.T()
-						}
-						const alpha, beta = 0.37, -1.5
-						c := f.upload(d, c0, m, n)
-						rec := f.recorder()
-						require.NoError(t, f.eng.MatmulTo(rec, c, A, B, alpha, beta))
-						require.NoError(t, rec.Submit())
-						want := append([]float64(nil), c0...)
-						ref.MatmulAcc(want, a, b, m, n, k, fm.transA, fm.transB, alpha, beta)
-						vktest.ExpectClose(t, "C", f.download(c), ref.RoundTo(d, want), n, tol[d])
-					})
+			forEachCoopPath(t, f, d, func(t *testing.T, path string) {
+				for _, fm := range forms {
+					for _, s := range coopShapes {
+						m, n, k := s[0], s[1], s[2]
+						t.Run(fmt.Sprintf("%s/%dx%dx%d", fm.name, m, n, k), func(t *testing.T) {
+							f := f.in(t)
+							require.Equal(t, path, f.eng.plan(d, &coopLayout{}, true, false, m, n, k).suffix, "the cooperative kernel must run")
+							a := f.random(d, m*k, 1)
+							b := f.random(d, k*n, 1)
+							c0 := f.random(d, m*n, 1)
+							A := Dense(f.upload(d, a, storedShape(fm.transA, m, k)...))
+							B := Dense(f.upload(d, b, storedShape(fm.transB, k, n)...))
+							if fm.transA {
+								A = A.T()
+							}
+							if fm.transB {
+								B = B.T()
+							}
+							const alpha, beta = 0.37, -1.5
+							c := f.upload(d, c0, m, n)
+							rec := f.recorder()
+							require.NoError(t, f.eng.MatmulTo(rec, c, A, B, alpha, beta))
+							require.NoError(t, rec.Submit())
+							want := append([]float64(nil), c0...)
+							ref.MatmulAcc(want, a, b, m, n, k, fm.transA, fm.transB, alpha, beta)
+							vktest.ExpectClose(t, "C", f.download(c), ref.RoundTo(d, want), n, tol[d])
+						})
+					}
 				}
-			}
+			})
 		})
 	}
 }
@@ -77,32 +115,34 @@ func TestCoopMatFusedTerm(t *testing.T) {
 	for _, d := range []dtype.DType{dtype.F16, dtype.BF16} {
 		t.Run(d.String(), func(t *testing.T) {
 			f := coopFixture(t, d)
-			for _, fm := range forms[:2] {
-				for _, cd := range []dtype.DType{d, dtype.F32} {
-					m, n, k, r := 137, 203, 88, 7
-					t.Run(fmt.Sprintf("%s/into_%s", fm.name, cd), func(t *testing.T) {
-						f := f.in(t)
-						x := f.random(d, m*k, 1)
-						w := f.random(d, n*k, 1)
-						xa := f.random(dtype.F32, m*r, 1)
-						bm := f.random(d, n*r, 1)
-						B := Dense(f.upload(d, w, storedShape(fm.transB, k, n)...))
-						if fm.transB {
-							B = B.T()
-						}
-						c := f.poisoned(cd, m, n)
-						rec := f.recorder()
-						const s = 0.37
-						err := f.eng.gemm(rec, gemm{C: c, A: Dense(f.upload(d, x, m, k)), B: B,
-							A2: Dense(f.upload(dtype.F32, xa, m, r)), B2: Dense(f.upload(d, bm, n, r)).T(), Alpha: 1, Alpha2: s})
-						require.NoError(t, err)
-						require.NoError(t, rec.Submit())
-						want := ref.Matmul(x, w, m, n, k, false, fm.transB)
-						ref.MatmulAcc(want, xa, bm, m, n, r, false, true, s, 1)
-						vktest.ExpectClose(t, "C", f.download(c), ref.RoundTo(cd, want), n, tol[d])
-					})
+			forEachCoopPath(t, f, d, func(t *testing.T, path string) {
+				for _, fm := range forms[:2] {
+					for _, cd := range []dtype.DType{d, dtype.F32} {
+						m, n, k, r := 137, 203, 88, 7
+						t.Run(fmt.Sprintf("%s/into_%s", fm.name, cd), func(t *testing.T) {
+							f := f.in(t)
+							x := f.random(d, m*k, 1)
+							w := f.random(d, n*k, 1)
+							xa := f.random(dtype.F32, m*r, 1)
+							bm := f.random(d, n*r, 1)
+							B := Dense(f.upload(d, w, storedShape(fm.transB, k, n)...))
+							if fm.transB {
+								B = B.T()
+							}
+							c := f.poisoned(cd, m, n)
+							rec := f.recorder()
+							const s = 0.37
+							err := f.eng.gemm(rec, gemm{C: c, A: Dense(f.upload(d, x, m, k)), B: B,
+								A2: Dense(f.upload(dtype.F32, xa, m, r)), B2: Dense(f.upload(d, bm, n, r)).T(), Alpha: 1, Alpha2: s})
+							require.NoError(t, err)
+							require.NoError(t, rec.Submit())
+							want := ref.Matmul(x, w, m, n, k, false, fm.transB)
+							ref.MatmulAcc(want, xa, bm, m, n, r, false, true, s, 1)
+							vktest.ExpectClose(t, "C", f.download(c), ref.RoundTo(cd, want), n, tol[d])
+						})
+					}
 				}
-			}
+			})
 		})
 	}
 }
@@ -114,6 +154,9 @@ func TestCoopMatNF4(t *testing.T) {
 	for _, d := range []dtype.DType{dtype.F16, dtype.BF16} {
 		t.Run(d.String(), func(t *testing.T) {
 			f := coopFixture(t, d)
+			// Both products must run on one kernel to be bit-identical, and
+			// only the subgroup-scope kernel decodes NF4 tiles so far.
+			defer f.eng.usePath("_coopmat")()
 			const m, out, in = 150, 203, 117
 			q, dw := f.nf4Weight(d, out, in, 64, true)
 			wd := ref.FromFloat32(quant.Dequantize(q))
@@ -151,14 +194,16 @@ func TestCoopMatMatchesScalar(t *testing.T) {
 	a := f.random(d, m*k, 1)
 	b := f.random(d, n*k, 1)
 	at, bt := f.upload(d, a, m, k), f.upload(d, b, n, k)
-	run := func(on bool) []float64 {
-		f.eng.SetCoopMat(on)
-		defer f.eng.SetCoopMat(true)
-		c := f.poisoned(d, m, n)
-		rec := f.recorder()
-		require.NoError(t, f.eng.MatmulTo(rec, c, Dense(at), Dense(bt).T(), 1, 0))
-		require.NoError(t, rec.Submit())
-		return f.download(c)
-	}
-	vktest.ExpectClose(t, "coopmat vs scalar", run(true), run(false), n, tol[d])
+	forEachCoopPath(t, f, d, func(t *testing.T, _ string) {
+		run := func(on bool) []float64 {
+			f.eng.SetCoopMat(on)
+			defer f.eng.SetCoopMat(true)
+			c := f.poisoned(d, m, n)
+			rec := f.recorder()
+			require.NoError(t, f.eng.MatmulTo(rec, c, Dense(at), Dense(bt).T(), 1, 0))
+			require.NoError(t, rec.Submit())
+			return f.download(c)
+		}
+		vktest.ExpectClose(t, "coopmat vs scalar", run(true), run(false), n, tol[d])
+	})
 }

@@ -13,7 +13,9 @@ import (
 type Engine struct {
 	dev    *vk.Device
 	coop   map[dtype.DType]*coopSupport // cooperative-matrix support by dtype
+	cm2    map[dtype.DType][]cm2Tile    // workgroup-scope tiles the device runs, by dtype
 	noCoop bool                         // SetCoopMat(false) or VKLORA_DISABLE_COOPMAT=1
+	noCM2  bool                         // VKLORA_DISABLE_COOPMAT2=1, or tests of the subgroup kernel
 	rowCap int                          // tests: a lower grid-height cap than the device's
 }
 
@@ -26,7 +28,8 @@ func NewEngine(dev *vk.Device) (*Engine, error) {
 	if !dev.Caps().Storage16 {
 		return nil, fmt.Errorf("lora: device %s lacks 16-bit storage buffers: %w", dev.Info().Name, vk.ErrUnsupported)
 	}
-	return &Engine{dev: dev, coop: probeCoopMat(dev.Caps()), noCoop: coopDisabledByEnv()}, nil
+	return &Engine{dev: dev, coop: probeCoopMat(dev.Caps()), cm2: probeCoopMat2(dev.Caps()),
+		noCoop: coopDisabledByEnv(), noCM2: coopMat2DisabledByEnv()}, nil
 }
 
 // Device is the engine's device.

@@ -156,7 +156,7 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 	if err != nil {
 		return fmt.Errorf("lora: matmul: %w", err)
 	}
-	pl := e.plan(d, g.coopLayout(d), m, n, k)
+	pl := e.plan(d, g.coopLayout(d), g.fusedUnitStrides(), g.B.nf4 != nil, m, n, k)
 	bm, bn, spec, suffix, splits, kSplit := pl.bm, pl.bn, pl.spec, pl.suffix, pl.splits, pl.kSplit
 	p := matmulPush{M: uint32(m), N: uint32(n), K: uint32(k), K2: uint32(k2), CRs: uint32(n),
 		Alpha: g.Alpha, Beta: g.Beta, Alpha2: g.Alpha2, KSplit: uint32(kSplit)}
@@ -226,10 +226,17 @@ type gemmPlan struct {
 // plan picks the kernel for an [m, n] = [m, k]·[k, n] product of dtype d;
 // coop is the operands' layout for the cooperative-matrix kernel, nil when
 // they do not suit it.
-func (e *Engine) plan(d dtype.DType, coop *coopLayout, m, n, k int) gemmPlan {
+//
+// The workgroup-scope kernel (VK_NV_cooperative_matrix2) comes first where
+// the device has it, then the subgroup-scope one, then the scalar one. The
+// workgroup-scope kernel reads the fused term's operands through tensor
+// layouts too, so it needs fusedOK (each has a unit stride) and a dense B.
+func (e *Engine) plan(d dtype.DType, coop *coopLayout, fusedOK, nf4 bool, m, n, k int) gemmPlan {
 	t := e.pickTile(m, n)
 	p := gemmPlan{bm: t.BM, bn: t.BN, bk: t.BK, spec: t.spec()}
-	if ct, sup, ok := e.pickCoopTile(d, m, n); ok && coop != nil {
+	if ct, ok := e.pickCM2Tile(d, m, n); ok && coop != nil && fusedOK && !nf4 {
+		p = gemmPlan{bm: ct.BM, bn: ct.BN, bk: ct.BK, spec: ct.spec(*coop), suffix: "_cm2"}
+	} else if ct, sup, ok := e.pickCoopTile(d, m, n); ok && coop != nil {
 		p = gemmPlan{bm: ct.BM, bn: ct.BN, bk: ct.BK, spec: ct.spec(sup, *coop), suffix: "_coopmat"}
 	}
 	p.splits, p.kSplit = e.pickSplit(p.bm, p.bn, p.bk, m, n, k)
@@ -249,6 +256,17 @@ func (g *gemm) coopLayout(d dtype.DType) *coopLayout {
 		return nil
 	}
 	return &coopLayout{aKF: acs == 1, bKF: brs == 1}
+}
+
+// fusedUnitStrides reports whether the fused term (if any) has operands
+// with a unit stride in one index each, as the workgroup-scope kernel reads.
+func (g *gemm) fusedUnitStrides() bool {
+	if g.A2.IsZero() {
+		return true
+	}
+	ars, acs := g.A2.strides()
+	brs, bcs := g.B2.strides()
+	return (ars == 1 || acs == 1) && (brs == 1 || bcs == 1)
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }

@@ -97,13 +97,39 @@ type Caps struct {
 	TimestampValidBits        uint32  // 0: no timestamps on the compute queue
 	CoopMat                   bool    // VK_KHR_cooperative_matrix
 	CoopMatShapes             []CoopMatShape
-	CoopMat2                  bool // VK_NV_cooperative_matrix2
+	CoopMat2                  bool // VK_NV_cooperative_matrix2 (workgroup scope)
 	CoopMat2Flexible          bool
-	BFloat16                  bool // VK_KHR_shader_bfloat16 type
+	CoopMat2Shapes            []CoopMat2Shape // flexible-dimension configurations
+	CoopMat2MaxWorkgroupSize  uint32          // invocations of a workgroup-scope kernel
+	CoopMat2MaxDimension      uint32          // largest flexible M, N or K
+	CoopMat2ReservedShared    uint32          // shared bytes the driver keeps for workgroup scope
+	BFloat16                  bool            // VK_KHR_shader_bfloat16 type
 	BFloat16CoopMat           bool
 	PushDescriptor            bool // VK_KHR_push_descriptor (required)
 	DeviceLocalBytes          uint64
 	QueueFamily               uint32
+}
+
+// CoopMat2Shape is one flexible-dimension configuration of
+// VK_NV_cooperative_matrix2: workgroup-scope matrices whose M, N and K are
+// multiples of the granularities, in a workgroup of Invocations.
+type CoopMat2Shape struct {
+	MGranularity, NGranularity, KGranularity uint32
+	A, B, C, Result                          ComponentType
+	Saturating                               bool
+	WorkgroupScope                           bool
+	Invocations                              uint32
+}
+
+func (s CoopMat2Shape) String() string {
+	return fmt.Sprintf("%dx%dx%d granularity %s·%s+%s→%s, %d invocations", s.MGranularity, s.NGranularity,
+		s.KGranularity, s.A, s.B, s.C, s.Result, s.Invocations)
+}
+
+// Multiplies reports whether s is a workgroup-scope configuration with
+// inputs of type in and accumulator and result of type acc.
+func (s CoopMat2Shape) Multiplies(in, acc ComponentType) bool {
+	return s.WorkgroupScope && !s.Saturating && s.A == in && s.B == in && s.C == acc && s.Result == acc
 }
 
 // Multiplies reports whether s is a subgroup-scope shape with inputs of
@@ -196,6 +222,18 @@ func infoFromCaps(index int, c *C.vkl_caps) DeviceInfo {
 			SubgroupScope: s.scope == 3,
 		})
 	}
+	caps.CoopMat2MaxWorkgroupSize = uint32(c.cm2_max_workgroup)
+	caps.CoopMat2MaxDimension = uint32(c.cm2_max_dimension)
+	caps.CoopMat2ReservedShared = uint32(c.cm2_reserved_shared)
+	for i := 0; i < int(c.n_coopmat_flex); i++ {
+		s := c.coopmat_flex[i]
+		caps.CoopMat2Shapes = append(caps.CoopMat2Shapes, CoopMat2Shape{
+			MGranularity: uint32(s.MGranularity), NGranularity: uint32(s.NGranularity), KGranularity: uint32(s.KGranularity),
+			A: ComponentType(s.AType), B: ComponentType(s.BType), C: ComponentType(s.CType),
+			Result: ComponentType(s.ResultType), Saturating: s.saturatingAccumulation != 0,
+			WorkgroupScope: s.scope == 2, Invocations: uint32(s.workgroupInvocations),
+		})
+	}
 	return DeviceInfo{
 		Index: index, Name: C.GoString(&c.name[0]), Type: DeviceType(c.device_type),
 		VendorID: uint32(c.vendor_id), DeviceID: uint32(c.device_id),
@@ -229,6 +267,13 @@ func (c *Caps) Describe() string {
 		if s.SubgroupScope {
 			fmt.Fprintf(&sb, "  coopmat %s\n", s)
 		}
+	}
+	if c.CoopMat2 {
+		fmt.Fprintf(&sb, "  coopmat2 workgroup ≤ %d invocations, dimensions ≤ %d, %d B shared reserved\n",
+			c.CoopMat2MaxWorkgroupSize, c.CoopMat2MaxDimension, c.CoopMat2ReservedShared)
+	}
+	for _, s := range c.CoopMat2Shapes {
+		fmt.Fprintf(&sb, "  coopmat2 %s\n", s)
 	}
 	return sb.String()
 }

@@ -45,6 +45,22 @@ typedef struct {
 typedef struct {
 	VkStructureType sType;
 	void *pNext;
+	uint32_t MGranularity, NGranularity, KGranularity;
+	int32_t AType, BType, CType, ResultType;
+	VkBool32 saturatingAccumulation;
+	int32_t scope;
+	uint32_t workgroupInvocations;
+} vkl_coopmat_flex_props;
+
+typedef struct {
+	VkStructureType sType;
+	void *pNext;
+	uint32_t workgroupScopeMaxWorkgroupSize, flexibleDimensionsMaxDimension, workgroupScopeReservedSharedMemory;
+} vkl_coopmat2_props;
+
+typedef struct {
+	VkStructureType sType;
+	void *pNext;
 	VkBool32 shaderBFloat16Type, shaderBFloat16DotProduct, shaderBFloat16CooperativeMatrix;
 } vkl_bf16_features;
 
@@ -75,6 +91,10 @@ typedef struct {
 	uint32_t push_descriptor, memory_budget;
 	uint32_t n_coopmat;
 	vkl_coopmat_props coopmat_shapes[VKL_MAX_COOPMAT];
+	// VK_NV_cooperative_matrix2: limits and flexible-dimension shapes
+	uint32_t cm2_max_workgroup, cm2_max_dimension, cm2_reserved_shared;
+	uint32_t n_coopmat_flex;
+	vkl_coopmat_flex_props coopmat_flex[VKL_MAX_COOPMAT];
 } vkl_caps;
 
 // ---- Loader ----

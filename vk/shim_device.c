@@ -163,6 +163,30 @@ void vkl_probe(VkInstance inst, VkPhysicalDevice phys, vkl_caps *caps) {
 		}
 	}
 
+	if (caps->coopmat2) {
+		vkl_coopmat2_props cp = {.sType = VKL_STYPE_COOPMAT2_PROPERTIES_NV};
+		VkPhysicalDeviceProperties2 q2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &cp};
+		((PFN_vkGetPhysicalDeviceProperties2)vkl_proc(inst, "vkGetPhysicalDeviceProperties2"))(phys, &q2);
+		caps->cm2_max_workgroup = cp.workgroupScopeMaxWorkgroupSize;
+		caps->cm2_max_dimension = cp.flexibleDimensionsMaxDimension;
+		caps->cm2_reserved_shared = cp.workgroupScopeReservedSharedMemory;
+	}
+	if (caps->coopmat2_flexible) {
+		typedef VkResult(VKAPI_PTR * pfn)(VkPhysicalDevice, uint32_t *, vkl_coopmat_flex_props *);
+		pfn f = (pfn)vkl_proc(inst, "vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
+		uint32_t n = 0;
+		if (f && f(phys, &n, NULL) == VK_SUCCESS && n > 0) {
+			vkl_coopmat_flex_props *props = calloc(n, sizeof *props);
+			for (uint32_t i = 0; i < n; i++) props[i].sType = VKL_STYPE_COOPMAT_FLEX_PROPERTIES_NV;
+			if (f(phys, &n, props) == VK_SUCCESS) {
+				if (n > VKL_MAX_COOPMAT) n = VKL_MAX_COOPMAT;
+				memcpy(caps->coopmat_flex, props, n * sizeof *props);
+				caps->n_coopmat_flex = n;
+			}
+			free(props);
+		}
+	}
+
 	// Queue: the first family with compute; prefer one with timestamps.
 	PFN_vkGetPhysicalDeviceQueueFamilyProperties qf =
 	    (PFN_vkGetPhysicalDeviceQueueFamilyProperties)vkl_proc(inst, "vkGetPhysicalDeviceQueueFamilyProperties");

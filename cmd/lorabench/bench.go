@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/lora"
@@ -165,7 +166,7 @@ func matmulSweep(sel *selection) []benchCase {
 	return cs
 }
 
-const benchSynopsis = "[-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A] [-dtype D,...] [-weight dense,nf4 [-blocksize B] [-double-quant=BOOL]] [-pass fwd|fwdbwd|both] [-json] [-plot FILE.png] [-device SEL] [-reps N] [-warmup N]"
+const benchSynopsis = "[-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A] [-dtype D,...] [-weight dense,nf4 [-blocksize B] [-double-quant=BOOL]] [-pass fwd|fwdbwd|both] [-json] [-plot FILE.png] [-device SEL] [-reps N] [-warmup N] [-warmup-ms MS]"
 
 func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench", benchSynopsis, stderr)
@@ -328,6 +329,7 @@ func splitList(s string) []string {
 // runFlags are the flags every timing command shares.
 type runFlags struct {
 	reps, warmup int
+	warmupMs     int
 	device       string
 	json         bool
 	seed         uint64
@@ -339,6 +341,8 @@ func addRunFlags(fs *flag.FlagSet) *runFlags {
 	o := &runFlags{}
 	fs.IntVar(&o.reps, "reps", 20, "timed repeats (the median is reported)")
 	fs.IntVar(&o.warmup, "warmup", 5, "untimed warm-up runs")
+	fs.IntVar(&o.warmupMs, "warmup-ms", int(defaultWarmGPU/time.Millisecond),
+		"least GPU time of the warm-up in ms, so that the GPU's clocks have ramped up")
 	fs.StringVar(&o.device, "device", "", "device index or name substring (default $VKLORA_DEVICE, else the first discrete GPU)")
 	fs.BoolVar(&o.json, "json", false, "one JSON object per result per line instead of a table")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the random inputs")
@@ -347,12 +351,19 @@ func addRunFlags(fs *flag.FlagSet) *runFlags {
 	return o
 }
 
+func (o *runFlags) warm() warm {
+	return warm{Runs: o.warmup, GPU: time.Duration(o.warmupMs) * time.Millisecond}
+}
+
 func (o *runFlags) check() error {
 	if o.reps < 1 {
 		return usagef("-reps must be ≥ 1 (got %d)", o.reps)
 	}
 	if o.warmup < 0 {
 		return usagef("-warmup must be ≥ 0 (got %d)", o.warmup)
+	}
+	if o.warmupMs < 0 {
+		return usagef("-warmup-ms must be ≥ 0 (got %d)", o.warmupMs)
 	}
 	return checkPlot(o.plot, o.plotMetric)
 }
@@ -453,7 +464,7 @@ func runCase(eng *lora.Engine, rec *vk.Recorder, c benchCase, o *runFlags, i uin
 		return res, fmt.Errorf("%s: relative error %.3g > tolerance %.3g, not timed\n  %s: %w", c, relErr, tol, detail, errValidation)
 	}
 	res.Validated = true
-	st, err := timeGPUChunks(rec, dev, o.warmup, o.reps, stepsPerSubmit(dev, before, extra), r.Record)
+	st, err := timeGPUChunks(rec, dev, o.warm(), o.reps, stepsPerSubmit(dev, before, extra), r.Record)
 	if err != nil {
 		return res, err
 	}

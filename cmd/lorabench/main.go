@@ -49,10 +49,10 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"devices", "[-json]", "list Vulkan devices and their capabilities; * marks the default", cmdDevices},
-		{"matmul", "[-m M -n N -k K | -sizes S,...] [-dtype D] [-form nt|nn|tn] [-weight dense,nf4] [-reps N] [-warmup N] [-device SEL] [-json] [-plot FILE.png]",
+		{"matmul", "[-m M -n N -k K | -sizes S,...] [-dtype D] [-form nt|nn|tn] [-weight dense,nf4] [-reps N] [-warmup N] [-warmup-ms MS] [-device SEL] [-json] [-plot FILE.png]",
 			"validate, then time C = op(A)·op(B)", cmdMatmul},
 		{"bench", "[-quick] [-op matmul,matmul_lora,o,qkv,mlp] [-preset llama3-8b,gemma-2b,qwen2.5-0.5b | -m M -hidden H -inter I -q Q -kv KV -r R -act A]\n" +
-			"           [-dtype D,...] [-weight dense,nf4] [-pass fwd|fwdbwd|both] [-json] [-plot FILE.png] [-device SEL] [-reps N] [-warmup N]",
+			"           [-dtype D,...] [-weight dense,nf4] [-pass fwd|fwdbwd|both] [-json] [-plot FILE.png] [-device SEL] [-reps N] [-warmup N] [-warmup-ms MS]",
 			"validate and time the benchmark suite: matmul and the LoRA layers (time, TFLOP/s, peak extra MiB of a step)", cmdBench},
 		{"check", "FILE|DIR...", "check results files (not yet implemented)", cmdCheck},
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/lora"
@@ -93,7 +94,7 @@ func TestMatmulEachDType(t *testing.T) {
 	for _, form := range []string{"nt", "nn", "tn"} {
 		for _, d := range dtype.Floats {
 			code, out, _ := runCmd(t, "matmul", "-m", "33", "-n", "17", "-k", "65", "-dtype", d.String(),
-				"-form", form, "-reps", "3", "-warmup", "1")
+				"-form", form, "-reps", "3", "-warmup", "1", "-warmup-ms", "0")
 			if code != exitOK {
 				t.Fatalf("%s %s: exit %d", d, form, code)
 			}
@@ -107,7 +108,7 @@ func TestMatmulEachDType(t *testing.T) {
 
 func TestMatmulJSON(t *testing.T) {
 	needGPU(t)
-	code, out, _ := runCmd(t, "matmul", "-sizes", "16,40", "-dtype", "f32,bf16", "-reps", "3", "-warmup", "0", "-json")
+	code, out, _ := runCmd(t, "matmul", "-sizes", "16,40", "-dtype", "f32,bf16", "-reps", "3", "-warmup", "0", "-warmup-ms", "0", "-json")
 	if code != exitOK {
 		t.Fatalf("exit %d", code)
 	}
@@ -237,7 +238,7 @@ func TestTimeGPUChunks(t *testing.T) {
 	}
 	defer rec.Release()
 	reps := 2*maxTimedPerSubmit + 7
-	st, err := timeGPU(rec, dev, 3, reps, r.Record)
+	st, err := timeGPU(rec, dev, warm{Runs: 3}, reps, r.Record)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +278,7 @@ func benchRows(t *testing.T, args ...string) []result {
 
 func TestBenchQuickMLP(t *testing.T) {
 	needGPU(t)
-	rows := benchRows(t, "-quick", "-op", "mlp", "-dtype", "f32", "-reps", "3", "-warmup", "1")
+	rows := benchRows(t, "-quick", "-op", "mlp", "-dtype", "f32", "-reps", "3", "-warmup", "1", "-warmup-ms", "0")
 	if len(rows) != 2 {
 		t.Fatalf("%d rows, want 2 (fwd, fwdbwd)", len(rows))
 	}
@@ -312,7 +313,7 @@ func TestBenchQuickMLP(t *testing.T) {
 
 func TestBenchCustomQKV(t *testing.T) {
 	needGPU(t)
-	rows := benchRows(t, "-op", "qkv", "-m", "17", "-hidden", "40", "-q", "48", "-kv", "16", "-r", "3", "-reps", "2", "-warmup", "0")
+	rows := benchRows(t, "-op", "qkv", "-m", "17", "-hidden", "40", "-q", "48", "-kv", "16", "-r", "3", "-reps", "2", "-warmup", "0", "-warmup-ms", "0")
 	if len(rows) != 4 {
 		t.Fatalf("%d rows, want 4 (f32, bf16 × fwd, fwdbwd)", len(rows))
 	}
@@ -325,7 +326,7 @@ func TestBenchCustomQKV(t *testing.T) {
 		}
 	}
 	// Text mode: the form and peak MiB columns.
-	code, out, _ := runCmd(t, "bench", "-op", "o,matmul_lora", "-m", "9", "-hidden", "24", "-r", "2", "-dtype", "f16", "-reps", "2", "-warmup", "0")
+	code, out, _ := runCmd(t, "bench", "-op", "o,matmul_lora", "-m", "9", "-hidden", "24", "-r", "2", "-dtype", "f16", "-reps", "2", "-warmup", "0", "-warmup-ms", "0")
 	if code != exitOK || !strings.Contains(out, "peak MiB") || !strings.Contains(out, "custom fwdbwd") ||
 		strings.Count(out, "\no ") != 2 || strings.Count(out, "\nmatmul_lora ") != 1 {
 		t.Errorf("exit %d; want o fwd, o fwdbwd and matmul_lora fwd rows with a peak MiB column:\n%s", code, out)
@@ -376,7 +377,7 @@ func TestTimeGPUChunksHolds(t *testing.T) {
 	}
 	defer rec.Release()
 	before, _ := dev.MemoryStats()
-	st, err := timeGPUChunks(rec, dev, 2, 7, 3, r.Record)
+	st, err := timeGPUChunks(rec, dev, warm{Runs: 2}, 7, 3, r.Record)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,6 +390,37 @@ func TestTimeGPUChunksHolds(t *testing.T) {
 	}
 	if n := stepsPerSubmit(dev, 0, 1<<62); n != 1 {
 		t.Errorf("stepsPerSubmit of a huge step = %d, want 1", n)
+	}
+}
+
+// TestWarmUpByGPUTime: a warm-up bounded by GPU time runs the op until that
+// much GPU time has passed, however few runs were asked for; a bound by
+// runs alone runs exactly that many.
+func TestWarmUpByGPUTime(t *testing.T) {
+	dev, eng := openEngine(t)
+	r, err := matmulCase(16, 16, 16, dtype.F32, "nt", denseWeights).Setup(eng, rand.New(rand.NewPCG(1, 4)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Release()
+	rec, err := dev.NewRecorder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Release()
+	count := func(w warm) int {
+		n := 0
+		if err := warmUp(rec, w, 50, func(rec *vk.Recorder) error { n++; return r.Record(rec) }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(warm{Runs: 3}); n != 3 {
+		t.Errorf("warm-up of 3 runs recorded %d", n)
+	}
+	// A 16³ matmul takes microseconds: 20 ms of GPU time needs many runs.
+	if n := count(warm{Runs: 1, GPU: 20 * time.Millisecond}); n < 4 {
+		t.Errorf("warm-up of 20 ms GPU time recorded only %d runs", n)
 	}
 }
 

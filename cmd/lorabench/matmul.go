@@ -27,7 +27,7 @@ const maxRefRows = 64
 var matmulForms = map[string][2]bool{"nt": {false, true}, "nn": {false, false}, "tn": {true, false}}
 
 func cmdMatmul(args []string, stdout, stderr io.Writer) error {
-	const synopsis = "[-m M -n N -k K | -sizes S,...] [-dtype f32|f16|bf16] [-form nt|nn|tn] [-weight dense,nf4] [-reps N] [-warmup N] [-device SEL] [-json] [-plot FILE.png]"
+	const synopsis = "[-m M -n N -k K | -sizes S,...] [-dtype f32|f16|bf16] [-form nt|nn|tn] [-weight dense,nf4] [-reps N] [-warmup N] [-warmup-ms MS] [-device SEL] [-json] [-plot FILE.png]"
 	fs := newFlags("matmul", synopsis, stderr)
 	m := fs.Int("m", 1024, "rows of C and op(A)")
 	n := fs.Int("n", 1024, "columns of C and op(B)")

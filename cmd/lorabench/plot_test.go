@@ -62,12 +62,12 @@ func TestBenchPlot(t *testing.T) {
 	needGPU(t)
 	file := filepath.Join(t.TempDir(), "bench.png")
 	code, _, _ := runCmd(t, "bench", "-quick", "-op", "o", "-pass", "fwd", "-dtype", "f32", "-weight", "dense,nf4",
-		"-reps", "2", "-warmup", "0", "-plot", file, "-plot-metric", "ms")
+		"-reps", "2", "-warmup", "0", "-warmup-ms", "0", "-plot", file, "-plot-metric", "ms")
 	if code != exitOK {
 		t.Fatalf("exit %d", code)
 	}
 	readPNG(t, file)
-	code, _, _ = runCmd(t, "matmul", "-sizes", "8,16", "-reps", "1", "-warmup", "0", "-json", "-plot", file)
+	code, _, _ = runCmd(t, "matmul", "-sizes", "8,16", "-reps", "1", "-warmup", "0", "-warmup-ms", "0", "-json", "-plot", file)
 	if code != exitOK {
 		t.Fatalf("matmul -plot: exit %d", code)
 	}

@@ -12,24 +12,27 @@ import (
 
 // result is one row of the report; with -json, one line.
 type result struct {
-	Op        string  `json:"op"`
-	Device    string  `json:"device"`
-	DType     string  `json:"dtype"`
-	Form      string  `json:"form"`
-	M         int     `json:"M"`
-	N         int     `json:"N"`
-	K         int     `json:"K"`
-	MsMedian  float64 `json:"ms_median"`
-	MsMin     float64 `json:"ms_min"`
-	MsMax     float64 `json:"ms_max"`
-	GFLOPs    float64 `json:"gflops"` // GFLOP/s at the median time
-	GBs       float64 `json:"gbs"`    // GB/s at the median time
-	FLOPs     float64 `json:"flop"`   // of one run
-	Bytes     float64 `json:"bytes"`  // of one run (minimum device-memory traffic)
-	Reps      int     `json:"reps"`
-	RelErr    jsonNum `json:"rel_err"` // null when not finite (NaN output)
-	Tol       float64 `json:"tol"`
-	Validated bool    `json:"validated"`
+	Op       string  `json:"op"`
+	Device   string  `json:"device"`
+	DType    string  `json:"dtype"`
+	Form     string  `json:"form"`
+	M        int     `json:"M"`
+	N        int     `json:"N"`
+	K        int     `json:"K"`
+	MsMedian float64 `json:"ms_median"`
+	MsMin    float64 `json:"ms_min"`
+	MsMax    float64 `json:"ms_max"`
+	// MsTimes is every timed repeat in recording order: a trend (clocks
+	// ramping up, throttling) shows here and not in the median.
+	MsTimes   []float64 `json:"ms_times"`
+	GFLOPs    float64   `json:"gflops"` // GFLOP/s at the median time
+	GBs       float64   `json:"gbs"`    // GB/s at the median time
+	FLOPs     float64   `json:"flop"`   // of one run
+	Bytes     float64   `json:"bytes"`  // of one run (minimum device-memory traffic)
+	Reps      int       `json:"reps"`
+	RelErr    jsonNum   `json:"rel_err"` // null when not finite (NaN output)
+	Tol       float64   `json:"tol"`
+	Validated bool      `json:"validated"`
 	// PeakExtraMiB is the device memory one step allocates above what was
 	// allocated before it (outputs, saved contexts, temporaries), measured
 	// on one untimed step: torch_reference.py's step_peak_extra_MiB.
@@ -107,7 +110,7 @@ func (r result) label() string {
 }
 
 func (r *result) setStats(st Stats, c benchCase) {
-	r.MsMedian, r.MsMin, r.MsMax, r.Reps = st.Median, st.Min, st.Max, st.Reps
+	r.MsMedian, r.MsMin, r.MsMax, r.Reps, r.MsTimes = st.Median, st.Min, st.Max, st.Reps, st.Times
 	if st.Median > 0 {
 		r.GFLOPs = c.FLOPs / (st.Median * 1e-3) / 1e9
 		r.GBs = c.Bytes / (st.Median * 1e-3) / 1e9

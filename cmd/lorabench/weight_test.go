@@ -64,7 +64,7 @@ func TestMatmulNF4Forms(t *testing.T) {
 	needGPU(t)
 	for _, form := range []string{"nt", "nn", "tn"} {
 		code, out, _ := runCmd(t, "matmul", "-m", "19", "-n", "45", "-k", "40", "-dtype", "f32,bf16", "-form", form,
-			"-weight", "nf4", "-double-quant=false", "-blocksize", "32", "-reps", "2", "-warmup", "0")
+			"-weight", "nf4", "-double-quant=false", "-blocksize", "32", "-reps", "2", "-warmup", "0", "-warmup-ms", "0")
 		if code != exitOK {
 			t.Fatalf("%s: exit %d", form, code)
 		}
@@ -84,7 +84,7 @@ func TestMatmulNF4Forms(t *testing.T) {
 func TestBenchNF4Layers(t *testing.T) {
 	needGPU(t)
 	rows := benchRows(t, "-op", "matmul_lora,o,qkv,mlp", "-m", "17", "-hidden", "40", "-inter", "72", "-q", "48", "-kv", "24", "-r", "3",
-		"-dtype", "f32,bf16", "-weight", "nf4,dense", "-reps", "2", "-warmup", "0")
+		"-dtype", "f32,bf16", "-weight", "nf4,dense", "-reps", "2", "-warmup", "0", "-warmup-ms", "0")
 	// matmul_lora fwd; o, qkv, mlp fwd and fwdbwd; × 2 dtypes × 2 formats.
 	if len(rows) != (1+3*2)*2*2 {
 		t.Fatalf("%d rows, want 28", len(rows))
@@ -121,7 +121,7 @@ func TestBenchNF4Layers(t *testing.T) {
 func TestBenchNF4Matmul(t *testing.T) {
 	needGPU(t)
 	code, out, _ := runCmd(t, "bench", "-op", "matmul", "-m", "33", "-hidden", "40", "-inter", "72", "-dtype", "bf16",
-		"-weight", "dense,nf4", "-reps", "2", "-warmup", "0")
+		"-weight", "dense,nf4", "-reps", "2", "-warmup", "0", "-warmup-ms", "0")
 	if code != exitOK {
 		t.Fatalf("exit %d", code)
 	}
@@ -138,7 +138,7 @@ func TestBenchNF4Matmul(t *testing.T) {
 			t.Errorf("no %q in\n%s", row, out)
 		}
 	}
-	rows := benchRows(t, "-op", "matmul", "-m", "33", "-hidden", "40", "-inter", "72", "-dtype", "f32", "-weight", "nf4", "-reps", "2", "-warmup", "0")
+	rows := benchRows(t, "-op", "matmul", "-m", "33", "-hidden", "40", "-inter", "72", "-dtype", "f32", "-weight", "nf4", "-reps", "2", "-warmup", "0", "-warmup-ms", "0")
 	if len(rows) != 2 || rows[0].Preset != "custom" || rows[0].Form != "nt custom up" || rows[1].Form != "nt custom down" {
 		t.Fatalf("rows %+v; want nt custom up, down", rows)
 	}
@@ -153,7 +153,7 @@ func TestBenchNF4Matmul(t *testing.T) {
 func TestBenchNF4Quick(t *testing.T) {
 	needGPU(t)
 	rows := benchRows(t, "-quick", "-op", "qkv", "-pass", "fwd", "-dtype", "bf16", "-weight", "nf4",
-		"-double-quant=false", "-blocksize", "32", "-reps", "2", "-warmup", "0")
+		"-double-quant=false", "-blocksize", "32", "-reps", "2", "-warmup", "0", "-warmup-ms", "0")
 	if len(rows) != 1 {
 		t.Fatalf("%d rows, want 1", len(rows))
 	}

@@ -1,0 +1,103 @@
+package lora
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/vk"
+)
+
+// cm2Tile is one configuration of the workgroup-scope matmul
+// (shaders/matmul_cm2.comp): a BM×BN output tile per workgroup of WG
+// invocations, K consumed BK at a time. The driver stages the tiles in
+// shared memory itself, so there is no subgroup tiling to choose.
+type cm2Tile struct{ BM, BN, BK, WG int }
+
+// cm2Tiles, in order of preference; each must match a flexible-dimension
+// configuration the device reports (granularities and invocation count).
+var cm2Tiles = []cm2Tile{
+	{BM: 128, BN: 128, BK: 32, WG: 128},
+	{BM: 128, BN: 128, BK: 32, WG: 256},
+	{BM: 64, BN: 64, BK: 32, WG: 128},
+}
+
+func (t cm2Tile) spec(l coopLayout) []uint32 {
+	return []uint32{uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.WG), b32(l.aKF), b32(l.bKF)}
+}
+
+// DisableCoopMat2Env names the environment variable that, set to 1, keeps
+// engines off VK_NV_cooperative_matrix2 (the subgroup-scope kernel or the
+// scalar one runs instead). For comparing the paths.
+const DisableCoopMat2Env = "VKLORA_DISABLE_COOPMAT2"
+
+// CoopMat2TileEnv names a tuning knob: "BM,BN,BK,WG" makes that the only
+// workgroup-scope tile (it must still match the device, or the next path
+// runs). For measuring tile shapes with lorabench; not for production use.
+const CoopMat2TileEnv = "VKLORA_COOPMAT2_TILE"
+
+func cm2TileCandidates() []cm2Tile {
+	v := os.Getenv(CoopMat2TileEnv)
+	if v == "" {
+		return cm2Tiles
+	}
+	var t cm2Tile
+	if n, err := fmt.Sscanf(v, "%d,%d,%d,%d", &t.BM, &t.BN, &t.BK, &t.WG); err != nil || n != 4 ||
+		t.BM <= 0 || t.BN <= 0 || t.BK <= 0 || t.WG <= 0 {
+		return nil
+	}
+	return []cm2Tile{t}
+}
+
+// probeCoopMat2 finds, for f16 and bf16, the workgroup-scope tiles with
+// fp32 accumulation the device runs: each tile's dimensions must be
+// multiples of a reported configuration's granularities and its workgroup
+// that configuration's invocation count.
+func probeCoopMat2(c *vk.Caps) map[dtype.DType][]cm2Tile {
+	out := map[dtype.DType][]cm2Tile{}
+	if !c.CoopMat2 || !c.CoopMat2Flexible {
+		return out
+	}
+	for _, in := range []struct {
+		d    dtype.DType
+		comp vk.ComponentType
+		ok   bool
+	}{{dtype.F16, vk.ComponentF16, c.Float16}, {dtype.BF16, vk.ComponentBF16, c.BFloat16CoopMat}} {
+		if !in.ok {
+			continue
+		}
+		for _, t := range cm2TileCandidates() {
+			if c.CoopMat2MaxWorkgroupSize > 0 && t.WG > int(c.CoopMat2MaxWorkgroupSize) {
+				continue
+			}
+			if c.CoopMat2MaxDimension > 0 && max(t.BM, t.BN, t.BK) > int(c.CoopMat2MaxDimension) {
+				continue
+			}
+			for _, s := range c.CoopMat2Shapes {
+				if s.Multiplies(in.comp, vk.ComponentF32) && int(s.Invocations) == t.WG &&
+					t.BM%int(s.MGranularity) == 0 && t.BN%int(s.NGranularity) == 0 && t.BK%int(s.KGranularity) == 0 {
+					out[in.d] = append(out[in.d], t)
+					break
+				}
+			}
+		}
+	}
+	return out
+}
+
+// CoopMat2 reports whether matmuls of dtype d run on workgroup-scope
+// cooperative matrices (VK_NV_cooperative_matrix2).
+func (e *Engine) CoopMat2(d dtype.DType) bool { return !e.noCoop && !e.noCM2 && len(e.cm2[d]) > 0 }
+
+func coopMat2DisabledByEnv() bool { return os.Getenv(DisableCoopMat2Env) == "1" }
+
+// pickCM2Tile chooses the workgroup-scope tile for an [m, n] output of
+// dtype d, or reports that another kernel should run. Like the subgroup
+// kernel it leaves the narrow [M, r] products to the scalar kernel.
+func (e *Engine) pickCM2Tile(d dtype.DType, m, n int) (cm2Tile, bool) {
+	ts := e.cm2[d]
+	if !e.CoopMat2(d) || m < 64 || n < 64 {
+		return cm2Tile{}, false
+	}
+	return ts[0], true
+}

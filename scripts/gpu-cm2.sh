@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# gpu-cm2.sh: one device call for the workgroup-scope (VK_NV_cooperative_matrix2)
+# matmul, run on the GPU machine after scripts/gpu-build.sh here (carry .gl
+# and .devcarry): the device's coopmat2 configurations, the cooperative
+# matmul tests on both kernels (required, not skipped), bf16 8192³ with the
+# workgroup-scope kernel over tiles (VKLORA_COOPMAT2_TILE=BM,BN,BK,WG), the
+# subgroup-scope kernel and cuBLAS on the same card. Logs under $OUT.
+set -uo pipefail
+out=${OUT:-/tmp/out}; mkdir -p "$out"
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+B=$PWD/.devcarry/bin
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+$B/lorabench devices > "$out/devices.txt" 2>&1; grep -i "coopmat2\|cooperative" "$out/devices.txt" | head -20
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+	(cd lora && VKLORA_REQUIRE_COOPMAT=1 VKLORA_REQUIRE_COOPMAT2=1 timeout 300 "$B/lora.test" -test.count=1 -test.run "${TESTS:-CoopMat}" > "$out/test-lora.log" 2>&1)
+	echo "lora tests exit $? ($(tail -1 "$out/test-lora.log"))"; grep -E "^\s*--- FAIL|Error Trace|Error:|rel err|panic" "$out/test-lora.log" | head -20
+fi
+S=${SIZE:-8192}
+for tile in ${TILES:-"" 128,128,16,128 256,128,32,256 128,256,32,256 256,256,32,256 64,64,32,128}; do
+	r=$(VKLORA_COOPMAT2_TILE=$tile timeout 60 "$B/lorabench" matmul -sizes $S -dtype ${DTYPE:-bf16} -reps 10 -warmup 3 2>&1 | tail -1)
+	echo "cm2 tile=[$tile] $r"
+done
+r=$(VKLORA_DISABLE_COOPMAT2=1 timeout 60 "$B/lorabench" matmul -sizes $S -dtype ${DTYPE:-bf16} -reps 10 -warmup 3 2>&1 | tail -1)
+echo "subgroup coopmat $r"
+(cd .devcarry && timeout 120 python3 ../scripts/torch_matmul.py --sizes $S > "$out/torch-matmul.txt" 2>&1); cat "$out/torch-matmul.txt"
