@@ -156,7 +156,7 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 	if err != nil {
 		return fmt.Errorf("lora: matmul: %w", err)
 	}
-	pl := e.plan(d, g.coopLayout(d), g.fusedUnitStrides(), g.B.nf4 != nil, m, n, k)
+	pl := e.plan(d, g.coopLayout(d), g.cm2Fits(), m, n, k)
 	bm, bn, spec, suffix, splits, kSplit := pl.bm, pl.bn, pl.spec, pl.suffix, pl.splits, pl.kSplit
 	p := matmulPush{M: uint32(m), N: uint32(n), K: uint32(k), K2: uint32(k2), CRs: uint32(n),
 		Alpha: g.Alpha, Beta: g.Beta, Alpha2: g.Alpha2, KSplit: uint32(kSplit)}
@@ -229,12 +229,11 @@ type gemmPlan struct {
 //
 // The workgroup-scope kernel (VK_NV_cooperative_matrix2) comes first where
 // the device has it, then the subgroup-scope one, then the scalar one. The
-// workgroup-scope kernel reads the fused term's operands through tensor
-// layouts too, so it needs fusedOK (each has a unit stride) and a dense B.
-func (e *Engine) plan(d dtype.DType, coop *coopLayout, fusedOK, nf4 bool, m, n, k int) gemmPlan {
+// workgroup-scope kernel also needs cm2OK (see gemm.cm2Fits).
+func (e *Engine) plan(d dtype.DType, coop *coopLayout, cm2OK bool, m, n, k int) gemmPlan {
 	t := e.pickTile(m, n)
 	p := gemmPlan{bm: t.BM, bn: t.BN, bk: t.BK, spec: t.spec()}
-	if ct, ok := e.pickCM2Tile(d, m, n); ok && coop != nil && fusedOK && !nf4 {
+	if ct, ok := e.pickCM2Tile(d, m, n); ok && coop != nil && cm2OK {
 		p = gemmPlan{bm: ct.BM, bn: ct.BN, bk: ct.BK, spec: ct.spec(*coop), suffix: "_cm2"}
 	} else if ct, sup, ok := e.pickCoopTile(d, m, n); ok && coop != nil {
 		p = gemmPlan{bm: ct.BM, bn: ct.BN, bk: ct.BK, spec: ct.spec(sup, *coop), suffix: "_coopmat"}
@@ -258,9 +257,16 @@ func (g *gemm) coopLayout(d dtype.DType) *coopLayout {
 	return &coopLayout{aKF: acs == 1, bKF: brs == 1}
 }
 
-// fusedUnitStrides reports whether the fused term (if any) has operands
-// with a unit stride in one index each, as the workgroup-scope kernel reads.
-func (g *gemm) fusedUnitStrides() bool {
+// cm2Fits reports what the workgroup-scope kernel needs beyond coopLayout:
+// the fused term's operands (if any) have a unit stride in one index each,
+// and an NF4 B's stored rows hold whole packed words (it reads one word of
+// 8 weights per tensor-layout block).
+func (g *gemm) cm2Fits() bool {
+	if g.B.nf4 != nil {
+		if _, cols := g.B.stored(); cols%8 != 0 {
+			return false
+		}
+	}
 	if g.A2.IsZero() {
 		return true
 	}

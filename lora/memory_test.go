@@ -20,7 +20,7 @@ func bufBytes(d dtype.DType, shape ...int) uint64 {
 // splitScratch is the f32 split-K scratch the engine allocates for an
 // [m, n] = [m, k]·[k, n] product (0 without split-K).
 func (e *Engine) splitScratch(m, n, k int) uint64 {
-	p := e.plan(dtype.F32, nil, true, false, m, n, k)
+	p := e.plan(dtype.F32, nil, true, m, n, k)
 	if p.splits == 1 {
 		return 0
 	}

@@ -10,7 +10,7 @@
 set -uo pipefail
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-VKLORA_REQUIRE_COOPMAT=1 bash scripts/gpu-remote.sh > "$out/tests.txt" 2>&1
+VKLORA_REQUIRE_COOPMAT=1 VKLORA_REQUIRE_COOPMAT2=1 bash scripts/gpu-remote.sh > "$out/tests.txt" 2>&1
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 B=.devcarry/bin
 L=$out/lorabench.txt
@@ -18,8 +18,10 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=cs
 (cd .devcarry && timeout 120 python3 make_vectors.py --out /tmp/vec --suite full --seed 7 > /tmp/vectors.txt 2>&1)
 timeout 120 $B/lorabench check /tmp/vec > "$out/check.txt" 2>&1; echo "check exit $?" >> "$out/check.txt"
 {
-	echo "## matmul (coopmat where supported)"
+	echo "## matmul (cooperative matrices where supported: workgroup scope first)"
 	timeout 100 $B/lorabench matmul -sizes 4096,8192 -dtype bf16,f16 -reps 10 -warmup 3
+	echo "## matmul, subgroup-scope coopmat (VKLORA_DISABLE_COOPMAT2=1)"
+	VKLORA_DISABLE_COOPMAT2=1 timeout 60 $B/lorabench matmul -sizes 8192 -dtype bf16 -reps 5 -warmup 1
 	echo "## matmul scalar (VKLORA_DISABLE_COOPMAT=1)"
 	VKLORA_DISABLE_COOPMAT=1 timeout 60 $B/lorabench matmul -sizes 8192 -dtype bf16 -reps 3 -warmup 1
 	echo "## NF4 vs bf16 at llama3-8b"

@@ -18,10 +18,14 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
 	echo "lora tests exit $? ($(tail -1 "$out/test-lora.log"))"; grep -E "^\s*--- FAIL|Error Trace|Error:|rel err|panic" "$out/test-lora.log" | head -20
 fi
 S=${SIZE:-8192}
-for tile in ${TILES:-"" 128,128,16,128 256,128,32,256 128,256,32,256 256,256,32,256 64,64,32,128}; do
+for tile in ${TILES:-"" 128,128,16,128 128,128,64,128 256,128,32,256 128,256,32,256 256,256,32,256 128,256,64,256 64,64,32,128}; do
 	r=$(VKLORA_COOPMAT2_TILE=$tile timeout 60 "$B/lorabench" matmul -sizes $S -dtype ${DTYPE:-bf16} -reps 10 -warmup 3 2>&1 | tail -1)
 	echo "cm2 tile=[$tile] $r"
 done
 r=$(VKLORA_DISABLE_COOPMAT2=1 timeout 60 "$B/lorabench" matmul -sizes $S -dtype ${DTYPE:-bf16} -reps 10 -warmup 3 2>&1 | tail -1)
 echo "subgroup coopmat $r"
+if [ "${NF4:-1}" = 1 ]; then
+	timeout 150 "$B/lorabench" bench -preset llama3-8b -op matmul -weight dense,nf4 -reps 10 > "$out/nf4.txt" 2>&1
+	grep -v "^\s*$" "$out/nf4.txt" | tail -12
+fi
 (cd .devcarry && timeout 120 python3 ../scripts/torch_matmul.py --sizes $S > "$out/torch-matmul.txt" 2>&1); cat "$out/torch-matmul.txt"

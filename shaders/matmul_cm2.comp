@@ -13,10 +13,12 @@
 // aligned rows take a loop on unclamped layouts, which the driver compiles
 // to wider loads.
 //
-// Defines: D_TYPE (TYPE_F16 or TYPE_BF16), B_TYPE (D_TYPE or TYPE_NF4),
+// Defines: D_TYPE (TYPE_F16 or TYPE_BF16), B_TYPE (D_TYPE or TYPE_NF4:
+// 4-bit weights decoded as the driver stages their tiles),
 // C_TYPE (D_TYPE or TYPE_F32). Matrices are declared float16_t; the bf16
 // variants are this module retyped by the generator (glslang 15.1 has no
-// bfloat16_t), which accepts only moves and conversions of the 16-bit type.
+// bfloat16_t), which accepts the 16-bit type only as a cooperative-matrix
+// component and as the result of a conversion (the NF4 decode function).
 //
 // Specialization constants: 0 BM, 1 BN, 2 BK (workgroup tile), 3 workgroup
 // size, 4 A_KF (A's k index is contiguous, else its m index), 5 B_KF (B's k
@@ -38,8 +40,30 @@ layout(constant_id = 5) const bool B_KF = true;
 
 layout(set = 0, binding = 0, std430) readonly buffer BufA { uint16_t a16[]; };
 #if B_TYPE == TYPE_NF4
-#error "matmul_cm2: NF4 B is not implemented yet"
+// NF4 B is read one packed word (8 weights along the contiguous index) per
+// tensor-layout block, and decoded element by element by decode_nf4, which
+// the driver calls while it stages the tile. The Go side only picks this
+// when the stored rows hold whole words (row length a multiple of 8).
+#extension GL_EXT_buffer_reference : require
+layout(set = 0, binding = 1, std430) readonly buffer BufB { uint b16[]; };
+layout(set = 0, binding = 5, std430) readonly buffer BufQ { float qstate[]; };
+#define ROUND_TYPE D_TYPE
+#include "nf4.glsl"
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer NF4Word { uint w; };
+
+// Weight (row, 8·word + j) of the stored [rows, ld] weight, rounded to D as
+// the dense dequantization rounds it, so both paths see the same bits.
+float16_t decode_nf4(const in NF4Word bl, const in uint block[2], const in uint in_block[2]) {
+	const uint ld = B_KF ? pc.b_cs : pc.b_rs;
+	const uint j = in_block[1];
+	const uint g = block[0] * ld + block[1] * 8u + j;
+	return float16_t(nf4_round(nf4_scaled(bl.w, j, qstate[16u + g / pc.blocksize])));
+}
+#define B_DECODE , decode_nf4
+#define B_BLOCK 8u
 #else
+#define B_DECODE
+#define B_BLOCK 1u
 layout(set = 0, binding = 1, std430) readonly buffer BufB { uint16_t b16[]; };
 #endif
 #if C_TYPE == TYPE_F32
@@ -70,9 +94,9 @@ layout(set = 0, binding = 4, std430) readonly buffer BufB2 { uint16_t b2[]; };
 			coopMatLoadTensorNV(ma, a16, 0, sliceTensorLayoutNV(la, k, BK, m0, BM), tr);                  \
 		}                                                                                                 \
 		if (B_KF) {                                                                                       \
-			coopMatLoadTensorNV(mb, b16, 0, sliceTensorLayoutNV(lb, n0, BN, k, BK), tr);                  \
+			coopMatLoadTensorNV(mb, b16, 0, sliceTensorLayoutNV(lb, n0, BN, k, BK), tr B_DECODE);         \
 		} else {                                                                                          \
-			coopMatLoadTensorNV(mb, b16, 0, sliceTensorLayoutNV(lb, k, BK, n0, BN));                      \
+			coopMatLoadTensorNV(mb, b16, 0, sliceTensorLayoutNV(lb, k, BK, n0, BN) B_DECODE);             \
 		}                                                                                                 \
 		sum = coopMatMulAdd(ma, mb, sum);                                                                 \
 	}
@@ -99,7 +123,10 @@ void main() {
 		la = A_KF ? setTensorLayoutDimensionNV(la, pc.M, kend) : setTensorLayoutDimensionNV(la, kend, pc.M);
 		lb = B_KF ? setTensorLayoutDimensionNV(lb, pc.N, kend) : setTensorLayoutDimensionNV(lb, kend, pc.N);
 		la = setTensorLayoutStrideNV(la, a_ld, 1);
-		lb = setTensorLayoutStrideNV(lb, b_ld, 1);
+		lb = setTensorLayoutStrideNV(lb, b_ld / B_BLOCK, 1);
+#if B_TYPE == TYPE_NF4
+		lb = setTensorLayoutBlockSizeNV(lb, 1, B_BLOCK);
+#endif
 		K_LOOP(la, lb, kbeg & ~7u, kend)
 	} else {
 		tensorLayoutNV<2, CLAMP> la = createTensorLayoutNV(2, CLAMP);
@@ -107,7 +134,10 @@ void main() {
 		la = A_KF ? setTensorLayoutDimensionNV(la, pc.M, kend) : setTensorLayoutDimensionNV(la, kend, pc.M);
 		lb = B_KF ? setTensorLayoutDimensionNV(lb, pc.N, kend) : setTensorLayoutDimensionNV(lb, kend, pc.N);
 		la = setTensorLayoutStrideNV(la, a_ld, 1);
-		lb = setTensorLayoutStrideNV(lb, b_ld, 1);
+		lb = setTensorLayoutStrideNV(lb, b_ld / B_BLOCK, 1);
+#if B_TYPE == TYPE_NF4
+		lb = setTensorLayoutBlockSizeNV(lb, 1, B_BLOCK);
+#endif
 		K_LOOP(la, lb, kbeg, kend)
 	}
 

@@ -81,7 +81,7 @@ func Variants() []Variant {
 				Defines:    map[string]string{"D_TYPE": typeDefine(d), "B_TYPE": typeDefine(m.b), "C_TYPE": typeDefine(m.c)},
 				NoOptimize: true, Spirv: "vulkan1.3", BFloat16: d == "bf16"})
 			// The same forms on workgroup-scope matrices (VK_NV_cooperative_matrix2).
-			if m.b == d {
+			{
 				t.add(Variant{Name: variantName("matmul", false, d, flavour+"cm2"), Source: "matmul_cm2.comp",
 					Defines:    map[string]string{"D_TYPE": typeDefine(d), "B_TYPE": typeDefine(m.b), "C_TYPE": typeDefine(m.c)},
 					NoOptimize: true, Spirv: "vulkan1.3", BFloat16: d == "bf16"})

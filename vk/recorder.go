@@ -50,7 +50,34 @@ type Recorder struct {
 	bindings *C.vkl_binding // C array of MaxBindings, reused per dispatch
 	count    int            // dispatches recorded
 	released bool
+	profile  bool          // bracket each dispatch with timestamps
+	marks    []profileMark // this recording's bracketed dispatches
+	last     []DispatchTime
 }
+
+type profileMark struct {
+	kernel string
+	groups [3]uint32
+	q0, q1 int
+}
+
+// DispatchTime is one profiled dispatch: its kernel, grid and GPU time.
+type DispatchTime struct {
+	Kernel string
+	Groups [3]uint32
+	Time   time.Duration
+}
+
+// SetProfile turns per-dispatch profiling on or off for the dispatches
+// recorded from now on: each is bracketed by timestamps (while the
+// recording has room for them), and Profile reports their times after
+// Submit. Timestamps wait for earlier work, so dispatches that would
+// otherwise overlap are measured one after another: for finding where a
+// step's time goes, not for timing the step.
+func (r *Recorder) SetProfile(on bool) { r.profile = on }
+
+// Profile returns the profiled dispatches of the last Submit, in order.
+func (r *Recorder) Profile() []DispatchTime { return r.last }
 
 // NewRecorder allocates a command buffer and begins recording.
 func (d *Device) NewRecorder() (*Recorder, error) {
@@ -152,9 +179,19 @@ func (r *Recorder) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Bi
 	if len(push) > 0 {
 		pp = unsafe.Pointer(&push[0])
 	}
+	mark := r.profile && r.queries != nil && r.nq+2 <= maxTimestamps
+	if mark {
+		vulkan.CmdWriteTimestamp(r.cb, vulkan.PipelineStageBottomOfPipeBit, r.queries, uint32(r.nq))
+		r.marks = append(r.marks, profileMark{kernel: s.Name, groups: groups, q0: r.nq, q1: r.nq + 1})
+		r.nq++
+	}
 	C.vkl_cmd_dispatch(r.dev.cdev(), C.VkCommandBuffer(unsafe.Pointer(r.cb)), k.pipeline, k.layout.layout,
 		r.bindings, C.uint32_t(len(bufs)), pp, C.uint32_t(len(push)),
 		C.uint32_t(groups[0]), C.uint32_t(groups[1]), C.uint32_t(groups[2]))
+	if mark {
+		vulkan.CmdWriteTimestamp(r.cb, vulkan.PipelineStageBottomOfPipeBit, r.queries, uint32(r.nq))
+		r.nq++
+	}
 	r.count++
 	return nil
 }
@@ -262,10 +299,20 @@ func (r *Recorder) Submit() error {
 			return err
 		}
 	}
+	r.last = nil // a fresh slice: callers may keep the previous one
+	for _, m := range r.marks {
+		d, err := r.Elapsed(m.q0, m.q1)
+		if err != nil {
+			r.restart()
+			return err
+		}
+		r.last = append(r.last, DispatchTime{Kernel: m.kernel, Groups: m.groups, Time: d})
+	}
 	return r.restart()
 }
 
 func (r *Recorder) restart() error {
+	r.marks = r.marks[:0]
 	vulkan.ResetCommandBuffer(r.cb, 0)
 	return r.begin()
 }

@@ -153,3 +153,36 @@ func TestSelectDevice(t *testing.T) {
 	_, err = vk.Open(vk.Options{Select: "99"})
 	require.ErrorContains(t, err, "out of range")
 }
+
+// TestProfileDispatches: with profiling on, every dispatch of a submission
+// is reported with its kernel, grid and a positive time; off, none is.
+func TestProfileDispatches(t *testing.T) {
+	d := vktest.Device(t)
+	k := fillKernel(t, d, 64)
+	const n = 1 << 16
+	ten, err := d.NewTensor(dtype.F32, n)
+	require.NoError(t, err)
+	defer ten.Release()
+	rec, err := d.NewRecorder()
+	require.NoError(t, err)
+	defer rec.Release()
+	grid := [3]uint32{n / 64, 1, 1}
+	rec.SetProfile(true)
+	for i := 0; i < 3; i++ {
+		require.NoError(t, rec.Dispatch(k, grid, push(n, uint32(i)), ten.Binding()))
+		rec.Barrier()
+	}
+	require.NoError(t, rec.Submit())
+	prof := rec.Profile()
+	require.Len(t, prof, 3)
+	for _, p := range prof {
+		require.Equal(t, "fill_u32", p.Kernel)
+		require.Equal(t, grid, p.Groups)
+		require.Greater(t, p.Time.Nanoseconds(), int64(0))
+	}
+	rec.SetProfile(false)
+	require.NoError(t, rec.Dispatch(k, grid, push(n, 0), ten.Binding()))
+	require.NoError(t, rec.Submit())
+	require.Empty(t, rec.Profile())
+	require.Len(t, prof, 3, "a later Submit must not change a returned profile")
+}

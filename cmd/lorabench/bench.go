@@ -335,6 +335,8 @@ type runFlags struct {
 	seed         uint64
 	plot         string // chart file, "" for none
 	plotMetric   string
+	profile      bool      // -profile: per-dispatch times of one step
+	profileOut   io.Writer // where runCases sends them (stderr)
 }
 
 func addRunFlags(fs *flag.FlagSet) *runFlags {
@@ -348,6 +350,7 @@ func addRunFlags(fs *flag.FlagSet) *runFlags {
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the random inputs")
 	fs.StringVar(&o.plot, "plot", "", "also chart the results into this .png or .svg file: one bar per validated row")
 	fs.StringVar(&o.plotMetric, "plot-metric", "tflops", "what -plot charts: tflops, ms or peak (MiB)")
+	fs.BoolVar(&o.profile, "profile", false, "after timing, run one step with every dispatch timed and list them on stderr")
 	return o
 }
 
@@ -372,6 +375,7 @@ func (o *runFlags) check() error {
 // A case that fails validation is reported, not timed, and the others still
 // run; the error then wraps errValidation (exit 3).
 func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err error) {
+	o.profileOut = stderr
 	dev, err := vk.Open(vk.Options{Select: o.device})
 	if err != nil {
 		return err
@@ -469,6 +473,18 @@ func runCase(eng *lora.Engine, rec *vk.Recorder, c benchCase, o *runFlags, i uin
 		return res, err
 	}
 	res.setStats(st, c)
+	if o.profile {
+		rec.SetProfile(true)
+		err := r.Record(rec)
+		if err == nil {
+			err = rec.Submit()
+		}
+		rec.SetProfile(false)
+		if err != nil {
+			return res, err
+		}
+		writeProfile(o.profileOut, c.String(), rec.Profile())
+	}
 	return res, nil
 }
 

@@ -445,3 +445,21 @@ func TestBenchUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchProfile: -profile lists the step's dispatches on stderr and
+// leaves stdout (here JSON) as it is.
+func TestBenchProfile(t *testing.T) {
+	needGPU(t)
+	code, out, stderr := runCmd(t, "bench", "-quick", "-op", "mlp", "-pass", "fwd", "-dtype", "f32", "-reps", "1",
+		"-warmup", "0", "-warmup-ms", "0", "-json", "-profile")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "profile mlp f32 quick fwd") || !strings.Contains(stderr, "swiglu_f32") {
+		t.Errorf("stderr has no profile of the MLP step:\n%s", stderr)
+	}
+	var r result
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &r); err != nil || !r.Validated {
+		t.Errorf("stdout is not one validated JSON result (%v):\n%s", err, out)
+	}
+}

@@ -30,7 +30,37 @@ func op(code uint32, operands ...uint32) []uint32 {
 	return append([]uint32{uint32(1+len(operands))<<16 | code}, operands...)
 }
 
-const opTypeVector = 23
+const (
+	opTypeVector = 23
+	opFAdd       = 129
+	opConstant   = 43
+)
+
+// The uses whose meaning does not change with the encoding pass unchanged:
+// a decoration literal equal to the type's id, a conversion's result type
+// and a decode function's return type.
+func TestRetypeBFloat16AllowedUses(t *testing.T) {
+	body := [][]uint32{
+		op(opDecorate, 20, 35, 7), // a decoration whose literal is 7
+		op(opTypeFloat, 5, 32),
+		op(opTypeFloat, 7, 16),
+		op(opTypeFunction, 10, 7, 11),
+		op(opFunction, 7, 12, 0, 10),
+		op(opFConvert, 7, 13, 14),
+	}
+	in := module(append([][]uint32{op(opCapability, 1)}, body...)...)
+	out, err := RetypeBFloat16(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body[2] = op(opTypeFloat, 7, 16, fpEncodingBFloat16KHR)
+	want := module(append([][]uint32{op(opCapability, 1),
+		op(opCapability, capBFloat16TypeKHR), op(opCapability, capBFloat16CooperativeMatrixK),
+		extensionInst("SPV_KHR_bfloat16")}, body...)...)
+	if string(out) != string(want) {
+		t.Fatalf("retyped module\n got %x\nwant %x", words(out), words(want))
+	}
+}
 
 func TestRetypeBFloat16(t *testing.T) {
 	in := module(
@@ -69,6 +99,9 @@ func TestRetypeBFloat16Refuses(t *testing.T) {
 		"no half":       module(caps, op(opTypeFloat, 5, 32)),
 		"two halves":    module(caps, half, op(opTypeFloat, 8, 16)),
 		"vector of it":  module(caps, half, op(opTypeVector, 9, 7, 4)),
+		"arithmetic":    module(caps, half, op(opFAdd, 7, 9, 10, 11)),
+		"a constant":    module(caps, half, op(opConstant, 7, 9, 0x3c00)),
+		"a parameter":   module(caps, half, op(opTypeFunction, 10, 5, 7)),
 		"no capability": module(half, op(opTypeCooperativeMatrixKHR, 8, 7, 3, 16, 16, 0)),
 		"truncated":     module(caps, half)[:4*8],
 		"not spir-v":    []byte("not a module at all!"),
