@@ -10,7 +10,7 @@ out=${OUT:-/tmp/out}; mkdir -p "$out"
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-B=$PWD/.devcarry/bin
+B=$PWD/${BIN:-.devcarry/bin}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 $B/lorabench devices > "$out/devices.txt" 2>&1; grep -i "coopmat2\|cooperative" "$out/devices.txt" | head -20
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
@@ -18,14 +18,19 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
 	echo "lora tests exit $? ($(tail -1 "$out/test-lora.log"))"; grep -E "^\s*--- FAIL|Error Trace|Error:|rel err|panic" "$out/test-lora.log" | head -20
 fi
 S=${SIZE:-8192}
-for tile in ${TILES:-"" 128,128,16,128 128,128,64,128 256,128,32,256 128,256,32,256 256,256,32,256 128,256,64,256 64,64,32,128}; do
+[ "${SWEEP:-1}" = 1 ] && for tile in ${TILES:-"" 128,128,16,128 128,128,64,128 256,128,32,256 128,256,32,256 256,256,32,256 128,256,64,256 64,64,32,128}; do
 	r=$(VKLORA_COOPMAT2_TILE=$tile timeout 60 "$B/lorabench" matmul -sizes $S -dtype ${DTYPE:-bf16} -reps 10 -warmup 3 2>&1 | tail -1)
 	echo "cm2 tile=[$tile] $r"
 done
 r=$(VKLORA_DISABLE_COOPMAT2=1 timeout 60 "$B/lorabench" matmul -sizes $S -dtype ${DTYPE:-bf16} -reps 10 -warmup 3 2>&1 | tail -1)
 echo "subgroup coopmat $r"
 if [ "${NF4:-1}" = 1 ]; then
-	timeout 150 "$B/lorabench" bench -preset llama3-8b -op matmul -weight dense,nf4 -reps 10 > "$out/nf4.txt" 2>&1
-	grep -v "^\s*$" "$out/nf4.txt" | tail -12
+	timeout 200 "$B/lorabench" bench -preset llama3-8b -op matmul,mlp -pass fwdbwd -weight dense,nf4 -reps 10 > "$out/nf4.txt" 2>&1
+	grep -v "^\s*$" "$out/nf4.txt" | tail -14
+fi
+if [ "${PROFILE:-0}" = 1 ]; then
+	# Where a layer step's time goes: every dispatch timed, summed by kernel.
+	timeout 200 "$B/lorabench" bench -preset llama3-8b -op matmul_lora,mlp -reps 5 -profile > "$out/profile-table.txt" 2> "$out/profile.txt"
+	cat "$out/profile-table.txt" | tail -4; grep -E "^profile|^  [a-z]" "$out/profile.txt"
 fi
 (cd .devcarry && timeout 120 python3 ../scripts/torch_matmul.py --sizes $S > "$out/torch-matmul.txt" 2>&1); cat "$out/torch-matmul.txt"

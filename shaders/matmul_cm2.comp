@@ -14,11 +14,11 @@
 // to wider loads.
 //
 // Defines: D_TYPE (TYPE_F16 or TYPE_BF16), B_TYPE (D_TYPE or TYPE_NF4:
-// 4-bit weights decoded as the driver stages their tiles),
+// 4-bit weights, decoded into shared memory by the kernel),
 // C_TYPE (D_TYPE or TYPE_F32). Matrices are declared float16_t; the bf16
 // variants are this module retyped by the generator (glslang 15.1 has no
 // bfloat16_t), which accepts the 16-bit type only as a cooperative-matrix
-// component and as the result of a conversion (the NF4 decode function).
+// component.
 //
 // Specialization constants: 0 BM, 1 BN, 2 BK (workgroup tile), 3 workgroup
 // size, 4 A_KF (A's k index is contiguous, else its m index), 5 B_KF (B's k
@@ -40,31 +40,18 @@ layout(constant_id = 5) const bool B_KF = true;
 
 layout(set = 0, binding = 0, std430) readonly buffer BufA { uint16_t a16[]; };
 #if B_TYPE == TYPE_NF4
-// NF4 B is read one packed word (8 weights along the contiguous index) per
-// tensor-layout block, and decoded element by element by decode_nf4, which
-// the driver calls while it stages the tile. The Go side only picks this
-// when the stored rows hold whole words (row length a multiple of 8).
-#extension GL_EXT_buffer_reference : require
-layout(set = 0, binding = 1, std430) readonly buffer BufB { uint b16[]; };
+// NF4 B: each K step the workgroup decodes the BN×BK tile into shared
+// memory (one packed word and one scale per 8 weights, rounded to D as the
+// dense dequantization rounds them) and loads it from there. Decoding per
+// element in a cooperative-matrix decode function instead was 3.6× slower
+// than a bf16 B on an H200 (docs/PERFORMANCE.md).
+layout(set = 0, binding = 1, std430) readonly buffer BufB { uint b[]; };
 layout(set = 0, binding = 5, std430) readonly buffer BufQ { float qstate[]; };
 #define ROUND_TYPE D_TYPE
 #include "nf4.glsl"
-layout(buffer_reference, std430, buffer_reference_align = 4) buffer NF4Word { uint w; };
-
-// Weight (row, 8·word + j) of the stored [rows, ld] weight, rounded to D as
-// the dense dequantization rounds it, so both paths see the same bits.
-float16_t decode_nf4(const in NF4Word bl, const in uint block[2], const in uint in_block[2]) {
-	const uint ld = B_KF ? pc.b_cs : pc.b_rs;
-	const uint j = in_block[1];
-	const uint g = block[0] * ld + block[1] * 8u + j;
-	return float16_t(nf4_round(nf4_scaled(bl.w, j, qstate[16u + g / pc.blocksize])));
-}
-#define B_DECODE , decode_nf4
-#define B_BLOCK 8u
 #else
-#define B_DECODE
-#define B_BLOCK 1u
 layout(set = 0, binding = 1, std430) readonly buffer BufB { uint16_t b16[]; };
+layout(set = 0, binding = 1, std430) readonly buffer BufB4 { uvec4 b128[]; };
 #endif
 #if C_TYPE == TYPE_F32
 layout(set = 0, binding = 2, std430) buffer BufC { float c[]; };
@@ -75,6 +62,16 @@ layout(set = 0, binding = 2, std430) buffer BufC { uint16_t c[]; };
 #endif
 layout(set = 0, binding = 3, std430) readonly buffer BufA2 { float a2[]; };
 layout(set = 0, binding = 4, std430) readonly buffer BufB2 { uint16_t b2[]; };
+
+#if B_TYPE == TYPE_NF4
+// The staged B tile in uvec4 units, in the weight's memory order ([BN][BK]
+// when B_KF, else [BK][BN]), rows padded by one uvec4 against bank
+// conflicts.
+const uint B_ROWS = B_KF ? BN : BK, B_COLS = B_KF ? BK : BN;
+const uint B_STRIDE = B_COLS / 8 + 1;
+shared uvec4 shb[B_ROWS * B_STRIDE];
+#include "coop_stage.glsl"
+#endif
 
 #define ACC coopmat<float, gl_ScopeWorkgroup, BM, BN, gl_MatrixUseAccumulator>
 #define MAT_A coopmat<float16_t, gl_ScopeWorkgroup, BM, BK, gl_MatrixUseA>
@@ -93,13 +90,32 @@ layout(set = 0, binding = 4, std430) readonly buffer BufB2 { uint16_t b2[]; };
 		} else {                                                                                          \
 			coopMatLoadTensorNV(ma, a16, 0, sliceTensorLayoutNV(la, k, BK, m0, BM), tr);                  \
 		}                                                                                                 \
-		if (B_KF) {                                                                                       \
-			coopMatLoadTensorNV(mb, b16, 0, sliceTensorLayoutNV(lb, n0, BN, k, BK), tr B_DECODE);         \
-		} else {                                                                                          \
-			coopMatLoadTensorNV(mb, b16, 0, sliceTensorLayoutNV(lb, k, BK, n0, BN) B_DECODE);             \
-		}                                                                                                 \
+		LOAD_B(mb, lb, k, kend)                                                                           \
 		sum = coopMatMulAdd(ma, mb, sum);                                                                 \
+		B_DONE                                                                                            \
 	}
+
+#if B_TYPE == TYPE_NF4
+// Decode the tile at (n0, k) into shb and load it; B_DONE keeps the next
+// step's decode from overwriting shb before every invocation has used it.
+#define LOAD_B(mb, lb, k, kend)                                                                           \
+	for (uint c = gl_LocalInvocationIndex; c < B_ROWS * B_COLS / 8; c += gl_WorkGroupSize.x) {            \
+		uint g, n;                                                                                        \
+		b_chunk(c, n0, k, kend, g, n);                                                                    \
+		shb[chunk_word(c, B_COLS / 8, B_STRIDE)] = n == 0u ? uvec4(0) : load_b_chunk(g, n);               \
+	}                                                                                                     \
+	barrier();                                                                                            \
+	coopMatLoad(mb, shb, 0, B_STRIDE, B_KF ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor);
+#define B_DONE barrier();
+#else
+#define LOAD_B(mb, lb, k, kend)                                                                           \
+	if (B_KF) {                                                                                           \
+		coopMatLoadTensorNV(mb, b16, 0, sliceTensorLayoutNV(lb, n0, BN, k, BK), tr);                      \
+	} else {                                                                                              \
+		coopMatLoadTensorNV(mb, b16, 0, sliceTensorLayoutNV(lb, k, BK, n0, BN));                          \
+	}
+#define B_DONE
+#endif
 
 void main() {
 	const uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN;
@@ -123,10 +139,7 @@ void main() {
 		la = A_KF ? setTensorLayoutDimensionNV(la, pc.M, kend) : setTensorLayoutDimensionNV(la, kend, pc.M);
 		lb = B_KF ? setTensorLayoutDimensionNV(lb, pc.N, kend) : setTensorLayoutDimensionNV(lb, kend, pc.N);
 		la = setTensorLayoutStrideNV(la, a_ld, 1);
-		lb = setTensorLayoutStrideNV(lb, b_ld / B_BLOCK, 1);
-#if B_TYPE == TYPE_NF4
-		lb = setTensorLayoutBlockSizeNV(lb, 1, B_BLOCK);
-#endif
+		lb = setTensorLayoutStrideNV(lb, b_ld, 1);
 		K_LOOP(la, lb, kbeg & ~7u, kend)
 	} else {
 		tensorLayoutNV<2, CLAMP> la = createTensorLayoutNV(2, CLAMP);
@@ -134,10 +147,7 @@ void main() {
 		la = A_KF ? setTensorLayoutDimensionNV(la, pc.M, kend) : setTensorLayoutDimensionNV(la, kend, pc.M);
 		lb = B_KF ? setTensorLayoutDimensionNV(lb, pc.N, kend) : setTensorLayoutDimensionNV(lb, kend, pc.N);
 		la = setTensorLayoutStrideNV(la, a_ld, 1);
-		lb = setTensorLayoutStrideNV(lb, b_ld / B_BLOCK, 1);
-#if B_TYPE == TYPE_NF4
-		lb = setTensorLayoutBlockSizeNV(lb, 1, B_BLOCK);
-#endif
+		lb = setTensorLayoutStrideNV(lb, b_ld, 1);
 		K_LOOP(la, lb, kbeg, kend)
 	}
 

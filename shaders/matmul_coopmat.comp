@@ -61,15 +61,6 @@ layout(set = 0, binding = 1, std430) readonly buffer BufB4 { uvec4 b128[]; };
 layout(set = 0, binding = 3, std430) readonly buffer BufA2 { float a2[]; };
 layout(set = 0, binding = 4, std430) readonly buffer BufB2 { uint16_t b2[]; };
 
-// f32 → the 16-bit pattern of D, rounded to nearest even.
-uint to_d_bits(float v) {
-#if D_TYPE == TYPE_BF16
-	return f32_to_bf16(v);
-#else
-	return f32_to_f16(v);
-#endif
-}
-
 // Shared tiles in uvec4 units (8 elements), in the operand's memory order:
 // A [BM][BK] when A_KF else [BK][BM]; B [BN][BK] when B_KF else [BK][BN].
 // Rows are padded by one uvec4 so that the rows one coopMatLoad reads start
@@ -87,13 +78,10 @@ const uint A_PER_THREAD = A_ROWS * A_COLS / 8 / WG;
 const uint B_PER_THREAD = B_ROWS * B_COLS / 8 / WG;
 const uint FM = WM / TM, FN = WN / TN; // fragments per subgroup tile
 
-uvec4 pack8(uint e[8]) {
-	return uvec4(e[0] | (e[1] << 16), e[2] | (e[3] << 16), e[4] | (e[5] << 16), e[6] | (e[7] << 16));
-}
+#include "coop_stage.glsl"
 
-// A chunk is 8 elements along an operand's contiguous index: g is the
-// element index of its first element, n how many of the 8 are in range (0
-// when its row or column is out of range).
+// The A chunk at element index g with n of its 8 elements in range (see
+// load_b_chunk).
 uvec4 load_a_chunk(uint g, uint n) {
 	if (n == 8u && (g & 7u) == 0u) {
 		return a128[g >> 3];
@@ -102,32 +90,6 @@ uvec4 load_a_chunk(uint g, uint n) {
 	[[unroll]] for (uint i = 0; i < 8; i++) e[i] = i < n ? uint(a16[g + i]) : 0u;
 	return pack8(e);
 }
-
-uvec4 load_b_chunk(uint g, uint n) {
-#if B_TYPE == TYPE_NF4
-	uint e[8];
-	if (n == 8u && (g & 7u) == 0u) {
-		// One word, one block (block sizes are multiples of 8): one scale
-		// load and no division per element. Rounding the product straight
-		// to D gives the bits nf4_value's rounded value has.
-		uint w = b[g >> 3];
-		float absmax = qstate[16u + g / pc.blocksize];
-		[[unroll]] for (uint i = 0; i < 8; i++) e[i] = to_d_bits(nf4_scaled(w, i, absmax));
-	} else {
-		[[unroll]] for (uint i = 0; i < 8; i++) e[i] = i < n ? to_d_bits(nf4_value(b[(g + i) >> 3], g + i, pc.blocksize)) : 0u;
-	}
-	return pack8(e);
-#else
-	if (n == 8u && (g & 7u) == 0u) {
-		return b128[g >> 3];
-	}
-	uint e[8];
-	[[unroll]] for (uint i = 0; i < 8; i++) e[i] = i < n ? uint(b16[g + i]) : 0u;
-	return pack8(e);
-#endif
-}
-
-uint valid8(uint start, uint end) { return start >= end ? 0u : min(8u, end - start); }
 
 // Chunk c of the A tile at (m0, k0): its element index and valid count.
 void a_chunk(uint c, uint m0, uint k0, uint kend, out uint g, out uint n) {
@@ -142,22 +104,6 @@ void a_chunk(uint c, uint m0, uint k0, uint kend, out uint g, out uint n) {
 		n = k < kend ? valid8(m, pc.M) : 0u;
 	}
 }
-
-void b_chunk(uint c, uint n0, uint k0, uint kend, out uint g, out uint n) {
-	uint row = c / (B_COLS / 8), col = (c % (B_COLS / 8)) * 8;
-	if (B_KF) {
-		uint nn = n0 + row, k = k0 + col;
-		g = k + nn * pc.b_cs;
-		n = nn < pc.N ? valid8(k, kend) : 0u;
-	} else {
-		uint nn = n0 + col, k = k0 + row;
-		g = k * pc.b_rs + nn;
-		n = k < kend ? valid8(nn, pc.N) : 0u;
-	}
-}
-
-// Shared-memory word of chunk c in a tile whose rows hold cols8 chunks.
-uint chunk_word(uint c, uint cols8, uint stride) { return (c / cols8) * stride + c % cols8; }
 
 // The fused term's chunk c: alpha2·A2 rounded to D, and B2 as stored, both
 // gathered element by element (rank r is small) in the tiles' layouts.

@@ -243,8 +243,6 @@ VkResult vkl_create_device(VkInstance inst, VkPhysicalDevice phys, const vkl_cap
 	v12.vulkanMemoryModel = c.v12.vulkanMemoryModel;
 	v12.vulkanMemoryModelDeviceScope = c.v12.vulkanMemoryModelDeviceScope;
 	v12.shaderSubgroupExtendedTypes = c.v12.shaderSubgroupExtendedTypes;
-	// The workgroup-scope matmul's decode functions take a physical pointer.
-	v12.bufferDeviceAddress = caps->coopmat2 ? c.v12.bufferDeviceAddress : VK_FALSE;
 	c.v12 = v12;
 	if (caps->api_version >= VK_API_VERSION_1_3) {
 		VkPhysicalDeviceVulkan13Features v13 = {.sType = c.v13.sType, .pNext = c.v13.pNext};

@@ -16,9 +16,6 @@ const (
 	opName                        = 5
 	opDecorate                    = 71
 	opMemberDecorate              = 72
-	opTypeFunction                = 33
-	opFunction                    = 54
-	opFConvert                    = 115
 	capFloat16                    = 9
 	capBFloat16TypeKHR            = 5116
 	capBFloat16CooperativeMatrixK = 5118
@@ -37,9 +34,8 @@ var ErrRetype = errors.New("spvgen: bfloat16 retype")
 // glslang 15.1 has no bfloat16_t, and this is the whole difference between
 // an f16 and a bf16 cooperative-matrix kernel whose tiles are staged as raw
 // 16-bit words. The rewrite is only sound when the 16-bit float type is
-// used as a cooperative-matrix component, a conversion's result and a
-// function's return type (no arithmetic, constants, pointers or vectors of
-// it); anything else is refused.
+// used by nothing but OpTypeCooperativeMatrixKHR (no arithmetic, constants,
+// conversions, pointers or vectors of it); anything else is refused.
 func RetypeBFloat16(module []byte) ([]byte, error) {
 	if len(module)%4 != 0 || len(module) < 20 {
 		return nil, fmt.Errorf("%w: %d bytes is not a SPIR-V module", ErrRetype, len(module))
@@ -75,10 +71,7 @@ func RetypeBFloat16(module []byte) ([]byte, error) {
 	if half == 0 {
 		return nil, fmt.Errorf("%w: no 16-bit float type", ErrRetype)
 	}
-	// Every other use must be one whose meaning does not change with the
-	// encoding: the component type of a cooperative matrix, or the result
-	// type of a conversion (f32 → bf16 rounds as f32 → f16 does) and of the
-	// function returning it (a cooperative-matrix decode function).
+	// Every other use must be the component type of a cooperative matrix.
 	// Operands are scanned as plain words: a literal equal to the id would
 	// be refused too, which errs on the safe side, except the literals of
 	// decorations, which are never ids.
@@ -95,8 +88,7 @@ func RetypeBFloat16(module []byte) ([]byte, error) {
 			if w[in.start+k] != half {
 				continue
 			}
-			if (op == opTypeCooperativeMatrixKHR && k == 2) || (op == opTypeFunction && k == 2) ||
-				(op == opFunction && k == 1) || (op == opFConvert && k == 1) {
+			if op == opTypeCooperativeMatrixKHR && k == 2 {
 				continue
 			}
 			return nil, fmt.Errorf("%w: the 16-bit float type %%%d is used by opcode %d (word %d), not only by cooperative matrices",

@@ -31,22 +31,20 @@ func op(code uint32, operands ...uint32) []uint32 {
 }
 
 const (
-	opTypeVector = 23
-	opFAdd       = 129
-	opConstant   = 43
+	opTypeVector   = 23
+	opFAdd         = 129
+	opConstant     = 43
+	opTypeFunction = 33
+	opFConvert     = 115
 )
 
-// The uses whose meaning does not change with the encoding pass unchanged:
-// a decoration literal equal to the type's id, a conversion's result type
-// and a decode function's return type.
-func TestRetypeBFloat16AllowedUses(t *testing.T) {
+// A decoration whose literal equals the type's id is no use of the type.
+func TestRetypeBFloat16DecorationLiteral(t *testing.T) {
 	body := [][]uint32{
 		op(opDecorate, 20, 35, 7), // a decoration whose literal is 7
 		op(opTypeFloat, 5, 32),
 		op(opTypeFloat, 7, 16),
-		op(opTypeFunction, 10, 7, 11),
-		op(opFunction, 7, 12, 0, 10),
-		op(opFConvert, 7, 13, 14),
+		op(opTypeCooperativeMatrixKHR, 8, 7, 3, 16, 16, 0),
 	}
 	in := module(append([][]uint32{op(opCapability, 1)}, body...)...)
 	out, err := RetypeBFloat16(in)
@@ -102,6 +100,7 @@ func TestRetypeBFloat16Refuses(t *testing.T) {
 		"arithmetic":    module(caps, half, op(opFAdd, 7, 9, 10, 11)),
 		"a constant":    module(caps, half, op(opConstant, 7, 9, 0x3c00)),
 		"a parameter":   module(caps, half, op(opTypeFunction, 10, 5, 7)),
+		"a conversion":  module(caps, half, op(opFConvert, 7, 9, 10)),
 		"no capability": module(half, op(opTypeCooperativeMatrixKHR, 8, 7, 3, 16, 16, 0)),
 		"truncated":     module(caps, half)[:4*8],
 		"not spir-v":    []byte("not a module at all!"),
