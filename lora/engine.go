@@ -11,12 +11,13 @@ import (
 // cheap: kernels are cached by the device. Like the device it is for one
 // goroutine at a time.
 type Engine struct {
-	dev    *vk.Device
-	coop   map[dtype.DType]*coopSupport // cooperative-matrix support by dtype
-	cm2    map[dtype.DType][]cm2Tile    // workgroup-scope tiles the device runs, by dtype
-	noCoop bool                         // SetCoopMat(false) or VKLORA_DISABLE_COOPMAT=1
-	noCM2  bool                         // VKLORA_DISABLE_COOPMAT2=1, or tests of the subgroup kernel
-	rowCap int                          // tests: a lower grid-height cap than the device's
+	dev       *vk.Device
+	coop      map[dtype.DType]*coopSupport // cooperative-matrix support by dtype
+	cm2       map[dtype.DType][]cm2Tile    // workgroup-scope tiles the device runs, by dtype
+	noCoop    bool                         // SetCoopMat(false) or VKLORA_DISABLE_COOPMAT=1
+	noCM2     bool                         // VKLORA_DISABLE_COOPMAT2=1, or tests of the subgroup kernel
+	rowCap    int                          // tests: a lower grid-height cap than the device's
+	slabBytes int                          // tests: a smaller NF4 slab than defaultSlabBytes
 }
 
 // NewEngine makes an engine on dev. The device must support 16-bit storage

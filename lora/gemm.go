@@ -18,10 +18,11 @@ type matmulPush struct {
 	B2Rs, B2Cs          uint32
 	Alpha, Beta, Alpha2 float32
 	Blocksize, KSplit   uint32
+	COff, B2Off         uint32
 }
 
-// The GLSL block has 18 four-byte members; a mismatch fails to compile here.
-var _ [72]byte = [unsafe.Sizeof(matmulPush{})]byte{}
+// The GLSL block has 20 four-byte members; a mismatch fails to compile here.
+var _ [80]byte = [unsafe.Sizeof(matmulPush{})]byte{}
 
 type splitkPush struct {
 	M, N, CRs, S uint32
@@ -156,10 +157,31 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 	if err != nil {
 		return fmt.Errorf("lora: matmul: %w", err)
 	}
+	if e.nf4Slabs(&g, d, m, n) {
+		return e.gemmNF4Slabs(rec, g, d, m, n, k, k2)
+	}
 	pl := e.plan(d, g.coopLayout(d), g.cm2Fits(), m, n, k)
+	return e.record(rec, g, name, d, pl, gemmDims{m: m, n: n, k: k, k2: k2, cRs: n})
+}
+
+// gemmDims are one dispatch's sizes, C's row stride, and the element
+// offsets of C[0,0] and B2[0,0] (nonzero for a column slab of a wider C).
+type gemmDims struct {
+	m, n, k, k2, cRs int
+	cOff, b2Off      int
+}
+
+// record records the matmul kernel of plan pl (and the split-K reduction).
+func (e *Engine) record(rec *vk.Recorder, g gemm, name string, d dtype.DType, pl gemmPlan, dm gemmDims) error {
+	m, n, k, k2 := dm.m, dm.n, dm.k, dm.k2
+	if dm.cOff != 0 || dm.cRs != n {
+		// The reduction addresses whole rows of C: a slab runs unsplit.
+		pl.splits, pl.kSplit = 1, k
+	}
 	bm, bn, spec, suffix, splits, kSplit := pl.bm, pl.bn, pl.spec, pl.suffix, pl.splits, pl.kSplit
-	p := matmulPush{M: uint32(m), N: uint32(n), K: uint32(k), K2: uint32(k2), CRs: uint32(n),
-		Alpha: g.Alpha, Beta: g.Beta, Alpha2: g.Alpha2, KSplit: uint32(kSplit)}
+	p := matmulPush{M: uint32(m), N: uint32(n), K: uint32(k), K2: uint32(k2), CRs: uint32(dm.cRs),
+		Alpha: g.Alpha, Beta: g.Beta, Alpha2: g.Alpha2, KSplit: uint32(kSplit),
+		COff: uint32(dm.cOff), B2Off: uint32(dm.b2Off)}
 	p.ARs, p.ACs = g.A.strides()
 	p.BRs, p.BCs = g.B.strides()
 	aBind := g.A.t.Binding()

@@ -29,9 +29,9 @@ func grid2D(units int) (gx, gy int) {
 }
 
 // dequantPush mirrors nf4_dequant.comp's push block.
-type dequantPush struct{ Count, Row, Blocksize uint32 }
+type dequantPush struct{ Count, Row, Blocksize, Src0, SrcLd, Cols uint32 }
 
-var _ [12]byte = [unsafe.Sizeof(dequantPush{})]byte{}
+var _ [24]byte = [unsafe.Sizeof(dequantPush{})]byte{}
 
 // floatToken is the shader-name token of a dense float dtype.
 func floatToken(d dtype.DType) (string, error) {
@@ -47,6 +47,17 @@ func floatToken(d dtype.DType) (string, error) {
 // needs this; it is for checks and for callers that want a dense copy.
 // Recorder has no device accessor, so the device that owns rec comes along.
 func DequantizeOnDevice(dev *vk.Device, rec *vk.Recorder, w *DeviceNF4, out *vk.Tensor) error {
+	if w != nil && !w.Released() {
+		return DequantizeRegionOnDevice(dev, rec, w, out, 0, 0, w.Out, w.In)
+	}
+	return DequantizeRegionOnDevice(dev, rec, w, out, 0, 0, 0, 0)
+}
+
+// DequantizeRegionOnDevice records the decoding of the rows×cols region of
+// w whose first element is (row0, col0) into out, a dense [rows, cols]
+// tensor of w.DType, bit for bit as the CPU decoder. The engine's NF4
+// matmul uses it for slabs of a weight, never the whole of it.
+func DequantizeRegionOnDevice(dev *vk.Device, rec *vk.Recorder, w *DeviceNF4, out *vk.Tensor, row0, col0, rows, cols int) error {
 	switch {
 	case dev == nil || rec == nil:
 		return fmt.Errorf("quant: DequantizeOnDevice: device or recorder is nil")
@@ -55,23 +66,27 @@ func DequantizeOnDevice(dev *vk.Device, rec *vk.Recorder, w *DeviceNF4, out *vk.
 	case out == nil || out.Released():
 		return fmt.Errorf("quant: DequantizeOnDevice: output is nil or released")
 	}
-	if out.Rank() != 2 || out.Dim(0) != w.Out || out.Dim(1) != w.In || out.DType() != w.DType {
-		return fmt.Errorf("quant: DequantizeOnDevice: output %s, want %s[%d %d] for %s", out, w.DType, w.Out, w.In, w)
+	if row0 < 0 || col0 < 0 || rows < 1 || cols < 1 || row0+rows > w.Out || col0+cols > w.In {
+		return fmt.Errorf("quant: DequantizeOnDevice: region [%d:%d, %d:%d] outside %s", row0, row0+rows, col0, col0+cols, w)
+	}
+	if out.Rank() != 2 || out.Dim(0) != rows || out.Dim(1) != cols || out.DType() != w.DType {
+		return fmt.Errorf("quant: DequantizeOnDevice: output %s, want %s[%d %d] for %s", out, w.DType, rows, cols, w)
 	}
 	tok, err := floatToken(w.DType)
 	if err != nil {
 		return fmt.Errorf("quant: DequantizeOnDevice: %w", err)
 	}
-	n := w.Out * w.In
-	if n > 1<<32-1 {
+	if w.Out*w.In > 1<<32-1 {
 		return fmt.Errorf("quant: DequantizeOnDevice: %s has more than 2^32-1 elements", w)
 	}
 	k, err := kernel(dev, "nf4_dequant_"+tok, 3, int(unsafe.Sizeof(dequantPush{})))
 	if err != nil {
 		return err
 	}
+	n := rows * cols
 	gx, gy := grid2D(ceilDiv(n, gpuWG))
-	p := dequantPush{Count: uint32(n), Row: uint32(gx * gpuWG), Blocksize: uint32(w.Blocksize)}
+	p := dequantPush{Count: uint32(n), Row: uint32(gx * gpuWG), Blocksize: uint32(w.Blocksize),
+		Src0: uint32(row0*w.In + col0), SrcLd: uint32(w.In), Cols: uint32(cols)}
 	return rec.Dispatch(k, [3]uint32{uint32(gx), uint32(gy), 1}, vk.PushBytes(&p),
 		w.Packed.Binding(), w.State.Binding(), out.Binding())
 }

@@ -181,3 +181,38 @@ func TestUploadNestedMatchesUpload(t *testing.T) {
 		require.Equal(t, w.Packed, packed, what)
 	}
 }
+
+// TestDequantizeRegionOnDevice decodes sub-blocks of a weight whose blocks
+// straddle rows, bit for bit as the same region of the CPU decoding.
+func TestDequantizeRegionOnDevice(t *testing.T) {
+	dev := vktest.Device(t)
+	const out, in = 70, 97
+	w, err := QuantizeNF4(hardWeights(rand.New(rand.NewPCG(7, 8)), out*in, 64), [2]int{out, in}, 64, dtype.BF16, true)
+	require.NoError(t, err)
+	full := Dequantize(w)
+	dw, err := Upload(dev, w)
+	require.NoError(t, err)
+	defer dw.Release()
+	for _, r := range [][4]int{{0, 0, out, in}, {3, 0, 40, in}, {0, 17, out, 33}, {21, 50, 9, 47}, {69, 96, 1, 1}} {
+		row0, col0, rows, cols := r[0], r[1], r[2], r[3]
+		dst, err := dev.NewTensor(dtype.BF16, rows, cols)
+		require.NoError(t, err)
+		rec := vktest.Recorder(t, dev)
+		require.NoError(t, DequantizeRegionOnDevice(dev, rec, dw, dst, row0, col0, rows, cols))
+		submit(t, rec)
+		got, err := dst.RawBytes()
+		require.NoError(t, err)
+		dst.Release()
+		want := make([]float32, 0, rows*cols)
+		for i := row0; i < row0+rows; i++ {
+			want = append(want, full[i*in+col0:i*in+col0+cols]...)
+		}
+		requireSameBits(t, fmt.Sprintf("region %v", r), dtype.BF16, got, dtype.Encode(dtype.BF16, want))
+	}
+	dst, err := dev.NewTensor(dtype.BF16, 2, 2)
+	require.NoError(t, err)
+	defer dst.Release()
+	rec := vktest.Recorder(t, dev)
+	require.Error(t, DequantizeRegionOnDevice(dev, rec, dw, dst, 69, 96, 2, 2), "a region past the weight's end")
+	require.Error(t, DequantizeRegionOnDevice(dev, rec, dw, dst, 0, 0, 3, 2), "an output of the wrong shape")
+}

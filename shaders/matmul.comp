@@ -118,7 +118,7 @@ void main() {
 			for (uint e = tid; e < BN * BK; e += WG) {
 				uint nn = b2_n_fast ? e % BN : e / BK, kk = b2_n_fast ? e / BN : e % BK;
 				uint n = n0 + nn, j = j0 + kk;
-				Bs[kk * (BN + 1) + nn] = (n < pc.N && j < pc.K2) ? loadB2(j * pc.b2_rs + n * pc.b2_cs) : 0.0;
+				Bs[kk * (BN + 1) + nn] = (n < pc.N && j < pc.K2) ? loadB2(pc.b2_off + j * pc.b2_rs + n * pc.b2_cs) : 0.0;
 			}
 			barrier();
 			tile_fma(ty, tx);
@@ -127,7 +127,7 @@ void main() {
 	}
 
 	const uint RM = BM / TM, RN = BN / TN;
-	const uint cbase = gl_WorkGroupID.z * pc.M * pc.c_rs;
+	const uint cbase = pc.c_off + gl_WorkGroupID.z * pc.M * pc.c_rs;
 	[[unroll]] for (uint i = 0; i < TM; i++) {
 		uint m = m0 + ty + i * RM;
 		if (m >= pc.M) continue;

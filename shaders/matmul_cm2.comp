@@ -175,9 +175,9 @@ void main() {
 				coopMatLoadTensorNV(fa, a2, 0, sliceTensorLayoutNV(l2a, j, BK, m0, BM), tr);
 			}
 			if (b2_rows) {
-				coopMatLoadTensorNV(mb, b2, 0, sliceTensorLayoutNV(l2b, j, BK, n0, BN));
+				coopMatLoadTensorNV(mb, b2, pc.b2_off, sliceTensorLayoutNV(l2b, j, BK, n0, BN));
 			} else {
-				coopMatLoadTensorNV(mb, b2, 0, sliceTensorLayoutNV(l2b, n0, BN, j, BK), tr);
+				coopMatLoadTensorNV(mb, b2, pc.b2_off, sliceTensorLayoutNV(l2b, n0, BN, j, BK), tr);
 			}
 			MAT_A ma = MAT_A(fa * pc.alpha2);
 			sum = coopMatMulAdd(ma, mb, sum);
@@ -189,7 +189,7 @@ void main() {
 	tensorLayoutNV<2, CLAMP> lc = createTensorLayoutNV(2, CLAMP);
 	lc = setTensorLayoutDimensionNV(lc, pc.M, pc.N);
 	lc = setTensorLayoutStrideNV(lc, pc.c_rs, 1);
-	const uint cbase = gl_WorkGroupID.z * pc.M * pc.c_rs;
+	const uint cbase = pc.c_off + gl_WorkGroupID.z * pc.M * pc.c_rs;
 	if (pc.beta != 0.0) {
 		coopmat<C_ELEM, gl_ScopeWorkgroup, BM, BN, gl_MatrixUseAccumulator> old;
 		coopMatLoadTensorNV(old, c, cbase, sliceTensorLayoutNV(lc, m0, BM, n0, BN));

@@ -122,7 +122,7 @@ uvec4 lora_b_chunk(uint c, uint n0, uint j0) {
 	uint e[8];
 	[[unroll]] for (uint i = 0; i < 8; i++) {
 		uint n = B_KF ? n0 + row : n0 + col + i, j = B_KF ? j0 + col + i : j0 + row;
-		e[i] = (n < pc.N && j < pc.K2) ? uint(b2[j * pc.b2_rs + n * pc.b2_cs]) : 0u;
+		e[i] = (n < pc.N && j < pc.K2) ? uint(b2[pc.b2_off + j * pc.b2_rs + n * pc.b2_cs]) : 0u;
 	}
 	return pack8(e);
 }
@@ -224,7 +224,7 @@ void main() {
 	// TM×TN f32 scratch (reusing the tile memory), then its lanes apply beta,
 	// round and write the in-range elements.
 	const uint scratch = sg * (TM * TN / 4);
-	const uint cbase = gl_WorkGroupID.z * pc.M * pc.c_rs;
+	const uint cbase = pc.c_off + gl_WorkGroupID.z * pc.M * pc.c_rs;
 	[[unroll]] for (uint i = 0; i < FM; i++) {
 		[[unroll]] for (uint j = 0; j < FN; j++) {
 			coopMatStore(acc[i * FN + j], sh, scratch, TN / 4, gl_CooperativeMatrixLayoutRowMajor);

@@ -11,9 +11,11 @@
 // Defines: D_TYPE (output type). Bindings: 0 packed codes (bytes read four
 // to a uint), 1 state (16 code values, then one f32 absmax per block),
 // 2 out. Push: uint count; uint row (elements per dispatch row); uint
-// blocksize. Specialization constant 0: workgroup size. Dispatch:
-// (ceil(row/wg), ceil(count/row), 1), a 2-D grid so that counts beyond
-// 65535 workgroups index correctly.
+// blocksize; uint src0, src_ld, cols: out is a [count/cols, cols] region of
+// the weight starting at flat element src0, whose rows are src_ld apart
+// (the whole weight: 0, In, In). Specialization constant 0: workgroup
+// size. Dispatch: (ceil(row/wg), ceil(count/row), 1), a 2-D grid so that
+// counts beyond 65535 workgroups index correctly.
 #include "types.glsl"
 
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
@@ -22,6 +24,7 @@ layout(push_constant, std430) uniform Push {
 	uint count;
 	uint row;
 	uint blocksize;
+	uint src0, src_ld, cols;
 } pc;
 
 layout(set = 0, binding = 0, std430) readonly buffer BufQ { uint packed[]; };
@@ -46,5 +49,7 @@ void main() {
 	if (col >= pc.row) return;
 	uint i = gl_WorkGroupID.y * pc.row + col;
 	if (i >= pc.count) return;
-	outv[i] = st(nf4_value(packed[i >> 3u], i, pc.blocksize));
+	uint y = i / pc.cols;
+	uint src = pc.src0 + y * pc.src_ld + (i - y * pc.cols);
+	outv[i] = st(nf4_value(packed[src >> 3u], src, pc.blocksize));
 }

@@ -17,4 +17,5 @@ layout(push_constant, std430) uniform Push {
 	float alpha, beta, alpha2;
 	uint blocksize;    // NF4 block size when B is NF4
 	uint k_split;      // split-K: K range of one z-slice (multiple of BK), or K
+	uint c_off, b2_off; // element offsets of C[0,0] and B2[0,0]: a column slab of a wider C
 } pc;

@@ -1,0 +1,112 @@
+package lora
+
+import (
+	"fmt"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/quant"
+	"github.com/vklora/vklora/vk"
+)
+
+// NF4 weights on the workgroup-scope kernel run in column slabs: a slab of
+// the weight (the B columns of a range of C columns) is dequantized into a
+// bounded scratch buffer, then the dense kernel computes those C columns.
+//
+// Why: decoding the 4-bit tile inside the workgroup-scope kernel, either in
+// a cooperative-matrix decode function or into shared memory, ran 3.5–4.2×
+// slower than a bf16 B on an H200, because the decode sits in series with
+// the driver's own tile staging. Dequantizing a slab costs one pass over
+// 2.5 bytes per weight, which at large M is ~1% of the matmul, and the
+// scratch is capped (slabBytes), never the whole weight.
+//
+// Small M (below nf4SlabMinRows) is memory-bound: there the per-tile decode
+// reads 4 bits per weight instead of 16, so it keeps the in-kernel decode.
+
+// defaultSlabBytes caps the dequantized slab.
+const defaultSlabBytes = 32 << 20
+
+// nf4SlabMinRows is the least M for which slabs pay.
+const nf4SlabMinRows = 512
+
+// nf4Slabs reports whether g (with NF4 B) runs in slabs on this engine.
+func (e *Engine) nf4Slabs(g *gemm, d dtype.DType, m, n int) bool {
+	if g.B.nf4 == nil || m < nf4SlabMinRows || n < 64 || !e.CoopMat2(d) {
+		return false
+	}
+	return g.coopLayout(d) != nil && g.cm2Fits()
+}
+
+// slabCols is the slab width: the most C columns whose weight slab fits
+// slabBytes, a multiple of 128 (the kernels' widest tile, so slab edges
+// fall on tile edges), at least 128.
+func (e *Engine) slabCols(d dtype.DType, n, k int) int {
+	budget := e.slabBytes
+	if budget <= 0 {
+		budget = defaultSlabBytes
+	}
+	s := budget / (k * d.Size()) / 128 * 128
+	return min(n, max(128, s))
+}
+
+// gemmNF4Slabs records g (NF4 B) slab by slab: for each range of C
+// columns, dequantize the weight slab B[:, n0:n0+s] into scratch, then the
+// dense product into C[:, n0:n0+s] (and the fused term's matching columns
+// of B2).
+func (e *Engine) gemmNF4Slabs(rec *vk.Recorder, g gemm, d dtype.DType, m, n, k, k2 int) error {
+	w := g.B.nf4
+	cols := e.slabCols(d, n, k)
+	scratch := map[int]*vk.Tensor{}
+	slab := func(s int) (*vk.Tensor, error) {
+		if t := scratch[s]; t != nil {
+			return t, nil
+		}
+		shape := []int{k, s} // G·W: B[k, n] = W[k, n], the slab is W[:, n0:n0+s]
+		if g.B.trans {
+			shape = []int{s, k} // X·Wᵀ: B[k, n] = W[n, k], the slab is W[n0:n0+s, :]
+		}
+		t, err := e.dev.NewTensor(d, shape...)
+		if err != nil {
+			return nil, fmt.Errorf("lora: matmul NF4 slab scratch: %w", err)
+		}
+		rec.Hold(t)
+		scratch[s] = t
+		return t, nil
+	}
+	var b2cs int
+	if k2 > 0 {
+		_, cs := g.B2.strides()
+		b2cs = int(cs)
+	}
+	for n0 := 0; n0 < n; n0 += cols {
+		s := min(cols, n-n0)
+		t, err := slab(s)
+		if err != nil {
+			return err
+		}
+		if g.B.trans {
+			err = quant.DequantizeRegionOnDevice(e.dev, rec, w, t, n0, 0, s, k)
+		} else {
+			err = quant.DequantizeRegionOnDevice(e.dev, rec, w, t, 0, n0, k, s)
+		}
+		if err != nil {
+			return fmt.Errorf("lora: matmul NF4 slab: %w", err)
+		}
+		rec.Barrier()
+		sub := g
+		sub.B = Dense(t)
+		if g.B.trans {
+			sub.B = sub.B.T()
+		}
+		name, _, err := sub.variant()
+		if err != nil {
+			return fmt.Errorf("lora: matmul: %w", err)
+		}
+		pl := e.plan(d, sub.coopLayout(d), sub.cm2Fits(), m, s, k)
+		if err := e.record(rec, sub, name, d, pl, gemmDims{m: m, n: s, k: k, k2: k2, cRs: n, cOff: n0, b2Off: n0 * b2cs}); err != nil {
+			return err
+		}
+		// The next slab's dequantization overwrites a scratch this one reads.
+		rec.Barrier()
+	}
+	return nil
+}

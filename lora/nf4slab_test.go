@@ -1,0 +1,129 @@
+package lora
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/quant"
+	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk/vktest"
+)
+
+// A product recorded as column slabs of C (C and B2 offsets, C's row
+// stride wider than the slab) equals the whole product: the fused term
+// (rank 5, both B2 layouts) and beta·C included. Runs on any device; on
+// lavapipe the scalar kernel takes the offsets.
+func TestGemmColumnSlabs(t *testing.T) {
+	f := newFixture(t)
+	const d = dtype.BF16
+	const m, n, k, r = 37, 90, 51, 5
+	for _, fm := range forms[:2] {
+		t.Run(fm.name, func(t *testing.T) {
+			f := f.in(t)
+			x := f.random(d, m*k, 1)
+			w := f.random(d, n*k, 1)
+			xa := f.random(dtype.F32, m*r, 1)
+			lb := f.random(d, n*r, 1)
+			c0 := f.random(d, m*n, 1)
+			B := Dense(f.upload(d, w, storedShape(fm.transB, k, n)...))
+			if fm.transB {
+				B = B.T()
+			}
+			// B2 is Bᵀ of an [n, r] matrix in the X·Wᵀ form and an [r, n]
+			// matrix in the G·W one, as the layers pass them.
+			B2 := Dense(f.upload(d, lb, n, r)).T()
+			lbRef, b2Trans := lb, true
+			if !fm.transB {
+				B2 = Dense(f.upload(d, lb, r, n))
+				b2Trans = false
+			}
+			c := f.upload(d, c0, m, n)
+			g := gemm{C: c, A: Dense(f.upload(d, x, m, k)), B: B, A2: Dense(f.upload(dtype.F32, xa, m, r)), B2: B2,
+				Alpha: 0.7, Alpha2: 0.37, Beta: -0.5}
+			name, _, err := g.variant()
+			require.NoError(t, err)
+			rec := f.recorder()
+			_, b2cs := g.B2.strides()
+			for _, sl := range [][2]int{{0, 40}, {40, 33}, {73, 17}} {
+				n0, s := sl[0], sl[1]
+				sub := g
+				sub.B = f.denseSlab(d, w, fm.transB, n, k, n0, s)
+				pl := f.eng.plan(d, nil, false, m, s, k)
+				require.NoError(t, f.eng.record(rec, sub, name, d, pl,
+					gemmDims{m: m, n: s, k: k, k2: r, cRs: n, cOff: n0, b2Off: n0 * int(b2cs)}))
+			}
+			require.NoError(t, rec.Submit())
+			want := append([]float64(nil), c0...)
+			ref.MatmulAcc(want, x, w, m, n, k, false, fm.transB, 0.7, -0.5)
+			ref.MatmulAcc(want, ref.RoundTo(d, scaled(xa, 0.37)), lbRef, m, n, r, false, b2Trans, 1, 1)
+			vktest.ExpectClose(t, "C", f.download(c), ref.RoundTo(d, want), n, tol[d])
+		})
+	}
+}
+
+// denseSlab uploads columns [n0, n0+s) of B (of an [k, n] product) as
+// their own operand, stored as the whole B is.
+func (f *fixture) denseSlab(d dtype.DType, w []float64, transB bool, n, k, n0, s int) Mat {
+	if transB { // B[k, n] = w[n·k + k]: rows n0..n0+s of the [n, k] store
+		return Dense(f.upload(d, w[n0*k:(n0+s)*k], s, k)).T()
+	}
+	sl := make([]float64, 0, k*s) // B[k, n] = w[k·n + n]: columns of the [k, n] store
+	for i := 0; i < k; i++ {
+		sl = append(sl, w[i*n+n0:i*n+n0+s]...)
+	}
+	return Dense(f.upload(d, sl, k, s))
+}
+
+func scaled(xs []float64, s float64) []float64 {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = s * x
+	}
+	return out
+}
+
+// NF4 weights at M ≥ nf4SlabMinRows run in column slabs on the
+// workgroup-scope kernel: with a slab budget of 128 columns the product is
+// three slabs (the last one 44 columns, on another kernel), with the fused
+// term, in both weight forms, and matches the dense dequantized weight.
+func TestNF4Slabs(t *testing.T) {
+	for _, d := range []dtype.DType{dtype.F16, dtype.BF16} {
+		t.Run(d.String(), func(t *testing.T) {
+			f := coopFixture(t, d)
+			if !f.eng.CoopMat2(d) {
+				t.Skipf("%s has no workgroup-scope cooperative matrices (slabs are for them)", f.dev.Info().Name)
+			}
+			const m, out, in, r = nf4SlabMinRows + 8, 300, 136, 6
+			q, dw := f.nf4Weight(d, out, in, 64, true)
+			wd := ref.FromFloat32(quant.Dequantize(q))
+			for _, trans := range []bool{true, false} { // X·Wᵀ, G·W
+				k, n := in, out
+				if !trans {
+					k, n = out, in
+				}
+				f.eng.slabBytes = 128 * k * d.Size()
+				x := f.random(d, m*k, 1)
+				xa := f.random(dtype.F32, m*r, 1)
+				lb := f.random(d, n*r, 1)
+				Bq := NF4(dw)
+				if trans {
+					Bq = Bq.T()
+				}
+				g := gemm{C: f.poisoned(d, m, n), A: Dense(f.upload(d, x, m, k)), B: Bq,
+					A2: Dense(f.upload(dtype.F32, xa, m, r)), B2: Dense(f.upload(d, lb, n, r)).T(), Alpha: 1, Alpha2: 0.37}
+				require.True(t, f.eng.nf4Slabs(&g, d, m, n), "the slab path must run")
+				require.Equal(t, 128, f.eng.slabCols(d, n, k))
+				rec := f.recorder()
+				require.NoError(t, f.eng.gemm(rec, g))
+				require.NoError(t, rec.Submit())
+				want := ref.Matmul(x, wd, m, n, k, false, trans)
+				ref.MatmulAcc(want, ref.RoundTo(d, scaled(xa, 0.37)), lb, m, n, r, false, true, 1, 1)
+				vktest.ExpectClose(t, fmt.Sprintf("C trans=%v", trans), f.download(g.C), ref.RoundTo(d, want), n, tol[d])
+			}
+			f.eng.slabBytes = 0
+		})
+	}
+}
