@@ -18,6 +18,13 @@ type Engine struct {
 	noCM2     bool                         // VKLORA_DISABLE_COOPMAT2=1, or tests of the subgroup kernel
 	rowCap    int                          // tests: a lower grid-height cap than the device's
 	slabBytes int                          // tests: a smaller NF4 slab than defaultSlabBytes
+	slab      slabCache                    // the NF4 slab scratch of the latest recording
+}
+
+// slabCache remembers one recording's NF4 slab scratch (see slabScratch).
+type slabCache struct {
+	rec *vk.Recorder
+	t   *vk.Tensor
 }
 
 // NewEngine makes an engine on dev. The device must support 16-bit storage

@@ -127,3 +127,37 @@ func TestNF4Slabs(t *testing.T) {
 		})
 	}
 }
+
+// Slabs are even, multiples of 128 columns, and fit the budget.
+func TestSlabCols(t *testing.T) {
+	e := &Engine{}
+	for _, c := range []struct{ n, k, want int }{
+		{4096, 14336, 1024},    // llama3-8b down: 4 slabs of 1024, not 3×1152 + 640
+		{14336, 4096, 3584},    // up: 4 slabs
+		{300, 64, 300},         // the whole weight fits one slab
+		{100000, 1 << 20, 128}, // at least one tile wide
+	} {
+		require.Equal(t, c.want, e.slabCols(dtype.BF16, c.n, c.k), "n=%d k=%d", c.n, c.k)
+	}
+}
+
+// One recording's NF4 products share one slab scratch; a larger need or a
+// new recording gets a new one, and Submit frees it.
+func TestSlabScratchShared(t *testing.T) {
+	f := newFixture(t)
+	rec := f.recorder()
+	a, err := f.eng.slabScratch(rec, dtype.BF16, 1000)
+	require.NoError(t, err)
+	b, err := f.eng.slabScratch(rec, dtype.BF16, 800)
+	require.NoError(t, err)
+	require.Same(t, a, b)
+	c, err := f.eng.slabScratch(rec, dtype.BF16, 2000)
+	require.NoError(t, err)
+	require.NotSame(t, a, c)
+	require.NoError(t, rec.Submit())
+	require.True(t, c.Released(), "Submit frees the scratch with the recording")
+	d, err := f.eng.slabScratch(rec, dtype.BF16, 800)
+	require.NoError(t, err)
+	require.NotSame(t, c, d)
+	require.NoError(t, rec.Submit())
+}

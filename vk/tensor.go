@@ -8,11 +8,31 @@ import (
 )
 
 // Tensor is a dense row-major array of one dtype in a device buffer. The last
-// dimension is contiguous. A Tensor owns its buffer: Release frees it.
+// dimension is contiguous. A Tensor owns its buffer (Release frees it),
+// except a view (View), which borrows its parent's.
 type Tensor struct {
 	buf   *Buffer
 	shape []int
 	dt    dtype.DType
+	view  bool
+}
+
+// View returns a tensor of t's dtype and the given shape over the first
+// bytes of t's buffer, for reusing one allocation under several shapes. The
+// view owns nothing: its Release does nothing, and it is released when t
+// is. Its shape may hold no more bytes than t.
+func (t *Tensor) View(shape ...int) (*Tensor, error) {
+	if t.Released() {
+		return nil, fmt.Errorf("vk: View of %v: %w", shape, ErrReleased)
+	}
+	n, err := checkShape(t.dt, shape)
+	if err != nil {
+		return nil, err
+	}
+	if n*uint64(t.dt.Size()) > t.Bytes() {
+		return nil, fmt.Errorf("vk: View %s%v is larger than %s: %w", t.dt, shape, t, ErrInvalidArgument)
+	}
+	return &Tensor{buf: t.buf, shape: append([]int(nil), shape...), dt: t.dt, view: true}, nil
 }
 
 // NewTensor allocates an uninitialised tensor. Every dimension must be ≥ 1;
@@ -172,9 +192,10 @@ func (t *Tensor) RawBytes() ([]byte, error) {
 	return raw, t.buf.Download(0, raw)
 }
 
-// Release frees the tensor's buffer. Safe to call twice and on nil.
+// Release frees the tensor's buffer (a view's does nothing). Safe to call
+// twice and on nil.
 func (t *Tensor) Release() {
-	if t == nil || t.buf == nil {
+	if t == nil || t.buf == nil || t.view {
 		return
 	}
 	t.buf.Release()

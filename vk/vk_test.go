@@ -186,3 +186,27 @@ func TestProfileDispatches(t *testing.T) {
 	require.Empty(t, rec.Profile())
 	require.Len(t, prof, 3, "a later Submit must not change a returned profile")
 }
+
+// TestTensorView: a view reads its parent's bytes under another shape,
+// cannot be larger than it, owns nothing, and dies with the parent.
+func TestTensorView(t *testing.T) {
+	d := vktest.Device(t)
+	p, err := d.TensorFrom(dtype.F32, []float32{1, 2, 3, 4, 5, 6}, 2, 3)
+	require.NoError(t, err)
+	v, err := p.View(3, 2)
+	require.NoError(t, err)
+	got, err := v.Float32()
+	require.NoError(t, err)
+	require.Equal(t, []float32{1, 2, 3, 4, 5, 6}, got)
+	small, err := p.View(4)
+	require.NoError(t, err)
+	require.Equal(t, []int{4}, small.Shape())
+	_, err = p.View(7)
+	require.ErrorIs(t, err, vk.ErrInvalidArgument)
+	v.Release()
+	require.False(t, p.Released(), "releasing a view must not free its parent")
+	p.Release()
+	require.True(t, v.Released())
+	_, err = p.View(2)
+	require.ErrorIs(t, err, vk.ErrReleased)
+}
