@@ -53,7 +53,7 @@ func (e *Engine) slabCols(d dtype.DType, n, k int) int {
 	return min(n, ceilDiv(ceilDiv(n, slabs), 128)*128)
 }
 
-// slabScratch returns a buffer of at least bytes for the slabs of one
+// slabScratch returns a tensor of at least elems elements for the slabs of one
 // recording: the products of a recording share one (each ends with a
 // barrier before the next dequantizes into it), so an MLP step holds one
 // slab, not one per product. It is freed at Submit with the recording.

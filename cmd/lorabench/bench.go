@@ -88,6 +88,7 @@ type selection struct {
 	weights  []weightFormat
 	passes   []string
 	valRows  int
+	inplace  bool // -inplace: the MLP runs as mlp_inplace
 }
 
 // benchOps is the suite `lorabench bench` runs, in order.
@@ -112,6 +113,9 @@ func benchOpNames() []string {
 func layerSweep(name string) func(sel *selection) []benchCase {
 	return func(sel *selection) []benchCase {
 		op := layerOps[name]
+		if name == "mlp" && sel.inplace {
+			op = layerOps["mlp_inplace"]
+		}
 		var cs []benchCase
 		for _, s := range sel.shapes {
 			for _, d := range sel.dtypes {
@@ -166,7 +170,7 @@ func matmulSweep(sel *selection) []benchCase {
 	return cs
 }
 
-const benchSynopsis = "[-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A] [-dtype D,...] [-weight dense,nf4 [-blocksize B] [-double-quant=BOOL]] [-pass fwd|fwdbwd|both] [-json] [-plot FILE.png] [-device SEL] [-reps N] [-warmup N] [-warmup-ms MS]"
+const benchSynopsis = "[-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A] [-dtype D,...] [-weight dense,nf4 [-blocksize B] [-double-quant=BOOL]] [-pass fwd|fwdbwd|both] [-inplace] [-json] [-plot FILE.png] [-device SEL] [-reps N] [-warmup N] [-warmup-ms MS]"
 
 func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench", benchSynopsis, stderr)
@@ -183,6 +187,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	dts := fs.String("dtype", "", "comma-separated dtypes f32, f16, bf16 (default bf16 for presets, f32,bf16 for -quick and custom shapes; matmul's cubes keep their own unless given, matmul at -preset or a custom shape takes the layer ops')")
 	pass := fs.String("pass", "both", "layer ops: fwd (forward), fwdbwd (forward+backward) or both")
 	valRows := fs.Int("val-rows", 64, "layer ops validate the complete problem on the first min(M, N) rows of X")
+	inplace := fs.Bool("inplace", false, "run the MLP with an in-place backward (lora.MLP.Inplace: it overwrites its saved e and g; less memory), reported as mlp_inplace")
 	wf := addWeightFlags(fs)
 	o := addRunFlags(fs)
 	if err := parse(fs, args); err != nil {
@@ -195,7 +200,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	set := setFlags(fs)
-	sel := &selection{quick: *quick, valRows: *valRows}
+	sel := &selection{quick: *quick, valRows: *valRows, inplace: *inplace}
 	if sel.valRows < 1 {
 		return usagef("-val-rows must be ≥ 1 (got %d)", sel.valRows)
 	}

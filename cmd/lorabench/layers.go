@@ -83,6 +83,19 @@ type layerOp struct {
 	ref func(x []float64, gys [][]float64, m int, ps []*ref.Proj, act ref.Activation, bwd bool) [][]float64
 }
 
+func (op *layerOp) isMLP() bool { return strings.HasPrefix(op.name, "mlp") }
+
+func init() {
+	// mlp_inplace is mlp with lora.MLP.Inplace (bench -inplace): its
+	// backward writes de, dg and h over the saved e, g and its dh.
+	m := *layerOps["mlp"]
+	m.name = "mlp_inplace"
+	m.gpu = layerStep(func(eng *lora.Engine, ps []*lora.Projection, act ref.Activation) autograd.Function {
+		return autograd.NewMLP(&lora.MLP{Engine: eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: act, Inplace: true})
+	})
+	layerOps[m.name] = &m
+}
+
 var layerOps = map[string]*layerOp{
 	"matmul_lora": {
 		name: "matmul_lora", fwdOnly: true, yNames: []string{"Y"},
@@ -249,7 +262,7 @@ func layerCase(op *layerOp, s shape, d dtype.DType, pass string, w weightFormat,
 	for _, w := range op.yWidths(s) {
 		n += w
 	}
-	if op.name == "mlp" {
+	if op.isMLP() {
 		n, k = s.H, s.I
 	}
 	return benchCase{

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -461,5 +462,27 @@ func TestBenchProfile(t *testing.T) {
 	var r result
 	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &r); err != nil || !r.Validated {
 		t.Errorf("stdout is not one validated JSON result (%v):\n%s", err, out)
+	}
+}
+
+// TestBenchInplaceMLP: -inplace runs the MLP as mlp_inplace, validated
+// like mlp, and its step allocates exactly the three [M, I] tensors (dh's
+// h, de, dg) less that the in-place backward writes over saved ones.
+func TestBenchInplaceMLP(t *testing.T) {
+	needGPU(t)
+	args := []string{"-op", "mlp", "-m", "24", "-hidden", "40", "-inter", "72", "-r", "3", "-dtype", "bf16",
+		"-pass", "fwdbwd", "-reps", "1", "-warmup", "0", "-warmup-ms", "0"}
+	plain := benchRows(t, args...)
+	inplace := benchRows(t, append(args, "-inplace")...)
+	if len(plain) != 1 || len(inplace) != 1 {
+		t.Fatalf("%d and %d rows, want 1 each", len(plain), len(inplace))
+	}
+	p, q := plain[0], inplace[0]
+	if p.Op != "mlp" || q.Op != "mlp_inplace" || !q.Validated || q.Inter != 72 || q.Act == "" {
+		t.Fatalf("rows %+v / %+v", p, q)
+	}
+	want := 3 * 24 * 72 * 2 / float64(1<<20)
+	if d := p.PeakExtraMiB - q.PeakExtraMiB; math.Abs(d-want) > 1e-9 {
+		t.Errorf("in-place step allocates %.6f MiB less, want %.6f", d, want)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"strings"
 
 	"github.com/vklora/vklora/vk"
 )
@@ -87,14 +88,14 @@ func newResult(c benchCase, dev vk.DeviceInfo) result {
 		s := l.Shape
 		r.Preset, r.Pass, r.Hidden, r.R = s.Name, l.Pass, s.H, s.R
 		switch c.Op {
-		case "mlp", "matmul_lora":
+		case "mlp", "mlp_inplace", "matmul_lora":
 			r.Inter = s.I
 		case "qkv":
 			r.Q, r.KV = s.Q, s.KV
 		case "o":
 			r.Q = s.Q
 		}
-		if c.Op == "mlp" {
+		if strings.HasPrefix(c.Op, "mlp") {
 			r.Act = s.Act.String()
 		}
 	}
