@@ -42,9 +42,12 @@ layout(set = 0, binding = 0, std430) readonly buffer BufA { uint16_t a16[]; };
 #if B_TYPE == TYPE_NF4
 // NF4 B: each K step the workgroup decodes the BN×BK tile into shared
 // memory (one packed word and one scale per 8 weights, rounded to D as the
-// dense dequantization rounds them) and loads it from there. Decoding per
-// element in a cooperative-matrix decode function instead was 3.6× slower
-// than a bf16 B on an H200 (docs/PERFORMANCE.md).
+// dense dequantization rounds them) and loads it from there. The engine
+// uses this for small M, where reading 4 bits per weight matters most; at
+// large M it dequantizes column slabs and runs the dense variant instead
+// (lora/nf4slab.go), because this decode, in series with the driver's own
+// tile staging, measured 3.5–4.2× slower than a bf16 B on an H200 (as did
+// a per-element cooperative-matrix decode function; docs/PERFORMANCE.md).
 layout(set = 0, binding = 1, std430) readonly buffer BufB { uint b[]; };
 layout(set = 0, binding = 5, std430) readonly buffer BufQ { float qstate[]; };
 #define ROUND_TYPE D_TYPE
