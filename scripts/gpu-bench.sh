@@ -8,6 +8,7 @@
 # same card, and prints a short summary last. Logs go under $OUT (few
 # files: the device tool returns a limited number).
 set -uo pipefail
+bash "$(dirname "$0")/gpu-unpack.sh"
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 VKLORA_REQUIRE_COOPMAT=1 VKLORA_REQUIRE_COOPMAT2=1 bash scripts/gpu-remote.sh > "$out/tests.txt" 2>&1

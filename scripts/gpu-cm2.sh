@@ -6,6 +6,7 @@
 # workgroup-scope kernel over tiles (VKLORA_COOPMAT2_TILE=BM,BN,BK,WG), the
 # subgroup-scope kernel and cuBLAS on the same card. Logs under $OUT.
 set -uo pipefail
+bash "$(dirname "$0")/gpu-unpack.sh"
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig

@@ -5,6 +5,7 @@
 # required to run, not skip), then plain matmul throughput with and without
 # cooperative matrices and cuBLAS's on the same card. Logs under $OUT.
 set -uo pipefail
+bash "$(dirname "$0")/gpu-unpack.sh"
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig

@@ -4,6 +4,7 @@
 # Vulkan loader, runs the GPU test binaries, then whatever is passed as
 # arguments (e.g. "bench"). Logs go to $OUT when set.
 set -uo pipefail
+bash "$(dirname "$0")/gpu-unpack.sh"
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
