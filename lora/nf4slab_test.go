@@ -14,54 +14,65 @@ import (
 
 // A product recorded as column slabs of C (C and B2 offsets, C's row
 // stride wider than the slab) equals the whole product: the fused term
-// (rank 5, both B2 layouts) and beta·C included. Runs on any device; on
-// lavapipe the scalar kernel takes the offsets.
+// (rank 5, both B2 layouts) and beta·C included. On every kernel the
+// device runs: the scalar one everywhere, the cooperative ones where the
+// device has them (slabs of 64 columns or more; narrower ones are scalar).
 func TestGemmColumnSlabs(t *testing.T) {
 	f := newFixture(t)
 	const d = dtype.BF16
-	const m, n, k, r = 37, 90, 51, 5
-	for _, fm := range forms[:2] {
-		t.Run(fm.name, func(t *testing.T) {
-			f := f.in(t)
-			x := f.random(d, m*k, 1)
-			w := f.random(d, n*k, 1)
-			xa := f.random(dtype.F32, m*r, 1)
-			lb := f.random(d, n*r, 1)
-			c0 := f.random(d, m*n, 1)
-			B := Dense(f.upload(d, w, storedShape(fm.transB, k, n)...))
-			if fm.transB {
-				B = B.T()
-			}
-			// B2 is Bᵀ of an [n, r] matrix in the X·Wᵀ form and an [r, n]
-			// matrix in the G·W one, as the layers pass them.
-			B2 := Dense(f.upload(d, lb, n, r)).T()
-			lbRef, b2Trans := lb, true
-			if !fm.transB {
-				B2 = Dense(f.upload(d, lb, r, n))
-				b2Trans = false
-			}
-			c := f.upload(d, c0, m, n)
-			g := gemm{C: c, A: Dense(f.upload(d, x, m, k)), B: B, A2: Dense(f.upload(dtype.F32, xa, m, r)), B2: B2,
-				Alpha: 0.7, Alpha2: 0.37, Beta: -0.5}
-			name, _, err := g.variant()
-			require.NoError(t, err)
-			rec := f.recorder()
-			_, b2cs := g.B2.strides()
-			for _, sl := range [][2]int{{0, 40}, {40, 33}, {73, 17}} {
-				n0, s := sl[0], sl[1]
-				sub := g
-				sub.B = f.denseSlab(d, w, fm.transB, n, k, n0, s)
-				pl := f.eng.plan(d, nil, false, m, s, k)
-				require.NoError(t, f.eng.record(rec, sub, name, d, pl,
-					gemmDims{m: m, n: s, k: k, k2: r, cRs: n, cOff: n0, b2Off: n0 * int(b2cs)}))
-			}
-			require.NoError(t, rec.Submit())
-			want := append([]float64(nil), c0...)
-			ref.MatmulAcc(want, x, w, m, n, k, false, fm.transB, 0.7, -0.5)
-			ref.MatmulAcc(want, ref.RoundTo(d, scaled(xa, 0.37)), lbRef, m, n, r, false, b2Trans, 1, 1)
-			vktest.ExpectClose(t, "C", f.download(c), ref.RoundTo(d, want), n, tol[d])
-		})
+	paths := []string{""}
+	if f.eng.CoopMat(d) {
+		paths = append(paths, coopPaths(t, f, d)...)
 	}
+	for _, path := range paths {
+		for _, fm := range forms[:2] {
+			t.Run(fm.name+path, func(t *testing.T) {
+				defer f.eng.usePath(path)()
+				f.eng.noCoop = path == ""
+				defer func() { f.eng.noCoop = false }()
+				columnSlabs(t, f.in(t), d, fm)
+			})
+		}
+	}
+}
+
+func columnSlabs(t *testing.T, f *fixture, d dtype.DType, fm form) {
+	const m, n, k, r = 70, 150, 56, 5
+	x := f.random(d, m*k, 1)
+	w := f.random(d, n*k, 1)
+	xa := f.random(dtype.F32, m*r, 1)
+	lb := f.random(d, n*r, 1)
+	c0 := f.random(d, m*n, 1)
+	B := Dense(f.upload(d, w, storedShape(fm.transB, k, n)...))
+	if fm.transB {
+		B = B.T()
+	}
+	// B2 is Bᵀ of an [n, r] matrix in the X·Wᵀ form and an [r, n] matrix
+	// in the G·W one, as the layers pass them.
+	B2 := Dense(f.upload(d, lb, n, r)).T()
+	if !fm.transB {
+		B2 = Dense(f.upload(d, lb, r, n))
+	}
+	c := f.upload(d, c0, m, n)
+	g := gemm{C: c, A: Dense(f.upload(d, x, m, k)), B: B, A2: Dense(f.upload(dtype.F32, xa, m, r)), B2: B2,
+		Alpha: 0.7, Alpha2: 0.37, Beta: -0.5}
+	name, _, err := g.variant()
+	require.NoError(t, err)
+	rec := f.recorder()
+	_, b2cs := g.B2.strides()
+	for _, sl := range [][2]int{{0, 64}, {64, 64}, {128, 22}} {
+		n0, s := sl[0], sl[1]
+		sub := g
+		sub.B = f.denseSlab(d, w, fm.transB, n, k, n0, s)
+		pl := f.eng.plan(d, sub.coopLayout(d), sub.cm2Fits(), m, s, k)
+		require.NoError(t, f.eng.record(rec, sub, name, d, pl,
+			gemmDims{m: m, n: s, k: k, k2: r, cRs: n, cOff: n0, b2Off: n0 * int(b2cs)}))
+	}
+	require.NoError(t, rec.Submit())
+	want := append([]float64(nil), c0...)
+	ref.MatmulAcc(want, x, w, m, n, k, false, fm.transB, 0.7, -0.5)
+	ref.MatmulAcc(want, ref.RoundTo(d, scaled(xa, 0.37)), lb, m, n, r, false, fm.transB, 1, 1)
+	vktest.ExpectClose(t, "C", f.download(c), ref.RoundTo(d, want), n, tol[d])
 }
 
 // denseSlab uploads columns [n0, n0+s) of B (of an [k, n] product) as
@@ -87,8 +98,10 @@ func scaled(xs []float64, s float64) []float64 {
 
 // NF4 weights at M ≥ nf4SlabMinRows run in column slabs on the
 // workgroup-scope kernel: with a slab budget of 128 columns the product is
-// three slabs (the last one 44 columns, on another kernel), with the fused
-// term, in both weight forms, and matches the dense dequantized weight.
+// several slabs (the last one narrower, on another kernel), with the fused
+// term, in both weight forms and both B2 layouts the layers pass: the
+// forward's X·Wᵀ with B2 = Bᵀ (beta 0) and dX's G·W with B2 = A stored
+// [r, n], accumulating into a C that holds data (beta 1).
 func TestNF4Slabs(t *testing.T) {
 	for _, d := range []dtype.DType{dtype.F16, dtype.BF16} {
 		t.Run(d.String(), func(t *testing.T) {
@@ -96,6 +109,7 @@ func TestNF4Slabs(t *testing.T) {
 			if !f.eng.CoopMat2(d) {
 				t.Skipf("%s has no workgroup-scope cooperative matrices (slabs are for them)", f.dev.Info().Name)
 			}
+			defer func() { f.eng.slabBytes = 0 }()
 			const m, out, in, r = nf4SlabMinRows + 8, 300, 136, 6
 			q, dw := f.nf4Weight(d, out, in, 64, true)
 			wd := ref.FromFloat32(quant.Dequantize(q))
@@ -108,22 +122,26 @@ func TestNF4Slabs(t *testing.T) {
 				x := f.random(d, m*k, 1)
 				xa := f.random(dtype.F32, m*r, 1)
 				lb := f.random(d, n*r, 1)
-				Bq := NF4(dw)
+				c0 := f.random(d, m*n, 1)
+				g := gemm{A: Dense(f.upload(d, x, m, k)), B: NF4(dw), A2: Dense(f.upload(dtype.F32, xa, m, r)),
+					Alpha: 1, Alpha2: 0.37}
+				want := ref.Matmul(x, wd, m, n, k, false, trans)
+				ref.MatmulAcc(want, ref.RoundTo(d, scaled(xa, 0.37)), lb, m, n, r, false, trans, 1, 1)
 				if trans {
-					Bq = Bq.T()
+					g.B, g.C, g.B2 = g.B.T(), f.poisoned(d, m, n), Dense(f.upload(d, lb, n, r)).T()
+				} else {
+					g.C, g.B2, g.Beta = f.upload(d, c0, m, n), Dense(f.upload(d, lb, r, n)), 1
+					for i := range want {
+						want[i] += c0[i]
+					}
 				}
-				g := gemm{C: f.poisoned(d, m, n), A: Dense(f.upload(d, x, m, k)), B: Bq,
-					A2: Dense(f.upload(dtype.F32, xa, m, r)), B2: Dense(f.upload(d, lb, n, r)).T(), Alpha: 1, Alpha2: 0.37}
 				require.True(t, f.eng.nf4Slabs(&g, d, m, n), "the slab path must run")
 				require.Equal(t, 128, f.eng.slabCols(d, n, k))
 				rec := f.recorder()
 				require.NoError(t, f.eng.gemm(rec, g))
 				require.NoError(t, rec.Submit())
-				want := ref.Matmul(x, wd, m, n, k, false, trans)
-				ref.MatmulAcc(want, ref.RoundTo(d, scaled(xa, 0.37)), lb, m, n, r, false, true, 1, 1)
 				vktest.ExpectClose(t, fmt.Sprintf("C trans=%v", trans), f.download(g.C), ref.RoundTo(d, want), n, tol[d])
 			}
-			f.eng.slabBytes = 0
 		})
 	}
 }
