@@ -22,6 +22,12 @@ var cm2Tiles = []cm2Tile{
 	{BM: 64, BN: 64, BK: 32, WG: 128},
 }
 
+// nf4SharedBytes mirrors matmul_cm2.comp's NF4 B tile: padded uvec4 rows
+// in either memory order (the larger of the two).
+func (t cm2Tile) nf4SharedBytes() int {
+	return 16 * max(t.BN*(t.BK/8+1), t.BK*(t.BN/8+1))
+}
+
 func (t cm2Tile) spec(l coopLayout) []uint32 {
 	return []uint32{uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.WG), b32(l.aKF), b32(l.bKF)}
 }
@@ -71,6 +77,11 @@ func probeCoopMat2(c *vk.Caps) map[dtype.DType][]cm2Tile {
 				continue
 			}
 			if c.CoopMat2MaxDimension > 0 && max(t.BM, t.BN, t.BK) > int(c.CoopMat2MaxDimension) {
+				continue
+			}
+			// The driver keeps some shared memory for workgroup scope; the
+			// NF4 variant stages its B tile in what is left.
+			if !fits(c, t.nf4SharedBytes()+int(c.CoopMat2ReservedShared), t.WG) {
 				continue
 			}
 			for _, s := range c.CoopMat2Shapes {

@@ -281,14 +281,22 @@ func (g *gemm) coopLayout(d dtype.DType) *coopLayout {
 
 // cm2Fits reports what the workgroup-scope kernel needs beyond coopLayout:
 // the fused term's operands (if any) have a unit stride in one index each,
-// and an NF4 B's stored rows hold whole packed words (it reads one word of
-// 8 weights per tensor-layout block).
+// and an NF4 B decoded in the kernel has rows of whole packed words. The
+// kernel's staging handles any row length, as the subgroup kernel's does,
+// but only whole-word rows have run on a GPU so far.
 func (g *gemm) cm2Fits() bool {
 	if g.B.nf4 != nil {
 		if _, cols := g.B.stored(); cols%8 != 0 {
 			return false
 		}
 	}
+	return g.fusedUnitStrides()
+}
+
+// fusedUnitStrides reports whether the fused term (if any) has operands
+// with a unit stride in one index each, as the workgroup-scope kernel's
+// tensor layouts read them.
+func (g *gemm) fusedUnitStrides() bool {
 	if g.A2.IsZero() {
 		return true
 	}

@@ -16,9 +16,10 @@ import (
 // a cooperative-matrix decode function or into shared memory, ran 3.5–4.2×
 // slower than a bf16 B on an H200, because the decode sits in series with
 // the driver's own tile staging. Dequantizing a slab costs one pass over
-// 2.5 bytes per weight, which at large M is ~1% of the matmul, and the
-// scratch is capped (slabBytes, shared by a recording's products), never
-// the whole weight.
+// 2.5 bytes per weight, which at large M is ~1% of the matmul. The scratch
+// is shared by a recording's products and holds at most slabBytes (or 128
+// columns where one column alone is larger): a weight that fits is
+// dequantized whole, a larger one never is.
 //
 // Small M (below nf4SlabMinRows) is memory-bound: there the per-tile decode
 // reads 4 bits per weight instead of 16, so it keeps the in-kernel decode.
@@ -34,7 +35,8 @@ func (e *Engine) nf4Slabs(g *gemm, d dtype.DType, m, n int) bool {
 	if g.B.nf4 == nil || m < nf4SlabMinRows || n < 64 || !e.CoopMat2(d) {
 		return false
 	}
-	return g.coopLayout(d) != nil && g.cm2Fits()
+	// The slabs are dense, so the weight's row length does not matter.
+	return g.coopLayout(d) != nil && g.fusedUnitStrides()
 }
 
 // slabCols is the slab width: C's n columns in the fewest slabs whose

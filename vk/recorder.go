@@ -55,6 +55,10 @@ type Recorder struct {
 	last     []DispatchTime
 }
 
+// profileReserve timestamps of a recording are never taken by profiling,
+// so that a caller's Timestamp pair still fits when profiling filled the rest.
+const profileReserve = 2
+
 type profileMark struct {
 	kernel string
 	groups [3]uint32
@@ -179,7 +183,8 @@ func (r *Recorder) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Bi
 	if len(push) > 0 {
 		pp = unsafe.Pointer(&push[0])
 	}
-	mark := r.profile && r.queries != nil && r.nq+2 <= maxTimestamps
+	// Profiling leaves profileReserve timestamps for the recording's own.
+	mark := r.profile && r.queries != nil && r.nq+2 <= maxTimestamps-profileReserve
 	if mark {
 		vulkan.CmdWriteTimestamp(r.cb, vulkan.PipelineStageBottomOfPipeBit, r.queries, uint32(r.nq))
 		r.marks = append(r.marks, profileMark{kernel: s.Name, groups: groups, q0: r.nq, q1: r.nq + 1})
@@ -273,6 +278,7 @@ func (r *Recorder) Submit() error {
 		return fmt.Errorf("vk: Submit: recorder: %w", ErrReleased)
 	}
 	defer r.releaseHolds()
+	r.last = nil // a failed Submit leaves no stale profile behind
 	if r.err != nil {
 		err := r.err
 		r.restart()
@@ -284,6 +290,7 @@ func (r *Recorder) Submit() error {
 	}
 	if err := r.dev.submitAndWait(r.submission); err != nil {
 		if errors.Is(err, ErrDeviceLost) {
+			r.marks = r.marks[:0]
 			return err
 		}
 		r.restart()

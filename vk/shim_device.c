@@ -142,7 +142,8 @@ void vkl_probe(VkInstance inst, VkPhysicalDevice phys, vkl_caps *caps) {
 		}
 	}
 	caps->coopmat = has_cm && c.cm.cooperativeMatrix;
-	caps->coopmat2 = has_cm2 && c.cm2.workgroupScope;
+	// The workgroup-scope matmul names its tiles through tensor layouts.
+	caps->coopmat2 = has_cm2 && c.cm2.workgroupScope && c.cm2.tensorAddressing;
 	caps->coopmat2_flexible = has_cm2 && c.cm2.flexibleDimensions;
 	caps->bf16 = has_bf && c.bf.shaderBFloat16Type;
 	caps->bf16_coopmat = has_bf && c.bf.shaderBFloat16CooperativeMatrix;

@@ -3,6 +3,7 @@ package vk_test
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -180,11 +181,16 @@ func TestProfileDispatches(t *testing.T) {
 		require.Equal(t, grid, p.Groups)
 		require.Greater(t, p.Time.Nanoseconds(), int64(0))
 	}
+	// A later profiled Submit must not change a profile already returned.
+	want := slices.Clone(prof)
+	require.NoError(t, rec.Dispatch(k, [3]uint32{1, 1, 1}, push(64, 7), ten.Binding()))
+	require.NoError(t, rec.Submit())
+	require.Len(t, rec.Profile(), 1)
+	require.Equal(t, want, prof)
 	rec.SetProfile(false)
 	require.NoError(t, rec.Dispatch(k, grid, push(n, 0), ten.Binding()))
 	require.NoError(t, rec.Submit())
 	require.Empty(t, rec.Profile())
-	require.Len(t, prof, 3, "a later Submit must not change a returned profile")
 }
 
 // TestTensorView: a view reads its parent's bytes under another shape,
