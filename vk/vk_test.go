@@ -216,3 +216,28 @@ func TestTensorView(t *testing.T) {
 	_, err = p.View(2)
 	require.ErrorIs(t, err, vk.ErrReleased)
 }
+
+// TestProfileLeavesTimestamps: profiling a recording with more dispatches
+// than timestamps can bracket still leaves a Timestamp pair to the caller.
+func TestProfileLeavesTimestamps(t *testing.T) {
+	d := vktest.Device(t)
+	k := fillKernel(t, d, 64)
+	ten, err := d.NewTensor(dtype.F32, 64)
+	require.NoError(t, err)
+	defer ten.Release()
+	rec, err := d.NewRecorder()
+	require.NoError(t, err)
+	defer rec.Release()
+	rec.SetProfile(true)
+	for i := 0; i < 300; i++ {
+		require.NoError(t, rec.Dispatch(k, [3]uint32{1, 1, 1}, push(64, uint32(i)), ten.Binding()))
+	}
+	t0, err := rec.Timestamp()
+	require.NoError(t, err)
+	t1, err := rec.Timestamp()
+	require.NoError(t, err)
+	require.NoError(t, rec.Submit())
+	require.Less(t, len(rec.Profile()), 300, "profiling stops when the timestamps run out")
+	_, err = rec.Elapsed(t0, t1)
+	require.NoError(t, err)
+}
