@@ -32,7 +32,7 @@ func (e *Engine) splitScratch(m, n, k int) uint64 {
 // activations, outputs, adapter gradients and split-K scratch of each of
 // the layer's products. No term is the size of a weight.
 func (e *Engine) mlpStepBytes(d dtype.DType, m, h, i, r int) uint64 {
-	act := 7*bufBytes(d, m, i) + // e, g, h (forward); dh, h, de, dg (backward)
+	act := 6*bufBytes(d, m, i) + // e, g, h (forward); h, de, dg (backward; dh reuses the forward's h)
 		2*bufBytes(d, m, h) + // Y, dX
 		6*bufBytes(dtype.F32, m, r) + // x·Aᵀ gate/up, h·Aᵀ down; g·B down/up/gate
 		2*(bufBytes(d, r, h)+bufBytes(d, i, r)) + bufBytes(d, r, i) + bufBytes(d, h, r) // dA, dB

@@ -158,7 +158,10 @@ func (l *MLP) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *MLPSaved, er
 	if err := e.addBiases(rec, []*Projection{l.Down}, []*vk.Tensor{y}); err != nil {
 		return fail(err)
 	}
+	// h's last reader is recorded: a backward in this recording may reuse
+	// its memory for dh (see Backward's temp).
 	rec.Hold(h)
+	_ = rec.Recycle(h) // cannot fail: h is live and held just above
 	return y, s, nil
 }
 
@@ -191,7 +194,12 @@ func (l *MLP) Backward(rec *vk.Recorder, saved *MLPSaved, gy *vk.Tensor) (*vk.Te
 		}
 		return nil, [3]ProjGrad{}, err
 	}
+	// Temporaries first take memory the recording has recycled (the
+	// forward's h when forward and backward share a recording).
 	temp := func(what string) (*vk.Tensor, error) {
+		if t, ok := rec.Reuse(d, m, idim); ok {
+			return t, nil
+		}
 		t, err := e.newOut(what, d, m, idim)
 		if err == nil {
 			rec.Hold(t)
@@ -234,6 +242,9 @@ func (l *MLP) Backward(rec *vk.Recorder, saved *MLPSaved, gy *vk.Tensor) (*vk.Te
 		return fail(err)
 	}
 	rec.Barrier()
+	if !l.Inplace {
+		_ = rec.Recycle(dh) // its last reader is recorded; it is held (temp)
+	}
 	if grads[2], err = e.adapterGrads(rec, h, saved.xa[2], gy, gbDown, l.Down); err != nil {
 		return fail(err)
 	}

@@ -7,6 +7,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"github.com/vklora/vklora/dtype"
 	"time"
 	"unsafe"
 
@@ -47,6 +48,7 @@ type Recorder struct {
 	ticks    []uint64
 	err      error
 	holds    []Releaser
+	free     []*Tensor      // held tensors whose memory Reuse may hand out again
 	bindings *C.vkl_binding // C array of MaxBindings, reused per dispatch
 	count    int            // dispatches recorded
 	released bool
@@ -139,6 +141,60 @@ func (r *Recorder) Err() error { return r.err }
 // Hold keeps x alive until the recorded work has completed: Submit (or
 // Release) releases it. Ops use it for temporaries.
 func (r *Recorder) Hold(x Releaser) { r.holds = append(r.holds, x) }
+
+// Recycle says that the last command of this recording to use t has been
+// recorded: t must be held by the recording (Hold) or come from Reuse. Its
+// memory stays allocated until Submit, but Reuse may hand it to a later
+// temporary of the same recording, so that a step's temporaries with
+// disjoint lifetimes share memory (the recorder otherwise keeps every one
+// until Submit).
+func (r *Recorder) Recycle(t *Tensor) error {
+	if t == nil || t.Released() {
+		return fmt.Errorf("vk: Recycle: tensor is nil or released: %w", ErrInvalidArgument)
+	}
+	owner := t
+	if t.view {
+		owner = t.owner
+	}
+	for _, h := range r.holds {
+		if h == Releaser(owner) {
+			r.free = append(r.free, owner)
+			return nil
+		}
+	}
+	return fmt.Errorf("vk: Recycle %s: not held by this recording: %w", t, ErrInvalidArgument)
+}
+
+// Reuse returns a temporary of dtype dt and the given shape over the
+// memory of the smallest recycled tensor large enough, after a barrier so
+// that the earlier commands that read it finish before anything writes it.
+// The result is a view: valid until Submit, its Release does nothing, and
+// Recycle takes it back. ok is false when no recycled memory fits; the
+// caller then allocates.
+func (r *Recorder) Reuse(dt dtype.DType, shape ...int) (*Tensor, bool) {
+	if r.err != nil || r.released {
+		return nil, false
+	}
+	n, err := checkShape(dt, shape)
+	if err != nil {
+		return nil, false
+	}
+	need := n * uint64(dt.Size())
+	best := -1
+	for i, t := range r.free {
+		if t.buf.size >= need && (best < 0 || t.buf.size < r.free[best].buf.size) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return nil, false
+	}
+	t := r.free[best]
+	r.free = append(r.free[:best], r.free[best+1:]...)
+	v := &Tensor{buf: t.buf, shape: append([]int(nil), shape...), dt: dt, view: true, owner: t}
+	r.Barrier()
+	return v, true
+}
 
 // Dispatch records one kernel launch over groups workgroups with the given
 // push-constant bytes and buffer bindings (in binding order).
@@ -325,6 +381,7 @@ func (r *Recorder) restart() error {
 }
 
 func (r *Recorder) releaseHolds() {
+	r.free = r.free[:0]
 	for _, h := range r.holds {
 		h.Release()
 	}

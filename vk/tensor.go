@@ -15,6 +15,7 @@ type Tensor struct {
 	shape []int
 	dt    dtype.DType
 	view  bool
+	owner *Tensor // a view's parent (the tensor that owns the buffer)
 }
 
 // View returns a tensor of t's dtype and the given shape over the first
@@ -32,7 +33,11 @@ func (t *Tensor) View(shape ...int) (*Tensor, error) {
 	if n*uint64(t.dt.Size()) > t.Bytes() {
 		return nil, fmt.Errorf("vk: View %s%v is larger than %s: %w", t.dt, shape, t, ErrInvalidArgument)
 	}
-	return &Tensor{buf: t.buf, shape: append([]int(nil), shape...), dt: t.dt, view: true}, nil
+	owner := t
+	if t.view {
+		owner = t.owner
+	}
+	return &Tensor{buf: t.buf, shape: append([]int(nil), shape...), dt: t.dt, view: true, owner: owner}, nil
 }
 
 // NewTensor allocates an uninitialised tensor. Every dimension must be ≥ 1;

@@ -241,3 +241,55 @@ func TestProfileLeavesTimestamps(t *testing.T) {
 	_, err = rec.Elapsed(t0, t1)
 	require.NoError(t, err)
 }
+
+// TestRecycleReuse: a recycled temporary's memory goes to the smallest
+// later request it fits, as a view; nothing is recycled that the recording
+// does not hold; Submit frees it all and empties the pool.
+func TestRecycleReuse(t *testing.T) {
+	d := vktest.Device(t)
+	rec, err := d.NewRecorder()
+	require.NoError(t, err)
+	defer rec.Release()
+	_, ok := rec.Reuse(dtype.F32, 4)
+	require.False(t, ok, "nothing recycled yet")
+	small, err := d.NewTensor(dtype.F32, 64)
+	require.NoError(t, err)
+	big, err := d.NewTensor(dtype.F32, 256)
+	require.NoError(t, err)
+	stray, err := d.NewTensor(dtype.F32, 8)
+	require.NoError(t, err)
+	defer stray.Release()
+	rec.Hold(small)
+	rec.Hold(big)
+	require.ErrorIs(t, rec.Recycle(stray), vk.ErrInvalidArgument, "a tensor the recording does not hold")
+	require.NoError(t, rec.Recycle(big))
+	require.NoError(t, rec.Recycle(small))
+	v, ok := rec.Reuse(dtype.BF16, 8, 16) // 256 bytes: small fits, and is the smaller
+	require.True(t, ok)
+	require.Equal(t, small.Buffer(), v.Buffer())
+	require.Equal(t, []int{8, 16}, v.Shape())
+	_, ok = rec.Reuse(dtype.F32, 512)
+	require.False(t, ok, "2 KiB fits neither")
+	w, ok := rec.Reuse(dtype.F32, 100)
+	require.True(t, ok)
+	require.Equal(t, big.Buffer(), w.Buffer())
+	_, ok = rec.Reuse(dtype.F32, 1)
+	require.False(t, ok, "both are handed out")
+	require.NoError(t, rec.Recycle(v), "a view from Reuse goes back")
+	again, ok := rec.Reuse(dtype.F32, 64)
+	require.True(t, ok)
+	require.Equal(t, small.Buffer(), again.Buffer())
+
+	// Data written through a reused view lands in the recycled memory.
+	k := fillKernel(t, d, 64)
+	require.NoError(t, rec.Dispatch(k, [3]uint32{1, 1, 1}, push(64, 0x40000000), again.Binding()))
+	rec.Barrier()
+	require.NoError(t, rec.Copy(stray.Binding(), small.Buffer().Range(0, 32)))
+	require.NoError(t, rec.Submit())
+	got, err := stray.Float32()
+	require.NoError(t, err)
+	require.Equal(t, []float32{2, 2, 2, 2, 2, 2, 2, 2}, got)
+	require.True(t, small.Released() && big.Released() && again.Released(), "Submit frees held and recycled memory")
+	_, ok = rec.Reuse(dtype.F32, 1)
+	require.False(t, ok, "Submit empties the pool")
+}
