@@ -1,0 +1,25 @@
+// Package vk is the engine's only contact with Vulkan: the one package that
+// imports github.com/vulkan-go/vulkan and uses cgo (a small C shim, shim.c
+// and shim_device.c, builds the feature and property chains the vulkan-go
+// 1.1 headers lack: Vulkan 1.2/1.3 features, subgroup size control,
+// cooperative matrices, bf16). Everything above it speaks in these types:
+//
+//   - Device (Open, Devices): one logical device with its compute queue, and
+//     Caps, what it can do, probed once (subgroup size, shared memory,
+//     VK_KHR_cooperative_matrix shapes, VK_NV_cooperative_matrix2 limits and
+//     flexible-dimension configurations, bf16).
+//   - Buffer and Tensor: device-local storage, uploads and downloads through
+//     staging; Tensor.View borrows a tensor's memory under another shape.
+//   - Kernel (Device.ShaderKernel): a compute pipeline from the embedded
+//     SPIR-V registry, with its specialization constants; cached per device.
+//   - Recorder: dispatches, barriers and timestamps in one command buffer;
+//     Submit runs and waits. Hold keeps temporaries alive until Submit;
+//     Recycle and Reuse let a recording's temporaries with disjoint
+//     lifetimes share memory; SetProfile times every dispatch.
+//
+// Every Vulkan result is checked and wrapped with the call's name
+// (ResultError, which matches the Err* sentinels with errors.Is). Every
+// resource has an idempotent Release. Errors found while recording are
+// sticky: Submit returns them and discards the recording, so the device
+// stays usable.
+package vk
