@@ -8,6 +8,7 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk"
 	"github.com/vklora/vklora/vk/vktest"
 )
 
@@ -88,4 +89,42 @@ func TestLayerBadInput(t *testing.T) {
 	require.NoError(t, rec.Submit())
 	xs := f.download(x)
 	vktest.ExpectClose(t, "Y after errors", f.download(y), ref.LinearForward(xs, 5, rok), 12, layerTol[d])
+}
+
+// An MLP forward that fails after recording work (here its [M, I]
+// pre-activation exceeds the device's storage-buffer range, after x·Aᵀ was
+// recorded into temporaries it then frees) returns the error, the recording
+// is refused at Submit instead of running on freed memory, and the engine
+// and recorder work afterwards.
+func TestLayerFailureMidRecording(t *testing.T) {
+	f := newFixture(t)
+	const d = dtype.BF16
+	const h, r = 8, 2
+	limit := f.dev.Caps().MaxStorageBufferRange
+	if limit > 1<<28 {
+		t.Skipf("storage-buffer range %d too large to exceed cheaply", limit)
+	}
+	m := 1 << 14
+	i := int(limit/uint64(2*m)) + 8 // [m, i] bf16 is just past the range
+	ps := [3]*Projection{}
+	for k, sh := range [3][2]int{{i, h}, {i, h}, {h, i}} {
+		ps[k], _ = f.proj(d, sh[0], sh[1], r, 0.5)
+	}
+	x := f.upload(d, f.random(d, m*h, 1), m, h)
+	rec := f.recorder()
+	l := &MLP{Engine: f.eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: SwiGLU}
+	_, _, err := l.Forward(rec, x)
+	require.ErrorIs(t, err, vk.ErrTooLarge)
+	require.NotZero(t, rec.Dispatches(), "x·Aᵀ was recorded before the failure")
+	require.ErrorIs(t, rec.Submit(), vk.ErrReleased, "the recording referencing freed temporaries must not run")
+
+	// Still usable: a small layer on the same engine and recorder.
+	small, rp := f.proj(d, 6, h, r, 0.5)
+	xs := f.random(d, 3*h, 1)
+	y, saved, err := (&O{Engine: f.eng, Proj: small}).Forward(rec, f.upload(d, xs, 3, h))
+	require.NoError(t, err)
+	defer y.Release()
+	defer saved.Release()
+	require.NoError(t, rec.Submit())
+	vktest.ExpectClose(t, "Y", f.download(y), ref.RoundTo(d, ref.LinearForward(xs, 3, rp)), 6, tol[d])
 }

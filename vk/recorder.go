@@ -49,6 +49,7 @@ type Recorder struct {
 	err      error
 	holds    []Releaser
 	free     []*Tensor      // held tensors whose memory Reuse may hand out again
+	used     []*Buffer      // every buffer a recorded command references
 	bindings *C.vkl_binding // C array of MaxBindings, reused per dispatch
 	count    int            // dispatches recorded
 	released bool
@@ -235,6 +236,9 @@ func (r *Recorder) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Bi
 		}
 		cb[i] = C.vkl_binding{buffer: C.VkBuffer(unsafe.Pointer(b.buf.buf)), offset: C.VkDeviceSize(b.offset), size: C.VkDeviceSize(b.size)}
 	}
+	for _, b := range bufs {
+		r.used = append(r.used, b.buf)
+	}
 	var pp unsafe.Pointer
 	if len(push) > 0 {
 		pp = unsafe.Pointer(&push[0])
@@ -283,6 +287,7 @@ func (r *Recorder) Fill(b Binding, word uint32) error {
 	if b.offset%4 != 0 || b.size%4 != 0 {
 		return r.fail(fmt.Errorf("vk: Fill: offset %d and size %d must be multiples of 4: %w", b.offset, b.size, ErrInvalidArgument))
 	}
+	r.used = append(r.used, b.buf)
 	vulkan.CmdFillBuffer(r.cb, b.buf.buf, vulkan.DeviceSize(b.offset), vulkan.DeviceSize(b.size), word)
 	return nil
 }
@@ -301,6 +306,7 @@ func (r *Recorder) Copy(dst, src Binding) error {
 	if src.size != dst.size {
 		return r.fail(fmt.Errorf("vk: Copy: src %d bytes, dst %d bytes: %w", src.size, dst.size, ErrInvalidArgument))
 	}
+	r.used = append(r.used, src.buf, dst.buf)
 	vulkan.CmdCopyBuffer(r.cb, src.buf.buf, dst.buf.buf, 1, []vulkan.BufferCopy{{
 		SrcOffset: vulkan.DeviceSize(src.offset), DstOffset: vulkan.DeviceSize(dst.offset), Size: vulkan.DeviceSize(src.size)}})
 	return nil
@@ -340,6 +346,15 @@ func (r *Recorder) Submit() error {
 		r.restart()
 		return err
 	}
+	// A buffer released after a command that uses it was recorded (an
+	// error path that freed its temporaries, or a caller's early Release)
+	// must never reach the GPU: the recording is discarded instead.
+	for _, b := range r.used {
+		if b.buf == nil {
+			r.restart()
+			return fmt.Errorf("vk: Submit: a buffer used by a recorded command was released before Submit; the recording is discarded: %w", ErrReleased)
+		}
+	}
 	if err := check("vkEndCommandBuffer", vulkan.EndCommandBuffer(r.cb)); err != nil {
 		r.restart()
 		return err
@@ -376,6 +391,8 @@ func (r *Recorder) Submit() error {
 
 func (r *Recorder) restart() error {
 	r.marks = r.marks[:0]
+	clear(r.used) // drop the references, so released buffers can be collected
+	r.used = r.used[:0]
 	vulkan.ResetCommandBuffer(r.cb, 0)
 	return r.begin()
 }

@@ -3,6 +3,7 @@ package vk_test
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"slices"
 	"testing"
 
@@ -292,4 +293,34 @@ func TestRecycleReuse(t *testing.T) {
 	require.True(t, small.Released() && big.Released() && again.Released(), "Submit frees held and recycled memory")
 	_, ok = rec.Reuse(dtype.F32, 1)
 	require.False(t, ok, "Submit empties the pool")
+}
+
+// TestSubmitRefusesReleasedBuffers: a buffer released after a command that
+// uses it was recorded never reaches the GPU: Submit discards the
+// recording with ErrReleased, and the recorder works afterwards.
+func TestSubmitRefusesReleasedBuffers(t *testing.T) {
+	d := vktest.Device(t)
+	k := fillKernel(t, d, 64)
+	rec, err := d.NewRecorder()
+	require.NoError(t, err)
+	defer rec.Release()
+	for _, record := range []func(ten, other *vk.Tensor) error{
+		func(ten, _ *vk.Tensor) error { return rec.Dispatch(k, [3]uint32{1, 1, 1}, push(64, 1), ten.Binding()) },
+		func(ten, _ *vk.Tensor) error { return rec.Fill(ten.Binding(), 7) },
+		func(ten, other *vk.Tensor) error { return rec.Copy(other.Binding(), ten.Binding()) },
+	} {
+		ten, err := d.NewTensor(dtype.F32, 64)
+		require.NoError(t, err)
+		other, err := d.NewTensor(dtype.F32, 64)
+		require.NoError(t, err)
+		require.NoError(t, record(ten, other))
+		ten.Release()
+		require.ErrorIs(t, rec.Submit(), vk.ErrReleased)
+		require.NoError(t, rec.Fill(other.Binding(), 3))
+		require.NoError(t, rec.Submit(), "the recorder is usable after a discarded recording")
+		got, err := other.Float32()
+		require.NoError(t, err)
+		require.Equal(t, math.Float32frombits(3), got[0])
+		other.Release()
+	}
 }
