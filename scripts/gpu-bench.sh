@@ -8,12 +8,9 @@
 # same card, and prints a short summary last. Logs go under $OUT (few
 # files: the device tool returns a limited number).
 set -uo pipefail
-bash "$(dirname "$0")/gpu-unpack.sh"
-out=${OUT:-/tmp/out}; mkdir -p "$out"
+source "$(dirname "$0")/gpu-env.sh"
 export PYTHONUNBUFFERED=1
 VKLORA_REQUIRE_COOPMAT=1 VKLORA_REQUIRE_COOPMAT2=1 bash scripts/gpu-remote.sh > "$out/tests.txt" 2>&1
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-B=.devcarry/bin
 L=$out/lorabench.txt
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv,noheader > "$out/gpu.txt"
 (cd .devcarry && timeout 120 python3 make_vectors.py --out /tmp/vec --suite full --seed 7 > /tmp/vectors.txt 2>&1)

@@ -14,7 +14,7 @@ for p in vk lora quant autograd conformance cmd/lorabench; do
 	go test -c -ldflags="-s -w" -o ".devcarry/bin/$(basename "$p").test" "./$p"
 done
 # Gzipped too (about 45% of the size: binaries and working tree share the 64 MiB
-# carry); scripts/gpu-unpack.sh restores them there.
+# carry); scripts/gpu-env.sh restores them there.
 gzip -9 -f .devcarry/bin/*[!z]
 cp ../shared/bench/*.py .devcarry/ 2>/dev/null || true
 if [ ! -d .gl ] || ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then

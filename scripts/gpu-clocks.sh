@@ -5,12 +5,7 @@
 # each run's repeats and the clock trace. It is how the idle-clock ramp
 # behind docs/PERFORMANCE.md's "Clocks" section was found.
 set -uo pipefail
-bash "$(dirname "$0")/gpu-unpack.sh"
-out=${OUT:-/tmp/out}; mkdir -p "$out"
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-B=$PWD/${BIN:-.devcarry/bin}
+source "$(dirname "$0")/gpu-env.sh"
 nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,pstate,power.draw --format=csv,noheader -lms 50 > "$out/clocks.csv" 2>&1 &
 smi=$!
 for ms in 0 400; do

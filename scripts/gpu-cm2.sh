@@ -6,12 +6,7 @@
 # workgroup-scope kernel over tiles (VKLORA_COOPMAT2_TILE=BM,BN,BK,WG), the
 # subgroup-scope kernel and cuBLAS on the same card. Logs under $OUT.
 set -uo pipefail
-bash "$(dirname "$0")/gpu-unpack.sh"
-out=${OUT:-/tmp/out}; mkdir -p "$out"
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-B=$PWD/${BIN:-.devcarry/bin}
+source "$(dirname "$0")/gpu-env.sh"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 $B/lorabench devices > "$out/devices.txt" 2>&1; grep -i "coopmat2\|cooperative" "$out/devices.txt" | head -20
 if [ "${SKIP_TESTS:-0}" != 1 ]; then

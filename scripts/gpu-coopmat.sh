@@ -5,12 +5,7 @@
 # required to run, not skip), then plain matmul throughput with and without
 # cooperative matrices and cuBLAS's on the same card. Logs under $OUT.
 set -uo pipefail
-bash "$(dirname "$0")/gpu-unpack.sh"
-out=${OUT:-/tmp/out}; mkdir -p "$out"
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-B=$PWD/.devcarry/bin
+source "$(dirname "$0")/gpu-env.sh"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 (cd lora && VKLORA_REQUIRE_COOPMAT=1 timeout 300 "$B/lora.test" -test.count=1 -test.run "${TESTS:-CoopMat|Matmul|NF4}" > "$out/test-lora.log" 2>&1)
 echo "lora tests exit $? ($(tail -1 "$out/test-lora.log"))"; grep -E "^\s*--- FAIL|Error Trace|rel err|panic" "$out/test-lora.log" | head -20

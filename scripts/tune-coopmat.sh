@@ -3,8 +3,7 @@
 # shapes (VKLORA_COOPMAT_TILE=BM,BN,BK,WM,WN) on the GPU machine, for every
 # lorabench binary in $BIN (default .devcarry/bin). A tile the device
 # cannot run falls back to the scalar kernel (about 22 TFLOP/s on an H200).
-bash "$(dirname "$0")/gpu-unpack.sh"
-B=$PWD/${BIN:-.devcarry/bin}
+source "$(dirname "$0")/gpu-env.sh"
 for bin in "$B"/lorabench*; do
 	for tile in ${TILES:-"" 128,128,32,64,64 128,128,32,32,64 128,128,16,64,32 256,128,16,64,64 128,256,16,64,64 64,64,32,32,32}; do
 		r=$(VKLORA_COOPMAT_TILE=$tile timeout 60 "$bin" matmul -sizes ${SIZE:-8192} -dtype ${DTYPE:-bf16} -reps 5 -warmup 2 2>&1 | tail -1)
