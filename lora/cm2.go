@@ -1,7 +1,6 @@
 package lora
 
 import (
-	"fmt"
 	"os"
 
 	"github.com/vklora/vklora/dtype"
@@ -43,13 +42,11 @@ const DisableCoopMat2Env = "VKLORA_DISABLE_COOPMAT2"
 const CoopMat2TileEnv = "VKLORA_COOPMAT2_TILE"
 
 func cm2TileCandidates() []cm2Tile {
-	v := os.Getenv(CoopMat2TileEnv)
-	if v == "" {
-		return cm2Tiles
-	}
 	var t cm2Tile
-	if n, err := fmt.Sscanf(v, "%d,%d,%d,%d", &t.BM, &t.BN, &t.BK, &t.WG); err != nil || n != 4 ||
-		t.BM <= 0 || t.BN <= 0 || t.BK <= 0 || t.WG <= 0 {
+	switch set, ok := tileFromEnv(CoopMat2TileEnv, &t.BM, &t.BN, &t.BK, &t.WG); {
+	case !set:
+		return cm2Tiles
+	case !ok:
 		return nil
 	}
 	return []cm2Tile{t}
@@ -64,14 +61,7 @@ func probeCoopMat2(c *vk.Caps) map[dtype.DType][]cm2Tile {
 	if !c.CoopMat2 || !c.CoopMat2Flexible {
 		return out
 	}
-	for _, in := range []struct {
-		d    dtype.DType
-		comp vk.ComponentType
-		ok   bool
-	}{{dtype.F16, vk.ComponentF16, c.Float16}, {dtype.BF16, vk.ComponentBF16, c.BFloat16CoopMat}} {
-		if !in.ok {
-			continue
-		}
+	for _, in := range coopInputs(c) {
 		for _, t := range cm2TileCandidates() {
 			if c.CoopMat2MaxWorkgroupSize > 0 && t.WG > int(c.CoopMat2MaxWorkgroupSize) {
 				continue

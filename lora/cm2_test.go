@@ -42,3 +42,25 @@ func TestPickCM2Tile(t *testing.T) {
 	_, ok = e.pickCM2Tile(dtype.BF16, 4096, 4096)
 	require.False(t, ok)
 }
+
+// The tile tuning knobs: unset keeps the table, a well-formed value is the
+// only tile, anything else (wrong count, zero, not a number, a subgroup
+// tile that does not divide) means no cooperative tile at all.
+func TestTileEnvKnobs(t *testing.T) {
+	t.Setenv(CoopMat2TileEnv, "")
+	require.Equal(t, cm2Tiles, cm2TileCandidates())
+	t.Setenv(CoopMat2TileEnv, "64, 128,32,256")
+	require.Equal(t, []cm2Tile{{BM: 64, BN: 128, BK: 32, WG: 256}}, cm2TileCandidates())
+	for _, bad := range []string{"64,128,32", "64,128,32,256,1", "64,0,32,128", "64,x,32,128"} {
+		t.Setenv(CoopMat2TileEnv, bad)
+		require.Nil(t, cm2TileCandidates(), bad)
+	}
+	t.Setenv(CoopMatTileEnv, "")
+	require.Equal(t, coopTiles, tileCandidates())
+	t.Setenv(CoopMatTileEnv, "64,64,32,32,32")
+	require.Equal(t, []coopTile{{BM: 64, BN: 64, BK: 32, WM: 32, WN: 32}}, tileCandidates())
+	for _, bad := range []string{"64,64,32,48,32", "60,64,32,30,32", "0,64,32,32,32", "64,64,32,32"} {
+		t.Setenv(CoopMatTileEnv, bad)
+		require.Nil(t, tileCandidates(), bad)
+	}
+}

@@ -1,8 +1,9 @@
 package lora
 
 import (
-	"fmt"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/vk"
@@ -61,6 +62,27 @@ func (t coopTile) spec(c *coopSupport, l coopLayout) []uint32 {
 // every engine on the scalar kernels.
 const DisableCoopMatEnv = "VKLORA_DISABLE_COOPMAT"
 
+// coopInput is a layer dtype the cooperative kernels can multiply: its
+// cooperative-matrix component type.
+type coopInput struct {
+	d    dtype.DType
+	comp vk.ComponentType
+}
+
+// coopInputs lists the dtypes whose cooperative matrices the device can
+// use at all: f16 with fp16 arithmetic, bf16 with VK_KHR_shader_bfloat16's
+// cooperative matrices.
+func coopInputs(c *vk.Caps) []coopInput {
+	var in []coopInput
+	if c.Float16 {
+		in = append(in, coopInput{dtype.F16, vk.ComponentF16})
+	}
+	if c.BFloat16CoopMat {
+		in = append(in, coopInput{dtype.BF16, vk.ComponentBF16})
+	}
+	return in
+}
+
 // probeCoopMat finds, for f16 and bf16, a subgroup-scope shape with fp32
 // accumulation that divides the tiles, and the tiles the device can run.
 // The kernel assumes one fixed subgroup size, so devices whose size varies
@@ -70,14 +92,7 @@ func probeCoopMat(c *vk.Caps) map[dtype.DType]*coopSupport {
 	if !c.CoopMat || c.SubgroupSize == 0 || (c.SubgroupSizeControl && c.MinSubgroupSize != c.MaxSubgroupSize) {
 		return out
 	}
-	for _, in := range []struct {
-		d    dtype.DType
-		comp vk.ComponentType
-		ok   bool
-	}{{dtype.F16, vk.ComponentF16, c.Float16}, {dtype.BF16, vk.ComponentBF16, c.BFloat16CoopMat}} {
-		if !in.ok {
-			continue
-		}
+	for _, in := range coopInputs(c) {
 		for _, s := range c.CoopMatShapes {
 			if !s.Multiplies(in.comp, vk.ComponentF32) {
 				continue
@@ -127,14 +142,35 @@ func coopDisabledByEnv() bool { return os.Getenv(DisableCoopMatEnv) == "1" }
 const CoopMatTileEnv = "VKLORA_COOPMAT_TILE"
 
 func tileCandidates() []coopTile {
-	v := os.Getenv(CoopMatTileEnv)
-	if v == "" {
-		return coopTiles
-	}
 	var t coopTile
-	if n, err := fmt.Sscanf(v, "%d,%d,%d,%d,%d", &t.BM, &t.BN, &t.BK, &t.WM, &t.WN); err != nil || n != 5 ||
-		t.WM <= 0 || t.WN <= 0 || t.BM%t.WM != 0 || t.BN%t.WN != 0 || t.BM%8 != 0 || t.BN%8 != 0 {
+	switch set, ok := tileFromEnv(CoopMatTileEnv, &t.BM, &t.BN, &t.BK, &t.WM, &t.WN); {
+	case !set:
+		return coopTiles
+	case !ok || t.BM%t.WM != 0 || t.BN%t.WN != 0 || t.BM%8 != 0 || t.BN%8 != 0:
 		return nil
 	}
 	return []coopTile{t}
+}
+
+// tileFromEnv reads a tuning knob "a,b,c,..." of len(fields) positive
+// integers from the environment variable name into fields. set is false
+// when the variable is empty; ok is false when it is malformed, and then
+// no tile is taken at all (the kernel is not used).
+func tileFromEnv(name string, fields ...*int) (set, ok bool) {
+	v := os.Getenv(name)
+	if v == "" {
+		return false, false
+	}
+	parts := strings.Split(v, ",")
+	if len(parts) != len(fields) {
+		return true, false
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n <= 0 {
+			return true, false
+		}
+		*fields[i] = n
+	}
+	return true, true
 }
