@@ -53,9 +53,7 @@ func TestFillDispatchAndTimestamps(t *testing.T) {
 	ten, err := d.NewTensor(dtype.F32, n)
 	require.NoError(t, err)
 	defer ten.Release()
-	rec, err := d.NewRecorder()
-	require.NoError(t, err)
-	defer rec.Release()
+	rec := vktest.Recorder(t, d)
 	t0, err := rec.Timestamp()
 	require.NoError(t, err)
 	require.NoError(t, rec.Fill(ten.Binding(), 0xdeadbeef))
@@ -90,9 +88,7 @@ func TestDispatchErrorsAreStickyAndRecoverable(t *testing.T) {
 	ten, err := d.NewTensor(dtype.F32, 16)
 	require.NoError(t, err)
 	defer ten.Release()
-	rec, err := d.NewRecorder()
-	require.NoError(t, err)
-	defer rec.Release()
+	rec := vktest.Recorder(t, d)
 	err = rec.Dispatch(k, [3]uint32{1, 1, 1}, push(16), ten.Binding())
 	require.ErrorIs(t, err, vk.ErrInvalidArgument)
 	require.ErrorContains(t, err, "push-constant")
@@ -165,9 +161,7 @@ func TestProfileDispatches(t *testing.T) {
 	ten, err := d.NewTensor(dtype.F32, n)
 	require.NoError(t, err)
 	defer ten.Release()
-	rec, err := d.NewRecorder()
-	require.NoError(t, err)
-	defer rec.Release()
+	rec := vktest.Recorder(t, d)
 	grid := [3]uint32{n / 64, 1, 1}
 	rec.SetProfile(true)
 	for i := 0; i < 3; i++ {
@@ -226,9 +220,7 @@ func TestProfileLeavesTimestamps(t *testing.T) {
 	ten, err := d.NewTensor(dtype.F32, 64)
 	require.NoError(t, err)
 	defer ten.Release()
-	rec, err := d.NewRecorder()
-	require.NoError(t, err)
-	defer rec.Release()
+	rec := vktest.Recorder(t, d)
 	rec.SetProfile(true)
 	for i := 0; i < 300; i++ {
 		require.NoError(t, rec.Dispatch(k, [3]uint32{1, 1, 1}, push(64, uint32(i)), ten.Binding()))
@@ -248,9 +240,7 @@ func TestProfileLeavesTimestamps(t *testing.T) {
 // does not hold; Submit frees it all and empties the pool.
 func TestRecycleReuse(t *testing.T) {
 	d := vktest.Device(t)
-	rec, err := d.NewRecorder()
-	require.NoError(t, err)
-	defer rec.Release()
+	rec := vktest.Recorder(t, d)
 	_, ok := rec.Reuse(dtype.F32, 4)
 	require.False(t, ok, "nothing recycled yet")
 	small, err := d.NewTensor(dtype.F32, 64)
@@ -301,9 +291,7 @@ func TestRecycleReuse(t *testing.T) {
 func TestSubmitRefusesReleasedBuffers(t *testing.T) {
 	d := vktest.Device(t)
 	k := fillKernel(t, d, 64)
-	rec, err := d.NewRecorder()
-	require.NoError(t, err)
-	defer rec.Release()
+	rec := vktest.Recorder(t, d)
 	for _, record := range []func(ten, other *vk.Tensor) error{
 		func(ten, _ *vk.Tensor) error { return rec.Dispatch(k, [3]uint32{1, 1, 1}, push(64, 1), ten.Binding()) },
 		func(ten, _ *vk.Tensor) error { return rec.Fill(ten.Binding(), 7) },

@@ -15,6 +15,7 @@ import (
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk"
+	"github.com/vklora/vklora/vk/vktest"
 )
 
 // The tests run the commands in-process on the default Vulkan device
@@ -39,6 +40,19 @@ func needGPU(t *testing.T) {
 
 // openEngine opens the default device for one test; its Release at the
 // test's end must report no leaked objects.
+// openCase opens a device and sets c up on it with inputs drawn from seed
+// (a, b), with a recorder; all three are released when the test ends.
+func openCase(t *testing.T, c benchCase, a, b uint64) (*vk.Device, *benchRun, *vk.Recorder) {
+	t.Helper()
+	dev, eng := openEngine(t)
+	r, err := c.Setup(eng, rand.New(rand.NewPCG(a, b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Release)
+	return dev, r, vktest.Recorder(t, dev)
+}
+
 func openEngine(t *testing.T) (*vk.Device, *lora.Engine) {
 	t.Helper()
 	needGPU(t)
@@ -227,17 +241,7 @@ func TestSampleRows(t *testing.T) {
 // TestTimeGPUChunks times more repeats than one submission's timestamps
 // allow, so timeGPU must split them.
 func TestTimeGPUChunks(t *testing.T) {
-	dev, eng := openEngine(t)
-	r, err := matmulCase(4, 4, 4, dtype.F16, "tn", denseWeights).Setup(eng, rand.New(rand.NewPCG(1, 2)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Release()
-	rec, err := dev.NewRecorder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rec.Release()
+	dev, r, rec := openCase(t, matmulCase(4, 4, 4, dtype.F16, "tn", denseWeights), 1, 2)
 	reps := 2*maxTimedPerSubmit + 7
 	st, err := timeGPU(rec, dev, warm{Runs: 3}, reps, r.Record)
 	if err != nil {
@@ -366,17 +370,7 @@ func TestBenchLayerValidation(t *testing.T) {
 // TestTimeGPUChunksHolds times a layer step whose outputs the recorder
 // holds, a few steps per submission: all of them are freed.
 func TestTimeGPUChunksHolds(t *testing.T) {
-	dev, eng := openEngine(t)
-	r, err := layerCase(layerOps["o"], quickShape, dtype.BF16, passFwdBwd, denseWeights, 64).Setup(eng, rand.New(rand.NewPCG(1, 3)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Release()
-	rec, err := dev.NewRecorder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rec.Release()
+	dev, r, rec := openCase(t, layerCase(layerOps["o"], quickShape, dtype.BF16, passFwdBwd, denseWeights, 64), 1, 3)
 	before, _ := dev.MemoryStats()
 	st, err := timeGPUChunks(rec, dev, warm{Runs: 2}, 7, 3, r.Record)
 	if err != nil {
@@ -398,17 +392,7 @@ func TestTimeGPUChunksHolds(t *testing.T) {
 // much GPU time has passed, however few runs were asked for; a bound by
 // runs alone runs exactly that many.
 func TestWarmUpByGPUTime(t *testing.T) {
-	dev, eng := openEngine(t)
-	r, err := matmulCase(16, 16, 16, dtype.F32, "nt", denseWeights).Setup(eng, rand.New(rand.NewPCG(1, 4)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Release()
-	rec, err := dev.NewRecorder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rec.Release()
+	_, r, rec := openCase(t, matmulCase(16, 16, 16, dtype.F32, "nt", denseWeights), 1, 4)
 	count := func(w warm) int {
 		n := 0
 		if err := warmUp(rec, w, 50, func(rec *vk.Recorder) error { n++; return r.Record(rec) }); err != nil {
