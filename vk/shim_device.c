@@ -74,6 +74,28 @@ static void chain_features(feature_chain *c, uint32_t api, int coopmat, int coop
 	}
 }
 
+// query_props runs a two-call property enumerator (count, then fill) whose
+// elements are size-byte structs starting with sType and pNext, and copies
+// at most max of them into out. It returns how many it copied: 0 when the
+// entry point is missing or fails.
+static uint32_t query_props(VkInstance inst, VkPhysicalDevice phys, const char *fn, VkStructureType stype,
+			    size_t size, uint32_t max, void *out) {
+	typedef VkResult(VKAPI_PTR * pfn)(VkPhysicalDevice, uint32_t *, void *);
+	pfn f = (pfn)vkl_proc(inst, fn);
+	uint32_t n = 0;
+	if (!f || f(phys, &n, NULL) != VK_SUCCESS || n == 0) return 0;
+	char *props = calloc(n, size); // pNext stays NULL
+	if (!props) return 0;
+	for (uint32_t i = 0; i < n; i++) memcpy(props + i * size, &stype, sizeof stype);
+	uint32_t got = 0;
+	if (f(phys, &n, props) == VK_SUCCESS) {
+		got = n < max ? n : max;
+		memcpy(out, props, got * size);
+	}
+	free(props);
+	return got;
+}
+
 void vkl_probe(VkInstance inst, VkPhysicalDevice phys, vkl_caps *caps) {
 	memset(caps, 0, sizeof *caps);
 	ext_list el = device_exts(inst, phys);
@@ -149,19 +171,9 @@ void vkl_probe(VkInstance inst, VkPhysicalDevice phys, vkl_caps *caps) {
 	caps->bf16_coopmat = has_bf && c.bf.shaderBFloat16CooperativeMatrix;
 
 	if (caps->coopmat) {
-		typedef VkResult(VKAPI_PTR * pfn)(VkPhysicalDevice, uint32_t *, vkl_coopmat_props *);
-		pfn f = (pfn)vkl_proc(inst, "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR");
-		uint32_t n = 0;
-		if (f && f(phys, &n, NULL) == VK_SUCCESS && n > 0) {
-			vkl_coopmat_props *props = calloc(n, sizeof *props);
-			for (uint32_t i = 0; i < n; i++) props[i].sType = VKL_STYPE_COOPMAT_PROPERTIES_KHR;
-			if (f(phys, &n, props) == VK_SUCCESS) {
-				if (n > VKL_MAX_COOPMAT) n = VKL_MAX_COOPMAT;
-				memcpy(caps->coopmat_shapes, props, n * sizeof *props);
-				caps->n_coopmat = n;
-			}
-			free(props);
-		}
+		caps->n_coopmat = query_props(inst, phys, "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR",
+					      VKL_STYPE_COOPMAT_PROPERTIES_KHR, sizeof(vkl_coopmat_props),
+					      VKL_MAX_COOPMAT, caps->coopmat_shapes);
 	}
 
 	if (caps->coopmat2) {
@@ -173,19 +185,10 @@ void vkl_probe(VkInstance inst, VkPhysicalDevice phys, vkl_caps *caps) {
 		caps->cm2_reserved_shared = cp.workgroupScopeReservedSharedMemory;
 	}
 	if (caps->coopmat2_flexible) {
-		typedef VkResult(VKAPI_PTR * pfn)(VkPhysicalDevice, uint32_t *, vkl_coopmat_flex_props *);
-		pfn f = (pfn)vkl_proc(inst, "vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV");
-		uint32_t n = 0;
-		if (f && f(phys, &n, NULL) == VK_SUCCESS && n > 0) {
-			vkl_coopmat_flex_props *props = calloc(n, sizeof *props);
-			for (uint32_t i = 0; i < n; i++) props[i].sType = VKL_STYPE_COOPMAT_FLEX_PROPERTIES_NV;
-			if (f(phys, &n, props) == VK_SUCCESS) {
-				if (n > VKL_MAX_COOPMAT) n = VKL_MAX_COOPMAT;
-				memcpy(caps->coopmat_flex, props, n * sizeof *props);
-				caps->n_coopmat_flex = n;
-			}
-			free(props);
-		}
+		caps->n_coopmat_flex = query_props(inst, phys,
+						   "vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV",
+						   VKL_STYPE_COOPMAT_FLEX_PROPERTIES_NV, sizeof(vkl_coopmat_flex_props),
+						   VKL_MAX_COOPMAT, caps->coopmat_flex);
 	}
 
 	// Queue: the first family with compute; prefer one with timestamps.
