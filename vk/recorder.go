@@ -153,10 +153,7 @@ func (r *Recorder) Recycle(t *Tensor) error {
 	if t == nil || t.Released() {
 		return fmt.Errorf("vk: Recycle: tensor is nil or released: %w", ErrInvalidArgument)
 	}
-	owner := t
-	if t.view {
-		owner = t.owner
-	}
+	owner := t.root()
 	for _, h := range r.holds {
 		if h == Releaser(owner) {
 			r.free = append(r.free, owner)
@@ -192,7 +189,7 @@ func (r *Recorder) Reuse(dt dtype.DType, shape ...int) (*Tensor, bool) {
 	}
 	t := r.free[best]
 	r.free = append(r.free[:best], r.free[best+1:]...)
-	v := &Tensor{buf: t.buf, shape: append([]int(nil), shape...), dt: dt, view: true, owner: t}
+	v := &Tensor{buf: t.buf, shape: append([]int(nil), shape...), dt: dt, owner: t}
 	r.Barrier()
 	return v, true
 }

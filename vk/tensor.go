@@ -14,8 +14,15 @@ type Tensor struct {
 	buf   *Buffer
 	shape []int
 	dt    dtype.DType
-	view  bool
-	owner *Tensor // a view's parent (the tensor that owns the buffer)
+	owner *Tensor // a view's: the tensor that owns the buffer; nil for an owner
+}
+
+// root is the tensor that owns t's buffer: t itself unless t is a view.
+func (t *Tensor) root() *Tensor {
+	if t.owner != nil {
+		return t.owner
+	}
+	return t
 }
 
 // View returns a tensor of t's dtype and the given shape over the first
@@ -33,11 +40,7 @@ func (t *Tensor) View(shape ...int) (*Tensor, error) {
 	if n*uint64(t.dt.Size()) > t.Bytes() {
 		return nil, fmt.Errorf("vk: View %s%v is larger than %s: %w", t.dt, shape, t, ErrInvalidArgument)
 	}
-	owner := t
-	if t.view {
-		owner = t.owner
-	}
-	return &Tensor{buf: t.buf, shape: append([]int(nil), shape...), dt: t.dt, view: true, owner: owner}, nil
+	return &Tensor{buf: t.buf, shape: append([]int(nil), shape...), dt: t.dt, owner: t.root()}, nil
 }
 
 // NewTensor allocates an uninitialised tensor. Every dimension must be ≥ 1;
@@ -200,7 +203,7 @@ func (t *Tensor) RawBytes() ([]byte, error) {
 // Release frees the tensor's buffer (a view's does nothing). Safe to call
 // twice and on nil.
 func (t *Tensor) Release() {
-	if t == nil || t.buf == nil || t.view {
+	if t == nil || t.buf == nil || t.owner != nil {
 		return
 	}
 	t.buf.Release()

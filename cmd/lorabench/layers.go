@@ -83,7 +83,10 @@ type layerOp struct {
 	ref func(x []float64, gys [][]float64, m int, ps []*ref.Proj, act ref.Activation, bwd bool) [][]float64
 }
 
-func (op *layerOp) isMLP() bool { return strings.HasPrefix(op.name, "mlp") }
+func (op *layerOp) isMLP() bool { return isMLPOp(op.name) }
+
+// isMLPOp reports whether an op name is the MLP (mlp, or mlp_inplace).
+func isMLPOp(name string) bool { return strings.HasPrefix(name, "mlp") }
 
 func init() {
 	// mlp_inplace is mlp with lora.MLP.Inplace (bench -inplace): its

@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"strconv"
-	"strings"
 
 	"github.com/vklora/vklora/vk"
 )
@@ -87,15 +86,15 @@ func newResult(c benchCase, dev vk.DeviceInfo) result {
 	if l := c.Layer; l != nil {
 		s := l.Shape
 		r.Preset, r.Pass, r.Hidden, r.R = s.Name, l.Pass, s.H, s.R
-		switch c.Op {
-		case "mlp", "mlp_inplace", "matmul_lora":
+		switch {
+		case isMLPOp(c.Op) || c.Op == "matmul_lora":
 			r.Inter = s.I
-		case "qkv":
+		case c.Op == "qkv":
 			r.Q, r.KV = s.Q, s.KV
-		case "o":
+		case c.Op == "o":
 			r.Q = s.Q
 		}
-		if strings.HasPrefix(c.Op, "mlp") {
+		if isMLPOp(c.Op) {
 			r.Act = s.Act.String()
 		}
 	}
