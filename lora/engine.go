@@ -16,6 +16,7 @@ type Engine struct {
 	cm2       map[dtype.DType][]cm2Tile    // workgroup-scope tiles the device runs, by dtype
 	noCoop    bool                         // SetCoopMat(false) or VKLORA_DISABLE_COOPMAT=1
 	noCM2     bool                         // VKLORA_DISABLE_COOPMAT2=1, or tests of the subgroup kernel
+	noNarrow  bool                         // VKLORA_DISABLE_NARROW=1, or tests of the tiled kernels
 	rowCap    int                          // tests: a lower grid-height cap than the device's
 	slabBytes int                          // tests: a smaller NF4 slab than defaultSlabBytes
 	slab      slabCache                    // the NF4 slab scratch of the latest recording
@@ -37,7 +38,7 @@ func NewEngine(dev *vk.Device) (*Engine, error) {
 		return nil, fmt.Errorf("lora: device %s lacks 16-bit storage buffers: %w", dev.Info().Name, vk.ErrUnsupported)
 	}
 	return &Engine{dev: dev, coop: probeCoopMat(dev.Caps()), cm2: probeCoopMat2(dev.Caps()),
-		noCoop: coopDisabledByEnv(), noCM2: coopMat2DisabledByEnv()}, nil
+		noCoop: coopDisabledByEnv(), noCM2: coopMat2DisabledByEnv(), noNarrow: narrowDisabledByEnv()}, nil
 }
 
 // Device is the engine's device.

@@ -161,6 +161,9 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 		return e.gemmNF4Slabs(rec, g, d, m, n, k, k2)
 	}
 	pl := e.plan(d, g.coopLayout(d), g.cm2Fits(), m, n, k)
+	if np, ok := e.narrowPlan(&g, m, n); ok {
+		pl = e.narrowGemmPlan(np, m, n, k)
+	}
 	return e.record(rec, g, name, d, pl, gemmDims{m: m, n: n, k: k, k2: k2, cRs: n})
 }
 
@@ -197,7 +200,13 @@ func (e *Engine) record(rec *vk.Recorder, g gemm, name string, d dtype.DType, pl
 		p.B2Rs, p.B2Cs = g.B2.strides()
 		a2Bind, b2Bind = g.A2.t.Binding(), g.B2.t.Binding()
 	}
-	groups := [3]uint32{uint32(ceilDiv(n, bn)), uint32(ceilDiv(m, bm)), uint32(splits)}
+	var x, y int
+	if pl.narrow != nil {
+		x, y = pl.narrow.grid(m, n)
+	} else {
+		x, y = ceilDiv(n, bn), ceilDiv(m, bm)
+	}
+	groups := [3]uint32{uint32(x), uint32(y), uint32(splits)}
 	if splits == 1 {
 		kern, err := e.dev.ShaderKernel(name+suffix, 6, int(unsafe.Sizeof(matmulPush{})), spec...)
 		if err != nil {
@@ -207,11 +216,16 @@ func (e *Engine) record(rec *vk.Recorder, g gemm, name string, d dtype.DType, pl
 	}
 	// Split-K: each z-slice writes alpha·(its K range) (+ the fused term in
 	// slice 0) to an f32 scratch; the reduction adds slices and beta·C.
-	scratch, err := e.dev.NewTensor(dtype.F32, splits, m, n)
-	if err != nil {
-		return fmt.Errorf("lora: matmul split-K scratch: %w", err)
+	// The partials live until the reduction has read them; later products
+	// of the recording reuse their memory.
+	scratch, ok := rec.Reuse(dtype.F32, splits, m, n)
+	if !ok {
+		var err error
+		if scratch, err = e.dev.NewTensor(dtype.F32, splits, m, n); err != nil {
+			return fmt.Errorf("lora: matmul split-K scratch: %w", err)
+		}
+		rec.Hold(scratch)
 	}
-	rec.Hold(scratch)
 	partial := name
 	if d != dtype.F32 && g.C.DType() != dtype.F32 {
 		partial += "_c32"
@@ -233,16 +247,21 @@ func (e *Engine) record(rec *vk.Recorder, g gemm, name string, d dtype.DType, pl
 		return err
 	}
 	rp := splitkPush{M: uint32(m), N: uint32(n), CRs: uint32(n), S: uint32(splits), Beta: g.Beta}
-	return rec.Dispatch(rk, [3]uint32{uint32(ceilDiv(n, wg)), e.gridRows(m), 1}, vk.PushBytes(&rp), scratch.Binding(), g.C.Binding())
+	if err := rec.Dispatch(rk, [3]uint32{uint32(ceilDiv(n, wg)), e.gridRows(m), 1}, vk.PushBytes(&rp), scratch.Binding(), g.C.Binding()); err != nil {
+		return err
+	}
+	return rec.Recycle(scratch)
 }
 
 // gemmPlan is how one product runs: the kernel's tile and specialization
-// constants, its name suffix ("" scalar, "_coopmat") and the split of K.
+// constants, its name suffix ("" scalar, "_coopmat", "_cm2", "_narrow")
+// and the split of K. A narrow plan sets narrow instead of the tile.
 type gemmPlan struct {
 	bm, bn, bk     int
 	spec           []uint32
 	suffix         string
 	splits, kSplit int
+	narrow         *narrowPlan
 }
 
 // plan picks the kernel for an [m, n] = [m, k]·[k, n] product of dtype d;

@@ -67,6 +67,8 @@ func (f *fixture) requireSameTensors(what string, got, want []*vk.Tensor) {
 // output takes the split-K path.
 func TestNF4MatmulMatchesDequantized(t *testing.T) {
 	f := newFixture(t)
+	// The narrow kernel takes no NF4 weight: keep both twins on the tiled kernels.
+	f.eng.noNarrow = true
 	for _, d := range dtype.Floats {
 		for _, c := range []struct{ m, out, in, bs int }{{19, 70, 33, 64}, {1, 45, 40, 32}, {37, 130, 96, 256}, {4, 20, 1000, 64}} {
 			for _, dq := range []bool{false, true} {
@@ -125,6 +127,8 @@ func (f *fixture) gradTensors(gs ...ProjGrad) []*vk.Tensor {
 // layers on the dequantized dense weights, forward and backward.
 func TestNF4Layers(t *testing.T) {
 	f := newFixture(t)
+	// The narrow kernel takes no NF4 weight: keep both twins on the tiled kernels.
+	f.eng.noNarrow = true
 	const m = 19
 	for _, d := range dtype.Floats {
 		t.Run(d.String()+"/O", func(t *testing.T) {

@@ -60,6 +60,16 @@ func Variants() []Variant {
 				"B2_TYPE": typeDefine(d), "ROUND_TYPE": typeDefine(d),
 			}})
 		}
+		// The rank products ([M, r], [r, in], [out, r]) on the narrow-output
+		// kernel: the same forms but NF4, which is never an operand there.
+		for _, m := range matmulForms(d) {
+			if m.b == "nf4" {
+				continue
+			}
+			t.add(Variant{Name: variantName("matmul", false, d, joinFlavour(m.flavour, "narrow")), Source: "matmul_narrow.comp", Defines: map[string]string{
+				"A_TYPE": typeDefine(m.a), "B_TYPE": typeDefine(m.b), "C_TYPE": typeDefine(m.c),
+			}})
+		}
 		t.add(Variant{Name: variantName("splitk_reduce", false, d, ""), Source: "splitk_reduce.comp",
 			Defines: map[string]string{"C_TYPE": typeDefine(d)}})
 	}
@@ -73,16 +83,12 @@ func Variants() []Variant {
 			if m.a != d || m.b == "f32" {
 				continue
 			}
-			flavour := m.flavour
-			if flavour != "" {
-				flavour += "_"
-			}
-			t.add(Variant{Name: variantName("matmul", false, d, flavour+"coopmat"), Source: "matmul_coopmat.comp",
+			t.add(Variant{Name: variantName("matmul", false, d, joinFlavour(m.flavour, "coopmat")), Source: "matmul_coopmat.comp",
 				Defines:    map[string]string{"D_TYPE": typeDefine(d), "B_TYPE": typeDefine(m.b), "C_TYPE": typeDefine(m.c)},
 				NoOptimize: true, Spirv: "vulkan1.3", BFloat16: d == "bf16"})
 			// The same forms on workgroup-scope matrices (VK_NV_cooperative_matrix2).
 			{
-				t.add(Variant{Name: variantName("matmul", false, d, flavour+"cm2"), Source: "matmul_cm2.comp",
+				t.add(Variant{Name: variantName("matmul", false, d, joinFlavour(m.flavour, "cm2")), Source: "matmul_cm2.comp",
 					Defines:    map[string]string{"D_TYPE": typeDefine(d), "B_TYPE": typeDefine(m.b), "C_TYPE": typeDefine(m.c)},
 					NoOptimize: true, Spirv: "vulkan1.3", BFloat16: d == "bf16"})
 			}
@@ -122,6 +128,14 @@ func Variants() []Variant {
 	t.add(Variant{Name: variantName("nf4_absmax", false, "f32", ""), Source: "nf4_absmax.comp"})
 
 	return t.vs
+}
+
+// joinFlavour appends a kernel suffix to an operand flavour ("" or e.g. "a32_c32").
+func joinFlavour(flavour, kernel string) string {
+	if flavour == "" {
+		return kernel
+	}
+	return flavour + "_" + kernel
 }
 
 // variantTable accumulates variants and fills in defaults.
