@@ -21,6 +21,14 @@ var cm2Tiles = []cm2Tile{
 	{BM: 64, BN: 64, BK: 32, WG: 128},
 }
 
+// cm2NarrowTiles serve products whose output has at most narrowMax
+// columns and at least 64 rows (X·Aᵀ and G·B into [M, r] with 16-bit
+// operands), narrowest first: the tile's BN is the smallest that covers N.
+var cm2NarrowTiles = []cm2Tile{
+	{BM: 128, BN: 16, BK: 32, WG: 128},
+	{BM: 128, BN: 32, BK: 32, WG: 128},
+}
+
 // nf4SharedBytes mirrors matmul_cm2.comp's NF4 B tile: padded uvec4 rows
 // in either memory order (the larger of the two).
 func (t cm2Tile) nf4SharedBytes() int {
@@ -56,13 +64,13 @@ func cm2TileCandidates() []cm2Tile {
 // fp32 accumulation the device runs: each tile's dimensions must be
 // multiples of a reported configuration's granularities and its workgroup
 // that configuration's invocation count.
-func probeCoopMat2(c *vk.Caps) map[dtype.DType][]cm2Tile {
+func probeCoopMat2(c *vk.Caps, tiles []cm2Tile) map[dtype.DType][]cm2Tile {
 	out := map[dtype.DType][]cm2Tile{}
 	if !c.CoopMat2 || !c.CoopMat2Flexible {
 		return out
 	}
 	for _, in := range coopInputs(c) {
-		for _, t := range cm2TileCandidates() {
+		for _, t := range tiles {
 			if c.CoopMat2MaxWorkgroupSize > 0 && t.WG > int(c.CoopMat2MaxWorkgroupSize) {
 				continue
 			}
@@ -93,15 +101,28 @@ func (e *Engine) CoopMat2(d dtype.DType) bool { return !e.noCoop && !e.noCM2 && 
 func coopMat2DisabledByEnv() bool { return os.Getenv(DisableCoopMat2Env) == "1" }
 
 // pickCM2Tile chooses the workgroup-scope tile for an [m, n] output of
-// dtype d, or reports that another kernel should run. Like the subgroup
-// kernel it leaves the narrow [M, r] products to the scalar kernel. Like
+// dtype d, or reports that another kernel should run. An output of at
+// most narrowMax columns takes the narrowest cm2NarrowTiles tile that
+// covers them; one of fewer than 64 rows or other columns another kernel.
+// Like
 // the scalar kernel's pickTile it takes the first tile (in table order)
 // that gives enough workgroups to fill the device, else the one giving
 // the most: at 8192³ on an H200 128×128 ran 203 TFLOP/s and 64×64 139, but
 // a small output in 128×128 tiles leaves most multiprocessors idle.
 func (e *Engine) pickCM2Tile(d dtype.DType, m, n int) (cm2Tile, bool) {
 	ts := e.cm2[d]
-	if !e.CoopMat2(d) || m < 64 || n < 64 {
+	if !e.CoopMat2(d) || m < 64 {
+		return cm2Tile{}, false
+	}
+	if n <= narrowMax {
+		for _, t := range e.cm2Narrow[d] {
+			if t.BN >= n {
+				return t, true
+			}
+		}
+		return cm2Tile{}, false
+	}
+	if n < 64 {
 		return cm2Tile{}, false
 	}
 	best, most := ts[0], 0

@@ -9,8 +9,9 @@ import (
 )
 
 // The workgroup-scope tile: the first in table order that fills the
-// device, else the one with the most workgroups; nothing for narrow
-// outputs or when the path is off. Runs on any device (the tile list is
+// device, else the one with the most workgroups; for outputs of at most
+// 32 columns the narrowest narrow tile that covers them; nothing for
+// 33..63 columns, fewer than 64 rows, or when the path is off. Runs on any device (the tile list is
 // set by hand; nothing is dispatched).
 func TestPickCM2Tile(t *testing.T) {
 	f := newFixture(t)
@@ -35,7 +36,18 @@ func TestPickCM2Tile(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, small, got, "m = n = %d, target %d workgroups", few, target)
 	_, ok = e.pickCM2Tile(dtype.BF16, 4096, 16)
-	require.False(t, ok, "a rank-r output stays off the cooperative kernels")
+	require.False(t, ok, "no narrow tiles: a rank-r output goes to another kernel")
+	n16, n32 := cm2Tile{BM: 128, BN: 16, BK: 32, WG: 128}, cm2Tile{BM: 128, BN: 32, BK: 32, WG: 128}
+	e.cm2Narrow = map[dtype.DType][]cm2Tile{dtype.BF16: {n16, n32}}
+	for _, c := range []struct {
+		m, n int
+		want cm2Tile
+		ok   bool
+	}{{4096, 16, n16, true}, {4096, 5, n16, true}, {4096, 17, n32, true}, {4096, 32, n32, true}, {4096, 33, cm2Tile{}, false}, {63, 16, cm2Tile{}, false}} {
+		got, ok := e.pickCM2Tile(dtype.BF16, c.m, c.n)
+		require.Equal(t, c.ok, ok, "[%d, %d]", c.m, c.n)
+		require.Equal(t, c.want, got, "[%d, %d]", c.m, c.n)
+	}
 	_, ok = e.pickCM2Tile(dtype.F16, 4096, 4096)
 	require.False(t, ok, "no tiles for f16")
 	e.noCM2 = true

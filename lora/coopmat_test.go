@@ -3,6 +3,7 @@ package lora
 import (
 	"fmt"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -105,6 +106,42 @@ func TestCoopMatMatmul(t *testing.T) {
 					}
 				}
 			})
+		})
+	}
+}
+
+// The rank products X·Aᵀ and G·B into f32 [M, r] on the workgroup-scope
+// kernel's narrow tiles: ranks below, at and between their widths, with
+// short and split K and beta ≠ 0. Only where the device has that kernel.
+func TestCM2NarrowTiles(t *testing.T) {
+	for _, d := range []dtype.DType{dtype.F16, dtype.BF16} {
+		t.Run(d.String(), func(t *testing.T) {
+			f := coopFixture(t, d)
+			if !slices.Contains(coopPaths(t, f, d), "_cm2") {
+				t.Skipf("%s has no %s workgroup-scope cooperative matrices", f.dev.Info().Name, d)
+			}
+			for _, fm := range forms[:2] {
+				for _, s := range [][3]int{{133, 7, 75}, {2900, 16, 3000}, {2900, 24, 301}, {64, 32, 4000}} {
+					m, n, k := s[0], s[1], s[2]
+					t.Run(fmt.Sprintf("%s/%dx%dx%d", fm.name, m, n, k), func(t *testing.T) {
+						f := f.in(t)
+						a, b, c0 := f.random(d, m*k, 1), f.random(d, k*n, 1), f.random(dtype.F32, m*n, 1)
+						A := Dense(f.upload(d, a, m, k))
+						B := Dense(f.upload(d, b, storedShape(fm.transB, k, n)...))
+						if fm.transB {
+							B = B.T()
+						}
+						g := gemm{C: f.upload(dtype.F32, c0, m, n), A: A, B: B, Alpha: 0.37, Beta: -1.5}
+						require.Equal(t, "_cm2", f.eng.plan(d, g.coopLayout(d), g.cm2Fits(), m, n, k).suffix, "the workgroup-scope kernel must run")
+						rec := f.recorder()
+						require.NoError(t, f.eng.gemm(rec, g))
+						require.NoError(t, rec.Submit())
+						want := append([]float64(nil), c0...)
+						ref.MatmulAcc(want, a, b, m, n, k, false, fm.transB, 0.37, -1.5)
+						vktest.ExpectClose(t, "C", f.download(g.C), want, n, tol[dtype.F32])
+					})
+				}
+			}
 		})
 	}
 }

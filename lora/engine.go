@@ -14,6 +14,7 @@ type Engine struct {
 	dev       *vk.Device
 	coop      map[dtype.DType]*coopSupport // cooperative-matrix support by dtype
 	cm2       map[dtype.DType][]cm2Tile    // workgroup-scope tiles the device runs, by dtype
+	cm2Narrow map[dtype.DType][]cm2Tile    // the same for [M, r] outputs (cm2NarrowTiles)
 	noCoop    bool                         // SetCoopMat(false) or VKLORA_DISABLE_COOPMAT=1
 	noCM2     bool                         // VKLORA_DISABLE_COOPMAT2=1, or tests of the subgroup kernel
 	noNarrow  bool                         // VKLORA_DISABLE_NARROW=1, or tests of the tiled kernels
@@ -37,8 +38,9 @@ func NewEngine(dev *vk.Device) (*Engine, error) {
 	if !dev.Caps().Storage16 {
 		return nil, fmt.Errorf("lora: device %s lacks 16-bit storage buffers: %w", dev.Info().Name, vk.ErrUnsupported)
 	}
-	return &Engine{dev: dev, coop: probeCoopMat(dev.Caps()), cm2: probeCoopMat2(dev.Caps()),
-		noCoop: coopDisabledByEnv(), noCM2: coopMat2DisabledByEnv(), noNarrow: narrowDisabledByEnv()}, nil
+	return &Engine{dev: dev, coop: probeCoopMat(dev.Caps()), cm2: probeCoopMat2(dev.Caps(), cm2TileCandidates()),
+		cm2Narrow: probeCoopMat2(dev.Caps(), cm2NarrowTiles),
+		noCoop:    coopDisabledByEnv(), noCM2: coopMat2DisabledByEnv(), noNarrow: narrowDisabledByEnv()}, nil
 }
 
 // Device is the engine's device.

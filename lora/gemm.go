@@ -161,7 +161,9 @@ func (e *Engine) gemm(rec *vk.Recorder, g gemm) error {
 		return e.gemmNF4Slabs(rec, g, d, m, n, k, k2)
 	}
 	pl := e.plan(d, g.coopLayout(d), g.cm2Fits(), m, n, k)
-	if np, ok := e.narrowPlan(&g, m, n); ok {
+	// Narrow outputs: on the workgroup-scope kernel where it takes them
+	// (tensor cores), else on the narrow kernel.
+	if np, ok := e.narrowPlan(&g, m, n); ok && pl.suffix != "_cm2" {
 		pl = e.narrowGemmPlan(np, m, n, k)
 	}
 	return e.record(rec, g, name, d, pl, gemmDims{m: m, n: n, k: k, k2: k2, cRs: n})

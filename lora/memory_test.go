@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/vk"
 )
 
 // bufBytes is what vk.NewBuffer accounts for a tensor: rounded up to 16.
@@ -60,9 +61,9 @@ func (e *Engine) mlpStepBytes(d dtype.DType, m, h, i, r int) (act, scratch uint6
 // TestNF4MLPNeverDequantizes: a bf16 LoRA MLP step on NF4 base weights
 // allocates exactly what the same step on dense weights allocates, and no
 // more than its activations, gradients and split-K scratch — no dequantized
-// [I, H] weight, not even a temporary one. The scratch bound is checked to
-// be smaller than one weight (256 KiB here), so a hidden weight-sized
-// buffer cannot hide in its slack.
+// [I, H] weight, not even a temporary one. On lavapipe the scratch bound
+// is checked to be smaller than one weight (256 KiB here), so a hidden
+// weight-sized buffer cannot hide in its slack.
 func TestNF4MLPNeverDequantizes(t *testing.T) {
 	f := newFixture(t)
 	// mlpStepBytes bounds the scalar and narrow kernels' split-K scratch.
@@ -106,7 +107,12 @@ func TestNF4MLPNeverDequantizes(t *testing.T) {
 	}
 	t.Logf("MLP step M=%d H=%d I=%d r=%d bf16: peak growth NF4 %d B, dense %d B, expected %d B + at most %d B scratch; one dense weight %d B; resident weights NF4 %d B vs dense %d B",
 		m, h, i, r, gotNF4, gotDense, act, scratch, weight, nf4W, denseW)
-	require.Less(t, scratch, weight, "the scratch bound leaves no room for a weight")
+	if f.dev.Info().Type == vk.DeviceCPU {
+		// Few split-K slices on a CPU device (lavapipe, CI): there the
+		// bound alone also catches a weight-sized buffer. A GPU splits
+		// more, and the equality with the dense step is the check.
+		require.Less(t, scratch, weight, "the scratch bound leaves no room for a weight")
+	}
 	require.Equal(t, gotDense, gotNF4, "NF4 and dense steps allocate the same")
 	require.GreaterOrEqual(t, gotNF4, act, "the step allocates at least its activations and gradients")
 	require.LessOrEqual(t, gotNF4, act+scratch, "NF4 step allocated something beyond activations, gradients and scratch")
