@@ -146,9 +146,9 @@ func (c *qkvCtx) Backward(rec *vk.Recorder, g []*vk.Tensor) ([]*vk.Tensor, []*vk
 
 func (c *qkvCtx) Release() { c.saved.Release() }
 
-// MLP is lora.MLP as a Function: input X [M, H], output Y [M, H]. With
-// Layer.Inplace the backward consumes the saved context, which the tape
-// runs once anyway.
+// MLP is lora.MLP as a Function: input X [M, H], output Y [M, H]. Unless
+// Layer.KeepSaved is set, the backward runs in place and consumes the saved
+// context; the tape runs each backward once, so that default fits it.
 type MLP struct {
 	Layer          *lora.MLP
 	Gate, Up, Down ProjVars

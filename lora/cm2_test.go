@@ -19,6 +19,7 @@ func TestPickCM2Tile(t *testing.T) {
 	e.noCoop, e.noCM2 = false, false
 	big, small := cm2Tile{BM: 128, BN: 128, BK: 32, WG: 128}, cm2Tile{BM: 64, BN: 64, BK: 32, WG: 128}
 	e.cm2 = map[dtype.DType][]cm2Tile{dtype.BF16: {big, small}}
+	e.cm2Narrow = nil
 	target := e.targetGroups()
 	side := func(tile, groups int) int { // an m = n whose tiles give about groups workgroups
 		s := 1

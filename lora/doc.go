@@ -35,8 +35,9 @@
 // after it. Temporaries are handed to rec.Hold. Outputs and gradients are
 // new tensors the caller releases; saved contexts reference X (not a copy),
 // so X must not change between Forward and Backward, and X is never
-// written (not even by MLP.Inplace). Every Release is idempotent. Package
-// autograd chains the layers on a tape.
+// written (not even by MLP's default in-place backward, which overwrites
+// only its saved e and g; see MLP.KeepSaved). Every Release is idempotent.
+// Package autograd chains the layers on a tape.
 //
 // # Errors
 //

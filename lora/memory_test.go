@@ -38,12 +38,14 @@ func (e *Engine) splitScratch(m, n, k int) uint64 {
 }
 
 // mlpStepBytes is every device allocation of one MLP forward + backward
-// (one recording; nothing is freed before Submit): saved and temporary
-// activations, outputs and adapter gradients (act), plus at most the
-// split-K scratch of each of the layer's products (later products reuse
-// earlier ones' scratch when it fits). No term is the size of a weight.
+// with MLP.KeepSaved (one recording; nothing is freed before Submit):
+// saved and temporary activations, outputs and adapter gradients (act),
+// plus at most the split-K scratch of each of the layer's products (later
+// products reuse earlier ones' scratch when it fits). No term is the size
+// of a weight. The default in-place backward allocates two [M, I] less
+// (its de and dg overwrite e and g).
 func (e *Engine) mlpStepBytes(d dtype.DType, m, h, i, r int) (act, scratch uint64) {
-	act = 6*bufBytes(d, m, i) + // e, g, h (forward); h, de, dg (backward; dh reuses the forward's h)
+	act = 5*bufBytes(d, m, i) + // e, g, h (forward); de, dg (backward; dh reuses the forward's h, h reuses dh)
 		2*bufBytes(d, m, h) + // Y, dX
 		6*bufBytes(dtype.F32, m, r) + // x·Aᵀ gate/up, h·Aᵀ down; g·B down/up/gate
 		2*(bufBytes(d, r, h)+bufBytes(d, i, r)) + bufBytes(d, r, i) + bufBytes(d, h, r) // dA, dB
@@ -78,7 +80,10 @@ func TestNF4MLPNeverDequantizes(t *testing.T) {
 
 	// step runs forward + backward and returns the peak growth over it.
 	step := func(ps [3]*Projection) uint64 {
-		l := &MLP{Engine: f.eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: SwiGLU}
+		// KeepSaved, because mlpStepBytes counts the backward's own h, de
+		// and dg (the default in-place backward writes them over dh, e and
+		// g). The NF4-vs-dense comparison does not depend on the mode.
+		l := &MLP{Engine: f.eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: SwiGLU, KeepSaved: true}
 		rec := f.recorder()
 		f.dev.ResetPeak()
 		before, _ := f.dev.MemoryStats()

@@ -15,10 +15,12 @@ type MLP struct {
 	Engine         *Engine
 	Gate, Up, Down *Projection
 	Act            Activation
-	// Inplace lets Backward overwrite the saved e and g (and its dh) with
-	// de, dg and h instead of allocating them: less memory, but the saved
-	// context can then be used for one Backward only. X is never written.
-	Inplace bool
+	// KeepSaved keeps the saved context intact so that Backward may run
+	// more than once on it (PyTorch's retain_graph): Backward then allocates
+	// de and dg, two more [M, I] tensors. By default (false) Backward
+	// overwrites the saved e and g with de and dg, and the context serves
+	// one Backward only. X is never written either way.
+	KeepSaved bool
 }
 
 // MLPSaved is what MLP.Forward keeps for Backward: a reference to X, the
@@ -166,8 +168,9 @@ func (l *MLP) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *MLPSaved, er
 }
 
 // Backward records dX [M, H] and the adapter gradients of gate, up and down
-// for the upstream gradient gy [M, H]. With Inplace the saved e and g are
-// overwritten (the context serves one Backward only).
+// for the upstream gradient gy [M, H]. By default the saved e and g are
+// overwritten (the context serves one Backward only; a second returns an
+// ErrBadInput error); with KeepSaved they are kept and Backward may run again.
 func (l *MLP) Backward(rec *vk.Recorder, saved *MLPSaved, gy *vk.Tensor) (*vk.Tensor, [3]ProjGrad, error) {
 	var grads [3]ProjGrad
 	info, err := l.check("Backward")
@@ -178,7 +181,7 @@ func (l *MLP) Backward(rec *vk.Recorder, saved *MLPSaved, gy *vk.Tensor) (*vk.Te
 		return nil, grads, fmt.Errorf("lora: MLP.Backward: recorder or saved context is nil: %w", ErrBadInput)
 	}
 	if saved.consumed {
-		return nil, grads, fmt.Errorf("lora: MLP.Backward: the saved context was consumed by an in-place backward: %w", ErrBadInput)
+		return nil, grads, fmt.Errorf("lora: MLP.Backward: the saved context was consumed by its Backward (set MLP.KeepSaved to run Backward more than once): %w", ErrBadInput)
 	}
 	d := l.Gate.W.mat().dtype()
 	m, hdim, idim := saved.x.Dim(0), info[0].in, info[0].out
@@ -221,14 +224,14 @@ func (l *MLP) Backward(rec *vk.Recorder, saved *MLPSaved, gy *vk.Tensor) (*vk.Te
 		return fail(err)
 	}
 	rec.Barrier()
-	// One elementwise pass: h, de, dg from dh, e, g.
-	if l.Inplace {
-		h, de, dg = dh, saved.e, saved.g
+	// One elementwise pass: h, de, dg from dh, e, g. h goes to dh's own
+	// buffer (the pass reads each element of dh before writing h there);
+	// de and dg overwrite the saved e and g unless the context is kept.
+	h = dh
+	if !l.KeepSaved {
+		de, dg = saved.e, saved.g
 		saved.consumed = true
 	} else {
-		if h, err = temp("h"); err != nil {
-			return fail(err)
-		}
 		if de, err = temp("de"); err != nil {
 			return fail(err)
 		}
@@ -242,9 +245,6 @@ func (l *MLP) Backward(rec *vk.Recorder, saved *MLPSaved, gy *vk.Tensor) (*vk.Te
 		return fail(err)
 	}
 	rec.Barrier()
-	if !l.Inplace {
-		_ = rec.Recycle(dh) // its last reader is recorded; it is held (temp)
-	}
 	if grads[2], err = e.adapterGrads(rec, h, saved.xa[2], gy, gbDown, l.Down); err != nil {
 		return fail(err)
 	}

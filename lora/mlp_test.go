@@ -8,6 +8,7 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk"
 	"github.com/vklora/vklora/vk/vktest"
 )
 
@@ -38,8 +39,10 @@ func TestMLPForwardBackward(t *testing.T) {
 					before, err := xt.RawBytes()
 					require.NoError(t, err)
 					var results [2][]*[]float64
-					for pass, inplace := range []bool{false, true} {
-						layer := &MLP{Engine: f.eng, Gate: pg, Up: pu, Down: pd, Act: act, Inplace: inplace}
+					// Pass 0 keeps the saved context, pass 1 runs the
+					// default in-place backward.
+					for pass, keep := range []bool{true, false} {
+						layer := &MLP{Engine: f.eng, Gate: pg, Up: pu, Down: pd, Act: act, KeepSaved: keep}
 						rec := f.recorder()
 						y, saved, err := layer.Forward(rec, xt)
 						require.NoError(t, err)
@@ -63,10 +66,10 @@ func TestMLPForwardBackward(t *testing.T) {
 						results[pass] = []*[]float64{&gotY, &gotDX, &ga, &gb}
 						after, err := xt.RawBytes()
 						require.NoError(t, err)
-						require.Equal(t, before, after, "X must be bit-identical after backward (inplace=%v)", inplace)
+						require.Equal(t, before, after, "X must be bit-identical after backward (KeepSaved=%v)", keep)
 					}
 					for k := range results[0] {
-						require.Equal(t, *results[0][k], *results[1][k], "inplace and not must agree exactly (result %d)", k)
+						require.Equal(t, *results[0][k], *results[1][k], "KeepSaved and in place must agree exactly (result %d)", k)
 					}
 				})
 			}
@@ -74,13 +77,15 @@ func TestMLPForwardBackward(t *testing.T) {
 	}
 }
 
-func TestMLPInplaceContextIsSingleUse(t *testing.T) {
+// TestMLPContextIsSingleUse: by default the backward runs in place and
+// consumes the saved context, so a second Backward on it is refused.
+func TestMLPContextIsSingleUse(t *testing.T) {
 	f := newFixture(t)
 	d := dtype.F32
 	pg, _ := f.proj(d, 16, 8, 2, 0.37)
 	pu, _ := f.proj(d, 16, 8, 2, 2)
 	pd, _ := f.proj(d, 8, 16, 2, 1)
-	layer := &MLP{Engine: f.eng, Gate: pg, Up: pu, Down: pd, Act: SwiGLU, Inplace: true}
+	layer := &MLP{Engine: f.eng, Gate: pg, Up: pu, Down: pd, Act: SwiGLU}
 	rec := f.recorder()
 	y, saved, err := layer.Forward(rec, f.upload(d, f.random(d, 24, 1), 3, 8))
 	require.NoError(t, err)
@@ -95,4 +100,38 @@ func TestMLPInplaceContextIsSingleUse(t *testing.T) {
 	require.ErrorIs(t, err, ErrBadInput)
 	require.ErrorContains(t, err, "consumed")
 	require.NoError(t, rec.Submit())
+}
+
+// TestMLPKeepSavedContextIsReusable: with KeepSaved the saved context is
+// left intact, so a second Backward on it succeeds and gives exactly the
+// same results as the first.
+func TestMLPKeepSavedContextIsReusable(t *testing.T) {
+	f := newFixture(t)
+	d := dtype.F32
+	pg, _ := f.proj(d, 16, 8, 2, 0.37)
+	pu, _ := f.proj(d, 16, 8, 2, 2)
+	pd, _ := f.proj(d, 8, 16, 2, 1)
+	layer := &MLP{Engine: f.eng, Gate: pg, Up: pu, Down: pd, Act: SwiGLU, KeepSaved: true}
+	rec := f.recorder()
+	y, saved, err := layer.Forward(rec, f.upload(d, f.random(d, 24, 1), 3, 8))
+	require.NoError(t, err)
+	defer saved.Release()
+	f.keep(y)
+	gy := f.upload(d, f.random(d, 24, 1), 3, 8)
+	rec.Barrier()
+	var dxs [2]*vk.Tensor
+	var grads [2][3]ProjGrad
+	for k := range dxs {
+		dxs[k], grads[k], err = layer.Backward(rec, saved, gy)
+		require.NoError(t, err, "backward %d", k)
+		f.keep(dxs[k])
+		f.keepGrads(grads[k][:]...)
+		rec.Barrier()
+	}
+	require.NoError(t, rec.Submit())
+	require.Equal(t, f.download(dxs[0]), f.download(dxs[1]), "dX")
+	for j := range grads[0] {
+		require.Equal(t, f.download(grads[0][j].A), f.download(grads[1][j].A), "grad A %d", j)
+		require.Equal(t, f.download(grads[0][j].B), f.download(grads[1][j].B), "grad B %d", j)
+	}
 }

@@ -22,7 +22,7 @@ const (
 	narrowKChunk = 128 // the shader's BKC: K per staged chunk of the small operand
 	// narrowScratchBytes caps the split-K partials of one narrow product:
 	// dA and dB split K = M finely, and their partials are f32 [splits, r, wide].
-	narrowScratchBytes = 8 << 20
+	narrowScratchBytes = 16 << 20
 )
 
 // DisableNarrowEnv names the environment variable that, set to 1, keeps
@@ -107,13 +107,13 @@ func (p narrowPlan) grid(m, n int) (x, y int) {
 	return ceilDiv(w, p.widePerGroup()), ceilDiv(j, p.rb)
 }
 
-// gemmPlan turns p into the plan record() dispatches: split-K when the
-// grid is too small to fill the device, in slices of at least two staged
-// chunks, and no more partials than narrowScratchBytes.
+// narrowGemmPlan turns p into the plan record() dispatches: split-K when
+// the grid is too small to fill the device, in slices of at least one
+// staged chunk, and no more partials than narrowScratchBytes.
 func (e *Engine) narrowGemmPlan(p narrowPlan, m, n, k int) gemmPlan {
 	x, y := p.grid(m, n)
 	pl := gemmPlan{narrow: &p, spec: p.spec(), suffix: "_narrow", splits: 1, kSplit: k}
-	want := min(ceilDiv(e.targetGroups(), x*y), k/(2*narrowKChunk), narrowScratchBytes/(4*m*n), 64)
+	want := min(ceilDiv(e.targetGroups(), x*y), k/narrowKChunk, narrowScratchBytes/(4*m*n), 64)
 	if want > 1 {
 		pl.kSplit = ceilDiv(ceilDiv(k, want), narrowKChunk) * narrowKChunk
 		pl.splits = ceilDiv(k, pl.kSplit)

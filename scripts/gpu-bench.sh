@@ -24,8 +24,8 @@ timeout 120 $B/lorabench check /tmp/vec > "$out/check.txt" 2>&1; echo "check exi
 	VKLORA_DISABLE_COOPMAT=1 timeout 60 $B/lorabench matmul -sizes 8192 -dtype bf16 -reps 3 -warmup 1
 	echo "## NF4 vs bf16 at llama3-8b"
 	timeout 150 $B/lorabench bench -preset llama3-8b -op matmul,mlp -pass fwdbwd -weight dense,nf4 -reps 5 -warmup 2
-	echo "## MLP with the in-place backward (peak memory)"
-	timeout 100 $B/lorabench bench -preset llama3-8b -op mlp -pass fwdbwd -inplace -reps 5 -warmup 2
+	echo "## MLP keeping its saved context (-keep-saved: more memory)"
+	timeout 100 $B/lorabench bench -preset llama3-8b -op mlp -pass fwdbwd -keep-saved -reps 5 -warmup 2
 	echo "## presets"
 	timeout 300 $B/lorabench bench -reps 5 -warmup 2 ${BENCH_ARGS:-}
 	echo "bench exit $?"

@@ -92,36 +92,22 @@ float acc[RPT * RB];
 // The big operand is contiguous along K (X·Aᵀ, G·B): lane l of row group
 // g reads K indices l, l+KL, … of rows g, g+RG, …, so each load
 // instruction covers KL consecutive elements of one row.
-const uint NV = BKC / KL * RPT;
-float vnext[NV];
-
-// load_big fetches this thread's big-operand values of the chunk at k0.
-void load_big(uint k0, uint kend, uint w0, uint rg, uint lane) {
-	[[unroll]] for (uint q = 0; q < BKC / KL; q++) {
-		uint k = k0 + q * KL + lane;
-		[[unroll]] for (uint r = 0; r < RPT; r++) {
-			uint w = w0 + rg + r * RG;
-			vnext[q * RPT + r] = (k < kend && w < wideN()) ? big(w, k) : 0.0;
-		}
-	}
-}
-
 void k_contiguous(uint kbeg, uint kend, uint j0) {
 	const uint tid = gl_LocalInvocationID.x, lane = tid % KL, rg = tid / KL;
 	const uint w0 = gl_WorkGroupID.x * RG * RPT;
-	load_big(kbeg, kend, w0, rg, lane);
 	for (uint k0 = kbeg; k0 < kend; k0 += BKC) {
-		float v[NV];
-		[[unroll]] for (uint i = 0; i < NV; i++) v[i] = vnext[i];
 		stage(k0, kend, j0);
 		barrier();
-		// The next chunk's loads are in flight while this one is multiplied.
-		if (k0 + BKC < kend) load_big(k0 + BKC, kend, w0, rg, lane);
 		[[unroll]] for (uint q = 0; q < BKC / KL; q++) {
-			uint kk = q * KL + lane;
+			uint kk = q * KL + lane, k = k0 + kk;
+			float v[RPT];
+			[[unroll]] for (uint r = 0; r < RPT; r++) {
+				uint w = w0 + rg + r * RG;
+				v[r] = (k < kend && w < wideN()) ? big(w, k) : 0.0;
+			}
 			[[unroll]] for (uint j = 0; j < RB; j++) {
 				float s = S[j * BKC + kk];
-				[[unroll]] for (uint r = 0; r < RPT; r++) acc[r * RB + j] = fma(v[q * RPT + r], s, acc[r * RB + j]);
+				[[unroll]] for (uint r = 0; r < RPT; r++) acc[r * RB + j] = fma(v[r], s, acc[r * RB + j]);
 			}
 		}
 		barrier();
@@ -153,15 +139,18 @@ void wide_contiguous(uint kbeg, uint kend, uint j0) {
 		barrier();
 		const uint kn = min(BKC, kend - k0);
 		uint kk = 0;
-		// Four K steps per iteration keep 4·RPT loads in flight.
-		for (; kk + 4 <= kn; kk += 4) {
-			float v[4 * RPT];
-			[[unroll]] for (uint u = 0; u < 4; u++)
+		// UK K steps per iteration keep UK·RPT loads in flight: with few
+		// workgroups per multiprocessor, memory latency is hidden by loads
+		// in flight per thread, not by other warps.
+		const uint UK = 8;
+		for (; kk + UK <= kn; kk += UK) {
+			float v[UK * RPT];
+			[[unroll]] for (uint u = 0; u < UK; u++)
 				[[unroll]] for (uint r = 0; r < RPT; r++) {
 					uint w = w0 + tid + r * WG;
 					v[u * RPT + r] = w < wideN() ? big(w, k0 + kk + u) : 0.0;
 				}
-			[[unroll]] for (uint u = 0; u < 4; u++)
+			[[unroll]] for (uint u = 0; u < UK; u++)
 				[[unroll]] for (uint j = 0; j < RB; j++) {
 					float s = S[(kk + u) * RB + j];
 					[[unroll]] for (uint r = 0; r < RPT; r++) acc[r * RB + j] = fma(v[u * RPT + r], s, acc[r * RB + j]);

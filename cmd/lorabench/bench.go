@@ -84,11 +84,11 @@ type selection struct {
 	mmTypes []dtype.DType // of matmul; nil: its own defaults
 	// mmShapes: matmul runs the MLP projections of shapes (-preset or a
 	// custom shape was given) instead of its cube sweep.
-	mmShapes bool
-	weights  []weightFormat
-	passes   []string
-	valRows  int
-	inplace  bool // -inplace: the MLP runs as mlp_inplace
+	mmShapes  bool
+	weights   []weightFormat
+	passes    []string
+	valRows   int
+	keepSaved bool // -keep-saved: the MLP runs as mlp_keep_saved
 }
 
 // benchOps is the suite `lorabench bench` runs, in order.
@@ -113,8 +113,8 @@ func benchOpNames() []string {
 func layerSweep(name string) func(sel *selection) []benchCase {
 	return func(sel *selection) []benchCase {
 		op := layerOps[name]
-		if name == "mlp" && sel.inplace {
-			op = layerOps["mlp_inplace"]
+		if name == "mlp" && sel.keepSaved {
+			op = layerOps["mlp_keep_saved"]
 		}
 		var cs []benchCase
 		for _, s := range sel.shapes {
@@ -170,7 +170,7 @@ func matmulSweep(sel *selection) []benchCase {
 	return cs
 }
 
-const benchSynopsis = "[-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A] [-dtype D,...] [-weight dense,nf4 [-blocksize B] [-double-quant=BOOL]] [-pass fwd|fwdbwd|both] [-inplace] [-json] [-plot FILE.png] [-device SEL] [-reps N] [-warmup N] [-warmup-ms MS]"
+const benchSynopsis = "[-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A] [-dtype D,...] [-weight dense,nf4 [-blocksize B] [-double-quant=BOOL]] [-pass fwd|fwdbwd|both] [-keep-saved] [-json] [-plot FILE.png] [-device SEL] [-reps N] [-warmup N] [-warmup-ms MS]"
 
 func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench", benchSynopsis, stderr)
@@ -187,7 +187,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	dts := fs.String("dtype", "", "comma-separated dtypes f32, f16, bf16 (default bf16 for presets, f32,bf16 for -quick and custom shapes; matmul's cubes keep their own unless given, matmul at -preset or a custom shape takes the layer ops')")
 	pass := fs.String("pass", "both", "layer ops: fwd (forward), fwdbwd (forward+backward) or both")
 	valRows := fs.Int("val-rows", 64, "layer ops validate the complete problem on the first min(M, N) rows of X")
-	inplace := fs.Bool("inplace", false, "run the MLP with an in-place backward (lora.MLP.Inplace: it overwrites its saved e and g; less memory), reported as mlp_inplace")
+	keepSaved := fs.Bool("keep-saved", false, "run the MLP with KeepSaved (lora.MLP.KeepSaved: its backward allocates h, de and dg instead of overwriting the saved e and g, so the context could serve another backward; more memory), reported as mlp_keep_saved")
 	wf := addWeightFlags(fs)
 	o := addRunFlags(fs)
 	if err := parse(fs, args); err != nil {
@@ -200,7 +200,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	set := setFlags(fs)
-	sel := &selection{quick: *quick, valRows: *valRows, inplace: *inplace}
+	sel := &selection{quick: *quick, valRows: *valRows, keepSaved: *keepSaved}
 	if sel.valRows < 1 {
 		return usagef("-val-rows must be ≥ 1 (got %d)", sel.valRows)
 	}

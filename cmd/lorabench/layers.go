@@ -85,16 +85,17 @@ type layerOp struct {
 
 func (op *layerOp) isMLP() bool { return isMLPOp(op.name) }
 
-// isMLPOp reports whether an op name is the MLP (mlp, or mlp_inplace).
+// isMLPOp reports whether an op name is the MLP (mlp, or mlp_keep_saved).
 func isMLPOp(name string) bool { return strings.HasPrefix(name, "mlp") }
 
 func init() {
-	// mlp_inplace is mlp with lora.MLP.Inplace (bench -inplace): its
-	// backward writes de, dg and h over the saved e, g and its dh.
+	// mlp_keep_saved is mlp with lora.MLP.KeepSaved (bench -keep-saved):
+	// its backward allocates h, de and dg instead of writing them over its
+	// dh and the saved e and g (mlp's default in-place backward).
 	m := *layerOps["mlp"]
-	m.name = "mlp_inplace"
+	m.name = "mlp_keep_saved"
 	m.gpu = layerStep(func(eng *lora.Engine, ps []*lora.Projection, act ref.Activation) autograd.Function {
-		return autograd.NewMLP(&lora.MLP{Engine: eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: act, Inplace: true})
+		return autograd.NewMLP(&lora.MLP{Engine: eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: act, KeepSaved: true})
 	})
 	layerOps[m.name] = &m
 }

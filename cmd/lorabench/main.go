@@ -3,7 +3,7 @@
 //	lorabench devices [-json]
 //	lorabench matmul  [-m M -n N -k K | -sizes S,S,...] [-dtype f32|f16|bf16] [-form nt|nn|tn] [-weight dense,nf4] ...
 //	lorabench bench   [-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A]
-//	                  [-dtype D,...] [-weight dense,nf4] [-pass fwd|fwdbwd|both] [-inplace] [-json] [-plot FILE.png] [-device SEL]
+//	                  [-dtype D,...] [-weight dense,nf4] [-pass fwd|fwdbwd|both] [-keep-saved] [-json] [-plot FILE.png] [-device SEL]
 //	lorabench check   FILE|DIR...
 //
 // Every op is checked against the float64 reference (package ref) before it is
@@ -52,7 +52,7 @@ func commands() []command {
 		{"matmul", "[-m M -n N -k K | -sizes S,...] [-dtype D] [-form nt|nn|tn] [-weight dense,nf4] [-reps N] [-warmup N] [-warmup-ms MS] [-device SEL] [-json] [-plot FILE.png]",
 			"validate, then time C = op(A)·op(B)", cmdMatmul},
 		{"bench", "[-quick] [-op matmul,matmul_lora,o,qkv,mlp] [-preset llama3-8b,gemma-2b,qwen2.5-0.5b | -m M -hidden H -inter I -q Q -kv KV -r R -act A]\n" +
-			"           [-dtype D,...] [-weight dense,nf4] [-pass fwd|fwdbwd|both] [-inplace] [-json] [-plot FILE.png] [-device SEL] [-reps N] [-warmup N] [-warmup-ms MS]",
+			"           [-dtype D,...] [-weight dense,nf4] [-pass fwd|fwdbwd|both] [-keep-saved] [-json] [-plot FILE.png] [-device SEL] [-reps N] [-warmup N] [-warmup-ms MS]",
 			"validate and time the benchmark suite: matmul and the LoRA layers (time, TFLOP/s, peak extra MiB of a step)", cmdBench},
 		{"check", "FILE|DIR...", "check results files (not yet implemented)", cmdCheck},
 	}

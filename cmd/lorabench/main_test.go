@@ -449,24 +449,25 @@ func TestBenchProfile(t *testing.T) {
 	}
 }
 
-// TestBenchInplaceMLP: -inplace runs the MLP as mlp_inplace, validated
-// like mlp, and its step allocates exactly the three [M, I] tensors (dh's
-// h, de, dg) less that the in-place backward writes over saved ones.
-func TestBenchInplaceMLP(t *testing.T) {
+// TestBenchKeepSavedMLP: -keep-saved runs the MLP as mlp_keep_saved,
+// validated like mlp, and its step allocates exactly the two [M, I]
+// tensors (de, dg) more that mlp's default in-place backward writes over
+// the saved e and g.
+func TestBenchKeepSavedMLP(t *testing.T) {
 	needGPU(t)
 	args := []string{"-op", "mlp", "-m", "24", "-hidden", "40", "-inter", "72", "-r", "3", "-dtype", "bf16",
 		"-pass", "fwdbwd", "-reps", "1", "-warmup", "0", "-warmup-ms", "0"}
 	plain := benchRows(t, args...)
-	inplace := benchRows(t, append(args, "-inplace")...)
-	if len(plain) != 1 || len(inplace) != 1 {
-		t.Fatalf("%d and %d rows, want 1 each", len(plain), len(inplace))
+	keep := benchRows(t, append(args, "-keep-saved")...)
+	if len(plain) != 1 || len(keep) != 1 {
+		t.Fatalf("%d and %d rows, want 1 each", len(plain), len(keep))
 	}
-	p, q := plain[0], inplace[0]
-	if p.Op != "mlp" || q.Op != "mlp_inplace" || !q.Validated || q.Inter != 72 || q.Act == "" {
+	p, q := plain[0], keep[0]
+	if p.Op != "mlp" || q.Op != "mlp_keep_saved" || !p.Validated || !q.Validated || q.Inter != 72 || q.Act == "" {
 		t.Fatalf("rows %+v / %+v", p, q)
 	}
-	want := 3 * 24 * 72 * 2 / float64(1<<20)
-	if d := p.PeakExtraMiB - q.PeakExtraMiB; math.Abs(d-want) > 1e-9 {
-		t.Errorf("in-place step allocates %.6f MiB less, want %.6f", d, want)
+	want := 2 * 24 * 72 * 2 / float64(1<<20)
+	if d := q.PeakExtraMiB - p.PeakExtraMiB; math.Abs(d-want) > 1e-9 {
+		t.Errorf("keep-saved step allocates %.6f MiB more than the in-place one, want %.6f", d, want)
 	}
 }
