@@ -15,9 +15,10 @@ type cm2Tile struct{ BM, BN, BK, WG int }
 
 // cm2Tiles, in order of preference; each must match a flexible-dimension
 // configuration the device reports (granularities and invocation count).
+// The same 128×128×32 tile with 256 invocations ran 1.7× slower on an
+// H200 (115 vs 194 TFLOP/s at 8192×14336×4096), so it is not listed.
 var cm2Tiles = []cm2Tile{
 	{BM: 128, BN: 128, BK: 32, WG: 128},
-	{BM: 128, BN: 128, BK: 32, WG: 256},
 	{BM: 64, BN: 64, BK: 32, WG: 128},
 }
 
@@ -35,9 +36,16 @@ func (t cm2Tile) nf4SharedBytes() int {
 	return 16 * max(t.BN*(t.BK/8+1), t.BK*(t.BN/8+1))
 }
 
-func (t cm2Tile) spec(l coopLayout) []uint32 {
-	return []uint32{uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.WG), b32(l.aKF), b32(l.bKF)}
+func (t cm2Tile) spec(l coopLayout, plain bool) []uint32 {
+	return []uint32{uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.WG), b32(l.aKF), b32(l.bKF), b32(plain)}
 }
+
+// CoopMat2LoadsEnv names a tuning knob: "plain" makes the workgroup-scope
+// kernel load in-range tiles with coopMatLoad instead of tensor layouts.
+// For measuring the two with lorabench; not for production use.
+const CoopMat2LoadsEnv = "VKLORA_COOPMAT2_LOADS"
+
+func cm2PlainLoadsByEnv() bool { return os.Getenv(CoopMat2LoadsEnv) == "plain" }
 
 // DisableCoopMat2Env names the environment variable that, set to 1, keeps
 // engines off VK_NV_cooperative_matrix2 (the subgroup-scope kernel or the

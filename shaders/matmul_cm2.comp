@@ -22,7 +22,7 @@
 //
 // Specialization constants: 0 BM, 1 BN, 2 BK (workgroup tile), 3 workgroup
 // size, 4 A_KF (A's k index is contiguous, else its m index), 5 B_KF (B's k
-// index is contiguous, else its n index).
+// index is contiguous, else its n index), 6 PLAIN (below).
 #extension GL_EXT_control_flow_attributes : enable
 #extension GL_KHR_cooperative_matrix : require
 #extension GL_NV_cooperative_matrix2 : require
@@ -37,6 +37,9 @@ layout(constant_id = 2) const uint BK = 32;
 layout(local_size_x_id = 3, local_size_y = 1, local_size_z = 1) in;
 layout(constant_id = 4) const bool A_KF = true;
 layout(constant_id = 5) const bool B_KF = true;
+// 6 PLAIN: in-range tiles load with coopMatLoad (row- or column-major by
+// the operand's contiguous index) instead of tensor layouts and views.
+layout(constant_id = 6) const bool PLAIN = false;
 
 layout(set = 0, binding = 0, std430) readonly buffer BufA { uint16_t a16[]; };
 #if B_TYPE == TYPE_NF4
@@ -143,7 +146,22 @@ void main() {
 		lb = B_KF ? setTensorLayoutDimensionNV(lb, pc.N, kend) : setTensorLayoutDimensionNV(lb, kend, pc.N);
 		la = setTensorLayoutStrideNV(la, a_ld, 1);
 		lb = setTensorLayoutStrideNV(lb, b_ld, 1);
-		K_LOOP(la, lb, kbeg & ~7u, kend)
+#if B_TYPE != TYPE_NF4
+		if (PLAIN) {
+			const int a_layout = A_KF ? gl_CooperativeMatrixLayoutRowMajor : gl_CooperativeMatrixLayoutColumnMajor;
+			const int b_layout = B_KF ? gl_CooperativeMatrixLayoutColumnMajor : gl_CooperativeMatrixLayoutRowMajor;
+			for (uint k = kbeg; k < kend; k += BK) {
+				MAT_A ma;
+				MAT_B mb;
+				coopMatLoad(ma, a16, A_KF ? m0 * a_ld + k : k * a_ld + m0, a_ld, a_layout);
+				coopMatLoad(mb, b16, B_KF ? n0 * b_ld + k : k * b_ld + n0, b_ld, b_layout);
+				sum = coopMatMulAdd(ma, mb, sum);
+			}
+		} else
+#endif
+		{
+			K_LOOP(la, lb, kbeg & ~7u, kend)
+		}
 	} else {
 		tensorLayoutNV<2, CLAMP> la = createTensorLayoutNV(2, CLAMP);
 		tensorLayoutNV<2, CLAMP> lb = createTensorLayoutNV(2, CLAMP);
