@@ -36,16 +36,9 @@ func (t cm2Tile) nf4SharedBytes() int {
 	return 16 * max(t.BN*(t.BK/8+1), t.BK*(t.BN/8+1))
 }
 
-func (t cm2Tile) spec(l coopLayout, plain bool) []uint32 {
-	return []uint32{uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.WG), b32(l.aKF), b32(l.bKF), b32(plain)}
+func (t cm2Tile) spec(l coopLayout) []uint32 {
+	return []uint32{uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.WG), b32(l.aKF), b32(l.bKF)}
 }
-
-// CoopMat2LoadsEnv names a tuning knob: "plain" makes the workgroup-scope
-// kernel load in-range tiles with coopMatLoad instead of tensor layouts.
-// For measuring the two with lorabench; not for production use.
-const CoopMat2LoadsEnv = "VKLORA_COOPMAT2_LOADS"
-
-func cm2PlainLoadsByEnv() bool { return os.Getenv(CoopMat2LoadsEnv) == "plain" }
 
 // DisableCoopMat2Env names the environment variable that, set to 1, keeps
 // engines off VK_NV_cooperative_matrix2 (the subgroup-scope kernel or the

@@ -18,7 +18,6 @@ type Engine struct {
 	noCoop    bool                         // SetCoopMat(false) or VKLORA_DISABLE_COOPMAT=1
 	noCM2     bool                         // VKLORA_DISABLE_COOPMAT2=1, or tests of the subgroup kernel
 	noNarrow  bool                         // VKLORA_DISABLE_NARROW=1, or tests of the tiled kernels
-	cm2Plain  bool                         // VKLORA_COOPMAT2_LOADS=plain
 	rowCap    int                          // tests: a lower grid-height cap than the device's
 	slabBytes int                          // tests: a smaller NF4 slab than defaultSlabBytes
 	slab      slabCache                    // the NF4 slab scratch of the latest recording
@@ -41,7 +40,7 @@ func NewEngine(dev *vk.Device) (*Engine, error) {
 	}
 	return &Engine{dev: dev, coop: probeCoopMat(dev.Caps()), cm2: probeCoopMat2(dev.Caps(), cm2TileCandidates()),
 		cm2Narrow: probeCoopMat2(dev.Caps(), cm2NarrowTiles),
-		noCoop:    coopDisabledByEnv(), noCM2: coopMat2DisabledByEnv(), noNarrow: narrowDisabledByEnv(), cm2Plain: cm2PlainLoadsByEnv()}, nil
+		noCoop:    coopDisabledByEnv(), noCM2: coopMat2DisabledByEnv(), noNarrow: narrowDisabledByEnv()}, nil
 }
 
 // Device is the engine's device.

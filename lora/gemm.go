@@ -277,7 +277,7 @@ func (e *Engine) plan(d dtype.DType, coop *coopLayout, cm2OK bool, m, n, k int) 
 	t := e.pickTile(m, n)
 	p := gemmPlan{bm: t.BM, bn: t.BN, bk: t.BK, spec: t.spec()}
 	if ct, ok := e.pickCM2Tile(d, m, n); ok && coop != nil && cm2OK {
-		p = gemmPlan{bm: ct.BM, bn: ct.BN, bk: ct.BK, spec: ct.spec(*coop, e.cm2Plain), suffix: "_cm2"}
+		p = gemmPlan{bm: ct.BM, bn: ct.BN, bk: ct.BK, spec: ct.spec(*coop), suffix: "_cm2"}
 	} else if ct, sup, ok := e.pickCoopTile(d, m, n); ok && coop != nil {
 		p = gemmPlan{bm: ct.BM, bn: ct.BN, bk: ct.BK, spec: ct.spec(sup, *coop), suffix: "_coopmat"}
 	}
