@@ -21,6 +21,19 @@
 // (dst += alpha·src, the gradient accumulation of package autograd) and
 // AddBiasTo (a row bias); both compute in fp32 and round once.
 //
+// # Kernels
+//
+// Each product picks its kernel at recording time from the device's Caps:
+// f16/bf16 products with outputs of at least 64×64 run on workgroup-scope
+// cooperative matrices (VK_NV_cooperative_matrix2, matmul_cm2.comp), else
+// on subgroup-scope ones (VK_KHR_cooperative_matrix, matmul_coopmat.comp),
+// else on the scalar tiled kernel (matmul.comp). Outputs with a side of at
+// most 32, the rank products X·Aᵀ, G·B, dA and dB, take the workgroup-scope
+// kernel's narrow tiles where it has them, else matmul_narrow.comp. NF4
+// weights at M ≥ 512 on coopmat2 devices run in dequantized column slabs
+// (nf4slab.go). Split-K engages when the tiles would not fill the device.
+// The VKLORA_DISABLE_* variables switch paths off for comparisons.
+//
 // # From a PEFT model
 //
 // LoRALinear mirrors a PEFT LoRA Linear (base layer and its bias, lora_A,
