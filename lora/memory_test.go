@@ -24,7 +24,7 @@ func bufBytes(d dtype.DType, shape ...int) uint64 {
 func (e *Engine) splitScratch(m, n, k int) uint64 {
 	plans := []gemmPlan{e.plan(dtype.F32, nil, true, m, n, k)}
 	if min(m, n) <= narrowMax {
-		narrowM, j := n > narrowMax || m < n, min(m, n)
+		narrowM, j := narrowSide(m, n)
 		plans = []gemmPlan{e.narrowGemmPlan(newNarrowPlan(narrowM, false, j), m, n, k),
 			e.narrowGemmPlan(newNarrowPlan(narrowM, true, j), m, n, k)}
 	}

@@ -77,21 +77,29 @@ func TestMLPForwardBackward(t *testing.T) {
 	}
 }
 
+// smallMLPForward records the forward of a small f32 SwiGLU MLP (M 3, H 8,
+// I 16, r 2) and a barrier, and returns the layer, the recorder, the saved
+// context (released at cleanup) and an upstream gradient for the backward.
+func (f *fixture) smallMLPForward(keepSaved bool) (*MLP, *vk.Recorder, *MLPSaved, *vk.Tensor) {
+	const d = dtype.F32
+	pg, _ := f.proj(d, 16, 8, 2, 0.37)
+	pu, _ := f.proj(d, 16, 8, 2, 2)
+	pd, _ := f.proj(d, 8, 16, 2, 1)
+	layer := &MLP{Engine: f.eng, Gate: pg, Up: pu, Down: pd, Act: SwiGLU, KeepSaved: keepSaved}
+	rec := f.recorder()
+	y, saved, err := layer.Forward(rec, f.upload(d, f.random(d, 24, 1), 3, 8))
+	require.NoError(f.t, err)
+	f.t.Cleanup(saved.Release)
+	f.keep(y)
+	rec.Barrier()
+	return layer, rec, saved, f.upload(d, f.random(d, 24, 1), 3, 8)
+}
+
 // TestMLPContextIsSingleUse: by default the backward runs in place and
 // consumes the saved context, so a second Backward on it is refused.
 func TestMLPContextIsSingleUse(t *testing.T) {
 	f := newFixture(t)
-	d := dtype.F32
-	pg, _ := f.proj(d, 16, 8, 2, 0.37)
-	pu, _ := f.proj(d, 16, 8, 2, 2)
-	pd, _ := f.proj(d, 8, 16, 2, 1)
-	layer := &MLP{Engine: f.eng, Gate: pg, Up: pu, Down: pd, Act: SwiGLU}
-	rec := f.recorder()
-	y, saved, err := layer.Forward(rec, f.upload(d, f.random(d, 24, 1), 3, 8))
-	require.NoError(t, err)
-	defer saved.Release()
-	f.keep(y)
-	gy := f.upload(d, f.random(d, 24, 1), 3, 8)
+	layer, rec, saved, gy := f.smallMLPForward(false)
 	dx, grads, err := layer.Backward(rec, saved, gy)
 	require.NoError(t, err)
 	f.keep(dx)
@@ -107,21 +115,11 @@ func TestMLPContextIsSingleUse(t *testing.T) {
 // same results as the first.
 func TestMLPKeepSavedContextIsReusable(t *testing.T) {
 	f := newFixture(t)
-	d := dtype.F32
-	pg, _ := f.proj(d, 16, 8, 2, 0.37)
-	pu, _ := f.proj(d, 16, 8, 2, 2)
-	pd, _ := f.proj(d, 8, 16, 2, 1)
-	layer := &MLP{Engine: f.eng, Gate: pg, Up: pu, Down: pd, Act: SwiGLU, KeepSaved: true}
-	rec := f.recorder()
-	y, saved, err := layer.Forward(rec, f.upload(d, f.random(d, 24, 1), 3, 8))
-	require.NoError(t, err)
-	defer saved.Release()
-	f.keep(y)
-	gy := f.upload(d, f.random(d, 24, 1), 3, 8)
-	rec.Barrier()
+	layer, rec, saved, gy := f.smallMLPForward(true)
 	var dxs [2]*vk.Tensor
 	var grads [2][3]ProjGrad
 	for k := range dxs {
+		var err error
 		dxs[k], grads[k], err = layer.Backward(rec, saved, gy)
 		require.NoError(t, err, "backward %d", k)
 		f.keep(dxs[k])

@@ -40,26 +40,30 @@ func (e *Engine) narrowPlan(g *gemm, m, n int) (narrowPlan, bool) {
 	if e.noNarrow || !g.A2.IsZero() || g.B.nf4 != nil || min(m, n) > narrowMax {
 		return narrowPlan{}, false
 	}
-	p := narrowPlan{narrowM: n > narrowMax || m < n}
-	j := n
+	narrowM, j := narrowSide(m, n)
 	// The big operand's strides along (wide, K).
 	ws, ks := g.A.strides()
-	if p.narrowM {
-		j = m
+	if narrowM {
 		ks, ws = g.B.strides()
 	}
-	switch {
-	case ks == 1:
-	case ws == 1:
-		p.axpy = true
-	default:
+	if ks != 1 && ws != 1 {
 		return narrowPlan{}, false
 	}
-	p = newNarrowPlan(p.narrowM, p.axpy, j)
+	p := newNarrowPlan(narrowM, ks != 1, j)
 	if !fits(e.dev.Caps(), p.sharedBytes(), narrowWG) {
 		return narrowPlan{}, false
 	}
 	return p, true
+}
+
+// narrowSide says which side of an [m, n] output the narrow kernel treats
+// as narrow (M when narrowM, else N) and its extent j: N unless only M is
+// narrow or M is the narrower.
+func narrowSide(m, n int) (narrowM bool, j int) {
+	if n > narrowMax || m < n {
+		return true, m
+	}
+	return false, n
 }
 
 // newNarrowPlan picks the thread layout for a narrow side of j.

@@ -187,7 +187,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	dts := fs.String("dtype", "", "comma-separated dtypes f32, f16, bf16 (default bf16 for presets, f32,bf16 for -quick and custom shapes; matmul's cubes keep their own unless given, matmul at -preset or a custom shape takes the layer ops')")
 	pass := fs.String("pass", "both", "layer ops: fwd (forward), fwdbwd (forward+backward) or both")
 	valRows := fs.Int("val-rows", 64, "layer ops validate the complete problem on the first min(M, N) rows of X")
-	keepSaved := fs.Bool("keep-saved", false, "run the MLP with KeepSaved (lora.MLP.KeepSaved: its backward allocates h, de and dg instead of overwriting the saved e and g, so the context could serve another backward; more memory), reported as mlp_keep_saved")
+	keepSaved := fs.Bool("keep-saved", false, "run the MLP with KeepSaved (lora.MLP.KeepSaved: its backward allocates de and dg instead of overwriting the saved e and g, so the context could serve another backward; more memory), reported as mlp_keep_saved")
 	wf := addWeightFlags(fs)
 	o := addRunFlags(fs)
 	if err := parse(fs, args); err != nil {

@@ -90,8 +90,8 @@ func isMLPOp(name string) bool { return strings.HasPrefix(name, "mlp") }
 
 func init() {
 	// mlp_keep_saved is mlp with lora.MLP.KeepSaved (bench -keep-saved):
-	// its backward allocates h, de and dg instead of writing them over its
-	// dh and the saved e and g (mlp's default in-place backward).
+	// its backward allocates de and dg instead of writing them over the
+	// saved e and g (mlp's default in-place backward).
 	m := *layerOps["mlp"]
 	m.name = "mlp_keep_saved"
 	m.gpu = layerStep(func(eng *lora.Engine, ps []*lora.Projection, act ref.Activation) autograd.Function {
