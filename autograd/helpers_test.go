@@ -28,7 +28,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	dev := vktest.Device(t)
-	eng, err := lora.NewEngine(dev)
+	eng, err := lora.NewEngine(dev, lora.Options{})
 	require.NoError(t, err)
 	return &fixture{t: t, dev: dev, eng: eng, rng: vktest.RNG(t)}
 }

@@ -15,7 +15,7 @@ func TestMain(m *testing.M) { vktest.Main(m) }
 // TestSmallSuiteOnDevice runs the committed PyTorch-generated suite (every
 // op, dtype and NF4 variant) on the test device.
 func TestSmallSuiteOnDevice(t *testing.T) {
-	eng, err := lora.NewEngine(vktest.Device(t))
+	eng, err := lora.NewEngine(vktest.Device(t), lora.Options{})
 	require.NoError(t, err)
 	paths, err := Expand(filepath.Join("..", "testdata", "small"))
 	require.NoError(t, err)

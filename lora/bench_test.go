@@ -50,7 +50,7 @@ func benchTensor(b *testing.B, dev *vk.Device, rng *rand.Rand, d dtype.DType, sh
 
 func BenchmarkMatmul(b *testing.B) {
 	dev := vktest.Device(b)
-	eng, err := NewEngine(dev)
+	eng, err := NewEngine(dev, Options{})
 	require.NoError(b, err)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, d := range dtype.Floats {
@@ -68,7 +68,7 @@ func BenchmarkMatmul(b *testing.B) {
 
 func BenchmarkMLPForwardBackward(b *testing.B) {
 	dev := vktest.Device(b)
-	eng, err := NewEngine(dev)
+	eng, err := NewEngine(dev, Options{})
 	require.NoError(b, err)
 	rng := rand.New(rand.NewPCG(3, 4))
 	const m, h, i, r = 128, 256, 512, 16

@@ -2,8 +2,8 @@
 // one adapted projection (O, MatmulLoRA), the attention input projections
 // (QKV) and the gated MLP (MLP: SwiGLU, GEGLU, GEGLU-tanh), each with a
 // Forward that returns a saved context and a Backward that returns dX and
-// the adapter gradients. The math is shared/docs/lora-math.md; package ref
-// is the float64 oracle the tests compare against.
+// the adapter gradients. The math is docs/LORA-MATH.md; package ref is
+// the float64 oracle the tests compare against.
 //
 // # Shapes and layout
 //
@@ -23,16 +23,14 @@
 //
 // # Kernels
 //
-// Each product picks its kernel at recording time from the device's Caps:
-// f16/bf16 products with outputs of at least 64×64 run on workgroup-scope
-// cooperative matrices (VK_NV_cooperative_matrix2, matmul_cm2.comp), else
-// on subgroup-scope ones (VK_KHR_cooperative_matrix, matmul_coopmat.comp),
-// else on the scalar tiled kernel (matmul.comp). Outputs with a side of at
-// most 32, the rank products X·Aᵀ, G·B, dA and dB, take the workgroup-scope
-// kernel's narrow tiles where it has them, else matmul_narrow.comp. NF4
-// weights at M ≥ 512 on coopmat2 devices run in dequantized column slabs
-// (nf4slab.go). Split-K engages when the tiles would not fill the device.
-// The VKLORA_DISABLE_* variables switch paths off for comparisons.
+// The layers validate their arguments, then record each product and
+// elementwise step through package kernels (Engine.Kernels), which picks
+// the kernel from the device's capabilities: the workgroup-scope or
+// subgroup-scope cooperative-matrix kernels, the narrow kernel for the
+// rank products, NF4 slabs, or the scalar tiled kernel, with split-K where
+// the output is small. The path of X through MLP.Forward is lora (the
+// layer's algebra) → kernels (plan and record) → vk (dispatch) → the
+// shader. NewEngine's Options switch paths off for comparisons.
 //
 // # From a PEFT model
 //
@@ -60,4 +58,33 @@
 // before recording anything, so the engine and the recorder stay usable. ErrNotImplemented is
 // reserved for PEFT features the engine lacks (dropout, DoRA, lora_B bias).
 // Device errors come from package vk.
+//
+// # Adding an op
+//
+// A new layer feature touches four places; DoRA is the worked outline.
+//
+//  1. The math, forward and backward, goes into docs/LORA-MATH.md and the
+//     float64 oracle: package ref (for DoRA, ref.Proj gains the magnitude
+//     m and the forward scales the base and LoRA terms by m/‖W + s·B·A‖
+//     per output row; its backward gives dm). The ref tests check it
+//     against finite differences.
+//  2. The layer algebra goes into this package: the fields on Projection
+//     and LoRALinear (Magnitude), their validation in projection.go
+//     (ErrBadInput naming the argument and shapes), and the steps in
+//     linear.go — for DoRA the row norm from ‖W_o‖², W·Aᵀ and B·(A·Aᵀ)·Bᵀ,
+//     all rank-r products that Engine.Kernels().Gemm already runs, so no
+//     [out, in] matrix is formed.
+//  3. A step no existing kernel does (for DoRA the per-row rescale, for
+//     dropout the mask generated inside the kernel that reads X) becomes a
+//     shader: a key type or a key field in shaders/keys.go, its push
+//     struct in shaders/push.go, rows in shaders/variants.go, the GLSL
+//     source, `make shaders`; then a Dispatcher method in package kernels
+//     that validates and records it, beside add.go and gated.go. A new
+//     matmul kernel is instead one more entry of kernels' candidate list,
+//     with its predicate.
+//  4. Tests: a table row in layers_test.go (odd shapes, rank not a power
+//     of two, s ≠ 1, non-zero B) comparing dX, dA, dB and the new
+//     gradients separately against ref; an ErrBadInput case in
+//     layers_errors_test.go per new argument; conformance vectors with the
+//     new keys (docs/CONFORMANCE.md) for `lorabench check`.
 package lora

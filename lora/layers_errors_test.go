@@ -18,10 +18,10 @@ func TestLayerBadInput(t *testing.T) {
 	f := newFixture(t)
 	d := dtype.F32
 	good, _ := f.proj(d, 12, 8, 3, 0.37)
-	x := f.upload(d, f.random(d, 5*8, 1), 5, 8)
-	released := f.upload(d, f.random(d, 12, 1), 12)
+	x := f.Upload(d, f.Random(d, 5*8, 1), 5, 8)
+	released := f.Upload(d, f.Random(d, 12, 1), 12)
 	released.Release()
-	rec := f.recorder()
+	rec := f.Recorder()
 	withA := func(p Projection, mod func(*Projection)) *Projection { mod(&p); return &p }
 	cases := []struct {
 		name string
@@ -30,24 +30,24 @@ func TestLayerBadInput(t *testing.T) {
 		want string
 	}{
 		{"X width", good, nil, "must be [M,8]"},
-		{"A width", withA(*good, func(p *Projection) { p.A = f.upload(d, f.random(d, 3*9, 1), 3, 9) }), nil, "lora_A f32[3 9] must be [r,8]"},
-		{"rank mismatch", withA(*good, func(p *Projection) { p.B = f.upload(d, f.random(d, 12*4, 1), 12, 4) }), nil, "lora_B f32[12 4] must be [12,3]"},
+		{"A width", withA(*good, func(p *Projection) { p.A = f.Upload(d, f.Random(d, 3*9, 1), 3, 9) }), nil, "lora_A f32[3 9] must be [r,8]"},
+		{"rank mismatch", withA(*good, func(p *Projection) { p.B = f.Upload(d, f.Random(d, 12*4, 1), 12, 4) }), nil, "lora_B f32[12 4] must be [12,3]"},
 		{"nil A", withA(*good, func(p *Projection) { p.A = nil }), nil, "must both be set or both nil"},
 		{"NaN scale", withA(*good, func(p *Projection) { p.Scale = math.NaN() }), nil, "not finite"},
 		{"Inf scale", withA(*good, func(p *Projection) { p.Scale = math.Inf(1) }), nil, "not finite"},
-		{"dtype mix", withA(*good, func(p *Projection) { p.A = f.upload(dtype.BF16, f.random(dtype.BF16, 24, 1), 3, 8) }), nil, "must have the weight's dtype f32"},
+		{"dtype mix", withA(*good, func(p *Projection) { p.A = f.Upload(dtype.BF16, f.Random(dtype.BF16, 24, 1), 3, 8) }), nil, "must have the weight's dtype f32"},
 		{"nil weight", withA(*good, func(p *Projection) { p.W = Weight{} }), nil, "weight is nil"},
-		{"bias width", withA(*good, func(p *Projection) { p.Bias = f.upload(d, f.random(d, 8, 1), 8) }), nil,
+		{"bias width", withA(*good, func(p *Projection) { p.Bias = f.Upload(d, f.Random(d, 8, 1), 8) }), nil,
 			"projection o: bias f32[8] must be 1-D f32[12] for weight f32[12 8]"},
-		{"bias 2-D", withA(*good, func(p *Projection) { p.Bias = f.upload(d, f.random(d, 12, 1), 1, 12) }), nil, "bias f32[1 12] must be 1-D f32[12]"},
-		{"bias dtype", withA(*good, func(p *Projection) { p.Bias = f.upload(dtype.BF16, f.random(dtype.BF16, 12, 1), 12) }), nil,
+		{"bias 2-D", withA(*good, func(p *Projection) { p.Bias = f.Upload(d, f.Random(d, 12, 1), 1, 12) }), nil, "bias f32[1 12] must be 1-D f32[12]"},
+		{"bias dtype", withA(*good, func(p *Projection) { p.Bias = f.Upload(dtype.BF16, f.Random(dtype.BF16, 12, 1), 12) }), nil,
 			"bias bf16[12] must be 1-D f32[12]"},
 		{"released bias", withA(*good, func(p *Projection) { p.Bias = released }), nil, "bias of weight f32[12 8] is nil or released"},
 	}
 	for _, tc := range cases {
 		in := x
 		if tc.name == "X width" {
-			in = f.upload(d, f.random(d, 5*7, 1), 5, 7)
+			in = f.Upload(d, f.Random(d, 5*7, 1), 5, 7)
 		}
 		_, _, err := (&O{Engine: f.eng, Proj: tc.p}).Forward(rec, in)
 		require.ErrorIs(t, err, ErrBadInput, tc.name)
@@ -58,12 +58,12 @@ func TestLayerBadInput(t *testing.T) {
 	_, _, _, _, err := (&QKV{Engine: f.eng, Q: good, K: k, V: good}).Forward(rec, x)
 	require.ErrorContains(t, err, "projection k takes f32[·,9] but q takes f32[·,8]")
 	k, _ = f.proj(d, 4, 8, 2, 1)
-	k.Bias = f.upload(d, f.random(d, 12, 1), 12)
+	k.Bias = f.Upload(d, f.Random(d, 12, 1), 12)
 	_, _, _, _, err = (&QKV{Engine: f.eng, Q: good, K: k, V: good}).Forward(rec, x)
 	require.ErrorIs(t, err, ErrBadInput)
 	require.ErrorContains(t, err, "lora: QKV.Forward: projection k: bias f32[12] must be 1-D f32[4] for weight f32[4 8]")
 	// MatmulLoRA validates the bias too.
-	wide := withA(*good, func(p *Projection) { p.Bias = f.upload(d, f.random(d, 13, 1), 13) })
+	wide := withA(*good, func(p *Projection) { p.Bias = f.Upload(d, f.Random(d, 13, 1), 13) })
 	_, err = f.eng.MatmulLoRA(rec, x, wide, nil)
 	require.ErrorIs(t, err, ErrBadInput)
 	require.ErrorContains(t, err, "lora: MatmulLoRA: projection w: bias f32[13] must be 1-D f32[12]")
@@ -74,7 +74,7 @@ func TestLayerBadInput(t *testing.T) {
 	_, _, err = (&MLP{Engine: f.eng, Gate: good, Up: up, Down: good}).Forward(rec, x)
 	require.ErrorContains(t, err, "activation")
 	down, _ := f.proj(d, 8, 12, 3, 1)
-	down.Bias = f.upload(d, f.random(d, 12, 1), 12) // [I] instead of [H]
+	down.Bias = f.Upload(d, f.Random(d, 12, 1), 12) // [I] instead of [H]
 	_, _, err = (&MLP{Engine: f.eng, Gate: good, Up: up, Down: down, Act: SwiGLU}).Forward(rec, x)
 	require.ErrorIs(t, err, ErrBadInput)
 	require.ErrorContains(t, err, "lora: MLP.Forward: projection down: bias f32[12] must be 1-D f32[8] for weight f32[8 12]")
@@ -85,10 +85,10 @@ func TestLayerBadInput(t *testing.T) {
 	y, saved, err := (&O{Engine: f.eng, Proj: ok}).Forward(rec, x)
 	require.NoError(t, err)
 	defer saved.Release()
-	f.keep(y)
+	f.Keep(y)
 	require.NoError(t, rec.Submit())
-	xs := f.download(x)
-	vktest.ExpectClose(t, "Y after errors", f.download(y), ref.LinearForward(xs, 5, rok), 12, layerTol[d])
+	xs := f.Download(x)
+	vktest.ExpectClose(t, "Y after errors", f.Download(y), ref.LinearForward(xs, 5, rok), 12, layerTol[d])
 }
 
 // An MLP forward that fails after recording work (here its [M, I]
@@ -100,7 +100,7 @@ func TestLayerFailureMidRecording(t *testing.T) {
 	f := newFixture(t)
 	const d = dtype.BF16
 	const h, r = 8, 2
-	limit := f.dev.Caps().MaxStorageBufferRange
+	limit := f.Dev.Caps().MaxStorageBufferRange
 	if limit > 1<<28 {
 		t.Skipf("storage-buffer range %d too large to exceed cheaply", limit)
 	}
@@ -110,8 +110,8 @@ func TestLayerFailureMidRecording(t *testing.T) {
 	for k, sh := range [3][2]int{{i, h}, {i, h}, {h, i}} {
 		ps[k], _ = f.proj(d, sh[0], sh[1], r, 0.5)
 	}
-	x := f.upload(d, f.random(d, m*h, 1), m, h)
-	rec := f.recorder()
+	x := f.Upload(d, f.Random(d, m*h, 1), m, h)
+	rec := f.Recorder()
 	l := &MLP{Engine: f.eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: SwiGLU}
 	_, _, err := l.Forward(rec, x)
 	require.ErrorIs(t, err, vk.ErrTooLarge)
@@ -120,11 +120,11 @@ func TestLayerFailureMidRecording(t *testing.T) {
 
 	// Still usable: a small layer on the same engine and recorder.
 	small, rp := f.proj(d, 6, h, r, 0.5)
-	xs := f.random(d, 3*h, 1)
-	y, saved, err := (&O{Engine: f.eng, Proj: small}).Forward(rec, f.upload(d, xs, 3, h))
+	xs := f.Random(d, 3*h, 1)
+	y, saved, err := (&O{Engine: f.eng, Proj: small}).Forward(rec, f.Upload(d, xs, 3, h))
 	require.NoError(t, err)
 	defer y.Release()
 	defer saved.Release()
 	require.NoError(t, rec.Submit())
-	vktest.ExpectClose(t, "Y", f.download(y), ref.RoundTo(d, ref.LinearForward(xs, 3, rp)), 6, tol[d])
+	vktest.ExpectClose(t, "Y", f.Download(y), ref.RoundTo(d, ref.LinearForward(xs, 3, rp)), 6, tol[d])
 }

@@ -5,7 +5,6 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/ref"
-	"github.com/vklora/vklora/vk"
 	"github.com/vklora/vklora/vk/vktest"
 )
 
@@ -16,13 +15,13 @@ var layerTol = map[dtype.DType]float64{dtype.F32: 1e-4, dtype.F16: 1e-2, dtype.B
 // proj makes a random projection with non-zero B on the GPU and its exact
 // float64 twin for the reference. r = 0 makes a projection without adapter.
 func (f *fixture) proj(d dtype.DType, out, in, r int, s float64) (*Projection, *ref.Proj) {
-	w, a, b, rp := vktest.RandomProjection(f.t, f.dev, f.rng, d, out, in, r, s)
+	w, a, b, rp := vktest.RandomProjection(f.T, f.Dev, f.RNG, d, out, in, r, s)
 	return &Projection{W: Weight{Dense: w}, A: a, B: b, Scale: s}, rp
 }
 
 // bias gives p and its twin rp a random base bias [out].
 func (f *fixture) bias(d dtype.DType, p *Projection, rp *ref.Proj) {
-	p.Bias = vktest.RandomBias(f.t, f.dev, f.rng, d, rp)
+	p.Bias = vktest.RandomBias(f.T, f.Dev, f.RNG, d, rp)
 }
 
 // inRNG rebinds the fixture to a subtest; bias cases (added to the tables
@@ -41,28 +40,21 @@ func biasName(bias bool) string {
 	return ""
 }
 
-// keep registers a result tensor for release at the end of the test.
-func (f *fixture) keep(ts ...*vk.Tensor) {
-	for _, t := range ts {
-		f.t.Cleanup(t.Release)
-	}
-}
-
 func (f *fixture) keepGrads(gs ...ProjGrad) {
 	for _, g := range gs {
-		f.keep(g.A, g.B)
+		f.Keep(g.A, g.B)
 	}
 }
 
 // checkGrads compares dA and dB of one projection with the reference.
 func (f *fixture) checkGrads(name string, got ProjGrad, want ref.Grads, rp *ref.Proj, bound float64) {
-	f.t.Helper()
+	f.T.Helper()
 	if rp.R == 0 {
 		if got.A != nil || got.B != nil {
-			f.t.Fatalf("%s: gradients for a projection without adapter", name)
+			f.T.Fatalf("%s: gradients for a projection without adapter", name)
 		}
 		return
 	}
-	vktest.ExpectClose(f.t, name+" dA", f.download(got.A), want.DA, rp.In, bound)
-	vktest.ExpectClose(f.t, name+" dB", f.download(got.B), want.DB, rp.R, bound)
+	vktest.ExpectClose(f.T, name+" dA", f.Download(got.A), want.DA, rp.In, bound)
+	vktest.ExpectClose(f.T, name+" dB", f.Download(got.B), want.DB, rp.R, bound)
 }

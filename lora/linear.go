@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/kernels"
 	"github.com/vklora/vklora/vk"
 )
 
@@ -39,7 +40,7 @@ func (e *Engine) downProject(rec *vk.Recorder, x, a *vk.Tensor, r int, what stri
 	if err != nil {
 		return nil, err
 	}
-	if err := e.gemm(rec, gemm{C: out, A: Dense(x), B: Dense(a).T(), Alpha: 1}); err != nil {
+	if err := e.k.Gemm(rec, kernels.Gemm{C: out, A: Dense(x), B: Dense(a).T(), Alpha: 1}); err != nil {
 		out.Release()
 		return nil, err
 	}
@@ -48,11 +49,11 @@ func (e *Engine) downProject(rec *vk.Recorder, x, a *vk.Tensor, r int, what stri
 
 // project records y = beta·y + x·Wᵀ + s·xa·Bᵀ.
 func (e *Engine) project(rec *vk.Recorder, x, xa *vk.Tensor, p *Projection, y *vk.Tensor, beta float32) error {
-	g := gemm{C: y, A: Dense(x), B: p.W.mat().T(), Alpha: 1, Beta: beta}
+	g := kernels.Gemm{C: y, A: Dense(x), B: p.W.mat().T(), Alpha: 1, Beta: beta}
 	if xa != nil {
 		g.A2, g.B2, g.Alpha2 = Dense(xa), Dense(p.B).T(), float32(p.Scale)
 	}
-	return e.gemm(rec, g)
+	return e.k.Gemm(rec, g)
 }
 
 // linearForward records y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ (+ bias) and returns x·Aᵀ
@@ -89,7 +90,7 @@ func (e *Engine) addBiases(rec *vk.Recorder, ps []*Projection, ys []*vk.Tensor) 
 		if p.Bias == nil {
 			continue
 		}
-		if err := e.addBias(rec, ys[i], p.Bias); err != nil {
+		if err := e.k.AddBiasTo(rec, ys[i], p.Bias); err != nil {
 			return err
 		}
 	}
@@ -112,9 +113,9 @@ func (e *Engine) adapterGrads(rec *vk.Recorder, x, xa, g, gb *vk.Tensor, p *Proj
 		return ProjGrad{}, err
 	}
 	s := float32(p.Scale)
-	err = e.gemm(rec, gemm{C: pg.A, A: Dense(gb).T(), B: Dense(x), Alpha: s})
+	err = e.k.Gemm(rec, kernels.Gemm{C: pg.A, A: Dense(gb).T(), B: Dense(x), Alpha: s})
 	if err == nil {
-		err = e.gemm(rec, gemm{C: pg.B, A: Dense(g).T(), B: Dense(xa), Alpha: s})
+		err = e.k.Gemm(rec, kernels.Gemm{C: pg.B, A: Dense(g).T(), B: Dense(xa), Alpha: s})
 	}
 	if err != nil {
 		pg.Release()
@@ -125,11 +126,11 @@ func (e *Engine) adapterGrads(rec *vk.Recorder, x, xa, g, gb *vk.Tensor, p *Proj
 
 // inputGrad records dx = beta·dx + g·W + s·gb·A.
 func (e *Engine) inputGrad(rec *vk.Recorder, g, gb *vk.Tensor, p *Projection, dx *vk.Tensor, beta float32) error {
-	gm := gemm{C: dx, A: Dense(g), B: p.W.mat(), Alpha: 1, Beta: beta}
+	gm := kernels.Gemm{C: dx, A: Dense(g), B: p.W.mat(), Alpha: 1, Beta: beta}
 	if gb != nil {
 		gm.A2, gm.B2, gm.Alpha2 = Dense(gb), Dense(p.A), float32(p.Scale)
 	}
-	return e.gemm(rec, gm)
+	return e.k.Gemm(rec, gm)
 }
 
 // upGrad records g·B [M, r] (f32) and hands it to rec.Hold; nil without adapter.
@@ -142,5 +143,5 @@ func (e *Engine) upGrad(rec *vk.Recorder, g *vk.Tensor, p *Projection, r int) (*
 		return nil, err
 	}
 	rec.Hold(gb)
-	return gb, e.gemm(rec, gemm{C: gb, A: Dense(g), B: Dense(p.B), Alpha: 1})
+	return gb, e.k.Gemm(rec, kernels.Gemm{C: gb, A: Dense(g), B: Dense(p.B), Alpha: 1})
 }

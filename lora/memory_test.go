@@ -18,25 +18,6 @@ func bufBytes(d dtype.DType, shape ...int) uint64 {
 	return (n + 15) &^ 15
 }
 
-// splitScratch bounds the f32 split-K scratch the engine allocates for an
-// [m, n] = [m, k]·[k, n] product (0 without split-K): the tiled plan's or,
-// for a narrow output, the larger of the narrow kernel's two forms'.
-func (e *Engine) splitScratch(m, n, k int) uint64 {
-	plans := []gemmPlan{e.plan(dtype.F32, nil, true, m, n, k)}
-	if min(m, n) <= narrowMax {
-		narrowM, j := narrowSide(m, n)
-		plans = []gemmPlan{e.narrowGemmPlan(newNarrowPlan(narrowM, false, j), m, n, k),
-			e.narrowGemmPlan(newNarrowPlan(narrowM, true, j), m, n, k)}
-	}
-	var most uint64
-	for _, p := range plans {
-		if p.splits > 1 {
-			most = max(most, bufBytes(dtype.F32, p.splits, m, n))
-		}
-	}
-	return most
-}
-
 // mlpStepBytes is every device allocation of one MLP forward + backward
 // with MLP.KeepSaved (one recording; nothing is freed before Submit):
 // saved and temporary activations, outputs and adapter gradients (act),
@@ -55,7 +36,7 @@ func (e *Engine) mlpStepBytes(d dtype.DType, m, h, i, r int) (act, scratch uint6
 		{r, h, m}, {i, r, m}, {r, h, m}, {i, r, m}, {m, h, i}, {m, h, i},
 	}
 	for _, p := range products {
-		scratch += e.splitScratch(p[0], p[1], p[2])
+		scratch += e.k.ScratchBound(p[0], p[1], p[2])
 	}
 	return act, scratch
 }
@@ -68,15 +49,13 @@ func (e *Engine) mlpStepBytes(d dtype.DType, m, h, i, r int) (act, scratch uint6
 // weight-sized buffer cannot hide in its slack.
 func TestNF4MLPNeverDequantizes(t *testing.T) {
 	f := newFixture(t)
-	// mlpStepBytes bounds the scalar and narrow kernels' split-K scratch.
-	f.eng.SetCoopMat(false)
 	const d, m, h, i, r = dtype.BF16, 64, 256, 512, 8
 	var nf4, dense [3]*Projection
 	for k, sh := range [3][2]int{{i, h}, {i, h}, {h, i}} {
 		nf4[k], dense[k] = f.nf4Pair(d, sh[0], sh[1], r, 2.0, k != 1)
 	}
-	x := f.upload(d, f.random(d, m*h, 1), m, h)
-	gy := f.upload(d, f.random(d, m*h, 1), m, h)
+	x := f.Upload(d, f.Random(d, m*h, 1), m, h)
+	gy := f.Upload(d, f.Random(d, m*h, 1), m, h)
 
 	// step runs forward + backward and returns the peak growth over it.
 	step := func(ps [3]*Projection) uint64 {
@@ -84,16 +63,16 @@ func TestNF4MLPNeverDequantizes(t *testing.T) {
 		// and dg (the default in-place backward writes them over dh, e and
 		// g). The NF4-vs-dense comparison does not depend on the mode.
 		l := &MLP{Engine: f.eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: SwiGLU, KeepSaved: true}
-		rec := f.recorder()
-		f.dev.ResetPeak()
-		before, _ := f.dev.MemoryStats()
+		rec := f.Recorder()
+		f.Dev.ResetPeak()
+		before, _ := f.Dev.MemoryStats()
 		y, saved, err := l.Forward(rec, x)
 		require.NoError(t, err)
 		rec.Barrier()
 		dx, grads, err := l.Backward(rec, saved, gy)
 		require.NoError(t, err)
 		require.NoError(t, rec.Submit())
-		_, peak := f.dev.MemoryStats()
+		_, peak := f.Dev.MemoryStats()
 		saved.Release()
 		y.Release()
 		dx.Release()
@@ -112,7 +91,7 @@ func TestNF4MLPNeverDequantizes(t *testing.T) {
 	}
 	t.Logf("MLP step M=%d H=%d I=%d r=%d bf16: peak growth NF4 %d B, dense %d B, expected %d B + at most %d B scratch; one dense weight %d B; resident weights NF4 %d B vs dense %d B",
 		m, h, i, r, gotNF4, gotDense, act, scratch, weight, nf4W, denseW)
-	if f.dev.Info().Type == vk.DeviceCPU {
+	if f.Dev.Info().Type == vk.DeviceCPU {
 		// Few split-K slices on a CPU device (lavapipe, CI): there the
 		// bound alone also catches a weight-sized buffer. A GPU splits
 		// more, and the equality with the dense step is the check.

@@ -2,8 +2,8 @@ package lora
 
 import (
 	"fmt"
-	"unsafe"
 
+	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 )
 
@@ -44,12 +44,6 @@ func (s *MLPSaved) Release() {
 	}
 }
 
-type gatedPush struct{ Count, Row uint32 }
-
-var _ [8]byte = [unsafe.Sizeof(gatedPush{})]byte{}
-
-const gatedWG = 256
-
 func (l *MLP) projs() [3]*Projection { return [3]*Projection{l.Gate, l.Up, l.Down} }
 
 func (l *MLP) check(op string) (info [3]projInfo, err error) {
@@ -76,15 +70,17 @@ func (l *MLP) check(op string) (info [3]projInfo, err error) {
 	return info, nil
 }
 
-// dispatchGated records the elementwise gated kernel over count elements,
-// as a 2-D grid of rows (so counts beyond 2^31 index correctly).
-func (e *Engine) dispatchGated(rec *vk.Recorder, name string, count, row int, bufs ...vk.Binding) error {
-	k, err := e.dev.ShaderKernel(name, len(bufs), int(unsafe.Sizeof(gatedPush{})), gatedWG)
-	if err != nil {
-		return err
+// gate is the elementwise kernel's activation for a.
+func gate(a Activation) shaders.Gate {
+	switch a {
+	case SwiGLU:
+		return shaders.GateSwiGLU
+	case GEGLU:
+		return shaders.GateGEGLU
+	case GEGLUTanh:
+		return shaders.GateGEGLUTanh
 	}
-	p := gatedPush{Count: uint32(count), Row: uint32(row)}
-	return rec.Dispatch(k, [3]uint32{uint32(ceilDiv(row, gatedWG)), e.gridRows(ceilDiv(count, row)), 1}, vk.PushBytes(&p), bufs...)
+	return 0 // refused by MLP.check before any dispatch
 }
 
 // Forward records Y [M, H] for X [M, H].
@@ -96,7 +92,7 @@ func (l *MLP) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *MLPSaved, er
 	if rec == nil {
 		return nil, nil, fmt.Errorf("lora: MLP.Forward: recorder is nil: %w", ErrBadInput)
 	}
-	d := l.Gate.W.mat().dtype()
+	d := l.Gate.W.mat().DType()
 	hdim, idim := info[0].in, info[0].out
 	m, err := checkInput("X", x, hdim, d)
 	if err != nil {
@@ -139,8 +135,7 @@ func (l *MLP) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *MLPSaved, er
 	if h, err = e.newOut("h", d, m, idim); err != nil {
 		return fail(err)
 	}
-	name := fmt.Sprintf("%s_%s", l.Act, d)
-	if err := e.dispatchGated(rec, name, m*idim, idim, s.e.Binding(), s.g.Binding(), h.Binding()); err != nil {
+	if err := e.k.Gated(rec, gate(l.Act), false, d, m*idim, idim, s.e.Binding(), s.g.Binding(), h.Binding()); err != nil {
 		return fail(err)
 	}
 	rec.Barrier()
@@ -183,7 +178,7 @@ func (l *MLP) Backward(rec *vk.Recorder, saved *MLPSaved, gy *vk.Tensor) (*vk.Te
 	if saved.consumed {
 		return nil, grads, fmt.Errorf("lora: MLP.Backward: the saved context was consumed by its Backward (set MLP.KeepSaved to run Backward more than once): %w", ErrBadInput)
 	}
-	d := l.Gate.W.mat().dtype()
+	d := l.Gate.W.mat().DType()
 	m, hdim, idim := saved.x.Dim(0), info[0].in, info[0].out
 	if err := checkMatrix("grad Y", gy, m, hdim, d); err != nil {
 		return nil, grads, fmt.Errorf("lora: MLP.Backward: %w", err)
@@ -239,8 +234,7 @@ func (l *MLP) Backward(rec *vk.Recorder, saved *MLPSaved, gy *vk.Tensor) (*vk.Te
 			return fail(err)
 		}
 	}
-	name := fmt.Sprintf("%s_back_%s", l.Act, d)
-	if err := e.dispatchGated(rec, name, m*idim, idim, saved.e.Binding(), saved.g.Binding(), dh.Binding(),
+	if err := e.k.Gated(rec, gate(l.Act), true, d, m*idim, idim, saved.e.Binding(), saved.g.Binding(), dh.Binding(),
 		h.Binding(), de.Binding(), dg.Binding()); err != nil {
 		return fail(err)
 	}

@@ -33,9 +33,9 @@ func TestMLPForwardBackward(t *testing.T) {
 						f.bias(d, pu, ru)
 						f.bias(d, pd, rd)
 					}
-					x := f.random(d, c.m*c.h, 1)
-					gy := f.random(d, c.m*c.h, 1)
-					xt := f.upload(d, x, c.m, c.h)
+					x := f.Random(d, c.m*c.h, 1)
+					gy := f.Random(d, c.m*c.h, 1)
+					xt := f.Upload(d, x, c.m, c.h)
 					before, err := xt.RawBytes()
 					require.NoError(t, err)
 					var results [2][]*[]float64
@@ -43,26 +43,26 @@ func TestMLPForwardBackward(t *testing.T) {
 					// default in-place backward.
 					for pass, keep := range []bool{true, false} {
 						layer := &MLP{Engine: f.eng, Gate: pg, Up: pu, Down: pd, Act: act, KeepSaved: keep}
-						rec := f.recorder()
+						rec := f.Recorder()
 						y, saved, err := layer.Forward(rec, xt)
 						require.NoError(t, err)
 						rec.Barrier()
-						dx, grads, err := layer.Backward(rec, saved, f.upload(d, gy, c.m, c.h))
+						dx, grads, err := layer.Backward(rec, saved, f.Upload(d, gy, c.m, c.h))
 						require.NoError(t, err)
-						f.keep(y, dx)
+						f.Keep(y, dx)
 						f.keepGrads(grads[:]...)
 						require.NoError(t, rec.Submit())
 						saved.Release()
 						wy, _, _ := ref.MLPForward(x, c.m, rg, ru, rd, act)
 						wdx, dgate, dup, ddown := ref.MLPBackward(x, gy, c.m, rg, ru, rd, act)
 						bound := layerTol[d]
-						gotY, gotDX := f.download(y), f.download(dx)
+						gotY, gotDX := f.Download(y), f.Download(dx)
 						vktest.ExpectClose(t, "Y", gotY, wy, c.h, bound)
 						vktest.ExpectClose(t, "dX", gotDX, wdx, c.h, bound)
 						f.checkGrads("gate", grads[0], dgate, rg, bound)
 						f.checkGrads("up", grads[1], dup, ru, bound)
 						f.checkGrads("down", grads[2], ddown, rd, bound)
-						ga, gb := f.download(grads[0].A), f.download(grads[2].B)
+						ga, gb := f.Download(grads[0].A), f.Download(grads[2].B)
 						results[pass] = []*[]float64{&gotY, &gotDX, &ga, &gb}
 						after, err := xt.RawBytes()
 						require.NoError(t, err)
@@ -86,13 +86,13 @@ func (f *fixture) smallMLPForward(keepSaved bool) (*MLP, *vk.Recorder, *MLPSaved
 	pu, _ := f.proj(d, 16, 8, 2, 2)
 	pd, _ := f.proj(d, 8, 16, 2, 1)
 	layer := &MLP{Engine: f.eng, Gate: pg, Up: pu, Down: pd, Act: SwiGLU, KeepSaved: keepSaved}
-	rec := f.recorder()
-	y, saved, err := layer.Forward(rec, f.upload(d, f.random(d, 24, 1), 3, 8))
-	require.NoError(f.t, err)
-	f.t.Cleanup(saved.Release)
-	f.keep(y)
+	rec := f.Recorder()
+	y, saved, err := layer.Forward(rec, f.Upload(d, f.Random(d, 24, 1), 3, 8))
+	require.NoError(f.T, err)
+	f.T.Cleanup(saved.Release)
+	f.Keep(y)
 	rec.Barrier()
-	return layer, rec, saved, f.upload(d, f.random(d, 24, 1), 3, 8)
+	return layer, rec, saved, f.Upload(d, f.Random(d, 24, 1), 3, 8)
 }
 
 // TestMLPContextIsSingleUse: by default the backward runs in place and
@@ -102,7 +102,7 @@ func TestMLPContextIsSingleUse(t *testing.T) {
 	layer, rec, saved, gy := f.smallMLPForward(false)
 	dx, grads, err := layer.Backward(rec, saved, gy)
 	require.NoError(t, err)
-	f.keep(dx)
+	f.Keep(dx)
 	f.keepGrads(grads[:]...)
 	_, _, err = layer.Backward(rec, saved, gy)
 	require.ErrorIs(t, err, ErrBadInput)
@@ -122,14 +122,14 @@ func TestMLPKeepSavedContextIsReusable(t *testing.T) {
 		var err error
 		dxs[k], grads[k], err = layer.Backward(rec, saved, gy)
 		require.NoError(t, err, "backward %d", k)
-		f.keep(dxs[k])
+		f.Keep(dxs[k])
 		f.keepGrads(grads[k][:]...)
 		rec.Barrier()
 	}
 	require.NoError(t, rec.Submit())
-	require.Equal(t, f.download(dxs[0]), f.download(dxs[1]), "dX")
+	require.Equal(t, f.Download(dxs[0]), f.Download(dxs[1]), "dX")
 	for j := range grads[0] {
-		require.Equal(t, f.download(grads[0][j].A), f.download(grads[1][j].A), "grad A %d", j)
-		require.Equal(t, f.download(grads[0][j].B), f.download(grads[1][j].B), "grad B %d", j)
+		require.Equal(t, f.Download(grads[0][j].A), f.Download(grads[1][j].A), "grad A %d", j)
+		require.Equal(t, f.Download(grads[0][j].B), f.Download(grads[1][j].B), "grad B %d", j)
 	}
 }

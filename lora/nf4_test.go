@@ -8,9 +8,9 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/quant"
+	"github.com/vklora/vklora/quant/quanttest"
 	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk"
-	"github.com/vklora/vklora/vk/vktest"
 )
 
 // The fused NF4 matmul decodes each weight to f32(code·absmax) rounded to D
@@ -19,46 +19,13 @@ import (
 // accumulation runs. So every NF4 result here must equal its dense twin bit
 // for bit, in every dtype, not merely within a tolerance.
 
-// nf4Weight quantizes a random [out, in] weight of d (blocksize bs, double
-// quantization dq) and uploads it; the device copy is released at cleanup.
-func (f *fixture) nf4Weight(d dtype.DType, out, in, bs int, dq bool) (*quant.NF4Weight, *quant.DeviceNF4) {
-	w := ref.ToFloat32(f.random(d, out*in, 0.2))
-	q, err := quant.QuantizeNF4(w, [2]int{out, in}, bs, d, dq)
-	require.NoError(f.t, err)
-	dw, err := quant.Upload(f.dev, q)
-	require.NoError(f.t, err)
-	f.t.Cleanup(dw.Release)
-	return q, dw
-}
-
 // nf4Pair returns a projection with an NF4 base weight and its twin whose
 // base weight is the dense dequantized weight; they share the adapter.
 func (f *fixture) nf4Pair(d dtype.DType, out, in, r int, s float64, dq bool) (nf4, dense *Projection) {
 	p, _ := f.proj(d, out, in, r, s)
-	q, dw := f.nf4Weight(d, out, in, 64, dq)
-	dense = &Projection{W: Weight{Dense: f.upload(d, ref.FromFloat32(quant.Dequantize(q)), out, in)}, A: p.A, B: p.B, Scale: s}
+	q, dw := quanttest.NF4Weight(f.Fixture, d, out, in, 64, dq)
+	dense = &Projection{W: Weight{Dense: f.Upload(d, ref.FromFloat32(quant.Dequantize(q)), out, in)}, A: p.A, B: p.B, Scale: s}
 	return &Projection{W: Weight{NF4: dw}, A: p.A, B: p.B, Scale: s}, dense
-}
-
-// requireSameTensors compares raw bytes of result tensors pairwise.
-func (f *fixture) requireSameTensors(what string, got, want []*vk.Tensor) {
-	f.t.Helper()
-	require.Len(f.t, got, len(want))
-	for i := range want {
-		if (got[i] == nil) != (want[i] == nil) {
-			f.t.Fatalf("%s: result %d: nil mismatch", what, i)
-		}
-		if want[i] == nil {
-			continue
-		}
-		g, err := got[i].RawBytes()
-		require.NoError(f.t, err)
-		w, err := want[i].RawBytes()
-		require.NoError(f.t, err)
-		if string(g) != string(w) {
-			vktest.ExpectClose(f.t, fmt.Sprintf("%s result %d (not bit-identical)", what, i), f.download(got[i]), f.download(want[i]), got[i].Dim(got[i].Rank()-1), 0)
-		}
-	}
 }
 
 // TestNF4MatmulMatchesDequantized: X·Wᵀ and G·W with W as NF4 equal the
@@ -66,32 +33,31 @@ func (f *fixture) requireSameTensors(what string, got, want []*vk.Tensor) {
 // 64; in = 33 and 40 make 64-blocks straddle rows; k = 1000 with a small
 // output takes the split-K path.
 func TestNF4MatmulMatchesDequantized(t *testing.T) {
-	f := newFixture(t)
 	// The narrow kernel takes no NF4 weight: keep both twins on the tiled kernels.
-	f.eng.noNarrow = true
+	f := newFixtureWith(t, Options{DisableNarrow: true})
 	for _, d := range dtype.Floats {
 		for _, c := range []struct{ m, out, in, bs int }{{19, 70, 33, 64}, {1, 45, 40, 32}, {37, 130, 96, 256}, {4, 20, 1000, 64}} {
 			for _, dq := range []bool{false, true} {
 				name := fmt.Sprintf("%s/m%d/%dx%d/bs%d/dq%v", d, c.m, c.out, c.in, c.bs, dq)
 				t.Run(name, func(t *testing.T) {
 					f := f.in(t)
-					_, w := f.nf4Weight(d, c.out, c.in, c.bs, dq)
-					rec := f.recorder()
-					wd := f.poisoned(d, c.out, c.in)
-					require.NoError(t, quant.DequantizeOnDevice(f.dev, rec, w, wd))
+					_, w := quanttest.NF4Weight(f.Fixture, d, c.out, c.in, c.bs, dq)
+					rec := f.Recorder()
+					wd := f.Poisoned(d, c.out, c.in)
+					require.NoError(t, quant.DequantizeOnDevice(f.Dev, rec, w, wd))
 					rec.Barrier()
-					x := f.upload(d, f.random(d, c.m*c.in, 1), c.m, c.in)
-					g := f.upload(d, f.random(d, c.m*c.out, 1), c.m, c.out)
+					x := f.Upload(d, f.Random(d, c.m*c.in, 1), c.m, c.in)
+					g := f.Upload(d, f.Random(d, c.m*c.out, 1), c.m, c.out)
 					var res [4]*vk.Tensor
 					for i, b := range []Mat{NF4(w), Dense(wd)} {
-						res[i] = f.poisoned(d, c.m, c.out)
+						res[i] = f.Poisoned(d, c.m, c.out)
 						require.NoError(t, f.eng.MatmulTo(rec, res[i], Dense(x), b.T(), 1, 0))
-						res[2+i] = f.poisoned(d, c.m, c.in)
+						res[2+i] = f.Poisoned(d, c.m, c.in)
 						require.NoError(t, f.eng.MatmulTo(rec, res[2+i], Dense(g), b, 1, 0))
 					}
 					require.NoError(t, rec.Submit())
-					f.requireSameTensors("X·Wᵀ", res[:1], res[1:2])
-					f.requireSameTensors("G·W", res[2:3], res[3:])
+					f.RequireSameTensors("X·Wᵀ", res[:1], res[1:2])
+					f.RequireSameTensors("G·W", res[2:3], res[3:])
 				})
 			}
 		}
@@ -105,12 +71,12 @@ type runLayer func(rec *vk.Recorder, ps []*Projection) []*vk.Tensor
 // checkNF4Layer runs the layer with NF4 base weights and with their dense
 // dequantized twins and requires identical results.
 func (f *fixture) checkNF4Layer(what string, nf4, dense []*Projection, run runLayer) {
-	f.t.Helper()
-	rec := f.recorder()
+	f.T.Helper()
+	rec := f.Recorder()
 	got := run(rec, nf4)
 	want := run(rec, dense)
-	require.NoError(f.t, rec.Submit())
-	f.requireSameTensors(what, got, want)
+	require.NoError(f.T, rec.Submit())
+	f.RequireSameTensors(what, got, want)
 }
 
 func (f *fixture) gradTensors(gs ...ProjGrad) []*vk.Tensor {
@@ -126,26 +92,25 @@ func (f *fixture) gradTensors(gs ...ProjGrad) []*vk.Tensor {
 // nf4-dq, one projection without adapter, MLP biases) give the results of the same
 // layers on the dequantized dense weights, forward and backward.
 func TestNF4Layers(t *testing.T) {
-	f := newFixture(t)
 	// The narrow kernel takes no NF4 weight: keep both twins on the tiled kernels.
-	f.eng.noNarrow = true
+	f := newFixtureWith(t, Options{DisableNarrow: true})
 	const m = 19
 	for _, d := range dtype.Floats {
 		t.Run(d.String()+"/O", func(t *testing.T) {
 			f := f.in(t)
 			pn, pd := f.nf4Pair(d, 70, 33, 7, 2.0, true)
-			x := f.upload(d, f.random(d, m*33, 1), m, 33)
-			gy := f.upload(d, f.random(d, m*70, 1), m, 70)
+			x := f.Upload(d, f.Random(d, m*33, 1), m, 33)
+			gy := f.Upload(d, f.Random(d, m*70, 1), m, 70)
 			f.checkNF4Layer("O", []*Projection{pn}, []*Projection{pd}, func(rec *vk.Recorder, ps []*Projection) []*vk.Tensor {
 				l := &O{Engine: f.eng, Proj: ps[0]}
 				y, saved, err := l.Forward(rec, x)
 				require.NoError(t, err)
 				t.Cleanup(saved.Release)
-				f.keep(y)
+				f.Keep(y)
 				rec.Barrier()
 				dx, g, err := l.Backward(rec, saved, gy)
 				require.NoError(t, err)
-				f.keep(dx)
+				f.Keep(dx)
 				return append([]*vk.Tensor{y, dx}, f.gradTensors(g)...)
 			})
 		})
@@ -155,20 +120,20 @@ func TestNF4Layers(t *testing.T) {
 			qn, qd := f.nf4Pair(d, q, in, 4, 2.0, false)
 			kn, kd := f.nf4Pair(d, kv, in, 4, 0.37, true)
 			vn, vd := f.nf4Pair(d, kv, in, 0, 1, true)
-			x := f.upload(d, f.random(d, m*in, 1), m, in)
-			gq := f.upload(d, f.random(d, m*q, 1), m, q)
-			gk := f.upload(d, f.random(d, m*kv, 1), m, kv)
-			gv := f.upload(d, f.random(d, m*kv, 1), m, kv)
+			x := f.Upload(d, f.Random(d, m*in, 1), m, in)
+			gq := f.Upload(d, f.Random(d, m*q, 1), m, q)
+			gk := f.Upload(d, f.Random(d, m*kv, 1), m, kv)
+			gv := f.Upload(d, f.Random(d, m*kv, 1), m, kv)
 			f.checkNF4Layer("QKV", []*Projection{qn, kn, vn}, []*Projection{qd, kd, vd}, func(rec *vk.Recorder, ps []*Projection) []*vk.Tensor {
 				l := &QKV{Engine: f.eng, Q: ps[0], K: ps[1], V: ps[2]}
 				q, k, v, saved, err := l.Forward(rec, x)
 				require.NoError(t, err)
 				t.Cleanup(saved.Release)
-				f.keep(q, k, v)
+				f.Keep(q, k, v)
 				rec.Barrier()
 				dx, g, err := l.Backward(rec, saved, gq, gk, gv)
 				require.NoError(t, err)
-				f.keep(dx)
+				f.Keep(dx)
 				return append([]*vk.Tensor{q, k, v, dx}, f.gradTensors(g[:]...)...)
 			})
 		})
@@ -179,20 +144,20 @@ func TestNF4Layers(t *testing.T) {
 			un, ud := f.nf4Pair(d, i, h, 5, 0.37, false)
 			dn, dd := f.nf4Pair(d, h, i, 5, 1.5, true)
 			// Biases on gate and down: accepted with NF4 weights of the dtype.
-			bg, bd := f.upload(d, f.random(d, i, 1), i), f.upload(d, f.random(d, h, 1), h)
+			bg, bd := f.Upload(d, f.Random(d, i, 1), i), f.Upload(d, f.Random(d, h, 1), h)
 			gn.Bias, gd.Bias, dn.Bias, dd.Bias = bg, bg, bd, bd
-			x := f.upload(d, f.random(d, m*h, 1), m, h)
-			gy := f.upload(d, f.random(d, m*h, 1), m, h)
+			x := f.Upload(d, f.Random(d, m*h, 1), m, h)
+			gy := f.Upload(d, f.Random(d, m*h, 1), m, h)
 			f.checkNF4Layer("MLP", []*Projection{gn, un, dn}, []*Projection{gd, ud, dd}, func(rec *vk.Recorder, ps []*Projection) []*vk.Tensor {
 				l := &MLP{Engine: f.eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: SwiGLU}
 				y, saved, err := l.Forward(rec, x)
 				require.NoError(t, err)
 				t.Cleanup(saved.Release)
-				f.keep(y)
+				f.Keep(y)
 				rec.Barrier()
 				dx, g, err := l.Backward(rec, saved, gy)
 				require.NoError(t, err)
-				f.keep(dx)
+				f.Keep(dx)
 				return append([]*vk.Tensor{y, dx}, f.gradTensors(g[:]...)...)
 			})
 		})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/vklora/vklora/kernels"
 	"github.com/vklora/vklora/vk"
 )
 
@@ -64,8 +65,8 @@ func getLoRAParameters(l *LoRALinear) (*Projection, error) {
 	}
 	p := &Projection{W: l.Base, Bias: l.Bias}
 	if l.Bias != nil {
-		d := l.Base.mat().dtype()
-		if err := checkBias(l.Bias, out, d, fmt.Sprintf("base weight %s[%d %d]", d, out, in)); err != nil {
+		d := l.Base.mat().DType()
+		if err := kernels.CheckBias(l.Bias, out, d, fmt.Sprintf("base weight %s[%d %d]", d, out, in)); err != nil {
 			return nil, err
 		}
 	}

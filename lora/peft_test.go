@@ -38,13 +38,13 @@ func TestGetLoRAParameters(t *testing.T) {
 		require.Same(t, l.B, p.B)
 		require.Equal(t, rp.S, p.Scale)
 		// The scale reaches the math: Y matches PEFT's forward with alpha/r or alpha/√r.
-		x := f.random(d, 5*9, 1)
-		rec := f.recorder()
-		y, err := f.eng.MatmulLoRA(rec, f.upload(d, x, 5, 9), p, nil)
+		x := f.Random(d, 5*9, 1)
+		rec := f.Recorder()
+		y, err := f.eng.MatmulLoRA(rec, f.Upload(d, x, 5, 9), p, nil)
 		require.NoError(t, err)
-		f.keep(y)
+		f.Keep(y)
 		require.NoError(t, rec.Submit())
-		vktest.ExpectClose(t, "Y", f.download(y), ref.LinearForward(x, 5, rp), 13, 2*tol[d])
+		vktest.ExpectClose(t, "Y", f.Download(y), ref.LinearForward(x, 5, rp), 13, 2*tol[d])
 	}
 	l, _ := f.linear(d, 13, 9, 4, 16, false)
 	for name, mod := range map[string]func(*LoRALinear){
@@ -72,15 +72,15 @@ func TestGetLoRAParametersErrors(t *testing.T) {
 		mod  func(*LoRALinear)
 		want string
 	}{
-		{"bias width", func(l *LoRALinear) { l.Bias = f.upload(d, make([]float64, 5), 5) }, "bias f32[5] must be 1-D f32[6] for base weight f32[6 5]"},
-		{"bias 2-D", func(l *LoRALinear) { l.Bias = f.upload(d, make([]float64, 6), 6, 1) }, "bias f32[6 1] must be 1-D f32[6]"},
-		{"bias dtype", func(l *LoRALinear) { l.Bias = f.upload(dtype.BF16, make([]float64, 6), 6) }, "bias bf16[6] must be 1-D f32[6]"},
+		{"bias width", func(l *LoRALinear) { l.Bias = f.Upload(d, make([]float64, 5), 5) }, "bias f32[5] must be 1-D f32[6] for base weight f32[6 5]"},
+		{"bias 2-D", func(l *LoRALinear) { l.Bias = f.Upload(d, make([]float64, 6), 6, 1) }, "bias f32[6 1] must be 1-D f32[6]"},
+		{"bias dtype", func(l *LoRALinear) { l.Bias = f.Upload(dtype.BF16, make([]float64, 6), 6) }, "bias bf16[6] must be 1-D f32[6]"},
 		{"nil base", func(l *LoRALinear) { l.Base = Weight{} }, "base weight is nil"},
 		{"one of A, B", func(l *LoRALinear) { l.B = nil }, "lora_A f32[3 5] and lora_B <nil tensor> must both be set"},
 		{"rank zero", func(l *LoRALinear) { l.R = 0 }, "r = 0 must be ≥ 1"},
 		{"rank mismatch", func(l *LoRALinear) { l.R = 4 }, "lora_A f32[3 5] must be [r=4, in=5] for base weight [6,5]"},
 		{"B of another layer", func(l *LoRALinear) { l.B = other.B }, "lora_B f32[7 3] must be [out=6, r=3] for base weight [6,5]"},
-		{"A transposed", func(l *LoRALinear) { l.A = f.upload(d, make([]float64, 15), 5, 3) }, "lora_A f32[5 3] must be [r=3, in=5]"},
+		{"A transposed", func(l *LoRALinear) { l.A = f.Upload(d, make([]float64, 15), 5, 3) }, "lora_A f32[5 3] must be [r=3, in=5]"},
 		{"alpha", func(l *LoRALinear) { l.Alpha = math.Inf(1) }, "lora_alpha = +Inf is not finite"},
 		{"dtype", func(l *LoRALinear) { l.A, l.B = bf.A, bf.B }, "must have the weight's dtype f32"},
 	}
@@ -102,7 +102,7 @@ func TestGetLoRAParametersErrors(t *testing.T) {
 	ll.Disabled, ll.R = true, 0
 	_, err = GetLoRAParameters(&ll)
 	require.NoError(t, err)
-	ll.Bias = f.upload(d, make([]float64, 7), 7)
+	ll.Bias = f.Upload(d, make([]float64, 7), 7)
 	_, err = GetLoRAParameters(&ll)
 	require.ErrorIs(t, err, ErrBadInput)
 	require.ErrorContains(t, err, "bias f32[7] must be 1-D f32[6]")
@@ -114,9 +114,9 @@ func TestGetLoRAParametersBias(t *testing.T) {
 	f := newFixture(t)
 	for _, d := range dtype.Floats {
 		l, rp := f.linear(d, 13, 9, 3, 8, false)
-		l.Bias = vktest.RandomBias(t, f.dev, f.rng, d, rp)
-		x := f.random(d, 4*9, 1)
-		xt := f.upload(d, x, 4, 9)
+		l.Bias = vktest.RandomBias(t, f.Dev, f.RNG, d, rp)
+		x := f.Random(d, 4*9, 1)
+		xt := f.Upload(d, x, 4, 9)
 		for _, disabled := range []bool{false, true} {
 			l.Disabled = disabled
 			p, err := GetLoRAParameters(l)
@@ -127,12 +127,12 @@ func TestGetLoRAParametersBias(t *testing.T) {
 			if disabled {
 				want.R, want.A, want.B = 0, nil, nil
 			}
-			rec := f.recorder()
+			rec := f.Recorder()
 			y, err := f.eng.MatmulLoRA(rec, xt, p, nil)
 			require.NoError(t, err)
-			f.keep(y)
+			f.Keep(y)
 			require.NoError(t, rec.Submit())
-			vktest.ExpectClose(t, fmt.Sprintf("%s Y (disabled %v)", d, disabled), f.download(y), ref.LinearForward(x, 4, &want), 13, 2*tol[d])
+			vktest.ExpectClose(t, fmt.Sprintf("%s Y (disabled %v)", d, disabled), f.Download(y), ref.LinearForward(x, 4, &want), 13, 2*tol[d])
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/kernels"
 	"github.com/vklora/vklora/quant"
 	"github.com/vklora/vklora/vk"
 )
@@ -69,9 +70,9 @@ func (p *Projection) shape(name string) (out, in, r int, d dtype.DType, err erro
 	if err != nil {
 		return 0, 0, 0, 0, fmt.Errorf("projection %s: %w", name, err)
 	}
-	d = p.W.mat().dtype()
+	d = p.W.mat().DType()
 	if p.Bias != nil {
-		if err := checkBias(p.Bias, out, d, fmt.Sprintf("weight %s[%d %d]", d, out, in)); err != nil {
+		if err := kernels.CheckBias(p.Bias, out, d, fmt.Sprintf("weight %s[%d %d]", d, out, in)); err != nil {
 			return 0, 0, 0, 0, fmt.Errorf("projection %s: %w", name, err)
 		}
 	}

@@ -49,9 +49,9 @@ func (l *QKV) check(op string) ([3]projInfo, error) {
 		if err != nil {
 			return info, fmt.Errorf("lora: QKV.%s: %w", op, err)
 		}
-		if i > 0 && (in != info[0].in || d != d0.dtype()) {
+		if i > 0 && (in != info[0].in || d != d0.DType()) {
 			return info, fmt.Errorf("lora: QKV.%s: projection %s takes %s[·,%d] but q takes %s[·,%d]: %w",
-				op, names[i], d, in, d0.dtype(), info[0].in, ErrBadInput)
+				op, names[i], d, in, d0.DType(), info[0].in, ErrBadInput)
 		}
 		info[i] = projInfo{out, in, r}
 	}
@@ -68,7 +68,7 @@ func (l *QKV) Forward(rec *vk.Recorder, x *vk.Tensor) (q, k, v *vk.Tensor, saved
 	if rec == nil {
 		return nil, nil, nil, nil, fmt.Errorf("lora: QKV.Forward: recorder is nil: %w", ErrBadInput)
 	}
-	d := l.Q.W.mat().dtype()
+	d := l.Q.W.mat().DType()
 	m, err := checkInput("X", x, info[0].in, d)
 	if err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("lora: QKV.Forward: %w", err)
@@ -119,7 +119,7 @@ func (l *QKV) Backward(rec *vk.Recorder, saved *QKVSaved, gq, gk, gv *vk.Tensor)
 	if rec == nil || saved == nil {
 		return nil, grads, fmt.Errorf("lora: QKV.Backward: recorder or saved context is nil: %w", ErrBadInput)
 	}
-	d := l.Q.W.mat().dtype()
+	d := l.Q.W.mat().DType()
 	m := saved.x.Dim(0)
 	gs := [3]*vk.Tensor{gq, gk, gv}
 	names := [3]string{"grad Q", "grad K", "grad V"}

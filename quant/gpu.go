@@ -2,9 +2,9 @@ package quant
 
 import (
 	"fmt"
-	"unsafe"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 )
 
@@ -16,10 +16,10 @@ const gpuWG = 256
 // device allows, so the y extent covers counts up to 2^32.
 const maxGridX = 1024
 
-// kernel builds (or fetches from the device's cache) a registry shader
-// with the NF4 kernels' workgroup size.
-func kernel(dev *vk.Device, name string, buffers, push int) (*vk.Kernel, error) {
-	return dev.ShaderKernel(name, buffers, push, gpuWG)
+// kernel builds (or fetches from the device's cache) the NF4 kernel op for
+// dense dtype d with the NF4 kernels' workgroup size.
+func kernel(dev *vk.Device, op shaders.NF4Op, d dtype.DType) (*vk.Kernel, error) {
+	return dev.ShaderKernel(shaders.NF4Key{Op: op, D: d}, gpuWG)
 }
 
 // grid2D splits units (workgroups' worth of work) over x and y: x ≤ maxGridX.
@@ -28,18 +28,12 @@ func grid2D(units int) (gx, gy int) {
 	return gx, ceilDiv(units, gx)
 }
 
-// dequantPush mirrors nf4_dequant.comp's push block.
-type dequantPush struct{ Count, Row, Blocksize, Src0, SrcLd, Cols uint32 }
-
-var _ [24]byte = [unsafe.Sizeof(dequantPush{})]byte{}
-
-// floatToken is the shader-name token of a dense float dtype.
-func floatToken(d dtype.DType) (string, error) {
-	switch d {
-	case dtype.F32, dtype.F16, dtype.BF16:
-		return d.String(), nil
+// checkFloat refuses a dense dtype the NF4 kernels have no variant for.
+func checkFloat(d dtype.DType) error {
+	if !d.IsFloat() {
+		return fmt.Errorf("dtype %v is not f32, f16 or bf16", d)
 	}
-	return "", fmt.Errorf("dtype %v is not f32, f16 or bf16", d)
+	return nil
 }
 
 // DequantizeOnDevice records the decoding of w into out, a dense [Out, In] tensor
@@ -72,20 +66,19 @@ func DequantizeRegionOnDevice(dev *vk.Device, rec *vk.Recorder, w *DeviceNF4, ou
 	if out.Rank() != 2 || out.Dim(0) != rows || out.Dim(1) != cols || out.DType() != w.DType {
 		return fmt.Errorf("quant: DequantizeOnDevice: output %s, want %s[%d %d] for %s", out, w.DType, rows, cols, w)
 	}
-	tok, err := floatToken(w.DType)
-	if err != nil {
+	if err := checkFloat(w.DType); err != nil {
 		return fmt.Errorf("quant: DequantizeOnDevice: %w", err)
 	}
 	if w.Out*w.In > 1<<32-1 {
 		return fmt.Errorf("quant: DequantizeOnDevice: %s has more than 2^32-1 elements", w)
 	}
-	k, err := kernel(dev, "nf4_dequant_"+tok, 3, int(unsafe.Sizeof(dequantPush{})))
+	k, err := kernel(dev, shaders.NF4Dequant, w.DType)
 	if err != nil {
 		return err
 	}
 	n := rows * cols
 	gx, gy := grid2D(ceilDiv(n, gpuWG))
-	p := dequantPush{Count: uint32(n), Row: uint32(gx * gpuWG), Blocksize: uint32(w.Blocksize),
+	p := shaders.NF4DequantPush{Count: uint32(n), Row: uint32(gx * gpuWG), Blocksize: uint32(w.Blocksize),
 		Src0: uint32(row0*w.In + col0), SrcLd: uint32(w.In), Cols: uint32(cols)}
 	return rec.Dispatch(k, [3]uint32{uint32(gx), uint32(gy), 1}, vk.PushBytes(&p),
 		w.Packed.Binding(), w.State.Binding(), out.Binding())

@@ -2,19 +2,11 @@ package quant
 
 import (
 	"fmt"
-	"unsafe"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 )
-
-// absmaxPush mirrors nf4_absmax.comp's push block.
-type absmaxPush struct {
-	Count, Row, NestedBlocksize uint32
-	Offset                      float32
-}
-
-var _ [16]byte = [unsafe.Sizeof(absmaxPush{})]byte{}
 
 // UploadNested is Upload that decodes double-quantized scales on the GPU
 // (recorded on rec) instead of on the CPU: only the 8-bit codes and the
@@ -33,7 +25,7 @@ func UploadNested(dev *vk.Device, rec *vk.Recorder, w *NF4Weight) (*DeviceNF4, e
 	}
 	s, ns := &w.State, w.State.Nested
 	nb := s.NumBlocks()
-	k, err := kernel(dev, "nf4_absmax_f32", 4, int(unsafe.Sizeof(absmaxPush{})))
+	k, err := kernel(dev, shaders.NF4Absmax, dtype.F32)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +60,7 @@ func UploadNested(dev *vk.Device, rec *vk.Recorder, w *NF4Weight) (*DeviceNF4, e
 		temps = append(temps, t)
 	}
 	gx, gy := grid2D(ceilDiv(nb, gpuWG))
-	p := absmaxPush{Count: uint32(nb), Row: uint32(gx * gpuWG), NestedBlocksize: uint32(ns.Blocksize), Offset: ns.Offset}
+	p := shaders.NF4AbsmaxPush{Count: uint32(nb), Row: uint32(gx * gpuWG), NestedBlocksize: uint32(ns.Blocksize), Offset: ns.Offset}
 	if err := rec.Dispatch(k, [3]uint32{uint32(gx), uint32(gy), 1}, vk.PushBytes(&p),
 		temps[0].Binding(), temps[1].Binding(), temps[2].Binding(), d.State.Binding()); err != nil {
 		return fail(d, err)

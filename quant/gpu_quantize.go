@@ -4,20 +4,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"unsafe"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 )
-
-// quantizePush mirrors nf4_quantize.comp's push block. The thresholds
-// travel as push constants so NF4Thresholds stays the one source of truth.
-type quantizePush struct {
-	Count, Blocksize, NBlocks, GX uint32
-	Thr                           [15]float32
-}
-
-var _ [76]byte = [unsafe.Sizeof(quantizePush{})]byte{}
 
 // QuantizeOnDevice records the NF4 quantization of the dense [out, in]
 // weight w (f32, f16 or bf16) with the given blocksize and returns the
@@ -47,15 +38,14 @@ func QuantizeOnDevice(dev *vk.Device, rec *vk.Recorder, w *vk.Tensor, blocksize 
 	case !validBlocksize(blocksize):
 		return nil, fmt.Errorf("quant: QuantizeOnDevice: blocksize %d is not a power of two in [%d, %d]", blocksize, MinBlocksize, MaxBlocksize)
 	}
-	tok, err := floatToken(w.DType())
-	if err != nil {
+	if err := checkFloat(w.DType()); err != nil {
 		return nil, fmt.Errorf("quant: QuantizeOnDevice: %w", err)
 	}
 	n := w.Numel()
 	if n > 1<<32-1-MaxBlocksize {
 		return nil, fmt.Errorf("quant: QuantizeOnDevice: %s has too many elements for 32-bit indexing", w)
 	}
-	k, err := kernel(dev, "nf4_quantize_"+tok, 3, int(unsafe.Sizeof(quantizePush{})))
+	k, err := kernel(dev, shaders.NF4Quantize, w.DType())
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +69,9 @@ func QuantizeOnDevice(dev *vk.Device, rec *vk.Recorder, w *vk.Tensor, blocksize 
 		return nil, fmt.Errorf("quant: QuantizeOnDevice code map: %w", err)
 	}
 	gx, gy := grid2D(nb)
-	p := quantizePush{Count: uint32(n), Blocksize: uint32(blocksize), NBlocks: uint32(nb), GX: uint32(gx), Thr: NF4Thresholds}
+	// The thresholds travel as push constants so NF4Thresholds stays the
+	// one source of truth.
+	p := shaders.NF4QuantizePush{Count: uint32(n), Blocksize: uint32(blocksize), NBlocks: uint32(nb), GX: uint32(gx), Thr: NF4Thresholds}
 	if err := rec.Dispatch(k, [3]uint32{uint32(gx), uint32(gy), 1}, vk.PushBytes(&p),
 		w.Binding(), packed.Binding(), state.Binding()); err != nil {
 		d.Release()

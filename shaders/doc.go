@@ -4,9 +4,15 @@
 //
 // # Using a shader
 //
-//	s, err := shaders.Lookup("fill_u32")  // error wraps ErrUnknown, lists close names
-//	words := s.Words()                    // []uint32 for VkShaderModuleCreateInfo.pCode
+//	s, err := shaders.Lookup(shaders.FillKey{}) // typed key; error wraps ErrUnknown
+//	words := s.Words()                          // []uint32 for VkShaderModuleCreateInfo.pCode
 //
+// Each family has a key type (keys.go: MatmulKey, GatedKey, AddKey, NF4Key,
+// SplitKReduceKey, FillKey) whose Name() is the variant's name; dispatch
+// code builds keys, never names, and the variant table is built from the
+// same keys. Each row also carries the kernel's binding count and
+// push-constant size (Shader.Buffers, Shader.PushSize; Layout), so that no
+// call site repeats them; the Go mirrors of the push blocks are in push.go.
 // Names() lists every name. Each Shader carries its GLSL Source, Defines and
 // TargetEnv ("vulkan1.2" unless the variant says otherwise). Bindings, push
 // constants and specialization constants are documented at the top of each
@@ -16,13 +22,14 @@
 // # Names
 //
 // <op>[_back]_<dtype>[_<variant>], e.g. fill_u32, swiglu_back_f32,
-// matmul_lora_bf16_coopmat. dtype is one of Dtypes.
+// matmul_bf16_c32_coopmat. dtype is one of Dtypes.
 //
 // # Adding a variant
 //
 //  1. Write or extend a GLSL source in this directory (shared headers go in
 //     shaders/include, which is on the include path: #include "x.glsl").
-//  2. Add rows to Variants() in variants.go, in a loop over dtypes/flavours.
+//  2. Add or extend a key type in keys.go (and its push struct in push.go),
+//     then rows to Variants() in variants.go, in a loop over dtypes/forms.
 //     Set NoOptimize for cooperative-matrix and bf16 kernels and Spirv
 //     ("vulkan1.3") when the kernel needs newer SPIR-V.
 //  3. Run `make shaders` (or `go generate ./shaders`): it fetches the pinned

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Set by registry_gen.go's init. With -tags shadergen (used only by the
@@ -47,6 +48,9 @@ type Shader struct {
 	// BFloat16 marks a module whose cooperative matrices were retyped to
 	// bfloat16: it needs VK_KHR_shader_bfloat16's cooperative-matrix feature.
 	BFloat16 bool
+	// Buffers and PushSize are the kernel's binding count and push-constant
+	// size, from the variant table.
+	Buffers, PushSize int
 }
 
 // ErrUnknown is wrapped by Lookup's error for a name not in the registry.
@@ -62,10 +66,15 @@ func (s Shader) Words() []uint32 {
 	return w
 }
 
-// Lookup returns the shader called name, e.g. "fill_u32". The result is
-// the caller's to modify. An unknown name gives an error wrapping
-// ErrUnknown that lists the closest names.
-func Lookup(name string) (Shader, error) {
+// Lookup returns the shader of key k. The result is the caller's to
+// modify. A key without a compiled module gives an error wrapping
+// ErrUnknown that lists the closest names (the tests check that every key
+// the dispatchers form has one, so this is a bug, not bad input).
+func Lookup(k Key) (Shader, error) { return LookupName(k.Name()) }
+
+// LookupName is Lookup by variant name, e.g. "fill_u32", for tools that list
+// or inspect the registry.
+func LookupName(name string) (Shader, error) {
 	for _, e := range table {
 		if e.Name != name {
 			continue
@@ -81,13 +90,48 @@ func Lookup(name string) (Shader, error) {
 		for k, v := range e.Defines {
 			defs[k] = v
 		}
-		return Shader{Name: e.Name, SPIRV: b, Source: e.Source, Defines: defs, TargetEnv: e.TargetEnv, BFloat16: e.BFloat16}, nil
+		v, ok := variantByName()[name]
+		if !ok {
+			return Shader{}, fmt.Errorf("shaders: %s: in the generated registry but not in the variant table (run make shaders)", name)
+		}
+		return Shader{Name: e.Name, SPIRV: b, Source: e.Source, Defines: defs, TargetEnv: e.TargetEnv, BFloat16: e.BFloat16,
+			Buffers: v.Buffers, PushSize: v.PushSize}, nil
 	}
 	if len(table) == 0 {
 		return Shader{}, fmt.Errorf("shaders: %w %q: the registry is empty (built with -tags shadergen?)", ErrUnknown, name)
 	}
 	return Shader{}, fmt.Errorf("shaders: %w %q; closest: %s", ErrUnknown, name, strings.Join(closest(name, 5), ", "))
 }
+
+// Layout returns the binding count and push-constant size of key k's
+// variant without reading its module: what a kernel cache needs to find a
+// built pipeline.
+func Layout(k Key) (buffers, pushSize int, err error) {
+	v, ok := variantByName()[k.Name()]
+	if !ok {
+		return 0, 0, fmt.Errorf("shaders: %w %q; closest: %s", ErrUnknown, k.Name(), strings.Join(closest(k.Name(), 5), ", "))
+	}
+	return v.Buffers, v.PushSize, nil
+}
+
+// Has reports whether key k has a compiled module.
+func Has(k Key) bool {
+	for _, e := range table {
+		if e.Name == k.Name() {
+			return true
+		}
+	}
+	return false
+}
+
+// variantByName indexes the variant table once.
+var variantByName = sync.OnceValue(func() map[string]Variant {
+	m := map[string]Variant{}
+	for _, v := range Variants() {
+		m[v.Name] = v
+	}
+	return m
+})
 
 // Names returns every shader name, sorted.
 func Names() []string {

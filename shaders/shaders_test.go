@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/shaders/gen/spvgen"
 )
 
@@ -72,7 +73,7 @@ func TestRegistryMatchesVariants(t *testing.T) {
 			continue
 		}
 		delete(want, n)
-		s, err := Lookup(n)
+		s, err := LookupName(n)
 		if err != nil {
 			t.Error(err)
 			continue
@@ -100,7 +101,7 @@ func sameDefines(a, b map[string]string) bool {
 }
 
 func TestLookupUnknown(t *testing.T) {
-	_, err := Lookup("fill_u23")
+	_, err := LookupName("fill_u23")
 	if !errors.Is(err, ErrUnknown) {
 		t.Fatalf("Lookup(fill_u23) error = %v, want ErrUnknown", err)
 	}
@@ -110,13 +111,13 @@ func TestLookupUnknown(t *testing.T) {
 }
 
 func TestLookupReturnsCopies(t *testing.T) {
-	a, err := Lookup("fill_u32")
+	a, err := Lookup(FillKey{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	a.SPIRV[0] = 0
 	a.Defines["X"] = "1"
-	b, _ := Lookup("fill_u32")
+	b, _ := Lookup(FillKey{})
 	if b.SPIRV[0] == 0 || b.Defines["X"] != "" {
 		t.Error("Lookup shares memory between calls")
 	}
@@ -194,5 +195,45 @@ func TestCompileRejectsWarnings(t *testing.T) {
 	err := spvgen.Compile(context.Background(), tl, dir, j, dir, 1)
 	if err == nil || !strings.Contains(err.Error(), "warning") {
 		t.Fatalf("Compile with a warning: err = %v, want the warning", err)
+	}
+}
+
+// TestKeysHaveModules checks every key of every family the dispatchers
+// form against the compiled registry, and each key's layout against its
+// family's push struct: a missing variant fails here, not at run time.
+func TestKeysHaveModules(t *testing.T) {
+	var keys []Key
+	for _, d := range []dtype.DType{dtype.F32, dtype.F16, dtype.BF16} {
+		for _, kern := range []MatmulKernel{MatmulTiled, MatmulNarrow, MatmulCoopMat, MatmulCM2} {
+			for _, k := range MatmulKeys(kern, d) {
+				keys = append(keys, k)
+			}
+		}
+		keys = append(keys, SplitKReduceKey{C: d}, AddKey{D: d}, AddKey{D: d, Bias: true},
+			NF4Key{Op: NF4Dequant, D: d}, NF4Key{Op: NF4Quantize, D: d})
+		for _, g := range Gates {
+			keys = append(keys, GatedKey{Act: g, D: d}, GatedKey{Act: g, D: d, Back: true})
+		}
+	}
+	keys = append(keys, NF4Key{Op: NF4Absmax, D: dtype.F32}, FillKey{})
+	if len(keys) != len(Variants()) {
+		t.Errorf("%d keys, %d variants: a family's key list and the table disagree", len(keys), len(Variants()))
+	}
+	for _, k := range keys {
+		s, err := Lookup(k)
+		if err != nil {
+			t.Errorf("%T %+v: %v", k, k, err)
+			continue
+		}
+		b, p, err := Layout(k)
+		if err != nil || b != s.Buffers || p != s.PushSize || b < 1 || p < 4 {
+			t.Errorf("%s: layout %d buffers, %d push bytes (%v)", k.Name(), b, p, err)
+		}
+	}
+	if Has(MatmulKey{Kernel: MatmulNarrow, D: dtype.F16, NF4: true}) {
+		t.Error("the narrow kernel has no NF4 form, but Has says it does")
+	}
+	if _, _, err := Layout(MatmulKey{Kernel: MatmulCoopMat, D: dtype.F32}); !errors.Is(err, ErrUnknown) {
+		t.Errorf("Layout of a missing key: %v, want ErrUnknown", err)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/vklora/vklora/dtype"
 )
 
 // DefaultSpirv is the glslc/spirv-val target environment of a variant that
@@ -16,8 +18,8 @@ const DefaultSpirv = "vulkan1.2"
 // The generator (go run -tags shadergen ./shaders/gen) compiles each variant
 // with the pinned glslc into spv/<Name>.spv and lists it in registry_gen.go.
 type Variant struct {
-	// Name follows <op>[_back]_<dtype>[_<variant>], e.g. matmul_lora_bf16_coopmat,
-	// swiglu_back_f32; it is also the .spv file name and the Lookup key.
+	// Name is its key's Name(): <op>[_back]_<dtype>[_<variant>], e.g.
+	// matmul_bf16_c32_coopmat, swiglu_back_f32; also the .spv file name.
 	Name string
 	// Source is the GLSL file, relative to the shaders directory.
 	Source string
@@ -28,6 +30,10 @@ type Variant struct {
 	NoOptimize bool
 	// Spirv is the target environment, e.g. "vulkan1.3"; "" means DefaultSpirv.
 	Spirv string
+	// Buffers is the kernel's storage-buffer binding count (set 0,
+	// bindings 0..Buffers-1) and PushSize its push-constant block in bytes
+	// (the Go mirror's size, push.go): dispatch code takes both from here.
+	Buffers, PushSize int
 	// BFloat16 compiles the source with float16_t cooperative matrices,
 	// validates that module, then retypes the 16-bit float to bfloat16
 	// (SPV_KHR_bfloat16): the pinned glslang has no bfloat16_t.
@@ -38,110 +44,160 @@ type Variant struct {
 // it in a variant name.
 var Dtypes = []string{"f32", "f16", "bf16", "u32", "u16", "u8", "i32", "i8", "nf4"}
 
-// Variants returns every shader variant, in a stable order. Build rows with
-// loops over dtypes and flavours; never copy-paste near-identical lines.
+// Variants returns every shader variant, in a stable order. Rows are built
+// from the key types (keys.go) with loops over dtypes and forms; never
+// copy-paste near-identical lines.
 func Variants() []Variant {
 	var t variantTable
+	floats := []dtype.DType{dtype.F32, dtype.F16, dtype.BF16}
+	half := []dtype.DType{dtype.F16, dtype.BF16}
 
 	// fill: one kernel per 32-bit word type; value is the word's bit pattern,
 	// so f32 and i32 buffers use fill_u32 too.
-	for _, dt := range []string{"u32"} {
-		t.add(Variant{Name: variantName("fill", false, dt, ""), Source: "fill.comp"})
-	}
+	t.add(FillKey{}, Variant{Source: "fill.comp", Buffers: 1, PushSize: sizeOf[FillPush]()})
 
-	// matmul: one kernel source, variants by operand storage types. D is the
-	// layer dtype; LoRA intermediates ([M, r]) and split-K partials are f32.
-	// Suffixes name the operands that differ from D: a32/b32/c32 are f32
-	// operands, nf4 a 4-bit base weight (rounded to D on load).
-	for _, d := range []string{"f32", "f16", "bf16"} {
-		for _, m := range matmulForms(d) {
-			t.add(Variant{Name: variantName("matmul", false, d, m.flavour), Source: "matmul.comp", Defines: map[string]string{
-				"A_TYPE": typeDefine(m.a), "B_TYPE": typeDefine(m.b), "C_TYPE": typeDefine(m.c),
+	// matmul: one kernel source per algorithm, variants by operand storage
+	// types. D is the layer dtype; LoRA intermediates ([M, r]) and split-K
+	// partials are f32.
+	for _, d := range floats {
+		for _, k := range MatmulKeys(MatmulTiled, d) {
+			t.add(k, Variant{Source: "matmul.comp", Defines: map[string]string{
+				"A_TYPE": typeDefine(k.aType()), "B_TYPE": typeDefine(k.bType()), "C_TYPE": typeDefine(k.cType()),
 				"B2_TYPE": typeDefine(d), "ROUND_TYPE": typeDefine(d),
-			}})
+			}, Buffers: MatmulBuffers, PushSize: sizeOf[MatmulPush]()})
 		}
 		// The rank products ([M, r], [r, in], [out, r]) on the narrow-output
 		// kernel: the same forms but NF4, which is never an operand there.
-		for _, m := range matmulForms(d) {
-			if m.b == "nf4" {
-				continue
-			}
-			t.add(Variant{Name: variantName("matmul", false, d, joinFlavour(m.flavour, "narrow")), Source: "matmul_narrow.comp", Defines: map[string]string{
-				"A_TYPE": typeDefine(m.a), "B_TYPE": typeDefine(m.b), "C_TYPE": typeDefine(m.c),
-			}})
+		for _, k := range MatmulKeys(MatmulNarrow, d) {
+			t.add(k, Variant{Source: "matmul_narrow.comp", Defines: map[string]string{
+				"A_TYPE": typeDefine(k.aType()), "B_TYPE": typeDefine(k.bType()), "C_TYPE": typeDefine(k.cType()),
+			}, Buffers: MatmulBuffers, PushSize: sizeOf[MatmulPush]()})
 		}
-		t.add(Variant{Name: variantName("splitk_reduce", false, d, ""), Source: "splitk_reduce.comp",
-			Defines: map[string]string{"C_TYPE": typeDefine(d)}})
+		t.add(SplitKReduceKey{C: d}, Variant{Source: "splitk_reduce.comp",
+			Defines: map[string]string{"C_TYPE": typeDefine(d)}, Buffers: 2, PushSize: sizeOf[SplitKPush]()})
 	}
 
 	// matmul on cooperative matrices: 16-bit A and B (or NF4 B), fp32
-	// accumulation; the forms whose A and B are both D. Built unoptimised
-	// (spirv-opt has miscompiled coopmat shaders elsewhere) for Vulkan 1.3;
-	// bf16 is the f16 module retyped (see Variant.BFloat16).
-	for _, d := range []string{"f16", "bf16"} {
-		for _, m := range matmulForms(d) {
-			if m.a != d || m.b == "f32" {
-				continue
-			}
-			t.add(Variant{Name: variantName("matmul", false, d, joinFlavour(m.flavour, "coopmat")), Source: "matmul_coopmat.comp",
-				Defines:    map[string]string{"D_TYPE": typeDefine(d), "B_TYPE": typeDefine(m.b), "C_TYPE": typeDefine(m.c)},
-				NoOptimize: true, Spirv: "vulkan1.3", BFloat16: d == "bf16"})
-			// The same forms on workgroup-scope matrices (VK_NV_cooperative_matrix2).
-			{
-				t.add(Variant{Name: variantName("matmul", false, d, joinFlavour(m.flavour, "cm2")), Source: "matmul_cm2.comp",
-					Defines:    map[string]string{"D_TYPE": typeDefine(d), "B_TYPE": typeDefine(m.b), "C_TYPE": typeDefine(m.c)},
-					NoOptimize: true, Spirv: "vulkan1.3", BFloat16: d == "bf16"})
+	// accumulation; the forms whose A and B are both D, at subgroup scope
+	// (KHR) and workgroup scope (NV coopmat2). Built unoptimised (spirv-opt
+	// has miscompiled coopmat shaders elsewhere) for Vulkan 1.3; bf16 is the
+	// f16 module retyped (see Variant.BFloat16).
+	for _, d := range half {
+		for _, k := range MatmulKeys(MatmulCoopMat, d) {
+			for _, kern := range []MatmulKernel{MatmulCoopMat, MatmulCM2} {
+				k.Kernel = kern
+				t.add(k, Variant{Source: map[MatmulKernel]string{MatmulCoopMat: "matmul_coopmat.comp", MatmulCM2: "matmul_cm2.comp"}[kern],
+					Defines:    map[string]string{"D_TYPE": typeDefine(d), "B_TYPE": typeDefine(k.bType()), "C_TYPE": typeDefine(k.cType())},
+					NoOptimize: true, Spirv: "vulkan1.3", BFloat16: d == dtype.BF16,
+					Buffers: MatmulBuffers, PushSize: sizeOf[MatmulPush]()})
 			}
 		}
 	}
 
-	// gated MLP elementwise kernels: activation × dtype × direction.
-	for _, act := range []string{"swiglu", "geglu", "geglu_tanh"} {
-		for _, d := range []string{"f32", "f16", "bf16"} {
+	// gated MLP elementwise kernels: activation × dtype × direction. The
+	// forward binds e, g, h; the backward e, g, dh, h, de, dg.
+	for _, act := range Gates {
+		for _, d := range floats {
 			for _, back := range []bool{false, true} {
-				defs := map[string]string{"D_TYPE": typeDefine(d), "ACT": "ACT_" + strings.ToUpper(act)}
+				defs := map[string]string{"D_TYPE": typeDefine(d.String()), "ACT": "ACT_" + strings.ToUpper(act.String())}
+				bufs := 3
 				if back {
 					defs["BACKWARD"] = ""
+					bufs = 6
 				}
-				t.add(Variant{Name: variantName(act, back, d, ""), Source: "gated.comp", Defines: defs})
+				t.add(GatedKey{Act: act, D: d, Back: back}, Variant{Source: "gated.comp", Defines: defs,
+					Buffers: bufs, PushSize: sizeOf[GatedPush]()})
 			}
 		}
 	}
 
 	// add: elementwise dst += alpha·src (gradient accumulation) and the row
 	// bias Y[m,n] += bias[n] of a base layer, one source, fp32 math.
-	for _, d := range []string{"f32", "f16", "bf16"} {
-		t.add(Variant{Name: variantName("add", false, d, ""), Source: "add.comp",
-			Defines: map[string]string{"D_TYPE": typeDefine(d)}})
-		t.add(Variant{Name: variantName("add_bias", false, d, ""), Source: "add.comp",
-			Defines: map[string]string{"D_TYPE": typeDefine(d), "BIAS": ""}})
+	for _, d := range floats {
+		for _, bias := range []bool{false, true} {
+			defs := map[string]string{"D_TYPE": typeDefine(d.String())}
+			if bias {
+				defs["BIAS"] = ""
+			}
+			t.add(AddKey{D: d, Bias: bias}, Variant{Source: "add.comp", Defines: defs, Buffers: 2, PushSize: sizeOf[AddPush]()})
+		}
 	}
 
 	// NF4 weights outside the matmul: dense dequantization and blockwise
 	// quantization, by the dtype of the dense side (output / input).
-	for _, d := range []string{"f32", "f16", "bf16"} {
-		defs := map[string]string{"D_TYPE": typeDefine(d)}
-		t.add(Variant{Name: variantName("nf4_dequant", false, d, ""), Source: "nf4_dequant.comp", Defines: defs})
-		t.add(Variant{Name: variantName("nf4_quantize", false, d, ""), Source: "nf4_quantize.comp", Defines: defs})
+	for _, d := range floats {
+		defs := map[string]string{"D_TYPE": typeDefine(d.String())}
+		t.add(NF4Key{Op: NF4Dequant, D: d}, Variant{Source: "nf4_dequant.comp", Defines: defs, Buffers: 3, PushSize: sizeOf[NF4DequantPush]()})
+		t.add(NF4Key{Op: NF4Quantize, D: d}, Variant{Source: "nf4_quantize.comp", Defines: defs, Buffers: 3, PushSize: sizeOf[NF4QuantizePush]()})
 	}
 	// Double-quantized NF4 scales decoded on the GPU; scales are always f32.
-	t.add(Variant{Name: variantName("nf4_absmax", false, "f32", ""), Source: "nf4_absmax.comp"})
+	t.add(NF4Key{Op: NF4Absmax, D: dtype.F32}, Variant{Source: "nf4_absmax.comp", Buffers: 4, PushSize: sizeOf[NF4AbsmaxPush]()})
 
 	return t.vs
 }
 
-// joinFlavour appends a kernel suffix to an operand flavour ("" or e.g. "a32_c32").
-func joinFlavour(flavour, kernel string) string {
-	if flavour == "" {
-		return kernel
+// MatmulBuffers is the binding count of every matmul kernel: A, B, C, A2,
+// B2 and the NF4 quantization state (bound to a dummy when unused).
+const MatmulBuffers = 6
+
+// MatmulKeys lists the operand forms of kernel kern for layer dtype d: the
+// combinations the LoRA layers use. X·Wᵀ and G·W (all D), X·Aᵀ into f32
+// (C32), dA = GBᵀ·X (A32), dB = Gᵀ·XA (B32), their f32 split-K partials
+// (C32), and NF4 weights. f32 layers have only the plain and NF4 forms; the
+// narrow kernel never takes NF4; the cooperative kernels need A and B of D
+// (or an NF4 B).
+func MatmulKeys(kern MatmulKernel, d dtype.DType) []MatmulKey {
+	var ks []MatmulKey
+	if d == dtype.F32 {
+		ks = []MatmulKey{{}, {NF4: true}}
+	} else {
+		ks = []MatmulKey{{}, {C32: true}, {A32: true}, {A32: true, C32: true},
+			{B32: true}, {B32: true, C32: true}, {NF4: true}, {NF4: true, C32: true}}
 	}
-	return flavour + "_" + kernel
+	out := ks[:0]
+	for _, k := range ks {
+		k.Kernel, k.D = kern, d
+		coop := kern == MatmulCoopMat || kern == MatmulCM2
+		if (kern == MatmulNarrow && k.NF4) || (coop && (d == dtype.F32 || k.A32 || k.B32)) {
+			continue
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+// aType, bType and cType are the operands' storage type tokens.
+func (k MatmulKey) aType() string { return pick(k.A32, "f32", k.D.String()) }
+func (k MatmulKey) bType() string {
+	return pick(k.NF4, "nf4", pick(k.B32, "f32", k.D.String()))
+}
+func (k MatmulKey) cType() string { return pick(k.C32, "f32", k.D.String()) }
+
+func pick(cond bool, yes, no string) string {
+	if cond {
+		return yes
+	}
+	return no
+}
+
+// typeDefine maps a dtype token (or a dtype) to the TYPE_* macro of
+// include/types.glsl.
+func typeDefine[T string | dtype.DType](dt T) string {
+	var s string
+	switch v := any(dt).(type) {
+	case string:
+		s = v
+	case dtype.DType:
+		s = v.String()
+	}
+	return "TYPE_" + strings.ToUpper(s)
 }
 
 // variantTable accumulates variants and fills in defaults.
 type variantTable struct{ vs []Variant }
 
-func (t *variantTable) add(v Variant) {
+func (t *variantTable) add(k Key, v Variant) {
+	v.Name = k.Name()
 	if v.Spirv == "" {
 		v.Spirv = DefaultSpirv
 	}
@@ -205,24 +261,4 @@ func ValidateVariants(vs []Variant) error {
 		return fmt.Errorf("shaders: bad variant table:\n  %s", strings.Join(errs, "\n  "))
 	}
 	return nil
-}
-
-// typeDefine maps a dtype token to the TYPE_* macro of include/types.glsl.
-func typeDefine(dt string) string { return "TYPE_" + strings.ToUpper(dt) }
-
-type matmulForm struct{ flavour, a, b, c string }
-
-// matmulForms lists the operand-type combinations the LoRA layers use for
-// layer dtype d: X·Wᵀ and G·W (all d), X·Aᵀ into f32 (c32), dA = GBᵀ·X
-// (a32), dB = Gᵀ·XA (b32), their f32 split-K partials, and NF4 weights.
-func matmulForms(d string) []matmulForm {
-	if d == "f32" {
-		return []matmulForm{{"", d, d, d}, {"nf4", d, "nf4", d}}
-	}
-	return []matmulForm{
-		{"", d, d, d}, {"c32", d, d, "f32"},
-		{"a32", "f32", d, d}, {"a32_c32", "f32", d, "f32"},
-		{"b32", d, "f32", d}, {"b32_c32", d, "f32", "f32"},
-		{"nf4", d, "nf4", d}, {"nf4_c32", d, "nf4", "f32"},
-	}
 }

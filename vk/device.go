@@ -259,3 +259,7 @@ func (d *Device) alive() error {
 	}
 	return nil
 }
+
+// Released reports whether Release has run (a nil device counts as
+// released): a released device refuses every call.
+func (d *Device) Released() bool { return d == nil || d.released }

@@ -127,19 +127,24 @@ func u32Bytes(w []uint32) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(&w[0])), 4*len(w))
 }
 
-// ShaderKernel returns the kernel of the named variant of the embedded
-// shader registry (package shaders), building it on first use. The device's
-// cache is consulted before the registry, so recording a dispatch of a built
+// ShaderKernel returns the kernel of variant key of the embedded shader
+// registry (package shaders), building it on first use; its binding count
+// and push-constant size come from the registry. The device's cache is
+// consulted before the module is read, so recording a dispatch of a built
 // kernel costs one map lookup rather than a copy of its SPIR-V.
-func (d *Device) ShaderKernel(name string, buffers, pushSize int, spec ...uint32) (*Kernel, error) {
+func (d *Device) ShaderKernel(key shaders.Key, spec ...uint32) (*Kernel, error) {
 	if err := d.alive(); err != nil {
 		return nil, err
 	}
-	s := KernelSpec{Name: name, Buffers: buffers, PushSize: pushSize, Spec: spec}
+	buffers, push, err := shaders.Layout(key)
+	if err != nil {
+		return nil, fmt.Errorf("vk: %w", err)
+	}
+	s := KernelSpec{Name: key.Name(), Buffers: buffers, PushSize: push, Spec: spec}
 	if k, ok := d.kernels[kernelKey(s)]; ok {
 		return k, nil
 	}
-	sh, err := shaders.Lookup(name)
+	sh, err := shaders.Lookup(key)
 	if err != nil {
 		return nil, fmt.Errorf("vk: %w", err)
 	}

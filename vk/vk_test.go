@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 	"github.com/vklora/vklora/vk/vktest"
 )
@@ -17,9 +18,9 @@ import (
 func TestMain(m *testing.M) { vktest.Main(m) }
 
 func fillKernel(t *testing.T, d *vk.Device, wg uint32) *vk.Kernel {
-	k, err := d.ShaderKernel("fill_u32", 1, 8, wg)
+	k, err := d.ShaderKernel(shaders.FillKey{}, wg)
 	require.NoError(t, err)
-	again, err := d.ShaderKernel("fill_u32", 1, 8, wg)
+	again, err := d.ShaderKernel(shaders.FillKey{}, wg)
 	require.NoError(t, err)
 	require.Same(t, k, again, "a built kernel comes from the device's cache")
 	return k

@@ -395,7 +395,7 @@ func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err err
 		}
 	}()
 	vk.ValidationMessages() // start clean
-	eng, err := lora.NewEngine(dev)
+	eng, err := newEngine(dev)
 	if err != nil {
 		return err
 	}

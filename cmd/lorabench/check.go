@@ -9,7 +9,6 @@ import (
 	"sort"
 
 	"github.com/vklora/vklora/conformance"
-	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/vk"
 )
 
@@ -47,7 +46,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintln(stderr, "lorabench check:", err)
 		}
 	}()
-	eng, err := lora.NewEngine(dev)
+	eng, err := newEngine(dev)
 	if err != nil {
 		return err
 	}

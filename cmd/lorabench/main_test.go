@@ -65,7 +65,7 @@ func openEngine(t *testing.T) (*vk.Device, *lora.Engine) {
 			t.Error(err)
 		}
 	})
-	eng, err := lora.NewEngine(dev)
+	eng, err := lora.NewEngine(dev, lora.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package lora
+package kernels
 
 import (
 	"testing"
@@ -16,9 +16,9 @@ import (
 func TestPickCM2Tile(t *testing.T) {
 	f := newFixture(t)
 	e := *f.eng
-	e.noCoop, e.noCM2 = false, false
-	big, small := cm2Tile{BM: 128, BN: 128, BK: 32, WG: 128}, cm2Tile{BM: 64, BN: 64, BK: 32, WG: 128}
-	e.cm2 = map[dtype.DType][]cm2Tile{dtype.BF16: {big, small}}
+	e.opt = Options{}
+	big, small := CM2Tile{BM: 128, BN: 128, BK: 32, WG: 128}, CM2Tile{BM: 64, BN: 64, BK: 32, WG: 128}
+	e.cm2 = map[dtype.DType][]CM2Tile{dtype.BF16: {big, small}}
 	e.cm2Narrow = nil
 	target := e.targetGroups()
 	side := func(tile, groups int) int { // an m = n whose tiles give about groups workgroups
@@ -38,42 +38,20 @@ func TestPickCM2Tile(t *testing.T) {
 	require.Equal(t, small, got, "m = n = %d, target %d workgroups", few, target)
 	_, ok = e.pickCM2Tile(dtype.BF16, 4096, 16)
 	require.False(t, ok, "no narrow tiles: a rank-r output goes to another kernel")
-	n16, n32 := cm2Tile{BM: 128, BN: 16, BK: 32, WG: 128}, cm2Tile{BM: 128, BN: 32, BK: 32, WG: 128}
-	e.cm2Narrow = map[dtype.DType][]cm2Tile{dtype.BF16: {n16, n32}}
+	n16, n32 := CM2Tile{BM: 128, BN: 16, BK: 32, WG: 128}, CM2Tile{BM: 128, BN: 32, BK: 32, WG: 128}
+	e.cm2Narrow = map[dtype.DType][]CM2Tile{dtype.BF16: {n16, n32}}
 	for _, c := range []struct {
 		m, n int
-		want cm2Tile
+		want CM2Tile
 		ok   bool
-	}{{4096, 16, n16, true}, {4096, 5, n16, true}, {4096, 17, n32, true}, {4096, 32, n32, true}, {4096, 33, cm2Tile{}, false}, {63, 16, cm2Tile{}, false}} {
+	}{{4096, 16, n16, true}, {4096, 5, n16, true}, {4096, 17, n32, true}, {4096, 32, n32, true}, {4096, 33, CM2Tile{}, false}, {63, 16, CM2Tile{}, false}} {
 		got, ok := e.pickCM2Tile(dtype.BF16, c.m, c.n)
 		require.Equal(t, c.ok, ok, "[%d, %d]", c.m, c.n)
 		require.Equal(t, c.want, got, "[%d, %d]", c.m, c.n)
 	}
 	_, ok = e.pickCM2Tile(dtype.F16, 4096, 4096)
 	require.False(t, ok, "no tiles for f16")
-	e.noCM2 = true
+	e.opt.DisableCoopMat2 = true
 	_, ok = e.pickCM2Tile(dtype.BF16, 4096, 4096)
 	require.False(t, ok)
-}
-
-// The tile tuning knobs: unset keeps the table, a well-formed value is the
-// only tile, anything else (wrong count, zero, not a number, a subgroup
-// tile that does not divide) means no cooperative tile at all.
-func TestTileEnvKnobs(t *testing.T) {
-	t.Setenv(CoopMat2TileEnv, "")
-	require.Equal(t, cm2Tiles, cm2TileCandidates())
-	t.Setenv(CoopMat2TileEnv, "64, 128,32,256")
-	require.Equal(t, []cm2Tile{{BM: 64, BN: 128, BK: 32, WG: 256}}, cm2TileCandidates())
-	for _, bad := range []string{"64,128,32", "64,128,32,256,1", "64,0,32,128", "64,x,32,128"} {
-		t.Setenv(CoopMat2TileEnv, bad)
-		require.Nil(t, cm2TileCandidates(), bad)
-	}
-	t.Setenv(CoopMatTileEnv, "")
-	require.Equal(t, coopTiles, tileCandidates())
-	t.Setenv(CoopMatTileEnv, "64,64,32,32,32")
-	require.Equal(t, []coopTile{{BM: 64, BN: 64, BK: 32, WM: 32, WN: 32}}, tileCandidates())
-	for _, bad := range []string{"64,64,32,48,32", "60,64,32,30,32", "0,64,32,32,32", "64,64,32,32"} {
-		t.Setenv(CoopMatTileEnv, bad)
-		require.Nil(t, tileCandidates(), bad)
-	}
 }

@@ -1,4 +1,4 @@
-package lora
+package kernels
 
 import "github.com/vklora/vklora/vk"
 
@@ -17,9 +17,9 @@ func (t tileShape) spec() []uint32 {
 
 // Tile table, largest first: large problems amortise loads over more
 // outputs per thread; small ones need more workgroups to fill the device.
-// A 128×128 tile with 8×8 outputs per thread measured 4.5× slower than
-// 32×32 on an H200 (2.3 vs 10.5 TFLOP/s, f32): the 64 accumulators spill.
-// It stays out until a register-blocked variant is measured to win.
+// Larger tiles with 8×8 outputs per thread spill their 64 accumulators and
+// measured slower (docs/PERFORMANCE.md); they stay out until a
+// register-blocked variant is measured to win.
 var tileTable = []tileShape{
 	{BM: 64, BN: 64, BK: 16, TM: 4, TN: 4}, // 256 threads, 8.3 KiB
 	{BM: 32, BN: 32, BK: 16, TM: 2, TN: 2}, // 256 threads, 4.2 KiB
@@ -32,17 +32,8 @@ func fits(c *vk.Caps, sharedBytes, threads int) bool {
 		uint32(threads) <= c.MaxWorkgroupSize[0]
 }
 
-// targetGroups is how many workgroups keep the device busy: a discrete GPU
-// has on the order of a hundred multiprocessors; a CPU device a few threads.
-func (e *Engine) targetGroups() int {
-	if e.dev.Info().Type == vk.DeviceCPU {
-		return 16
-	}
-	return 512
-}
-
 // pickTile takes the largest tile that still gives enough workgroups.
-func (e *Engine) pickTile(m, n int) tileShape {
+func (e *Dispatcher) pickTile(m, n int) tileShape {
 	c := e.dev.Caps()
 	var last tileShape
 	for i, t := range tileTable {
@@ -59,7 +50,7 @@ func (e *Engine) pickTile(m, n int) tileShape {
 
 // pickSplit chooses split-K when the output has too few bm×bn tiles to
 // fill the device and K is long: slices of kSplit (a multiple of bk) each.
-func (e *Engine) pickSplit(bm, bn, bk, m, n, k int) (splits, kSplit int) {
+func (e *Dispatcher) pickSplit(bm, bn, bk, m, n, k int) (splits, kSplit int) {
 	tiles := ceilDiv(m, bm) * ceilDiv(n, bn)
 	want := ceilDiv(e.targetGroups(), tiles)
 	maxSplits := k / (8 * bk) // each slice keeps at least 8 tile steps

@@ -1,4 +1,4 @@
-package lora
+package kernels
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 	"github.com/vklora/vklora/vk/vktest"
 )
@@ -47,11 +48,11 @@ func TestMatmulAgainstReference(t *testing.T) {
 				m, n, k := s[0], s[1], s[2]
 				t.Run(fmt.Sprintf("%s/%s/%dx%dx%d", d, fm.name, m, n, k), func(t *testing.T) {
 					f := f.in(t)
-					a := f.random(d, m*k, 1)
-					b := f.random(d, k*n, 1)
-					at := f.upload(d, a, storedShape(fm.transA, m, k)...)
-					bt := f.upload(d, b, storedShape(fm.transB, k, n)...)
-					c := f.poisoned(d, m, n)
+					a := f.Random(d, m*k, 1)
+					b := f.Random(d, k*n, 1)
+					at := f.Upload(d, a, storedShape(fm.transA, m, k)...)
+					bt := f.Upload(d, b, storedShape(fm.transB, k, n)...)
+					c := f.Poisoned(d, m, n)
 					A, B := Dense(at), Dense(bt)
 					if fm.transA {
 						A = A.T()
@@ -59,11 +60,11 @@ func TestMatmulAgainstReference(t *testing.T) {
 					if fm.transB {
 						B = B.T()
 					}
-					rec := f.recorder()
+					rec := f.Recorder()
 					require.NoError(t, f.eng.MatmulTo(rec, c, A, B, 1, 0))
 					require.NoError(t, rec.Submit())
 					want := ref.RoundTo(d, ref.Matmul(a, b, m, n, k, fm.transA, fm.transB))
-					vktest.ExpectClose(t, "C", f.download(c), want, n, tol[d])
+					vktest.ExpectClose(t, "C", f.Download(c), want, n, tol[d])
 				})
 			}
 		}
@@ -78,17 +79,17 @@ func TestMatmulAlphaBetaAndSplitK(t *testing.T) {
 			m, n, k := s[0], s[1], s[2]
 			t.Run(fmt.Sprintf("%s/%dx%dx%d", d, m, n, k), func(t *testing.T) {
 				f := f.in(t)
-				a := f.random(d, m*k, 1)
-				b := f.random(d, n*k, 1)
-				c0 := f.random(d, m*n, 1)
-				c := f.upload(d, c0, m, n)
-				rec := f.recorder()
+				a := f.Random(d, m*k, 1)
+				b := f.Random(d, n*k, 1)
+				c0 := f.Random(d, m*n, 1)
+				c := f.Upload(d, c0, m, n)
+				rec := f.Recorder()
 				const alpha, beta = 0.37, -1.5
-				require.NoError(t, f.eng.MatmulTo(rec, c, Dense(f.upload(d, a, m, k)), Dense(f.upload(d, b, n, k)).T(), alpha, beta))
+				require.NoError(t, f.eng.MatmulTo(rec, c, Dense(f.Upload(d, a, m, k)), Dense(f.Upload(d, b, n, k)).T(), alpha, beta))
 				require.NoError(t, rec.Submit())
 				want := append([]float64(nil), c0...)
 				ref.MatmulAcc(want, a, b, m, n, k, false, true, alpha, beta)
-				vktest.ExpectClose(t, "C", f.download(c), ref.RoundTo(d, want), n, tol[d])
+				vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(d, want), n, tol[d])
 			})
 		}
 	}
@@ -98,40 +99,44 @@ func TestMatmulFusedSecondProduct(t *testing.T) {
 	f := newFixture(t)
 	for _, d := range dtype.Floats {
 		m, n, k, r := 37, 70, 45, 7
-		x := f.random(d, m*k, 1)
-		w := f.random(d, n*k, 1)
-		xa := f.random(dtype.F32, m*r, 1)
-		bm := f.random(d, n*r, 1)
-		c := f.poisoned(d, m, n)
-		rec := f.recorder()
+		x := f.Random(d, m*k, 1)
+		w := f.Random(d, n*k, 1)
+		xa := f.Random(dtype.F32, m*r, 1)
+		bm := f.Random(d, n*r, 1)
+		c := f.Poisoned(d, m, n)
+		rec := f.Recorder()
 		const s = 0.37
-		err := f.eng.gemm(rec, gemm{C: c, A: Dense(f.upload(d, x, m, k)), B: Dense(f.upload(d, w, n, k)).T(),
-			A2: Dense(f.upload(dtype.F32, xa, m, r)), B2: Dense(f.upload(d, bm, n, r)).T(), Alpha: 1, Alpha2: s})
+		err := f.eng.Gemm(rec, Gemm{C: c, A: Dense(f.Upload(d, x, m, k)), B: Dense(f.Upload(d, w, n, k)).T(),
+			A2: Dense(f.Upload(dtype.F32, xa, m, r)), B2: Dense(f.Upload(d, bm, n, r)).T(), Alpha: 1, Alpha2: s})
 		require.NoError(t, err)
 		require.NoError(t, rec.Submit())
 		want := ref.Matmul(x, w, m, n, k, false, true)
 		ref.MatmulAcc(want, xa, bm, m, n, r, false, true, s, 1)
-		vktest.ExpectClose(t, d.String(), f.download(c), ref.RoundTo(d, want), n, tol[d])
+		vktest.ExpectClose(t, d.String(), f.Download(c), ref.RoundTo(d, want), n, tol[d])
 	}
 }
 
 func TestMatmulBadInput(t *testing.T) {
 	f := newFixture(t)
-	a := f.upload(dtype.F32, f.random(dtype.F32, 12, 1), 3, 4)
-	b := f.upload(dtype.F32, f.random(dtype.F32, 10, 1), 5, 2)
-	bh := f.upload(dtype.F16, f.random(dtype.F16, 8, 1), 4, 2)
-	bb := f.upload(dtype.BF16, f.random(dtype.BF16, 8, 1), 4, 2)
-	c := f.poisoned(dtype.F32, 3, 2)
-	ch := f.poisoned(dtype.F16, 3, 2)
-	rec := f.recorder()
+	a := f.Upload(dtype.F32, f.Random(dtype.F32, 12, 1), 3, 4)
+	b := f.Upload(dtype.F32, f.Random(dtype.F32, 10, 1), 5, 2)
+	bh := f.Upload(dtype.F16, f.Random(dtype.F16, 8, 1), 4, 2)
+	bb := f.Upload(dtype.BF16, f.Random(dtype.BF16, 8, 1), 4, 2)
+	c := f.Poisoned(dtype.F32, 3, 2)
+	ch := f.Poisoned(dtype.F16, 3, 2)
+	u8, err := f.Dev.NewTensor(dtype.U8, 4, 2)
+	require.NoError(t, err)
+	f.Keep(u8)
+	rec := f.Recorder()
 	cases := []struct {
 		name string
 		err  error
 		want string
 	}{
+		{"u8 B", f.eng.MatmulTo(rec, c, Dense(a), Dense(u8), 1, 0), "must be f32, f16 or bf16"},
 		{"inner", f.eng.MatmulTo(rec, c, Dense(a), Dense(b), 1, 0), "inner dimensions differ"},
 		{"nil A", f.eng.MatmulTo(rec, c, Dense(nil), Dense(bh), 1, 0), "A is nil"},
-		{"out shape", f.eng.MatmulTo(rec, f.poisoned(dtype.F32, 2, 2), Dense(a), Dense(bh), 1, 0), "want [3,2]"},
+		{"out shape", f.eng.MatmulTo(rec, f.Poisoned(dtype.F32, 2, 2), Dense(a), Dense(bh), 1, 0), "want [3,2]"},
 		{"dtype mix", f.eng.MatmulTo(rec, ch, Dense(a), Dense(bb), 1, 0), "mixed dtypes"},
 		{"nan alpha", f.eng.MatmulTo(rec, c, Dense(a), Dense(bh), float32(math.NaN()), 0), "not finite"},
 		{"nil rec", f.eng.MatmulTo(nil, c, Dense(a), Dense(bh), 1, 0), "recorder is nil"},
@@ -141,7 +146,7 @@ func TestMatmulBadInput(t *testing.T) {
 		require.ErrorContains(t, tc.err, tc.want, tc.name)
 	}
 	// Still usable: a valid f16 matmul into f32 works after the errors.
-	require.NoError(t, f.eng.MatmulTo(rec, ch, Dense(f.upload(dtype.F16, f.random(dtype.F16, 12, 1), 3, 4)), Dense(bh), 1, 0))
+	require.NoError(t, f.eng.MatmulTo(rec, ch, Dense(f.Upload(dtype.F16, f.Random(dtype.F16, 12, 1), 3, 4)), Dense(bh), 1, 0))
 	require.NoError(t, rec.Submit())
 }
 
@@ -153,13 +158,13 @@ func TestMatmulSplitKIntoF32(t *testing.T) {
 	f := newFixture(t)
 	for _, d := range []dtype.DType{dtype.F16, dtype.BF16} {
 		m, n, k := 9, 16, 4000
-		x := f.random(d, m*k, 1)
-		a := f.random(d, n*k, 1)
-		c := f.poisoned(dtype.F32, m, n)
-		rec := f.recorder()
-		require.NoError(t, f.eng.MatmulTo(rec, c, Dense(f.upload(d, x, m, k)), Dense(f.upload(d, a, n, k)).T(), 1, 0))
+		x := f.Random(d, m*k, 1)
+		a := f.Random(d, n*k, 1)
+		c := f.Poisoned(dtype.F32, m, n)
+		rec := f.Recorder()
+		require.NoError(t, f.eng.MatmulTo(rec, c, Dense(f.Upload(d, x, m, k)), Dense(f.Upload(d, a, n, k)).T(), 1, 0))
 		require.NoError(t, rec.Submit())
-		vktest.ExpectClose(t, d.String(), f.download(c), ref.Matmul(x, a, m, n, k, false, true), n, tol[dtype.F32])
+		vktest.ExpectClose(t, d.String(), f.Download(c), ref.Matmul(x, a, m, n, k, false, true), n, tol[dtype.F32])
 	}
 }
 
@@ -168,31 +173,30 @@ func TestMatmulSplitKIntoF32(t *testing.T) {
 // the row count, as it is on devices for M beyond their 65535-group limit.
 func TestGridRowsCapped(t *testing.T) {
 	f := newFixture(t)
-	const d, m, h, i, r = dtype.BF16, 37, 24, 40, 3
-	gate, _ := f.proj(d, i, h, r, 0.37)
-	up, _ := f.proj(d, i, h, r, 2)
-	down, _ := f.proj(d, h, i, r, 1.5)
-	x := f.upload(d, f.random(d, m*h, 1), m, h)
-	gy := f.upload(d, f.random(d, m*h, 1), m, h)
-	a := f.upload(d, f.random(d, 7*5000, 1), 7, 5000)
-	b := f.upload(d, f.random(d, 16*5000, 1), 16, 5000)
+	const d, m, i = dtype.BF16, 37, 40
+	e := f.Upload(d, f.Random(d, m*i, 1), m, i)
+	g := f.Upload(d, f.Random(d, m*i, 1), m, i)
+	dh := f.Upload(d, f.Random(d, m*i, 1), m, i)
+	a := f.Upload(d, f.Random(d, 7*5000, 1), 7, 5000)
+	b := f.Upload(d, f.Random(d, 16*5000, 1), 16, 5000)
 	run := func(rowCap int) []*vk.Tensor {
-		f.eng.rowCap = rowCap
-		defer func() { f.eng.rowCap = 0 }()
-		l := &MLP{Engine: f.eng, Gate: gate, Up: up, Down: down, Act: GEGLUTanh}
-		rec := f.recorder()
-		y, saved, err := l.Forward(rec, x)
-		require.NoError(t, err)
-		rec.Barrier()
-		dx, grads, err := l.Backward(rec, saved, gy)
-		require.NoError(t, err)
-		c := f.poisoned(dtype.F32, 7, 16) // 7×16 over K = 5000: split-K
+		gridRowCap = rowCap
+		defer func() { gridRowCap = 0 }()
+		h, h2, de, dg := f.Poisoned(d, m, i), f.Poisoned(d, m, i), f.Poisoned(d, m, i), f.Poisoned(d, m, i)
+		rec := f.Recorder()
+		require.NoError(t, f.eng.Gated(rec, shaders.GateGEGLUTanh, false, d, m*i, i, e.Binding(), g.Binding(), h.Binding()))
+		require.NoError(t, f.eng.Gated(rec, shaders.GateGEGLUTanh, true, d, m*i, i,
+			e.Binding(), g.Binding(), dh.Binding(), h2.Binding(), de.Binding(), dg.Binding()))
+		c := f.Poisoned(dtype.F32, 7, 16) // 7×16 over K = 5000: split-K
 		require.NoError(t, f.eng.MatmulTo(rec, c, Dense(a), Dense(b).T(), 1, 0))
 		require.NoError(t, rec.Submit())
-		saved.Release()
-		f.keep(y, dx)
-		f.keepGrads(grads[:]...)
-		return append([]*vk.Tensor{y, dx, c}, f.gradTensors(grads[:]...)...)
+		return []*vk.Tensor{h, h2, de, dg, c}
 	}
-	f.requireSameTensors("grid capped at 2 rows", run(2), run(0))
+	got, want := run(2), run(0)
+	f.RequireSameTensors("grid capped at 2 rows", got, want)
+	// The product really splits K, so its reduction looped over rows.
+	p, err := f.eng.problem(&Gemm{C: got[4], A: Dense(a), B: Dense(b).T(), Alpha: 1})
+	require.NoError(t, err)
+	pl, _ := f.eng.plan(p)
+	require.Greater(t, pl.splits, 1)
 }

@@ -1,4 +1,4 @@
-package lora
+package kernels
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/quant"
+	"github.com/vklora/vklora/quant/quanttest"
 	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk/vktest"
 )
@@ -28,8 +29,8 @@ func TestGemmColumnSlabs(t *testing.T) {
 		for _, fm := range forms[:2] {
 			t.Run(fm.name+path, func(t *testing.T) {
 				defer f.eng.usePath(path)()
-				f.eng.noCoop = path == ""
-				defer func() { f.eng.noCoop = false }()
+				f.eng.opt.DisableCoopMat = path == ""
+				defer func() { f.eng.opt.DisableCoopMat = false }()
 				columnSlabs(t, f.in(t), d, fm)
 			})
 		}
@@ -38,54 +39,52 @@ func TestGemmColumnSlabs(t *testing.T) {
 
 func columnSlabs(t *testing.T, f *fixture, d dtype.DType, fm form) {
 	const m, n, k, r = 70, 150, 56, 5
-	x := f.random(d, m*k, 1)
-	w := f.random(d, n*k, 1)
-	xa := f.random(dtype.F32, m*r, 1)
-	lb := f.random(d, n*r, 1)
-	c0 := f.random(d, m*n, 1)
-	B := Dense(f.upload(d, w, storedShape(fm.transB, k, n)...))
+	x := f.Random(d, m*k, 1)
+	w := f.Random(d, n*k, 1)
+	xa := f.Random(dtype.F32, m*r, 1)
+	lb := f.Random(d, n*r, 1)
+	c0 := f.Random(d, m*n, 1)
+	B := Dense(f.Upload(d, w, storedShape(fm.transB, k, n)...))
 	if fm.transB {
 		B = B.T()
 	}
 	// B2 is Bᵀ of an [n, r] matrix in the X·Wᵀ form and an [r, n] matrix
 	// in the G·W one, as the layers pass them.
-	B2 := Dense(f.upload(d, lb, n, r)).T()
+	B2 := Dense(f.Upload(d, lb, n, r)).T()
 	if !fm.transB {
-		B2 = Dense(f.upload(d, lb, r, n))
+		B2 = Dense(f.Upload(d, lb, r, n))
 	}
-	c := f.upload(d, c0, m, n)
-	g := gemm{C: c, A: Dense(f.upload(d, x, m, k)), B: B, A2: Dense(f.upload(dtype.F32, xa, m, r)), B2: B2,
+	c := f.Upload(d, c0, m, n)
+	g := Gemm{C: c, A: Dense(f.Upload(d, x, m, k)), B: B, A2: Dense(f.Upload(dtype.F32, xa, m, r)), B2: B2,
 		Alpha: 0.7, Alpha2: 0.37, Beta: -0.5}
-	name, _, err := g.variant()
-	require.NoError(t, err)
-	rec := f.recorder()
+	rec := f.Recorder()
 	_, b2cs := g.B2.strides()
 	for _, sl := range [][2]int{{0, 64}, {64, 64}, {128, 22}} {
 		n0, s := sl[0], sl[1]
 		sub := g
 		sub.B = f.denseSlab(d, w, fm.transB, n, k, n0, s)
-		pl := f.eng.plan(d, sub.coopLayout(d), sub.cm2Fits(), m, s, k)
-		require.NoError(t, f.eng.record(rec, sub, name, d, pl,
-			gemmDims{m: m, n: s, k: k, k2: r, cRs: n, cOff: n0, b2Off: n0 * int(b2cs)}))
+		p := &problem{g: &sub, d: d, m: m, n: s, k: k, k2: r}
+		pl, _ := f.eng.plan(p)
+		require.NoError(t, f.eng.record(rec, p, pl, gemmDims{cRs: n, cOff: n0, b2Off: n0 * int(b2cs)}))
 	}
 	require.NoError(t, rec.Submit())
 	want := append([]float64(nil), c0...)
 	ref.MatmulAcc(want, x, w, m, n, k, false, fm.transB, 0.7, -0.5)
 	ref.MatmulAcc(want, ref.RoundTo(d, scaled(xa, 0.37)), lb, m, n, r, false, fm.transB, 1, 1)
-	vktest.ExpectClose(t, "C", f.download(c), ref.RoundTo(d, want), n, tol[d])
+	vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(d, want), n, tol[d])
 }
 
 // denseSlab uploads columns [n0, n0+s) of B (of an [k, n] product) as
 // their own operand, stored as the whole B is.
 func (f *fixture) denseSlab(d dtype.DType, w []float64, transB bool, n, k, n0, s int) Mat {
 	if transB { // B[k, n] = w[n·k + k]: rows n0..n0+s of the [n, k] store
-		return Dense(f.upload(d, w[n0*k:(n0+s)*k], s, k)).T()
+		return Dense(f.Upload(d, w[n0*k:(n0+s)*k], s, k)).T()
 	}
 	sl := make([]float64, 0, k*s) // B[k, n] = w[k·n + n]: columns of the [k, n] store
 	for i := 0; i < k; i++ {
 		sl = append(sl, w[i*n+n0:i*n+n0+s]...)
 	}
-	return Dense(f.upload(d, sl, k, s))
+	return Dense(f.Upload(d, sl, k, s))
 }
 
 func scaled(xs []float64, s float64) []float64 {
@@ -107,40 +106,40 @@ func TestNF4Slabs(t *testing.T) {
 		t.Run(d.String(), func(t *testing.T) {
 			f := coopFixture(t, d)
 			if !f.eng.CoopMat2(d) {
-				t.Skipf("%s has no workgroup-scope cooperative matrices (slabs are for them)", f.dev.Info().Name)
+				t.Skipf("%s has no workgroup-scope cooperative matrices (slabs are for them)", f.Dev.Info().Name)
 			}
-			defer func() { f.eng.slabBytes = 0 }()
+			defer func() { f.eng.opt.NF4SlabBytes = 0 }()
 			const m, out, in, r = nf4SlabMinRows + 8, 300, 136, 6
-			q, dw := f.nf4Weight(d, out, in, 64, true)
+			q, dw := quanttest.NF4Weight(f.Fixture, d, out, in, 64, true)
 			wd := ref.FromFloat32(quant.Dequantize(q))
 			for _, trans := range []bool{true, false} { // X·Wᵀ, G·W
 				k, n := in, out
 				if !trans {
 					k, n = out, in
 				}
-				f.eng.slabBytes = 128 * k * d.Size()
-				x := f.random(d, m*k, 1)
-				xa := f.random(dtype.F32, m*r, 1)
-				lb := f.random(d, n*r, 1)
-				c0 := f.random(d, m*n, 1)
-				g := gemm{A: Dense(f.upload(d, x, m, k)), B: NF4(dw), A2: Dense(f.upload(dtype.F32, xa, m, r)),
+				f.eng.opt.NF4SlabBytes = 128 * k * d.Size()
+				x := f.Random(d, m*k, 1)
+				xa := f.Random(dtype.F32, m*r, 1)
+				lb := f.Random(d, n*r, 1)
+				c0 := f.Random(d, m*n, 1)
+				g := Gemm{A: Dense(f.Upload(d, x, m, k)), B: NF4(dw), A2: Dense(f.Upload(dtype.F32, xa, m, r)),
 					Alpha: 1, Alpha2: 0.37}
 				want := ref.Matmul(x, wd, m, n, k, false, trans)
 				ref.MatmulAcc(want, ref.RoundTo(d, scaled(xa, 0.37)), lb, m, n, r, false, trans, 1, 1)
 				if trans {
-					g.B, g.C, g.B2 = g.B.T(), f.poisoned(d, m, n), Dense(f.upload(d, lb, n, r)).T()
+					g.B, g.C, g.B2 = g.B.T(), f.Poisoned(d, m, n), Dense(f.Upload(d, lb, n, r)).T()
 				} else {
-					g.C, g.B2, g.Beta = f.upload(d, c0, m, n), Dense(f.upload(d, lb, r, n)), 1
+					g.C, g.B2, g.Beta = f.Upload(d, c0, m, n), Dense(f.Upload(d, lb, r, n)), 1
 					for i := range want {
 						want[i] += c0[i]
 					}
 				}
 				require.True(t, f.eng.nf4Slabs(&g, d, m, n), "the slab path must run")
 				require.Equal(t, 128, f.eng.slabCols(d, n, k))
-				rec := f.recorder()
-				require.NoError(t, f.eng.gemm(rec, g))
+				rec := f.Recorder()
+				require.NoError(t, f.eng.Gemm(rec, g))
 				require.NoError(t, rec.Submit())
-				vktest.ExpectClose(t, fmt.Sprintf("C trans=%v", trans), f.download(g.C), ref.RoundTo(d, want), n, tol[d])
+				vktest.ExpectClose(t, fmt.Sprintf("C trans=%v", trans), f.Download(g.C), ref.RoundTo(d, want), n, tol[d])
 			}
 		})
 	}
@@ -148,7 +147,7 @@ func TestNF4Slabs(t *testing.T) {
 
 // Slabs are even, multiples of 128 columns, and fit the budget.
 func TestSlabCols(t *testing.T) {
-	e := &Engine{}
+	e := &Dispatcher{}
 	for _, c := range []struct{ n, k, want int }{
 		{4096, 14336, 1024},    // llama3-8b down: 4 slabs of 1024, not 3×1152 + 640
 		{14336, 4096, 3584},    // up: 4 slabs
@@ -163,7 +162,7 @@ func TestSlabCols(t *testing.T) {
 // new recording gets a new one, and Submit frees it.
 func TestSlabScratchShared(t *testing.T) {
 	f := newFixture(t)
-	rec := f.recorder()
+	rec := f.Recorder()
 	a, err := f.eng.slabScratch(rec, dtype.BF16, 1000)
 	require.NoError(t, err)
 	b, err := f.eng.slabScratch(rec, dtype.BF16, 800)

@@ -1,4 +1,4 @@
-package lora
+package kernels
 
 import (
 	"fmt"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/quant"
+	"github.com/vklora/vklora/quant/quanttest"
 	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk"
 	"github.com/vklora/vklora/vk/vktest"
@@ -25,9 +26,9 @@ func coopFixture(t *testing.T, d dtype.DType) *fixture {
 	f := newFixture(t)
 	if !f.eng.CoopMat(d) {
 		if os.Getenv(requireCoopMatEnv) == "1" {
-			t.Fatalf("%s=1 but %s has no %s cooperative matrices with fp32 accumulation", requireCoopMatEnv, f.dev.Info().Name, d)
+			t.Fatalf("%s=1 but %s has no %s cooperative matrices with fp32 accumulation", requireCoopMatEnv, f.Dev.Info().Name, d)
 		}
-		t.Skipf("%s has no %s cooperative matrices (GPU-only test)", f.dev.Info().Name, d)
+		t.Skipf("%s has no %s cooperative matrices (GPU-only test)", f.Dev.Info().Name, d)
 	}
 	return f
 }
@@ -45,17 +46,29 @@ func coopPaths(t *testing.T, f *fixture, d dtype.DType) []string {
 	case f.eng.CoopMat2(d):
 		paths = append(paths, "_cm2")
 	case os.Getenv(requireCoopMat2Env) == "1":
-		t.Fatalf("%s=1 but %s has no %s workgroup-scope cooperative matrices", requireCoopMat2Env, f.dev.Info().Name, d)
+		t.Fatalf("%s=1 but %s has no %s workgroup-scope cooperative matrices", requireCoopMat2Env, f.Dev.Info().Name, d)
 	}
 	return paths
 }
 
 // usePath makes the engine pick the cooperative kernel named by suffix and
 // returns the function that restores it.
-func (e *Engine) usePath(suffix string) func() {
-	old := e.noCM2
-	e.noCM2 = suffix != "_cm2"
-	return func() { e.noCM2 = old }
+func (e *Dispatcher) usePath(suffix string) func() {
+	old := e.opt.DisableCoopMat2
+	e.opt.DisableCoopMat2 = suffix != "_cm2"
+	return func() { e.opt.DisableCoopMat2 = old }
+}
+
+// requireKernel fails unless g runs on the cooperative kernel of path
+// (an NF4 B on the workgroup-scope path may run as dense slabs on it).
+func (f *fixture) requireKernel(g Gemm, path string) {
+	f.T.Helper()
+	got, err := f.eng.KernelFor(g)
+	require.NoError(f.T, err)
+	if path == "_cm2" && got == "nf4-slabs" {
+		return
+	}
+	require.Equal(f.T, path[1:], got, "the cooperative kernel must run")
 }
 
 // forEachCoopPath runs body as one subtest per cooperative kernel.
@@ -82,12 +95,11 @@ func TestCoopMatMatmul(t *testing.T) {
 						m, n, k := s[0], s[1], s[2]
 						t.Run(fmt.Sprintf("%s/%dx%dx%d", fm.name, m, n, k), func(t *testing.T) {
 							f := f.in(t)
-							require.Equal(t, path, f.eng.plan(d, &coopLayout{}, true, m, n, k).suffix, "the cooperative kernel must run")
-							a := f.random(d, m*k, 1)
-							b := f.random(d, k*n, 1)
-							c0 := f.random(d, m*n, 1)
-							A := Dense(f.upload(d, a, storedShape(fm.transA, m, k)...))
-							B := Dense(f.upload(d, b, storedShape(fm.transB, k, n)...))
+							a := f.Random(d, m*k, 1)
+							b := f.Random(d, k*n, 1)
+							c0 := f.Random(d, m*n, 1)
+							A := Dense(f.Upload(d, a, storedShape(fm.transA, m, k)...))
+							B := Dense(f.Upload(d, b, storedShape(fm.transB, k, n)...))
 							if fm.transA {
 								A = A.T()
 							}
@@ -95,13 +107,14 @@ func TestCoopMatMatmul(t *testing.T) {
 								B = B.T()
 							}
 							const alpha, beta = 0.37, -1.5
-							c := f.upload(d, c0, m, n)
-							rec := f.recorder()
+							c := f.Upload(d, c0, m, n)
+							f.requireKernel(Gemm{C: c, A: A, B: B}, path)
+							rec := f.Recorder()
 							require.NoError(t, f.eng.MatmulTo(rec, c, A, B, alpha, beta))
 							require.NoError(t, rec.Submit())
 							want := append([]float64(nil), c0...)
 							ref.MatmulAcc(want, a, b, m, n, k, fm.transA, fm.transB, alpha, beta)
-							vktest.ExpectClose(t, "C", f.download(c), ref.RoundTo(d, want), n, tol[d])
+							vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(d, want), n, tol[d])
 						})
 					}
 				}
@@ -118,27 +131,27 @@ func TestCM2NarrowTiles(t *testing.T) {
 		t.Run(d.String(), func(t *testing.T) {
 			f := coopFixture(t, d)
 			if !slices.Contains(coopPaths(t, f, d), "_cm2") {
-				t.Skipf("%s has no %s workgroup-scope cooperative matrices", f.dev.Info().Name, d)
+				t.Skipf("%s has no %s workgroup-scope cooperative matrices", f.Dev.Info().Name, d)
 			}
 			for _, fm := range forms[:2] {
 				for _, s := range [][3]int{{133, 7, 75}, {2900, 16, 3000}, {2900, 24, 301}, {64, 32, 4000}} {
 					m, n, k := s[0], s[1], s[2]
 					t.Run(fmt.Sprintf("%s/%dx%dx%d", fm.name, m, n, k), func(t *testing.T) {
 						f := f.in(t)
-						a, b, c0 := f.random(d, m*k, 1), f.random(d, k*n, 1), f.random(dtype.F32, m*n, 1)
-						A := Dense(f.upload(d, a, m, k))
-						B := Dense(f.upload(d, b, storedShape(fm.transB, k, n)...))
+						a, b, c0 := f.Random(d, m*k, 1), f.Random(d, k*n, 1), f.Random(dtype.F32, m*n, 1)
+						A := Dense(f.Upload(d, a, m, k))
+						B := Dense(f.Upload(d, b, storedShape(fm.transB, k, n)...))
 						if fm.transB {
 							B = B.T()
 						}
-						g := gemm{C: f.upload(dtype.F32, c0, m, n), A: A, B: B, Alpha: 0.37, Beta: -1.5}
-						require.Equal(t, "_cm2", f.eng.plan(d, g.coopLayout(d), g.cm2Fits(), m, n, k).suffix, "the workgroup-scope kernel must run")
-						rec := f.recorder()
-						require.NoError(t, f.eng.gemm(rec, g))
+						g := Gemm{C: f.Upload(dtype.F32, c0, m, n), A: A, B: B, Alpha: 0.37, Beta: -1.5}
+						f.requireKernel(g, "_cm2")
+						rec := f.Recorder()
+						require.NoError(t, f.eng.Gemm(rec, g))
 						require.NoError(t, rec.Submit())
 						want := append([]float64(nil), c0...)
 						ref.MatmulAcc(want, a, b, m, n, k, false, fm.transB, 0.37, -1.5)
-						vktest.ExpectClose(t, "C", f.download(g.C), want, n, tol[dtype.F32])
+						vktest.ExpectClose(t, "C", f.Download(g.C), want, n, tol[dtype.F32])
 					})
 				}
 			}
@@ -158,24 +171,24 @@ func TestCoopMatFusedTerm(t *testing.T) {
 						m, n, k, r := 137, 203, 88, 7
 						t.Run(fmt.Sprintf("%s/into_%s", fm.name, cd), func(t *testing.T) {
 							f := f.in(t)
-							x := f.random(d, m*k, 1)
-							w := f.random(d, n*k, 1)
-							xa := f.random(dtype.F32, m*r, 1)
-							bm := f.random(d, n*r, 1)
-							B := Dense(f.upload(d, w, storedShape(fm.transB, k, n)...))
+							x := f.Random(d, m*k, 1)
+							w := f.Random(d, n*k, 1)
+							xa := f.Random(dtype.F32, m*r, 1)
+							bm := f.Random(d, n*r, 1)
+							B := Dense(f.Upload(d, w, storedShape(fm.transB, k, n)...))
 							if fm.transB {
 								B = B.T()
 							}
-							c := f.poisoned(cd, m, n)
-							rec := f.recorder()
+							c := f.Poisoned(cd, m, n)
+							rec := f.Recorder()
 							const s = 0.37
-							err := f.eng.gemm(rec, gemm{C: c, A: Dense(f.upload(d, x, m, k)), B: B,
-								A2: Dense(f.upload(dtype.F32, xa, m, r)), B2: Dense(f.upload(d, bm, n, r)).T(), Alpha: 1, Alpha2: s})
+							err := f.eng.Gemm(rec, Gemm{C: c, A: Dense(f.Upload(d, x, m, k)), B: B,
+								A2: Dense(f.Upload(dtype.F32, xa, m, r)), B2: Dense(f.Upload(d, bm, n, r)).T(), Alpha: 1, Alpha2: s})
 							require.NoError(t, err)
 							require.NoError(t, rec.Submit())
 							want := ref.Matmul(x, w, m, n, k, false, fm.transB)
 							ref.MatmulAcc(want, xa, bm, m, n, r, false, true, s, 1)
-							vktest.ExpectClose(t, "C", f.download(c), ref.RoundTo(cd, want), n, tol[d])
+							vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(cd, want), n, tol[d])
 						})
 					}
 				}
@@ -198,31 +211,30 @@ func TestCoopMatNF4(t *testing.T) {
 						continue
 					}
 					const m, out = 150, 203
-					q, dw := f.nf4Weight(d, out, in, 64, true)
+					q, dw := quanttest.NF4Weight(f.Fixture, d, out, in, 64, true)
 					wd := ref.FromFloat32(quant.Dequantize(q))
-					dense := f.upload(d, wd, out, in)
+					dense := f.Upload(d, wd, out, in)
 					for _, trans := range []bool{true, false} { // X·Wᵀ, G·W
 						k, n := in, out
 						if !trans {
 							k, n = out, in
 						}
-						x := f.random(d, m*k, 1)
-						xt := f.upload(d, x, m, k)
-						got, twin := f.poisoned(d, m, n), f.poisoned(d, m, n)
+						x := f.Random(d, m*k, 1)
+						xt := f.Upload(d, x, m, k)
+						got, twin := f.Poisoned(d, m, n), f.Poisoned(d, m, n)
 						Bq, Bd := NF4(dw), Dense(dense)
 						if trans {
 							Bq, Bd = Bq.T(), Bd.T()
 						}
-						g := gemm{A: Dense(xt), B: Bq}
-						require.Equal(t, path, f.eng.plan(d, g.coopLayout(d), g.cm2Fits(), m, n, k).suffix)
-						rec := f.recorder()
+						f.requireKernel(Gemm{C: got, A: Dense(xt), B: Bq}, path)
+						rec := f.Recorder()
 						require.NoError(t, f.eng.MatmulTo(rec, got, Dense(xt), Bq, 1, 0))
 						require.NoError(t, f.eng.MatmulTo(rec, twin, Dense(xt), Bd, 1, 0))
 						require.NoError(t, rec.Submit())
 						name := fmt.Sprintf("NF4 in=%d trans=%v", in, trans)
-						f.requireSameTensors(name, []*vk.Tensor{got}, []*vk.Tensor{twin})
+						f.RequireSameTensors(name, []*vk.Tensor{got}, []*vk.Tensor{twin})
 						want := ref.RoundTo(d, ref.Matmul(x, wd, m, n, k, false, trans))
-						vktest.ExpectClose(t, name, f.download(got), want, n, tol[d])
+						vktest.ExpectClose(t, name, f.Download(got), want, n, tol[d])
 					}
 				}
 			})
@@ -236,18 +248,18 @@ func TestCoopMatMatchesScalar(t *testing.T) {
 	const d = dtype.BF16
 	f := coopFixture(t, d)
 	m, n, k := 300, 260, 520
-	a := f.random(d, m*k, 1)
-	b := f.random(d, n*k, 1)
-	at, bt := f.upload(d, a, m, k), f.upload(d, b, n, k)
+	a := f.Random(d, m*k, 1)
+	b := f.Random(d, n*k, 1)
+	at, bt := f.Upload(d, a, m, k), f.Upload(d, b, n, k)
 	forEachCoopPath(t, f, d, func(t *testing.T, _ string) {
 		run := func(on bool) []float64 {
-			f.eng.SetCoopMat(on)
-			defer f.eng.SetCoopMat(true)
-			c := f.poisoned(d, m, n)
-			rec := f.recorder()
+			f.eng.opt.DisableCoopMat = !on
+			defer func() { f.eng.opt.DisableCoopMat = false }()
+			c := f.Poisoned(d, m, n)
+			rec := f.Recorder()
 			require.NoError(t, f.eng.MatmulTo(rec, c, Dense(at), Dense(bt).T(), 1, 0))
 			require.NoError(t, rec.Submit())
-			return f.download(c)
+			return f.Download(c)
 		}
 		vktest.ExpectClose(t, "coopmat vs scalar", run(true), run(false), n, tol[d])
 	})

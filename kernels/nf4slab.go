@@ -1,4 +1,4 @@
-package lora
+package kernels
 
 import (
 	"fmt"
@@ -13,16 +13,23 @@ import (
 // bounded scratch buffer, then the dense kernel computes those C columns.
 //
 // Why: decoding the 4-bit tile inside the workgroup-scope kernel, either in
-// a cooperative-matrix decode function or into shared memory, ran 3.5–4.2×
-// slower than a bf16 B on an H200, because the decode sits in series with
-// the driver's own tile staging. Dequantizing a slab costs one pass over
-// 2.5 bytes per weight, which at large M is ~1% of the matmul. The scratch
-// is shared by a recording's products and holds at most slabBytes (or 128
+// a cooperative-matrix decode function or into shared memory, sits in
+// series with the driver's own tile staging and measured several times
+// slower than a 16-bit B (docs/PERFORMANCE.md). Dequantizing a slab costs
+// one pass over 2.5 bytes per weight, which at large M is about 1% of the
+// matmul. The scratch is shared by a recording's products and holds at
+// most Options.NF4SlabBytes (or 128
 // columns where one column alone is larger): a weight that fits is
 // dequantized whole, a larger one never is.
 //
 // Small M (below nf4SlabMinRows) is memory-bound: there the per-tile decode
 // reads 4 bits per weight instead of 16, so it keeps the in-kernel decode.
+
+// slabCache remembers one recording's NF4 slab scratch (see slabScratch).
+type slabCache struct {
+	rec *vk.Recorder
+	t   *vk.Tensor
+}
 
 // defaultSlabBytes caps the dequantized slab.
 const defaultSlabBytes = 32 << 20
@@ -31,7 +38,7 @@ const defaultSlabBytes = 32 << 20
 const nf4SlabMinRows = 512
 
 // nf4Slabs reports whether g (with NF4 B) runs in slabs on this engine.
-func (e *Engine) nf4Slabs(g *gemm, d dtype.DType, m, n int) bool {
+func (e *Dispatcher) nf4Slabs(g *Gemm, d dtype.DType, m, n int) bool {
 	if g.B.nf4 == nil || m < nf4SlabMinRows || n < 64 || !e.CoopMat2(d) {
 		return false
 	}
@@ -43,11 +50,11 @@ func (e *Engine) nf4Slabs(g *gemm, d dtype.DType, m, n int) bool {
 // weight slab fits slabBytes, split evenly and rounded up to a multiple of
 // 128 (the kernels' widest tile, so slab edges fall on tile edges).
 // Even slabs matter: each slab is its own dispatch, whose last wave of
-// workgroups is partly idle; a short last slab measured 1.39× instead of
-// ~1.05× at llama3-8b's down projection on an H200.
-func (e *Engine) slabCols(d dtype.DType, n, k int) int {
-	budget := e.slabBytes
-	if budget <= 0 {
+// workgroups is partly idle, and a short last slab wastes most of one
+// (docs/PERFORMANCE.md).
+func (e *Dispatcher) slabCols(d dtype.DType, n, k int) int {
+	budget := e.opt.NF4SlabBytes
+	if budget == 0 {
 		budget = defaultSlabBytes
 	}
 	most := max(128, budget/(k*d.Size())/128*128)
@@ -59,7 +66,7 @@ func (e *Engine) slabCols(d dtype.DType, n, k int) int {
 // recording: the products of a recording share one (each ends with a
 // barrier before the next dequantizes into it), so an MLP step holds one
 // slab, not one per product. It is freed at Submit with the recording.
-func (e *Engine) slabScratch(rec *vk.Recorder, d dtype.DType, elems int) (*vk.Tensor, error) {
+func (e *Dispatcher) slabScratch(rec *vk.Recorder, d dtype.DType, elems int) (*vk.Tensor, error) {
 	if c := e.slab; c.rec == rec && !c.t.Released() && c.t.DType() == d && c.t.Numel() >= elems {
 		return c.t, nil
 	}
@@ -72,11 +79,12 @@ func (e *Engine) slabScratch(rec *vk.Recorder, d dtype.DType, elems int) (*vk.Te
 	return t, nil
 }
 
-// gemmNF4Slabs records g (NF4 B) slab by slab: for each range of C
+// gemmNF4Slabs records p (NF4 B) slab by slab: for each range of C
 // columns, dequantize the weight slab B[:, n0:n0+s] into scratch, then the
 // dense product into C[:, n0:n0+s] (and the fused term's matching columns
-// of B2).
-func (e *Engine) gemmNF4Slabs(rec *vk.Recorder, g gemm, d dtype.DType, m, n, k, k2 int) error {
+// of B2), planned like any other product.
+func (e *Dispatcher) gemmNF4Slabs(rec *vk.Recorder, p *problem) error {
+	g, d, m, n, k := p.g, p.d, p.m, p.n, p.k
 	w := g.B.nf4
 	cols := e.slabCols(d, n, k)
 	buf, err := e.slabScratch(rec, d, cols*k)
@@ -90,7 +98,7 @@ func (e *Engine) gemmNF4Slabs(rec *vk.Recorder, g gemm, d dtype.DType, m, n, k, 
 		return buf.View(k, s) // G·W: B[k, n] = W[k, n], the slab is W[:, n0:n0+s]
 	}
 	var b2cs int
-	if k2 > 0 {
+	if p.k2 > 0 {
 		_, cs := g.B2.strides()
 		b2cs = int(cs)
 	}
@@ -106,20 +114,17 @@ func (e *Engine) gemmNF4Slabs(rec *vk.Recorder, g gemm, d dtype.DType, m, n, k, 
 			err = quant.DequantizeRegionOnDevice(e.dev, rec, w, t, 0, n0, k, s)
 		}
 		if err != nil {
-			return fmt.Errorf("lora: matmul NF4 slab: %w", err)
+			return fmt.Errorf("kernels: matmul NF4 slab: %w", err)
 		}
 		rec.Barrier()
-		sub := g
+		sub := *g
 		sub.B = Dense(t)
 		if g.B.trans {
 			sub.B = sub.B.T()
 		}
-		name, _, err := sub.variant()
-		if err != nil {
-			return fmt.Errorf("lora: matmul: %w", err)
-		}
-		pl := e.plan(d, sub.coopLayout(d), sub.cm2Fits(), m, s, k)
-		if err := e.record(rec, sub, name, d, pl, gemmDims{m: m, n: s, k: k, k2: k2, cRs: n, cOff: n0, b2Off: n0 * b2cs}); err != nil {
+		sp := &problem{g: &sub, d: d, m: m, n: s, k: k, k2: p.k2}
+		pl, _ := e.plan(sp)
+		if err := e.record(rec, sp, pl, gemmDims{cRs: n, cOff: n0, b2Off: n0 * b2cs}); err != nil {
 			return err
 		}
 		// The next slab's dequantization overwrites a scratch this one reads.

@@ -1,23 +1,23 @@
-package lora
+package kernels
 
 import (
-	"os"
-
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/vk"
 )
 
-// cm2Tile is one configuration of the workgroup-scope matmul
+// CM2Tile is one configuration of the workgroup-scope matmul
 // (shaders/matmul_cm2.comp): a BM×BN output tile per workgroup of WG
 // invocations, K consumed BK at a time. The driver stages the tiles in
 // shared memory itself, so there is no subgroup tiling to choose.
-type cm2Tile struct{ BM, BN, BK, WG int }
+type CM2Tile struct{ BM, BN, BK, WG int }
 
 // cm2Tiles, in order of preference; each must match a flexible-dimension
 // configuration the device reports (granularities and invocation count).
-// The same 128×128×32 tile with 256 invocations ran 1.7× slower on an
-// H200 (115 vs 194 TFLOP/s at 8192×14336×4096), so it is not listed.
-var cm2Tiles = []cm2Tile{
+// The large tile amortises staging over the most outputs; the small one
+// keeps mid-sized outputs spread over enough workgroups. A 128×128 tile
+// with 256 invocations measured slower than with 128 (docs/PERFORMANCE.md),
+// so it is not listed.
+var cm2Tiles = []CM2Tile{
 	{BM: 128, BN: 128, BK: 32, WG: 128},
 	{BM: 64, BN: 64, BK: 32, WG: 128},
 }
@@ -25,48 +25,35 @@ var cm2Tiles = []cm2Tile{
 // cm2NarrowTiles serve products whose output has at most narrowMax
 // columns and at least 64 rows (X·Aᵀ and G·B into [M, r] with 16-bit
 // operands), narrowest first: the tile's BN is the smallest that covers N.
-var cm2NarrowTiles = []cm2Tile{
+var cm2NarrowTiles = []CM2Tile{
 	{BM: 128, BN: 16, BK: 32, WG: 128},
 	{BM: 128, BN: 32, BK: 32, WG: 128},
 }
 
 // nf4SharedBytes mirrors matmul_cm2.comp's NF4 B tile: padded uvec4 rows
 // in either memory order (the larger of the two).
-func (t cm2Tile) nf4SharedBytes() int {
+func (t CM2Tile) nf4SharedBytes() int {
 	return 16 * max(t.BN*(t.BK/8+1), t.BK*(t.BN/8+1))
 }
 
-func (t cm2Tile) spec(l coopLayout) []uint32 {
+func (t CM2Tile) spec(l coopLayout) []uint32 {
 	return []uint32{uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.WG), b32(l.aKF), b32(l.bKF)}
 }
 
-// DisableCoopMat2Env names the environment variable that, set to 1, keeps
-// engines off VK_NV_cooperative_matrix2 (the subgroup-scope kernel or the
-// scalar one runs instead). For comparing the paths.
-const DisableCoopMat2Env = "VKLORA_DISABLE_COOPMAT2"
-
-// CoopMat2TileEnv names a tuning knob: "BM,BN,BK,WG" makes that the only
-// workgroup-scope tile (it must still match the device, or the next path
-// runs). For measuring tile shapes with lorabench; not for production use.
-const CoopMat2TileEnv = "VKLORA_COOPMAT2_TILE"
-
-func cm2TileCandidates() []cm2Tile {
-	var t cm2Tile
-	switch set, ok := tileFromEnv(CoopMat2TileEnv, &t.BM, &t.BN, &t.BK, &t.WG); {
-	case !set:
-		return cm2Tiles
-	case !ok:
-		return nil
+// cm2Tiles is the workgroup-scope tile list: the override alone, or the table.
+func (o Options) cm2Tiles() []CM2Tile {
+	if o.CoopMat2Tile != nil {
+		return []CM2Tile{*o.CoopMat2Tile}
 	}
-	return []cm2Tile{t}
+	return cm2Tiles
 }
 
 // probeCoopMat2 finds, for f16 and bf16, the workgroup-scope tiles with
 // fp32 accumulation the device runs: each tile's dimensions must be
 // multiples of a reported configuration's granularities and its workgroup
 // that configuration's invocation count.
-func probeCoopMat2(c *vk.Caps, tiles []cm2Tile) map[dtype.DType][]cm2Tile {
-	out := map[dtype.DType][]cm2Tile{}
+func probeCoopMat2(c *vk.Caps, tiles []CM2Tile) map[dtype.DType][]CM2Tile {
+	out := map[dtype.DType][]CM2Tile{}
 	if !c.CoopMat2 || !c.CoopMat2Flexible {
 		return out
 	}
@@ -95,25 +82,18 @@ func probeCoopMat2(c *vk.Caps, tiles []cm2Tile) map[dtype.DType][]cm2Tile {
 	return out
 }
 
-// CoopMat2 reports whether matmuls of dtype d run on workgroup-scope
-// cooperative matrices (VK_NV_cooperative_matrix2).
-func (e *Engine) CoopMat2(d dtype.DType) bool { return !e.noCoop && !e.noCM2 && len(e.cm2[d]) > 0 }
-
-func coopMat2DisabledByEnv() bool { return os.Getenv(DisableCoopMat2Env) == "1" }
-
 // pickCM2Tile chooses the workgroup-scope tile for an [m, n] output of
 // dtype d, or reports that another kernel should run. An output of at
 // most narrowMax columns takes the narrowest cm2NarrowTiles tile that
 // covers them; one of fewer than 64 rows or other columns another kernel.
-// Like
-// the scalar kernel's pickTile it takes the first tile (in table order)
-// that gives enough workgroups to fill the device, else the one giving
-// the most: at 8192³ on an H200 128×128 ran 203 TFLOP/s and 64×64 139, but
-// a small output in 128×128 tiles leaves most multiprocessors idle.
-func (e *Engine) pickCM2Tile(d dtype.DType, m, n int) (cm2Tile, bool) {
+// Like the scalar kernel's pickTile it takes the first tile (in table
+// order) that gives enough workgroups to fill the device, else the one
+// giving the most: a small output in large tiles leaves most
+// multiprocessors idle.
+func (e *Dispatcher) pickCM2Tile(d dtype.DType, m, n int) (CM2Tile, bool) {
 	ts := e.cm2[d]
 	if !e.CoopMat2(d) || m < 64 {
-		return cm2Tile{}, false
+		return CM2Tile{}, false
 	}
 	if n <= narrowMax {
 		for _, t := range e.cm2Narrow[d] {
@@ -121,10 +101,10 @@ func (e *Engine) pickCM2Tile(d dtype.DType, m, n int) (cm2Tile, bool) {
 				return t, true
 			}
 		}
-		return cm2Tile{}, false
+		return CM2Tile{}, false
 	}
 	if n < 64 {
-		return cm2Tile{}, false
+		return CM2Tile{}, false
 	}
 	best, most := ts[0], 0
 	for _, t := range ts {

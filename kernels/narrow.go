@@ -1,6 +1,6 @@
-package lora
+package kernels
 
-import "os"
+import "github.com/vklora/vklora/shaders"
 
 // narrowPlan is how shaders/matmul_narrow.comp runs one product whose
 // output has a narrow side (the LoRA rank): which side is narrow, which
@@ -25,19 +25,12 @@ const (
 	narrowScratchBytes = 16 << 20
 )
 
-// DisableNarrowEnv names the environment variable that, set to 1, keeps
-// the rank-r products off the narrow kernel (the tiled kernels run them).
-// For comparing the paths.
-const DisableNarrowEnv = "VKLORA_DISABLE_NARROW"
-
-func narrowDisabledByEnv() bool { return os.Getenv(DisableNarrowEnv) == "1" }
-
 // narrowPlan reports whether g, an [m, n] product, runs on the narrow
 // kernel, and how: the output has a side of at most narrowMax, there is no
 // fused term or NF4 weight, the big operand is contiguous along one index,
 // and the device runs the workgroup.
-func (e *Engine) narrowPlan(g *gemm, m, n int) (narrowPlan, bool) {
-	if e.noNarrow || !g.A2.IsZero() || g.B.nf4 != nil || min(m, n) > narrowMax {
+func (e *Dispatcher) narrowPlan(g *Gemm, m, n int) (narrowPlan, bool) {
+	if e.opt.DisableNarrow || !g.A2.IsZero() || g.B.nf4 != nil || min(m, n) > narrowMax {
 		return narrowPlan{}, false
 	}
 	narrowM, j := narrowSide(m, n)
@@ -111,12 +104,12 @@ func (p narrowPlan) grid(m, n int) (x, y int) {
 	return ceilDiv(w, p.widePerGroup()), ceilDiv(j, p.rb)
 }
 
-// narrowGemmPlan turns p into the plan record() dispatches: split-K when
+// narrowGemmPlan turns p into the plan record dispatches: split-K when
 // the grid is too small to fill the device, in slices of at least one
 // staged chunk, and no more partials than narrowScratchBytes.
-func (e *Engine) narrowGemmPlan(p narrowPlan, m, n, k int) gemmPlan {
+func (e *Dispatcher) narrowGemmPlan(p narrowPlan, m, n, k int) plan {
 	x, y := p.grid(m, n)
-	pl := gemmPlan{narrow: &p, spec: p.spec(), suffix: "_narrow", splits: 1, kSplit: k}
+	pl := plan{kernel: shaders.MatmulNarrow, spec: p.spec(), gx: x, gy: y, splits: 1, kSplit: k}
 	want := min(ceilDiv(e.targetGroups(), x*y), k/narrowKChunk, narrowScratchBytes/(4*m*n), 64)
 	if want > 1 {
 		pl.kSplit = ceilDiv(ceilDiv(k, want), narrowKChunk) * narrowKChunk

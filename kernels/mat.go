@@ -1,4 +1,4 @@
-package lora
+package kernels
 
 import (
 	"fmt"
@@ -37,8 +37,9 @@ func (m Mat) stored() (int, int) {
 	return m.t.Dim(0), m.t.Dim(1)
 }
 
-// dims returns rows and columns of the operand as used (after transposition).
-func (m Mat) dims() (int, int) {
+// Dims returns the rows and columns of the operand as used (after
+// transposition).
+func (m Mat) Dims() (int, int) {
 	r, c := m.stored()
 	if m.trans {
 		return c, r
@@ -55,7 +56,9 @@ func (m Mat) strides() (rs, cs uint32) {
 	return uint32(c), 1
 }
 
-func (m Mat) dtype() dtype.DType {
+// DType is the operand's dtype: the tensor's, or an NF4 weight's dense
+// dtype.
+func (m Mat) DType() dtype.DType {
 	if m.nf4 != nil {
 		return m.nf4.DType
 	}
@@ -91,6 +94,8 @@ func (m Mat) check(name string) error {
 		return fmt.Errorf("%s %s is released: %w", name, m, ErrBadInput)
 	case m.t.Rank() != 2:
 		return fmt.Errorf("%s %s must be 2-D: %w", name, m, ErrBadInput)
+	case !m.t.DType().IsFloat():
+		return fmt.Errorf("%s %s must be f32, f16 or bf16: %w", name, m, ErrBadInput)
 	}
 	return nil
 }

@@ -1,22 +1,13 @@
-package lora
+package kernels
 
 import (
 	"fmt"
 	"slices"
-	"unsafe"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 )
-
-// addPush mirrors the push constants of shaders/add.comp.
-type addPush struct {
-	Rows, Cols uint32
-	Alpha      float32
-}
-
-// The GLSL block has 3 four-byte members; a mismatch fails to compile here.
-var _ [12]byte = [unsafe.Sizeof(addPush{})]byte{}
 
 const addWG = 256
 
@@ -37,35 +28,30 @@ const maxAddElems = 1 << 31
 // f16 or bf16); src may be dst. With alpha = 1 this is an exact-as-fp32
 // gradient accumulation. The result is valid after rec.Submit; record a
 // barrier before anything else reads dst.
-func (e *Engine) AddTo(rec *vk.Recorder, dst, src *vk.Tensor, alpha float32) error {
+func (e *Dispatcher) AddTo(rec *vk.Recorder, dst, src *vk.Tensor, alpha float32) error {
 	if err := checkAdd(rec, dst, src, alpha); err != nil {
-		return fmt.Errorf("lora: AddTo: %w", err)
+		return fmt.Errorf("kernels: AddTo: %w", err)
 	}
-	return e.dispatchAdd(rec, "add_"+dst.DType().String(), 1, dst.Numel(), alpha, dst, src)
+	return e.dispatchAdd(rec, shaders.AddKey{D: dst.DType()}, 1, dst.Numel(), alpha, dst, src)
 }
 
 // AddBiasTo records y[m, n] = y[m, n] + bias[n] for y [M, N] and bias [N] of
 // y's dtype (f32, f16 or bf16): the base-layer bias of a Linear, added in
 // fp32 and rounded once to the dtype. The result is valid after rec.Submit.
-func (e *Engine) AddBiasTo(rec *vk.Recorder, y, bias *vk.Tensor) error {
+func (e *Dispatcher) AddBiasTo(rec *vk.Recorder, y, bias *vk.Tensor) error {
 	if rec == nil {
-		return fmt.Errorf("lora: AddBiasTo: recorder is nil: %w", ErrBadInput)
+		return fmt.Errorf("kernels: AddBiasTo: recorder is nil: %w", ErrBadInput)
 	}
 	if err := checkOperand("Y", y); err != nil {
-		return fmt.Errorf("lora: AddBiasTo: %w", err)
+		return fmt.Errorf("kernels: AddBiasTo: %w", err)
 	}
 	if y.Rank() != 2 {
-		return fmt.Errorf("lora: AddBiasTo: Y %s must be 2-D [M,N]: %w", y, ErrBadInput)
+		return fmt.Errorf("kernels: AddBiasTo: Y %s must be 2-D [M,N]: %w", y, ErrBadInput)
 	}
-	if err := checkBias(bias, y.Dim(1), y.DType(), "Y "+y.String()); err != nil {
-		return fmt.Errorf("lora: AddBiasTo: %w", err)
+	if err := CheckBias(bias, y.Dim(1), y.DType(), "Y "+y.String()); err != nil {
+		return fmt.Errorf("kernels: AddBiasTo: %w", err)
 	}
-	return e.addBias(rec, y, bias)
-}
-
-// addBias is AddBiasTo for arguments the caller has validated.
-func (e *Engine) addBias(rec *vk.Recorder, y, bias *vk.Tensor) error {
-	return e.dispatchAdd(rec, "add_bias_"+y.DType().String(), y.Dim(0), y.Dim(1), 0, y, bias)
+	return e.dispatchAdd(rec, shaders.AddKey{D: y.DType(), Bias: true}, y.Dim(0), y.Dim(1), 0, y, bias)
 }
 
 func checkAdd(rec *vk.Recorder, dst, src *vk.Tensor, alpha float32) error {
@@ -101,9 +87,9 @@ func checkOperand(name string, t *vk.Tensor) error {
 	return nil
 }
 
-// checkBias validates a base-layer bias: present, 1-D [out], of the layer
+// CheckBias validates a base-layer bias: present, 1-D [out], of the layer
 // dtype d; of names what it belongs to for the message.
-func checkBias(bias *vk.Tensor, out int, d dtype.DType, of string) error {
+func CheckBias(bias *vk.Tensor, out int, d dtype.DType, of string) error {
 	if bias == nil || bias.Released() {
 		return fmt.Errorf("bias of %s is nil or released: %w", of, ErrBadInput)
 	}
@@ -115,13 +101,13 @@ func checkBias(bias *vk.Tensor, out int, d dtype.DType, of string) error {
 
 // dispatchAdd records add.comp over dst seen as [rows, cols]. The grid is
 // at most addGrid (and the device's limit); the shader loops over the rest.
-func (e *Engine) dispatchAdd(rec *vk.Recorder, name string, rows, cols int, alpha float32, dst, src *vk.Tensor) error {
-	k, err := e.dev.ShaderKernel(name, 2, int(unsafe.Sizeof(addPush{})), addWG)
+func (e *Dispatcher) dispatchAdd(rec *vk.Recorder, key shaders.AddKey, rows, cols int, alpha float32, dst, src *vk.Tensor) error {
+	k, err := e.dev.ShaderKernel(key, addWG)
 	if err != nil {
 		return err
 	}
 	gx := min(ceilDiv(cols, addWG), addGrid[0], int(e.dev.Caps().MaxWorkgroupCount[0]))
 	gy := min(int(e.gridRows(rows)), addGrid[1])
-	p := addPush{Rows: uint32(rows), Cols: uint32(cols), Alpha: alpha}
+	p := shaders.AddPush{Rows: uint32(rows), Cols: uint32(cols), Alpha: alpha}
 	return rec.Dispatch(k, [3]uint32{uint32(gx), uint32(gy), 1}, vk.PushBytes(&p), dst.Binding(), src.Binding())
 }

@@ -1,4 +1,4 @@
-package lora
+package kernels
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/quant/quanttest"
 	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk/vktest"
 )
@@ -56,8 +57,8 @@ func TestNarrowMatmul(t *testing.T) {
 						if fm.c32 {
 							dc = dtype.F32
 						}
-						a, b := f.random(da, m*k, 1), f.random(db, k*n, 1)
-						A, B := Dense(f.upload(da, a, storedShape(fm.transA, m, k)...)), Dense(f.upload(db, b, storedShape(fm.transB, k, n)...))
+						a, b := f.Random(da, m*k, 1), f.Random(db, k*n, 1)
+						A, B := Dense(f.Upload(da, a, storedShape(fm.transA, m, k)...)), Dense(f.Upload(db, b, storedShape(fm.transB, k, n)...))
 						if fm.transA {
 							A = A.T()
 						}
@@ -66,21 +67,21 @@ func TestNarrowMatmul(t *testing.T) {
 						}
 						alpha, beta := 0.37, 0.0
 						c0 := make([]float64, m*n)
-						c := f.poisoned(dc, m, n)
+						c := f.Poisoned(dc, m, n)
 						if (r+wk[0])%2 == 1 { // half the cases accumulate into C
-							beta, c0 = -1.5, f.random(dc, m*n, 1)
-							c = f.upload(dc, c0, m, n)
+							beta, c0 = -1.5, f.Random(dc, m*n, 1)
+							c = f.Upload(dc, c0, m, n)
 						}
-						g := gemm{C: c, A: A, B: B, Alpha: float32(alpha), Beta: float32(beta)}
+						g := Gemm{C: c, A: A, B: B, Alpha: float32(alpha), Beta: float32(beta)}
 						p, ok := f.eng.narrowPlan(&g, m, n)
 						require.True(t, ok, "narrow kernel not planned")
 						require.Equal(t, [2]bool{fm.narrowM, fm.axpy}, [2]bool{p.narrowM, p.axpy}, "form (narrowM, axpy)")
-						rec := f.recorder()
-						require.NoError(t, f.eng.gemm(rec, g))
+						rec := f.Recorder()
+						require.NoError(t, f.eng.Gemm(rec, g))
 						require.NoError(t, rec.Submit())
 						want := append([]float64(nil), c0...)
 						ref.MatmulAcc(want, a, b, m, n, k, fm.transA, fm.transB, alpha, beta)
-						vktest.ExpectClose(t, "C", f.download(c), ref.RoundTo(dc, want), n, tol[dc])
+						vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(dc, want), n, tol[dc])
 					})
 				}
 			}
@@ -94,24 +95,23 @@ func TestNarrowMatmul(t *testing.T) {
 func TestNarrowPlan(t *testing.T) {
 	f := newFixture(t)
 	const d = dtype.BF16
-	x := Dense(f.upload(d, f.random(d, 64*40, 1), 64, 40))
-	a33 := Dense(f.upload(d, f.random(d, 33*40, 1), 33, 40))
-	a32 := Dense(f.upload(d, f.random(d, 32*40, 1), 32, 40))
-	c := f.poisoned(dtype.F32, 64, 33)
-	_, ok := f.eng.narrowPlan(&gemm{C: c, A: x, B: a33.T(), Alpha: 1}, 64, 33)
+	x := Dense(f.Upload(d, f.Random(d, 64*40, 1), 64, 40))
+	a33 := Dense(f.Upload(d, f.Random(d, 33*40, 1), 33, 40))
+	a32 := Dense(f.Upload(d, f.Random(d, 32*40, 1), 32, 40))
+	c := f.Poisoned(dtype.F32, 64, 33)
+	_, ok := f.eng.narrowPlan(&Gemm{C: c, A: x, B: a33.T(), Alpha: 1}, 64, 33)
 	require.False(t, ok, "a 33-wide output is not narrow")
-	_, ok = f.eng.narrowPlan(&gemm{C: c, A: x, B: a32.T(), Alpha: 1}, 64, 32)
+	_, ok = f.eng.narrowPlan(&Gemm{C: c, A: x, B: a32.T(), Alpha: 1}, 64, 32)
 	require.True(t, ok, "a 32-wide output is narrow")
-	xa := Dense(f.upload(dtype.F32, f.random(dtype.F32, 64*2, 1), 64, 2))
-	_, ok = f.eng.narrowPlan(&gemm{C: c, A: x, B: a32.T(), A2: xa, B2: a32, Alpha: 1, Alpha2: 1}, 64, 32)
+	xa := Dense(f.Upload(dtype.F32, f.Random(dtype.F32, 64*2, 1), 64, 2))
+	_, ok = f.eng.narrowPlan(&Gemm{C: c, A: x, B: a32.T(), A2: xa, B2: a32, Alpha: 1, Alpha2: 1}, 64, 32)
 	require.False(t, ok, "a fused term runs on the tiled kernels")
-	_, nf4 := f.nf4Weight(d, 8, 40, 64, false)
-	_, ok = f.eng.narrowPlan(&gemm{C: c, A: x, B: NF4(nf4).T(), Alpha: 1}, 64, 8)
+	_, nf4 := quanttest.NF4Weight(f.Fixture, d, 8, 40, 64, false)
+	_, ok = f.eng.narrowPlan(&Gemm{C: c, A: x, B: NF4(nf4).T(), Alpha: 1}, 64, 8)
 	require.False(t, ok, "an NF4 weight runs on the tiled kernels")
 
-	t.Setenv(DisableNarrowEnv, "1")
-	off, err := NewEngine(f.dev)
+	off, err := New(f.Dev, Options{DisableNarrow: true})
 	require.NoError(t, err)
-	_, ok = off.narrowPlan(&gemm{C: c, A: x, B: a32.T(), Alpha: 1}, 64, 32)
-	require.False(t, ok, DisableNarrowEnv+"=1")
+	_, ok = off.narrowPlan(&Gemm{C: c, A: x, B: a32.T(), Alpha: 1}, 64, 32)
+	require.False(t, ok, "Options.DisableNarrow")
 }

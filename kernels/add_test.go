@@ -1,4 +1,4 @@
-package lora
+package kernels
 
 import (
 	"fmt"
@@ -49,22 +49,22 @@ func exact64(dst, src []float64, alpha float64, cols int, bias bool) []float64 {
 // expectAdd checks a result bit for bit against the f32 emulation and
 // within the dtype's tolerance of float64.
 func (f *fixture) expectAdd(what string, d dtype.DType, got *vk.Tensor, bits, exact []float64, cols int) {
-	f.t.Helper()
-	g := f.download(got)
-	vktest.ExpectClose(f.t, what+" vs float64", g, exact, cols, tol[d])
-	vktest.ExpectClose(f.t, what+" (bits)", g, bits, cols, 0)
+	f.T.Helper()
+	g := f.Download(got)
+	vktest.ExpectClose(f.T, what+" vs float64", g, exact, cols, tol[d])
+	vktest.ExpectClose(f.T, what+" (bits)", g, bits, cols, 0)
 	for i := range g {
 		if math.Float64bits(g[i]) != math.Float64bits(bits[i]) {
-			f.t.Fatalf("%s: [%d] = %v, want %v (bit for bit)", what, i, g[i], bits[i])
+			f.T.Fatalf("%s: [%d] = %v, want %v (bit for bit)", what, i, g[i], bits[i])
 		}
 	}
 }
 
 // bytes makes a u8 tensor [n], a dtype the add kernels lack.
 func (f *fixture) bytes(n int) *vk.Tensor {
-	u, err := f.dev.NewTensor(dtype.U8, n)
-	require.NoError(f.t, err)
-	f.keep(u)
+	u, err := f.Dev.NewTensor(dtype.U8, n)
+	require.NoError(f.T, err)
+	f.Keep(u)
 	return u
 }
 
@@ -81,13 +81,13 @@ func TestAddTo(t *testing.T) {
 				f := f.in(t)
 				n := sh[0] * sh[1]
 				// src spans a wider range than dst, so sums round in every dtype.
-				dst, src := f.random(d, n, 1), f.random(d, n, 3)
-				acc, g := f.upload(d, dst, sh[0], sh[1]), f.upload(d, src, sh[0], sh[1])
-				rec := f.recorder()
+				dst, src := f.Random(d, n, 1), f.Random(d, n, 3)
+				acc, g := f.Upload(d, dst, sh[0], sh[1]), f.Upload(d, src, sh[0], sh[1])
+				rec := f.Recorder()
 				require.NoError(t, f.eng.AddTo(rec, acc, g, alpha))
 				require.NoError(t, rec.Submit())
 				f.expectAdd("dst", d, acc, wantAdd(d, dst, src, alpha), exact64(dst, src, float64(alpha), sh[1], false), sh[1])
-				require.Equal(t, src, f.download(g), "src is read only")
+				require.Equal(t, src, f.Download(g), "src is read only")
 			})
 		}
 	}
@@ -101,13 +101,13 @@ func TestAddToAccumulates(t *testing.T) {
 		t.Run(d.String(), func(t *testing.T) {
 			f := f.in(t)
 			const m, n = 9, 31
-			dst := f.random(d, m*n, 1)
-			srcs := [][]float64{f.random(d, m*n, 1), f.random(d, m*n, 1), f.random(d, m*n, 1)}
-			acc := f.upload(d, dst, m, n)
-			rec := f.recorder()
+			dst := f.Random(d, m*n, 1)
+			srcs := [][]float64{f.Random(d, m*n, 1), f.Random(d, m*n, 1), f.Random(d, m*n, 1)}
+			acc := f.Upload(d, dst, m, n)
+			rec := f.Recorder()
 			want := dst
 			for _, s := range srcs {
-				require.NoError(t, f.eng.AddTo(rec, acc, f.upload(d, s, m, n), 1))
+				require.NoError(t, f.eng.AddTo(rec, acc, f.Upload(d, s, m, n), 1))
 				rec.Barrier()
 				want = wantAdd(d, want, s, 1)
 			}
@@ -129,9 +129,9 @@ func TestAddBiasTo(t *testing.T) {
 		for _, sh := range addShapes {
 			t.Run(fmt.Sprintf("%s/%dx%d", d, sh[0], sh[1]), func(t *testing.T) {
 				f := f.in(t)
-				y, b := f.random(d, sh[0]*sh[1], 1), f.random(d, sh[1], 2)
-				yt, bt := f.upload(d, y, sh[0], sh[1]), f.upload(d, b, sh[1])
-				rec := f.recorder()
+				y, b := f.Random(d, sh[0]*sh[1], 1), f.Random(d, sh[1], 2)
+				yt, bt := f.Upload(d, y, sh[0], sh[1]), f.Upload(d, b, sh[1])
+				rec := f.Recorder()
 				require.NoError(t, f.eng.AddBiasTo(rec, yt, bt))
 				require.NoError(t, rec.Submit())
 				f.expectAdd("Y", d, yt, wantBias(d, y, b), exact64(y, b, 0, sh[1], true), sh[1])
@@ -153,10 +153,10 @@ func TestAddLoops(t *testing.T) {
 		t.Cleanup(func() { addGrid = saved })
 		for _, d := range dtype.Floats {
 			const m, n = 11, 1301 // 1301 > 2·256 columns, 11 > 3 rows
-			y, b, s := f.random(d, m*n, 1), f.random(d, n, 1), f.random(d, m*n, 1)
-			yt, st := f.upload(d, y, m, n), f.upload(d, s, m, n)
-			rec := f.recorder()
-			require.NoError(t, f.eng.AddBiasTo(rec, yt, f.upload(d, b, n)))
+			y, b, s := f.Random(d, m*n, 1), f.Random(d, n, 1), f.Random(d, m*n, 1)
+			yt, st := f.Upload(d, y, m, n), f.Upload(d, s, m, n)
+			rec := f.Recorder()
+			require.NoError(t, f.eng.AddBiasTo(rec, yt, f.Upload(d, b, n)))
 			rec.Barrier()
 			require.NoError(t, f.eng.AddTo(rec, yt, st, 0.5))
 			require.NoError(t, rec.Submit())
@@ -169,10 +169,10 @@ func TestAddLoops(t *testing.T) {
 		f := f.in(t)
 		const m, n = 70001, 3
 		d := dtype.F32
-		y, b := f.random(d, m*n, 1), f.random(d, n, 1)
-		yt := f.upload(d, y, m, n)
-		rec := f.recorder()
-		require.NoError(t, f.eng.AddBiasTo(rec, yt, f.upload(d, b, n)))
+		y, b := f.Random(d, m*n, 1), f.Random(d, n, 1)
+		yt := f.Upload(d, y, m, n)
+		rec := f.Recorder()
+		require.NoError(t, f.eng.AddBiasTo(rec, yt, f.Upload(d, b, n)))
 		require.NoError(t, rec.Submit())
 		f.expectAdd("Y", d, yt, wantBias(d, y, b), exact64(y, b, 0, n, true), n)
 	})
@@ -185,10 +185,10 @@ func TestAddLoops(t *testing.T) {
 		f := f.in(t)
 		const n = 65535*addWG + 1001
 		d := dtype.BF16
-		dst, src := f.random(d, n, 1), f.random(d, n, 1)
-		acc := f.upload(d, dst, n)
-		rec := f.recorder()
-		require.NoError(t, f.eng.AddTo(rec, acc, f.upload(d, src, n), -2))
+		dst, src := f.Random(d, n, 1), f.Random(d, n, 1)
+		acc := f.Upload(d, dst, n)
+		rec := f.Recorder()
+		require.NoError(t, f.eng.AddTo(rec, acc, f.Upload(d, src, n), -2))
 		require.NoError(t, rec.Submit())
 		f.expectAdd("dst", d, acc, wantAdd(d, dst, src, -2), exact64(dst, src, -2, 0, false), 0)
 	})
@@ -199,11 +199,11 @@ func TestAddLoops(t *testing.T) {
 func TestAddBadInput(t *testing.T) {
 	f := newFixture(t)
 	d := dtype.F32
-	x := f.upload(d, f.random(d, 15, 1), 3, 5)
-	y := f.upload(d, f.random(d, 15, 1), 3, 5)
-	released := f.upload(d, f.random(d, 15, 1), 3, 5)
+	x := f.Upload(d, f.Random(d, 15, 1), 3, 5)
+	y := f.Upload(d, f.Random(d, 15, 1), 3, 5)
+	released := f.Upload(d, f.Random(d, 15, 1), 3, 5)
 	released.Release()
-	rec := f.recorder()
+	rec := f.Recorder()
 	for _, c := range []struct {
 		name     string
 		dst, src *vk.Tensor
@@ -212,14 +212,14 @@ func TestAddBadInput(t *testing.T) {
 	}{
 		{"nil dst", nil, x, 1, "dst is nil or released"},
 		{"released src", x, released, 1, "src is nil or released"},
-		{"shape", x, f.upload(d, f.random(d, 15, 1), 5, 3), 1, "src f32[5 3] must have the shape and dtype of dst f32[3 5]"},
-		{"dtype", x, f.upload(dtype.BF16, f.random(dtype.BF16, 15, 1), 3, 5), 1, "src bf16[3 5] must have the shape and dtype of dst f32[3 5]"},
+		{"shape", x, f.Upload(d, f.Random(d, 15, 1), 5, 3), 1, "src f32[5 3] must have the shape and dtype of dst f32[3 5]"},
+		{"dtype", x, f.Upload(dtype.BF16, f.Random(dtype.BF16, 15, 1), 3, 5), 1, "src bf16[3 5] must have the shape and dtype of dst f32[3 5]"},
 		{"u8", f.bytes(8), f.bytes(8), 1, "dst u8[8] must be f32, f16 or bf16"},
 		{"alpha", x, y, float32(math.Inf(-1)), "alpha -Inf is not finite"},
 	} {
 		err := f.eng.AddTo(rec, c.dst, c.src, c.alpha)
 		require.ErrorIs(t, err, ErrBadInput, c.name)
-		require.ErrorContains(t, err, "lora: AddTo: "+c.want, c.name)
+		require.ErrorContains(t, err, "kernels: AddTo: "+c.want, c.name)
 	}
 	require.ErrorIs(t, f.eng.AddTo(nil, x, y, 1), ErrBadInput)
 	for _, c := range []struct {
@@ -227,19 +227,19 @@ func TestAddBadInput(t *testing.T) {
 		y, bias *vk.Tensor
 		want    string
 	}{
-		{"1-D Y", f.upload(d, make([]float64, 5), 5), f.upload(d, make([]float64, 5), 5), "Y f32[5] must be 2-D [M,N]"},
-		{"bias width", x, f.upload(d, make([]float64, 3), 3), "bias f32[3] must be 1-D f32[5] for Y f32[3 5]"},
-		{"bias 2-D", x, f.upload(d, make([]float64, 5), 1, 5), "bias f32[1 5] must be 1-D f32[5] for Y f32[3 5]"},
-		{"bias dtype", x, f.upload(dtype.F16, make([]float64, 5), 5), "bias f16[5] must be 1-D f32[5] for Y f32[3 5]"},
+		{"1-D Y", f.Upload(d, make([]float64, 5), 5), f.Upload(d, make([]float64, 5), 5), "Y f32[5] must be 2-D [M,N]"},
+		{"bias width", x, f.Upload(d, make([]float64, 3), 3), "bias f32[3] must be 1-D f32[5] for Y f32[3 5]"},
+		{"bias 2-D", x, f.Upload(d, make([]float64, 5), 1, 5), "bias f32[1 5] must be 1-D f32[5] for Y f32[3 5]"},
+		{"bias dtype", x, f.Upload(dtype.F16, make([]float64, 5), 5), "bias f16[5] must be 1-D f32[5] for Y f32[3 5]"},
 		{"nil bias", x, nil, "bias of Y f32[3 5] is nil or released"},
 	} {
 		err := f.eng.AddBiasTo(rec, c.y, c.bias)
 		require.ErrorIs(t, err, ErrBadInput, c.name)
-		require.ErrorContains(t, err, "lora: AddBiasTo: "+c.want, c.name)
+		require.ErrorContains(t, err, "kernels: AddBiasTo: "+c.want, c.name)
 	}
 	require.Zero(t, rec.Dispatches(), "a rejected call records nothing")
-	want := wantAdd(d, f.download(x), f.download(y), 1)
+	want := wantAdd(d, f.Download(x), f.Download(y), 1)
 	require.NoError(t, f.eng.AddTo(rec, x, y, 1))
 	require.NoError(t, rec.Submit())
-	require.Equal(t, want, f.download(x))
+	require.Equal(t, want, f.Download(x))
 }

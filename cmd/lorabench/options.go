@@ -1,0 +1,84 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/vklora/vklora/lora"
+	"github.com/vklora/vklora/vk"
+)
+
+// The engine switches lorabench reads from the environment, once per
+// engine, and hands to lora.NewEngine as Options: the library itself never
+// reads the environment. README.md lists them.
+const (
+	envDisableCoopMat  = "VKLORA_DISABLE_COOPMAT"  // 1: scalar and narrow kernels only
+	envDisableCoopMat2 = "VKLORA_DISABLE_COOPMAT2" // 1: no VK_NV_cooperative_matrix2
+	envDisableNarrow   = "VKLORA_DISABLE_NARROW"   // 1: rank products on the tiled kernels
+	envCoopMatTile     = "VKLORA_COOPMAT_TILE"     // "BM,BN,BK,WM,WN": the only subgroup-scope tile
+	envCoopMat2Tile    = "VKLORA_COOPMAT2_TILE"    // "BM,BN,BK,WG": the only workgroup-scope tile
+)
+
+// engineOptions reads the engine switches from getenv. A malformed value is
+// an error naming the variable, never a silent default.
+func engineOptions(getenv func(string) string) (lora.Options, error) {
+	var o lora.Options
+	for _, b := range []struct {
+		name string
+		dst  *bool
+	}{{envDisableCoopMat, &o.DisableCoopMat}, {envDisableCoopMat2, &o.DisableCoopMat2}, {envDisableNarrow, &o.DisableNarrow}} {
+		switch v := getenv(b.name); v {
+		case "", "0":
+		case "1":
+			*b.dst = true
+		default:
+			return o, fmt.Errorf("%s=%q: want 1 or 0", b.name, v)
+		}
+	}
+	var ct lora.CoopTile
+	if set, err := tileFromEnv(getenv, envCoopMatTile, &ct.BM, &ct.BN, &ct.BK, &ct.WM, &ct.WN); err != nil {
+		return o, err
+	} else if set {
+		o.CoopMatTile = &ct
+	}
+	var c2 lora.CM2Tile
+	if set, err := tileFromEnv(getenv, envCoopMat2Tile, &c2.BM, &c2.BN, &c2.BK, &c2.WG); err != nil {
+		return o, err
+	} else if set {
+		o.CoopMat2Tile = &c2
+	}
+	return o, nil
+}
+
+// tileFromEnv reads "a,b,c,..." of len(fields) positive integers from the
+// variable name into fields; set is false when it is empty.
+func tileFromEnv(getenv func(string) string, name string, fields ...*int) (set bool, err error) {
+	v := getenv(name)
+	if v == "" {
+		return false, nil
+	}
+	parts := strings.Split(v, ",")
+	if len(parts) != len(fields) {
+		return true, fmt.Errorf("%s=%q: want %d comma-separated positive integers", name, v, len(fields))
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n <= 0 {
+			return true, fmt.Errorf("%s=%q: field %d is not a positive integer", name, v, i+1)
+		}
+		*fields[i] = n
+	}
+	return true, nil
+}
+
+// newEngine makes the engine of one lorabench command with the
+// environment's switches.
+func newEngine(dev *vk.Device) (*lora.Engine, error) {
+	opt, err := engineOptions(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return lora.NewEngine(dev, opt)
+}

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vklora/vklora/lora"
+)
+
+func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+// The engine switches: unset is the default; well-formed values become
+// options; anything else (wrong count, zero, not a number, a switch other
+// than 0/1) is an error naming the variable.
+func TestEngineOptionsFromEnv(t *testing.T) {
+	o, err := engineOptions(envOf(nil))
+	require.NoError(t, err)
+	require.Equal(t, lora.Options{}, o)
+
+	o, err = engineOptions(envOf(map[string]string{envDisableCoopMat2: "1", envDisableNarrow: "0",
+		envCoopMat2Tile: "64, 128,32,256", envCoopMatTile: "64,64,32,32,32"}))
+	require.NoError(t, err)
+	require.True(t, o.DisableCoopMat2)
+	require.False(t, o.DisableNarrow || o.DisableCoopMat)
+	require.Equal(t, &lora.CM2Tile{BM: 64, BN: 128, BK: 32, WG: 256}, o.CoopMat2Tile)
+	require.Equal(t, &lora.CoopTile{BM: 64, BN: 64, BK: 32, WM: 32, WN: 32}, o.CoopMatTile)
+
+	for name, bad := range map[string][]string{
+		envCoopMat2Tile:   {"64,128,32", "64,128,32,256,1", "64,0,32,128", "64,x,32,128"},
+		envCoopMatTile:    {"0,64,32,32,32", "64,64,32,32"},
+		envDisableCoopMat: {"yes", "2"},
+	} {
+		for _, v := range bad {
+			_, err := engineOptions(envOf(map[string]string{name: v}))
+			require.ErrorContains(t, err, name, v)
+		}
+	}
+}

@@ -1,0 +1,48 @@
+package kernels
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/vk/vktest"
+)
+
+func TestMain(m *testing.M) { vktest.Main(m) }
+
+// tol is the relative-error bound per storage dtype for results whose
+// inputs are exactly representable: fp32 accumulation, one final rounding.
+var tol = map[dtype.DType]float64{dtype.F32: 2e-5, dtype.F16: 2e-3, dtype.BF16: 1e-2}
+
+// fixture binds the shared vktest helpers to one test, its device and dispatcher.
+type fixture struct {
+	vktest.Fixture
+	eng *Dispatcher
+}
+
+func newFixture(t *testing.T) *fixture { return newFixtureWith(t, Options{}) }
+
+// newFixtureWith is newFixture with a dispatcher of options opt.
+func newFixtureWith(t *testing.T, opt Options) *fixture {
+	f := &fixture{Fixture: vktest.NewFixture(t)}
+	var err error
+	f.eng, err = New(f.Dev, opt)
+	require.NoError(t, err)
+	return f
+}
+
+// in rebinds the fixture to a subtest (vktest.Fixture.In).
+func (f *fixture) in(t *testing.T) *fixture {
+	g := *f
+	g.Fixture = f.Fixture.In(t)
+	return &g
+}
+
+// inOwn is in with a generator seeded from the subtest's name
+// (vktest.Fixture.InOwn).
+func (f *fixture) inOwn(t *testing.T) *fixture {
+	g := *f
+	g.Fixture = f.Fixture.InOwn(t)
+	return &g
+}

@@ -1,0 +1,171 @@
+package kernels
+
+import (
+	"fmt"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/shaders"
+)
+
+// problem is one validated product: its operands, layer dtype and sizes.
+type problem struct {
+	g          *Gemm
+	d          dtype.DType
+	m, n, k, k2 int
+}
+
+// plan is how one product runs: the kernel, its specialization constants,
+// the grid before split-K and the split of K. A slab plan instead
+// dequantizes an NF4 B in column slabs and plans each slab's dense product
+// afresh (nf4slab.go).
+type plan struct {
+	kernel         shaders.MatmulKernel
+	spec           []uint32
+	gx, gy         int
+	splits, kSplit int
+	slabs          bool
+}
+
+// candidate is one way to run a product: take reports whether it can, and
+// how. Candidates are tried in order and the first that takes the product
+// runs it; the last always does.
+type candidate struct {
+	name string
+	take func(e *Dispatcher, p *problem) (plan, bool)
+}
+
+// candidates, fastest first where they overlap:
+//   - NF4 weights at large M on a workgroup-scope device: dense slabs on
+//     that kernel beat decoding 4-bit tiles inside it (nf4slab.go);
+//   - workgroup-scope cooperative matrices (VK_NV_cooperative_matrix2),
+//     including their narrow tiles for [M, r] outputs;
+//   - the narrow kernel for outputs with a side of at most narrowMax (the
+//     rank products X·Aᵀ, G·B, dA, dB), which reads the big operand once;
+//   - subgroup-scope cooperative matrices (VK_KHR_cooperative_matrix);
+//   - the scalar tiled kernel, which takes everything.
+var candidates = []candidate{
+	{"nf4-slabs", (*Dispatcher).takeNF4Slabs},
+	{"cm2", (*Dispatcher).takeCM2},
+	{"narrow", (*Dispatcher).takeNarrow},
+	{"coopmat", (*Dispatcher).takeCoopMat},
+	{"tiled", (*Dispatcher).takeTiled},
+}
+
+// plan picks the first candidate that takes p.
+func (e *Dispatcher) plan(p *problem) (plan, string) {
+	for _, c := range candidates {
+		if pl, ok := c.take(e, p); ok {
+			return pl, c.name
+		}
+	}
+	panic("kernels: the tiled kernel refused a product") // takeTiled always takes
+}
+
+func (e *Dispatcher) takeNF4Slabs(p *problem) (plan, bool) {
+	return plan{slabs: true}, e.nf4Slabs(p.g, p.d, p.m, p.n)
+}
+
+func (e *Dispatcher) takeCM2(p *problem) (plan, bool) {
+	coop := p.g.coopLayout(p.d)
+	t, ok := e.pickCM2Tile(p.d, p.m, p.n)
+	if !ok || coop == nil || !p.g.cm2Fits() {
+		return plan{}, false
+	}
+	return e.tiledPlan(shaders.MatmulCM2, t.spec(*coop), t.BM, t.BN, t.BK, p), true
+}
+
+func (e *Dispatcher) takeNarrow(p *problem) (plan, bool) {
+	np, ok := e.narrowPlan(p.g, p.m, p.n)
+	if !ok {
+		return plan{}, false
+	}
+	return e.narrowGemmPlan(np, p.m, p.n, p.k), true
+}
+
+func (e *Dispatcher) takeCoopMat(p *problem) (plan, bool) {
+	coop := p.g.coopLayout(p.d)
+	t, sup, ok := e.pickCoopTile(p.d, p.m, p.n)
+	if !ok || coop == nil {
+		return plan{}, false
+	}
+	return e.tiledPlan(shaders.MatmulCoopMat, t.spec(sup, *coop), t.BM, t.BN, t.BK, p), true
+}
+
+func (e *Dispatcher) takeTiled(p *problem) (plan, bool) {
+	t := e.pickTile(p.m, p.n)
+	return e.tiledPlan(shaders.MatmulTiled, t.spec(), t.BM, t.BN, t.BK, p), true
+}
+
+// tiledPlan is the plan of a kernel with bm×bn output tiles and K steps of
+// bk: one workgroup per tile, split-K when the tiles do not fill the device.
+func (e *Dispatcher) tiledPlan(kern shaders.MatmulKernel, spec []uint32, bm, bn, bk int, p *problem) plan {
+	pl := plan{kernel: kern, spec: spec, gx: ceilDiv(p.n, bn), gy: ceilDiv(p.m, bm)}
+	pl.splits, pl.kSplit = e.pickSplit(bm, bn, bk, p.m, p.n, p.k)
+	return pl
+}
+
+// KernelFor names the kernel that g would run on ("nf4-slabs", "cm2",
+// "narrow", "coopmat" or "tiled"), or returns g's argument error. Tests
+// and benchmarks use it to say which path they measured.
+func (e *Dispatcher) KernelFor(g Gemm) (string, error) {
+	p, err := e.problem(&g)
+	if err != nil {
+		return "", err
+	}
+	_, name := e.plan(p)
+	return name, nil
+}
+
+// problem validates g and finds its layer dtype and sizes.
+func (e *Dispatcher) problem(g *Gemm) (*problem, error) {
+	m, n, k, k2, err := g.validate()
+	if err != nil {
+		return nil, fmt.Errorf("kernels: matmul: %w", err)
+	}
+	key, err := g.key(shaders.MatmulTiled)
+	if err != nil {
+		return nil, fmt.Errorf("kernels: matmul: %w", err)
+	}
+	return &problem{g: g, d: key.D, m: m, n: n, k: k, k2: k2}, nil
+}
+
+// coopLayout returns the operands' layout when the cooperative-matrix
+// kernels cover them (A of dtype d, B of dtype d or NF4, each read along a
+// unit stride), else nil.
+func (g *Gemm) coopLayout(d dtype.DType) *coopLayout {
+	if g.A.nf4 != nil || g.A.DType() != d || (g.B.nf4 == nil && g.B.DType() != d) {
+		return nil
+	}
+	ars, acs := g.A.strides()
+	brs, bcs := g.B.strides()
+	if (ars != 1 && acs != 1) || (brs != 1 && bcs != 1) {
+		return nil
+	}
+	return &coopLayout{aKF: acs == 1, bKF: brs == 1}
+}
+
+// cm2Fits reports what the workgroup-scope kernel needs beyond coopLayout:
+// the fused term's operands (if any) have a unit stride in one index each,
+// and an NF4 B decoded in the kernel has rows of whole packed words. The
+// kernel's staging handles any row length, as the subgroup kernel's does,
+// but only whole-word rows have run on a GPU so far.
+func (g *Gemm) cm2Fits() bool {
+	if g.B.nf4 != nil {
+		if _, cols := g.B.stored(); cols%8 != 0 {
+			return false
+		}
+	}
+	return g.fusedUnitStrides()
+}
+
+// fusedUnitStrides reports whether the fused term (if any) has operands
+// with a unit stride in one index each, as the workgroup-scope kernel's
+// tensor layouts read them.
+func (g *Gemm) fusedUnitStrides() bool {
+	if g.A2.IsZero() {
+		return true
+	}
+	ars, acs := g.A2.strides()
+	brs, bcs := g.B2.strides()
+	return (ars == 1 || acs == 1) && (brs == 1 || bcs == 1)
+}

@@ -1,0 +1,159 @@
+package shaders
+
+import "github.com/vklora/vklora/dtype"
+
+// Key names one variant of the registry. Each shader family has its own key
+// type, shared by the variant table (Variants) and the dispatch code, so a
+// variant is named in one place and a call site cannot misspell one: the
+// tests check that every key the dispatchers can form has a compiled module.
+// The interface is sealed; only this package's key types satisfy it.
+type Key interface {
+	// Name is the variant's registry and .spv name.
+	Name() string
+	sealed()
+}
+
+// MatmulKernel is the algorithm of a matmul variant: which source it is
+// built from.
+type MatmulKernel uint8
+
+const (
+	// MatmulTiled is the scalar tiled kernel (matmul.comp).
+	MatmulTiled MatmulKernel = iota
+	// MatmulNarrow is the kernel for outputs with a side of at most 32
+	// (matmul_narrow.comp): the LoRA rank products.
+	MatmulNarrow
+	// MatmulCoopMat is the subgroup-scope cooperative-matrix kernel
+	// (VK_KHR_cooperative_matrix, matmul_coopmat.comp).
+	MatmulCoopMat
+	// MatmulCM2 is the workgroup-scope cooperative-matrix kernel
+	// (VK_NV_cooperative_matrix2, matmul_cm2.comp).
+	MatmulCM2
+)
+
+// suffix is the kernel's name suffix.
+func (k MatmulKernel) suffix() string {
+	return [...]string{"", "_narrow", "_coopmat", "_cm2"}[k]
+}
+
+// String names the kernel for messages and tests.
+func (k MatmulKernel) String() string {
+	return [...]string{"tiled", "narrow", "coopmat", "cm2"}[k]
+}
+
+// MatmulKey is one matmul variant: the kernel, the layer dtype D and which
+// operands differ from D. A32, B32 and C32 mark f32 operands (the [M, r]
+// LoRA intermediates and split-K partials); NF4 marks a 4-bit B.
+type MatmulKey struct {
+	Kernel             MatmulKernel
+	D                  dtype.DType
+	A32, B32, NF4, C32 bool
+}
+
+// Name is matmul_<D>[_a32][_b32][_nf4][_c32][_<kernel>].
+func (k MatmulKey) Name() string {
+	n := "matmul_" + k.D.String()
+	for _, f := range []struct {
+		on  bool
+		tok string
+	}{{k.A32, "_a32"}, {k.B32, "_b32"}, {k.NF4, "_nf4"}, {k.C32, "_c32"}} {
+		if f.on {
+			n += f.tok
+		}
+	}
+	return n + k.Kernel.suffix()
+}
+
+// SplitKReduceKey is the split-K reduction into a C of dtype C.
+type SplitKReduceKey struct{ C dtype.DType }
+
+// Name is splitk_reduce_<C>.
+func (k SplitKReduceKey) Name() string { return "splitk_reduce_" + k.C.String() }
+
+// Gate is the activation of a gated-MLP elementwise kernel.
+type Gate uint8
+
+const (
+	GateSwiGLU    Gate = iota + 1 // e·σ(e)
+	GateGEGLU                     // exact (erf) GELU
+	GateGEGLUTanh                 // tanh-approximated GELU
+)
+
+// Gates lists every Gate, in table order.
+var Gates = []Gate{GateSwiGLU, GateGEGLU, GateGEGLUTanh}
+
+// String is the activation's name token: swiglu, geglu, geglu_tanh.
+func (g Gate) String() string {
+	switch g {
+	case GateSwiGLU:
+		return "swiglu"
+	case GateGEGLU:
+		return "geglu"
+	case GateGEGLUTanh:
+		return "geglu_tanh"
+	}
+	return "gate?"
+}
+
+// GatedKey is the gated MLP's elementwise kernel h = act(e)·g (or its
+// backward) for storage dtype D.
+type GatedKey struct {
+	Act  Gate
+	D    dtype.DType
+	Back bool
+}
+
+// Name is <act>[_back]_<D>.
+func (k GatedKey) Name() string { return variantName(k.Act.String(), k.Back, k.D.String(), "") }
+
+// AddKey is the elementwise dst += alpha·src (Bias false) or the row bias
+// Y[m, n] += bias[n] (Bias true) for dtype D.
+type AddKey struct {
+	D    dtype.DType
+	Bias bool
+}
+
+// Name is add_<D> or add_bias_<D>.
+func (k AddKey) Name() string {
+	if k.Bias {
+		return "add_bias_" + k.D.String()
+	}
+	return "add_" + k.D.String()
+}
+
+// NF4Op is an NF4 kernel outside the matmul.
+type NF4Op uint8
+
+const (
+	NF4Dequant  NF4Op = iota + 1 // dense decoding of a region of a weight
+	NF4Quantize                  // blockwise quantization of a dense weight
+	NF4Absmax                    // decoding of double-quantized scales (D is f32)
+)
+
+// NF4Key is an NF4 kernel for the dense side's dtype D.
+type NF4Key struct {
+	Op NF4Op
+	D  dtype.DType
+}
+
+// Name is nf4_dequant_<D>, nf4_quantize_<D> or nf4_absmax_f32.
+func (k NF4Key) Name() string {
+	op := map[NF4Op]string{NF4Dequant: "nf4_dequant", NF4Quantize: "nf4_quantize", NF4Absmax: "nf4_absmax"}[k.Op]
+	if op == "" {
+		op = "nf4_op?"
+	}
+	return op + "_" + k.D.String()
+}
+
+// FillKey is the 32-bit word fill kernel (fill_u32).
+type FillKey struct{}
+
+// Name is fill_u32.
+func (FillKey) Name() string { return "fill_u32" }
+
+func (MatmulKey) sealed()       {}
+func (SplitKReduceKey) sealed() {}
+func (GatedKey) sealed()        {}
+func (AddKey) sealed()          {}
+func (NF4Key) sealed()          {}
+func (FillKey) sealed()         {}

@@ -1,0 +1,67 @@
+package shaders
+
+import "unsafe"
+
+// The push-constant blocks of the shaders, mirrored in Go. Each struct is
+// laid out like its std430 block (4-byte scalars only); the size guards
+// below fail to compile when a struct and its block drift apart, and the
+// variant table takes each family's PushSize from them.
+
+// MatmulPush mirrors include/matmul_push.glsl (every matmul kernel):
+// C = Alpha·op(A)·op(B) + Alpha2·A2·B2 + Beta·C with element strides.
+type MatmulPush struct {
+	M, N, K, K2         uint32
+	ARs, ACs, BRs, BCs  uint32
+	CRs                 uint32
+	A2Rs, A2Cs          uint32
+	B2Rs, B2Cs          uint32
+	Alpha, Beta, Alpha2 float32
+	Blocksize, KSplit   uint32
+	COff, B2Off         uint32
+}
+
+// SplitKPush mirrors splitk_reduce.comp's block.
+type SplitKPush struct {
+	M, N, CRs, S uint32
+	Beta         float32
+}
+
+// AddPush mirrors add.comp's block.
+type AddPush struct {
+	Rows, Cols uint32
+	Alpha      float32
+}
+
+// GatedPush mirrors gated.comp's block.
+type GatedPush struct{ Count, Row uint32 }
+
+// NF4DequantPush mirrors nf4_dequant.comp's block.
+type NF4DequantPush struct{ Count, Row, Blocksize, Src0, SrcLd, Cols uint32 }
+
+// NF4QuantizePush mirrors nf4_quantize.comp's block.
+type NF4QuantizePush struct {
+	Count, Blocksize, NBlocks, GX uint32
+	Thr                           [15]float32
+}
+
+// NF4AbsmaxPush mirrors nf4_absmax.comp's block.
+type NF4AbsmaxPush struct {
+	Count, Row, NestedBlocksize uint32
+	Offset                      float32
+}
+
+// FillPush mirrors fill.comp's block.
+type FillPush struct{ Count, Value uint32 }
+
+var (
+	_ [80]byte = [unsafe.Sizeof(MatmulPush{})]byte{}
+	_ [20]byte = [unsafe.Sizeof(SplitKPush{})]byte{}
+	_ [12]byte = [unsafe.Sizeof(AddPush{})]byte{}
+	_ [8]byte  = [unsafe.Sizeof(GatedPush{})]byte{}
+	_ [24]byte = [unsafe.Sizeof(NF4DequantPush{})]byte{}
+	_ [76]byte = [unsafe.Sizeof(NF4QuantizePush{})]byte{}
+	_ [16]byte = [unsafe.Sizeof(NF4AbsmaxPush{})]byte{}
+	_ [8]byte  = [unsafe.Sizeof(FillPush{})]byte{}
+)
+
+func sizeOf[T any]() int { var v T; return int(unsafe.Sizeof(v)) }
