@@ -12,7 +12,7 @@
 // never stored, so any shape works; tiles wholly in range with 16-byte
 // aligned rows take a loop on unclamped layouts, which the driver compiles
 // to wider loads. (Plain coopMatLoad with row- or column-major layouts in
-// that loop measured 3.6× slower on an H200.)
+// that loop measured several times slower: docs/PERFORMANCE.md.)
 //
 // Defines: D_TYPE (TYPE_F16 or TYPE_BF16), B_TYPE (D_TYPE or TYPE_NF4:
 // 4-bit weights, decoded into shared memory by the kernel),
@@ -46,8 +46,8 @@ layout(set = 0, binding = 0, std430) readonly buffer BufA { uint16_t a16[]; };
 // dense dequantization rounds them) and loads it from there. The engine
 // uses this for small M, where reading 4 bits per weight matters most; at
 // large M it dequantizes column slabs and runs the dense variant instead
-// (lora/nf4slab.go), because this decode, in series with the driver's own
-// tile staging, measured 3.5–4.2× slower than a bf16 B on an H200 (as did
+// (kernels/nf4slab.go), because this decode, in series with the driver's
+// own tile staging, measured several times slower than a 16-bit B (as did
 // a per-element cooperative-matrix decode function; docs/PERFORMANCE.md).
 layout(set = 0, binding = 1, std430) readonly buffer BufB { uint b[]; };
 layout(set = 0, binding = 5, std430) readonly buffer BufQ { float qstate[]; };

@@ -145,7 +145,7 @@ func pinnedTools(t *testing.T) spvgen.Tools {
 	t.Helper()
 	toolsOnce.Do(func() {
 		root := ".."
-		tools, toolsErr = spvgen.FindTools(root)
+		tools, toolsErr = spvgen.FindTools(root, spvgen.ToolEnv{Glslc: os.Getenv("GLSLC"), SpirvVal: os.Getenv("SPIRV_VAL")})
 		if errors.Is(toolsErr, spvgen.ErrNoCompiler) && os.Getenv("GLSLC") == "" {
 			start := time.Now()
 			out, err := exec.Command("bash", filepath.Join(root, "scripts", "fetch-glslc.sh")).CombinedOutput()
@@ -155,7 +155,7 @@ func pinnedTools(t *testing.T) spvgen.Tools {
 				return
 			}
 			t.Logf("fetched the pinned glslc in %v: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(string(out)))
-			tools, toolsErr = spvgen.FindTools(root)
+			tools, toolsErr = spvgen.FindTools(root, spvgen.ToolEnv{Glslc: os.Getenv("GLSLC"), SpirvVal: os.Getenv("SPIRV_VAL")})
 		}
 	})
 	if toolsSkip {

@@ -5,7 +5,6 @@ import "C"
 
 import (
 	"fmt"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,11 +17,12 @@ import (
 // Options chooses and configures the device Open returns.
 type Options struct {
 	// Select is a device index or a case-insensitive name substring. Empty
-	// means $VKLORA_DEVICE, and when that is unset too: the first discrete
-	// GPU, else integrated, else any other, else a CPU (software) device.
+	// means the first discrete GPU, else integrated, else any other, else a
+	// CPU (software) device. (lorabench fills it from -device or
+	// $VKLORA_DEVICE; the library reads no environment.)
 	Select string
-	// Validation enables VK_LAYER_KHRONOS_validation when it is installed.
-	// VKLORA_VALIDATION=1 enables it too.
+	// Validation enables VK_LAYER_KHRONOS_validation when it is installed,
+	// for the process's instance: whichever Open creates it decides.
 	Validation bool
 }
 
@@ -64,11 +64,7 @@ func open(opts Options) (*Device, error) {
 	global.mu.Lock()
 	infos, phys, inst := global.infos, global.phys, global.handle
 	global.mu.Unlock()
-	sel := opts.Select
-	if sel == "" {
-		sel = os.Getenv("VKLORA_DEVICE")
-	}
-	idx, err := selectDevice(infos, sel)
+	idx, err := selectDevice(infos, opts.Select)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +118,7 @@ func (d *Device) init() error {
 	return nil
 }
 
-// selectDevice applies Options.Select / VKLORA_DEVICE, or the default order.
+// selectDevice applies Options.Select, or the default order.
 func selectDevice(infos []DeviceInfo, sel string) (int, error) {
 	if len(infos) == 0 {
 		return 0, fmt.Errorf("vk: no Vulkan physical devices found: %w (install mesa-vulkan-drivers for the lavapipe CPU device)", ErrNoDevice)

@@ -5,7 +5,6 @@ import "C"
 
 import (
 	"fmt"
-	"os"
 	"sync"
 	"unsafe"
 
@@ -14,7 +13,7 @@ import (
 
 // The engine keeps one VkInstance per process, shared by every Device and
 // destroyed when the last one is released. Validation is decided by whoever
-// creates it (tests ask for it, VKLORA_VALIDATION=1 forces it).
+// creates it (Options.Validation; the tests ask for it).
 var global struct {
 	mu         sync.Mutex
 	refs       int
@@ -38,10 +37,6 @@ func loadVulkan() error {
 	return nil
 }
 
-func wantValidation(asked bool) bool {
-	return asked || os.Getenv("VKLORA_VALIDATION") == "1"
-}
-
 // acquireInstance returns the process instance, creating it on first use.
 func acquireInstance(validation bool) error {
 	global.mu.Lock()
@@ -57,7 +52,7 @@ func acquireInstance(validation bool) error {
 	var msgr C.VkDebugUtilsMessengerEXT
 	var enabled C.int
 	v := 0
-	if wantValidation(validation) {
+	if validation {
 		v = 1
 	}
 	if err := check("vkCreateInstance", vulkan.Result(C.vkl_create_instance(C.int(v), &inst, &msgr, &enabled))); err != nil {

@@ -381,7 +381,7 @@ func (o *runFlags) check() error {
 // run; the error then wraps errValidation (exit 3).
 func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err error) {
 	o.profileOut = stderr
-	dev, err := vk.Open(vk.Options{Select: o.device})
+	dev, err := openDevice(o.device)
 	if err != nil {
 		return err
 	}

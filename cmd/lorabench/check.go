@@ -9,7 +9,6 @@ import (
 	"sort"
 
 	"github.com/vklora/vklora/conformance"
-	"github.com/vklora/vklora/vk"
 )
 
 // cmdCheck runs conformance cases (shared/docs/conformance.md) on the
@@ -37,7 +36,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	if len(paths) == 0 {
 		return fmt.Errorf("check: no .safetensors files in %v", fs.Args())
 	}
-	dev, err := vk.Open(vk.Options{Select: *device})
+	dev, err := openDevice(*device)
 	if err != nil {
 		return err
 	}

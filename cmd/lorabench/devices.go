@@ -70,7 +70,7 @@ func cmdDevices(args []string, stdout, stderr io.Writer) error {
 // defaultDevice opens the device a command without -device would use (the
 // vk package's choice, honouring VKLORA_DEVICE) and returns its index.
 func defaultDevice() (int, error) {
-	dev, err := vk.Open(vk.Options{})
+	dev, err := openDevice("")
 	if err != nil {
 		return -1, err
 	}

@@ -82,3 +82,19 @@ func newEngine(dev *vk.Device) (*lora.Engine, error) {
 	}
 	return lora.NewEngine(dev, opt)
 }
+
+// The device switches lorabench reads: which device, and the validation
+// layer (whose messages then fail the run).
+const (
+	envDevice     = "VKLORA_DEVICE"     // index or name substring; -device overrides it
+	envValidation = "VKLORA_VALIDATION" // 1: VK_LAYER_KHRONOS_validation, when installed
+)
+
+// openDevice opens the device of -device sel, else $VKLORA_DEVICE, else
+// the default order, with validation when $VKLORA_VALIDATION is 1.
+func openDevice(sel string) (*vk.Device, error) {
+	if sel == "" {
+		sel = os.Getenv(envDevice)
+	}
+	return vk.Open(vk.Options{Select: sel, Validation: os.Getenv(envValidation) == "1"})
+}

@@ -48,7 +48,7 @@ func run(check bool, workers int) error {
 		return err
 	}
 	jobs := toJobs(vs)
-	tools, err := spvgen.FindTools(root)
+	tools, err := spvgen.FindTools(root, spvgen.ToolEnv{Glslc: os.Getenv("GLSLC"), SpirvVal: os.Getenv("SPIRV_VAL")})
 	if err != nil {
 		if errors.Is(err, spvgen.ErrNoCompiler) && os.Getenv("GLSLC") == "" {
 			return fmt.Errorf("%v\n(make shaders fetches it automatically)", err)

@@ -30,7 +30,7 @@ var shared struct {
 func Device(t testing.TB) *vk.Device {
 	t.Helper()
 	shared.once.Do(func() {
-		shared.dev, shared.err = vk.Open(vk.Options{Validation: true})
+		shared.dev, shared.err = vk.Open(vk.Options{Select: os.Getenv("VKLORA_DEVICE"), Validation: true})
 	})
 	if shared.err != nil {
 		if os.Getenv("VKLORA_SKIP_GPU") == "1" && os.Getenv("CI") != "true" {

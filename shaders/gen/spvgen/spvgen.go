@@ -49,13 +49,17 @@ type Tools struct {
 	Version  string // glslc's version text, == PinnedVersion
 }
 
-// FindTools locates the pinned glslc and a spirv-val. Order: $GLSLC (only it,
-// when set); <root>/.tools/bin/glslc; glslc on PATH. A glslc whose version
-// is not PinnedVersion is refused. spirv-val: $SPIRV_VAL, then
-// <root>/.tools/bin/spirv-val, then PATH.
-func FindTools(root string) (Tools, error) {
+// ToolEnv names the variables the generator and the tests read to override
+// the tools: ToolEnv{os.Getenv("GLSLC"), os.Getenv("SPIRV_VAL")}.
+type ToolEnv struct{ Glslc, SpirvVal string }
+
+// FindTools locates the pinned glslc and a spirv-val. Order: env.Glslc
+// (only it, when set); <root>/.tools/bin/glslc; glslc on PATH. A glslc
+// whose version is not PinnedVersion is refused. spirv-val: env.SpirvVal,
+// then <root>/.tools/bin/spirv-val, then PATH.
+func FindTools(root string, env ToolEnv) (Tools, error) {
 	var cands []string
-	if g := os.Getenv("GLSLC"); g != "" {
+	if g := env.Glslc; g != "" {
 		cands = []string{g}
 	} else {
 		cands = append(cands, filepath.Join(root, ".tools", "bin", "glslc"))
@@ -84,7 +88,7 @@ func FindTools(root string) (Tools, error) {
 		return t, fmt.Errorf("%w (run scripts/fetch-glslc.sh, or set GLSLC to a glslc 2025.2-1); tried:\n  %s",
 			ErrNoCompiler, strings.Join(tried, "\n  "))
 	}
-	t.SpirvVal = os.Getenv("SPIRV_VAL")
+	t.SpirvVal = env.SpirvVal
 	if t.SpirvVal == "" {
 		t.SpirvVal = filepath.Join(root, ".tools", "bin", "spirv-val")
 		if _, err := os.Stat(t.SpirvVal); err != nil {
