@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/vklora/vklora/activation"
 	"github.com/vklora/vklora/autograd"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/quant"
-	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk"
 )
 
@@ -135,8 +135,8 @@ func (r *runner) run() error {
 	case "lora_qkv":
 		err = r.layer(in, autograd.NewQKV(&lora.QKV{Engine: r.eng, Q: ps[0], K: ps[1], V: ps[2]}), "Q", "K", "V")
 	case "lora_mlp":
-		var act ref.Activation
-		if act, err = ref.ParseActivation(c.Activation); err == nil {
+		var act activation.Activation
+		if act, err = activation.Parse(c.Activation); err == nil {
 			err = r.layer(in, autograd.NewMLP(&lora.MLP{Engine: r.eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: act}), "Y")
 		}
 	default:

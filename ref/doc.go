@@ -45,8 +45,8 @@
 //
 // Shape mismatches (a slice length that disagrees with the dimensions) are
 // programming errors and panic with a message naming the function and the
-// operand. Only the parsers (ParseActivation, ActivationFromHiddenAct)
-// return errors.
+// operand. Only ParseActivation returns an error. The Activation type and
+// the mapping from a model config's hidden_act are package activation's.
 //
 // # Comparing
 //
