@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/safetensors"
 )
 
@@ -85,7 +86,7 @@ func TestForwardMatchesExpect(t *testing.T) {
 			}
 		}
 		for k, y := range got {
-			e := RelErr(y, c.Expect[k].Data)
+			e := ref.RelErr(y, c.Expect[k].Data)
 			require.Less(t, e, 1e-6, "%s %s", c.Path, k)
 			require.NoError(t, Compare(c, k, y))
 		}
@@ -199,13 +200,6 @@ func reshape(f *safetensors.File, name string, dims ...int) {
 	f.Tensors[name] = t
 }
 
-func TestRelErr(t *testing.T) {
-	require.Equal(t, 0.0, RelErr([]float32{1, 2}, []float32{1, 2}))
-	require.InDelta(t, 0.16, RelErr([]float64{3, 4.8}, []float32{3, 4}), 1e-15) // ‖(0, 0.8)‖ / ‖(3, 4)‖
-	require.Equal(t, 5.0, RelErr([]float32{3, 4}, []float32{0, 0}))
-	require.True(t, math.IsInf(RelErr([]float32{1}, []float32{1, 2}), 1))
-}
-
 func TestCompareMessage(t *testing.T) {
 	c, err := Load(filepath.Join(smallDir, "lora_o-f16-none-32x64x64-r8-1.safetensors"))
 	require.NoError(t, err)
@@ -216,6 +210,8 @@ func TestCompareMessage(t *testing.T) {
 	require.ErrorContains(t, err, "Y rel err")
 	require.ErrorContains(t, err, "[1,1] got")
 	require.ErrorContains(t, Compare(c, "Y", y[:3]), "has 3 values")
+	y[65] = float32(math.NaN())
+	require.ErrorContains(t, Compare(c, "Y", y), "Y rel err +Inf")
 	require.ErrorContains(t, Compare(c, "Q", y), "no expect.Q")
 }
 

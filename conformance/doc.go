@@ -17,5 +17,7 @@
 // of a bf16 case are bf16 values. NF4 weights stay packed in Projection.NF4;
 // Projection.Dense decodes them the way the expected values were made.
 //
-// A result passes iff RelErr(got, expect) <= Tol[key] (float64 Frobenius).
+// A result passes iff ref.RelErr(got, expect) <= Tol[key] (float64
+// Frobenius; a NaN, a length mismatch or a non-zero result against an
+// all-zero expect is +Inf and fails).
 package conformance

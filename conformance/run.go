@@ -8,13 +8,14 @@ import (
 	"github.com/vklora/vklora/autograd"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/quant"
+	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk"
 )
 
 // Result is the comparison of one expected tensor with the engine's value.
 type Result struct {
 	Key  string  // e.g. "Y", "grad.X", "grad.q.lora_A"
-	Err  float64 // ‖got − expect‖ / ‖expect‖
+	Err  float64 // ref.RelErr(got, expect): ‖got − expect‖ / ‖expect‖
 	Tol  float64
 	Pass bool
 }
@@ -39,7 +40,7 @@ func Run(eng *lora.Engine, c *Case) ([]Result, error) {
 		if !ok {
 			return nil, fmt.Errorf("conformance: %s: the engine produced no %s", c.Path, k)
 		}
-		e := RelErr(got, c.Expect[k].Data)
+		e := ref.RelErr(got, c.Expect[k].Data)
 		out = append(out, Result{Key: k, Err: e, Tol: c.Tol[k], Pass: e <= c.Tol[k]})
 	}
 	return out, nil

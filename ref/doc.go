@@ -50,7 +50,10 @@
 //
 // # Comparing
 //
-// RelErr is the relative Frobenius error ‖got−want‖/‖want‖ used by the
-// conformance vectors; Mismatches and MismatchesRC list the worst elements
-// for test failure messages.
+// RelErr is the one relative Frobenius error ‖got−want‖/‖want‖ of the
+// project: the conformance vectors, the GPU tests and lorabench all measure
+// with it. It takes float32 or float64 on either side and has defined edge
+// cases (length mismatch, NaN, infinities, an all-zero want) that can never
+// pass a tolerance by accident. Mismatches and MismatchesRC list the worst
+// elements for test failure messages.
 package ref
