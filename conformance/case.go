@@ -109,6 +109,9 @@ func FromFile(f *safetensors.File) (*Case, error) {
 		return nil, fmt.Errorf("conformance: op %s needs projections %q, metadata says %q", c.Op, strings.Join(want, ","), got)
 	}
 	c.Projections = want
+	if err := checkExtensions(c); err != nil {
+		return nil, err
+	}
 	used := map[string]bool{}
 	for _, name := range want {
 		p, err := loadProjection(f, c.DType, name, used)

@@ -176,6 +176,11 @@ func TestLoadRejects(t *testing.T) {
 		{"mlp dims", mlp, func(f *safetensors.File) { reshape(f, "down.lora_B", 1, 24) }, "are not [r,in] and [out,r]"},
 		{"dense weight", mlp, func(f *safetensors.File) { reshape(f, "down.weight", 40, 24) }, "down.weight has shape [40 24], want [out,in] = [24,40]"},
 		{"nf4 broken", o, func(f *safetensors.File) { delete(f.Tensors, "o.weight.absmax") }, "projection o"},
+		{"dropout", o, func(f *safetensors.File) { f.Metadata["dropout.o"] = "0.1" }, `dropout.o = "0.1" asks for LoRA dropout`},
+		{"dropout not a number", o, func(f *safetensors.File) { f.Metadata["dropout.o"] = "off" }, `dropout.o = "off"`},
+		{"lora_bias", o, func(f *safetensors.File) { f.Metadata["lora_bias.o"] = "1" }, "asks for a lora_B bias"},
+		{"dora", mlp, func(f *safetensors.File) { f.Metadata["dora.up"] = "1" }, `dora.up = "1" asks for DoRA`},
+		{"base bias", o, func(f *safetensors.File) { f.Metadata["bias.o"] = "frozen" }, "asks for a base-layer bias"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -188,6 +193,21 @@ func TestLoadRejects(t *testing.T) {
 			require.Contains(t, err.Error(), c.err)
 		})
 	}
+}
+
+// TestLoadExtensionsOff accepts the extension keys with their off values:
+// a generator may write them for every case.
+func TestLoadExtensionsOff(t *testing.T) {
+	f := mustRead(t, "lora_mlp-geglu_tanh-bf16-mixed-7x24x40-r1-1.safetensors")
+	for _, p := range []string{"gate", "up", "down"} {
+		f.Metadata["dropout."+p] = "0.0"
+		f.Metadata["lora_bias."+p] = "0"
+		f.Metadata["dora."+p] = "0"
+		f.Metadata["bias."+p] = "none"
+	}
+	f.Metadata["dropout_mask"] = "shared"
+	_, err := FromFile(f)
+	require.NoError(t, err)
 }
 
 // retype relabels a bf16 tensor as f16 (same size) to test dtype checks.
