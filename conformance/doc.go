@@ -1,6 +1,7 @@
 // Package conformance loads the LoRA conformance vectors described in
-// shared/docs/conformance.md (made by shared/bench/make_vectors.py) into typed
-// cases, and measures results against them.
+// docs/CONFORMANCE.md (made by conformance/gen/make_vectors.py, with
+// PyTorch) into typed cases, runs them on the engine, and measures results
+// against them.
 //
 // One .safetensors file is one Case: an op (matmul_lora, lora_o, lora_qkv,
 // lora_mlp), its projections (base weight dense or NF4, LoRA A [r,in] and

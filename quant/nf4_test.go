@@ -37,7 +37,7 @@ func TestNF4CodeIsNearestLowerOnTies(t *testing.T) {
 	}
 }
 
-// The selftest cases of make_vectors.py, ported.
+// The selftest cases of conformance/gen/make_vectors.py, ported.
 func TestTableRoundTripIsExact(t *testing.T) {
 	var w []float32
 	for rep := 0; rep < 2; rep++ {

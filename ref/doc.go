@@ -6,7 +6,7 @@
 //
 // # Math
 //
-// The formulas are those of shared/docs/lora-math.md (PEFT conventions). A
+// The formulas are those of docs/LORA-MATH.md (PEFT conventions). A
 // projection P (see Proj) has a frozen base weight W [out, in], a LoRA pair
 // A [r, in], B [out, r] and a scale s (alpha/r, or alpha/√r with rsLoRA):
 //
