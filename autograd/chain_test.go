@@ -84,7 +84,7 @@ func TestChainQKVOMLP(t *testing.T) {
 				dq, dO := ref.LinearBackward(wq, dz, m, ro)
 				dx, dQ, dK, dV := ref.QKVBackward(x, ref.RoundTo(d, dq), gk, gv, m, rq, rk, rv)
 
-				bound := layerTol[d]
+				bound := ref.Tolerance(d).Layer
 				vktest.ExpectClose(t, "K", f.download(qkvOut[1].Value), wk, hkv, bound)
 				vktest.ExpectClose(t, "V", f.download(qkvOut[2].Value), wv, hkv, bound)
 				vktest.ExpectClose(t, "Y", f.download(y[0].Value), wy, h, bound)

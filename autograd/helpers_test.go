@@ -15,10 +15,6 @@ import (
 
 func TestMain(m *testing.M) { vktest.Main(m) }
 
-// layerTol is lora's bound for layer outputs and gradients; a chain of
-// layers rounds more often, so tests may scale it.
-var layerTol = map[dtype.DType]float64{dtype.F32: 1e-4, dtype.F16: 1e-2, dtype.BF16: 4e-2}
-
 type fixture struct {
 	t   *testing.T
 	dev *vk.Device

@@ -48,7 +48,7 @@ func TestSharedLayerAndFanOut(t *testing.T) {
 				dx3, pg3 := ref.LinearBackward(x, gw, c.m, rp)
 				dz1, pg2 := ref.LinearBackward(wz1, g2, c.m, rp)
 				dx1, pg1 := ref.LinearBackward(x, ref.RoundTo(d, dz1), c.m, rp)
-				bound := layerTol[d]
+				bound := ref.Tolerance(d).Layer
 				vktest.ExpectClose(t, "Z2", f.download(z2[0].Value), ref.LinearForward(wz1, c.m, rp), c.h, bound)
 				vktest.ExpectClose(t, "dZ1", f.download(tp.Grad(z1[0])), dz1, c.h, bound)
 				vktest.ExpectClose(t, "dX", f.download(tp.Grad(xv)), add(d, ref.RoundTo(d, dx3), dx1), c.h, bound)
@@ -80,7 +80,7 @@ func TestUnusedOutputsAndFrozenInput(t *testing.T) {
 	require.NoError(t, rec.Submit())
 
 	_, dq, dk, dv := ref.QKVBackward(x, gq, make([]float64, m*hkv), make([]float64, m*hkv), m, rq, rk, rv)
-	bound := layerTol[d]
+	bound := ref.Tolerance(d).Layer
 	require.Nil(t, tp.Grad(xv), "X requires no gradient")
 	f.checkGrads(tp, "q", qkv.Q, dq, rq, bound)
 	f.checkGrads(tp, "k", qkv.K, dk, rk, 0) // exactly zero
@@ -105,7 +105,7 @@ func TestNoAdapterProjection(t *testing.T) {
 	require.NoError(t, tp.Backward(rec, Seed{y[0], f.upload(d, g, m, out)}))
 	require.NoError(t, rec.Submit())
 	dx, _ := ref.LinearBackward(x, g, m, rp)
-	vktest.ExpectClose(t, "dX", f.download(tp.Grad(xv)), dx, in, layerTol[d])
+	vktest.ExpectClose(t, "dX", f.download(tp.Grad(xv)), dx, in, ref.Tolerance(d).Layer)
 }
 
 func TestTapeErrors(t *testing.T) {
@@ -205,7 +205,7 @@ func TestAccumulationIsOneAdd(t *testing.T) {
 				cols int
 			}{{"dX", f.download(tp.Grad(xv)), in}, {"dA", f.download(g.A), in}, {"dB", f.download(g.B), r}} {
 				vktest.ExpectClose(t, res.name+" (bits)", res.got, want[k], res.cols, 0)
-				vktest.ExpectClose(t, res.name+" vs float64", res.got, exact[k], res.cols, layerTol[d])
+				vktest.ExpectClose(t, res.name+" vs float64", res.got, exact[k], res.cols, ref.Tolerance(d).Layer)
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vklora/vklora/activation"
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/quant"
 	"github.com/vklora/vklora/safetensors"
@@ -71,8 +72,6 @@ var projectionsOf = map[string][]string{
 	"lora_mlp":    {"gate", "up", "down"},
 }
 
-var activations = map[string]bool{"swiglu": true, "geglu": true, "geglu_tanh": true}
-
 // Load reads and validates the case file at path.
 func Load(path string) (*Case, error) {
 	f, err := safetensors.ReadFile(path)
@@ -99,7 +98,7 @@ func FromFile(f *safetensors.File) (*Case, error) {
 	if !ok {
 		return nil, fmt.Errorf("conformance: metadata op %q is not matmul_lora, lora_o, lora_qkv or lora_mlp", c.Op)
 	}
-	if (c.Op == "lora_mlp") != activations[c.Activation] {
+	if _, err := activation.Parse(c.Activation); (c.Op == "lora_mlp") != (err == nil) {
 		return nil, fmt.Errorf("conformance: op %s with activation %q (lora_mlp needs swiglu, geglu or geglu_tanh; others none)", c.Op, c.Activation)
 	}
 	var err error
@@ -110,6 +109,9 @@ func FromFile(f *safetensors.File) (*Case, error) {
 		return nil, fmt.Errorf("conformance: op %s needs projections %q, metadata says %q", c.Op, strings.Join(want, ","), got)
 	}
 	c.Projections = want
+	if err := checkExtensions(c); err != nil {
+		return nil, err
+	}
 	used := map[string]bool{}
 	for _, name := range want {
 		p, err := loadProjection(f, c.DType, name, used)

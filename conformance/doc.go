@@ -1,6 +1,7 @@
 // Package conformance loads the LoRA conformance vectors described in
-// shared/docs/conformance.md (made by shared/bench/make_vectors.py) into typed
-// cases, and measures results against them.
+// docs/CONFORMANCE.md (made by conformance/gen/make_vectors.py, with
+// PyTorch) into typed cases, runs them on the engine, and measures results
+// against them.
 //
 // One .safetensors file is one Case: an op (matmul_lora, lora_o, lora_qkv,
 // lora_mlp), its projections (base weight dense or NF4, LoRA A [r,in] and
@@ -17,5 +18,7 @@
 // of a bf16 case are bf16 values. NF4 weights stay packed in Projection.NF4;
 // Projection.Dense decodes them the way the expected values were made.
 //
-// A result passes iff RelErr(got, expect) <= Tol[key] (float64 Frobenius).
+// A result passes iff ref.RelErr(got, expect) <= Tol[key] (float64
+// Frobenius; a NaN, a length mismatch or a non-zero result against an
+// all-zero expect is +Inf and fails).
 package conformance

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/vklora/vklora/activation"
 	"github.com/vklora/vklora/autograd"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/quant"
@@ -14,7 +15,7 @@ import (
 // Result is the comparison of one expected tensor with the engine's value.
 type Result struct {
 	Key  string  // e.g. "Y", "grad.X", "grad.q.lora_A"
-	Err  float64 // ‖got − expect‖ / ‖expect‖
+	Err  float64 // ref.RelErr(got, expect): ‖got − expect‖ / ‖expect‖
 	Tol  float64
 	Pass bool
 }
@@ -39,7 +40,7 @@ func Run(eng *lora.Engine, c *Case) ([]Result, error) {
 		if !ok {
 			return nil, fmt.Errorf("conformance: %s: the engine produced no %s", c.Path, k)
 		}
-		e := RelErr(got, c.Expect[k].Data)
+		e := ref.RelErr(got, c.Expect[k].Data)
 		out = append(out, Result{Key: k, Err: e, Tol: c.Tol[k], Pass: e <= c.Tol[k]})
 	}
 	return out, nil
@@ -135,8 +136,8 @@ func (r *runner) run() error {
 	case "lora_qkv":
 		err = r.layer(in, autograd.NewQKV(&lora.QKV{Engine: r.eng, Q: ps[0], K: ps[1], V: ps[2]}), "Q", "K", "V")
 	case "lora_mlp":
-		var act ref.Activation
-		if act, err = ref.ParseActivation(c.Activation); err == nil {
+		var act activation.Activation
+		if act, err = activation.Parse(c.Activation); err == nil {
 			err = r.layer(in, autograd.NewMLP(&lora.MLP{Engine: r.eng, Gate: ps[0], Up: ps[1], Down: ps[2], Act: act}), "Y")
 		}
 	default:

@@ -1,21 +1,23 @@
 package lora
 
-import "github.com/vklora/vklora/ref"
+import "github.com/vklora/vklora/activation"
 
-// Activation is the gate activation of a gated MLP. The values and the
-// model-name mapping are the reference's, so the two can never disagree.
-type Activation = ref.Activation
+// Activation is the gate activation of a gated MLP. It is package
+// activation's type, which package ref uses too, so the engine and the
+// reference can never disagree on values or names.
+type Activation = activation.Activation
 
 // The activations of gated MLPs: SwiGLU (silu), GEGLU (erf GELU) and
 // GEGLU-tanh (gelu_pytorch_tanh, Gemma).
 const (
-	SwiGLU    = ref.SwiGLU
-	GEGLU     = ref.GEGLU
-	GEGLUTanh = ref.GEGLUTanh
+	SwiGLU    = activation.SwiGLU
+	GEGLU     = activation.GEGLU
+	GEGLUTanh = activation.GEGLUTanh
 )
 
 // ActivationFromHiddenAct maps a model config's hidden_act ("silu",
-// "gelu", "gelu_pytorch_tanh", …) to an Activation; unknown names are errors.
+// "gelu", "gelu_pytorch_tanh", …) to an Activation; unknown names are
+// errors. It is activation.FromHiddenAct.
 func ActivationFromHiddenAct(name string) (Activation, error) {
-	return ref.ActivationFromHiddenAct(name)
+	return activation.FromHiddenAct(name)
 }

@@ -1,7 +1,8 @@
 // Package quant holds 4-bit NF4 weights in the bitsandbytes / transformers
-// layout: the CPU quantizer (bit-for-bit with shared/bench/make_vectors.py),
-// the CPU dequantizer, and loading from and saving to safetensors
-// checkpoints. GPU kernels live in other files of this package.
+// layout: the CPU quantizer (bit-for-bit with conformance/gen/make_vectors.py,
+// the generator of the conformance vectors), the CPU dequantizer, and
+// loading from and saving to safetensors checkpoints. GPU kernels live in
+// other files of this package. docs/LORA-MATH.md describes the format.
 //
 // # Layout
 //

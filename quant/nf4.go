@@ -17,7 +17,8 @@ var NF4Table = [16]float32{
 
 // NF4Thresholds are the decision points of bitsandbytes' dQuantizeNF4: the
 // decimal midpoints of adjacent table entries written in kernels.cu, as
-// nvcc rounds them to float32 (make_vectors.py NF4_THRESHOLDS_HEX). The code
+// nvcc rounds them to float32 (conformance/gen/make_vectors.py's
+// NF4_THRESHOLDS_HEX). The code
 // of x is the number of thresholds t with x > t: the nearest entry, ties to
 // the lower code, and 0 for NaN.
 var NF4Thresholds = [15]float32{
@@ -39,10 +40,10 @@ func nf4Code(x float32) uint8 {
 }
 
 // QuantizeNF4 quantizes w, the row-major [out, in] weight given by shape, to
-// NF4 with the given blocksize, bit for bit as make_vectors.py's nf4_encode
-// (bitsandbytes' algorithm with a correctly rounded reciprocal). w is first
-// rounded to d, the dtype the weight is dequantized to, so quantizing a
-// float32 copy of a bf16 weight gives the checkpoint's bytes. With
+// NF4 with the given blocksize, bit for bit as the conformance generator's
+// nf4_encode (bitsandbytes' algorithm with a correctly rounded reciprocal).
+// w is first rounded to d, the dtype the weight is dequantized to, so
+// quantizing a float32 copy of a bf16 weight gives the checkpoint's bytes. With
 // doubleQuant the scales are double-quantized (see NestedState) with blocks
 // of NestedBlocksize. w must be finite.
 func QuantizeNF4(w []float32, shape [2]int, blocksize int, d dtype.DType, doubleQuant bool) (*NF4Weight, error) {

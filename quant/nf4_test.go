@@ -8,22 +8,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/ref"
 )
 
 var thresholdsHex = []string{"-0x1.b239b2p-1", "-0x1.38a4e0p-1", "-0x1.d70900p-2", "-0x1.5bd4ecp-2", "-0x1.e079d8p-3",
 	"-0x1.1a7178p-3", "-0x1.74f0e2p-5", "0x1.45f5fep-5", "0x1.ec90c6p-4", "0x1.a0cfc0p-3",
 	"0x1.2b05a8p-2", "0x1.8ea7f2p-2", "0x1.00da06p-1", "0x1.491b5ep-1", "0x1.b913b2p-1"}
-
-// relErr is ‖got − want‖ / ‖want‖ in float64.
-func relErr(got, want []float32) float64 {
-	var num, den float64
-	for i := range want {
-		d := float64(got[i]) - float64(want[i])
-		num += d * d
-		den += float64(want[i]) * float64(want[i])
-	}
-	return math.Sqrt(num / den)
-}
 
 func TestThresholdsAreMidpoints(t *testing.T) {
 	for i, h := range thresholdsHex {
@@ -47,7 +37,7 @@ func TestNF4CodeIsNearestLowerOnTies(t *testing.T) {
 	}
 }
 
-// The selftest cases of make_vectors.py, ported.
+// The selftest cases of conformance/gen/make_vectors.py, ported.
 func TestTableRoundTripIsExact(t *testing.T) {
 	var w []float32
 	for rep := 0; rep < 2; rep++ {
@@ -117,7 +107,7 @@ func TestRandomRoundTrip(t *testing.T) {
 		q2, err := QuantizeNF4(w, c.shape, 64, c.d, true)
 		require.NoError(t, err)
 		require.Equal(t, q1.Packed, q2.Packed, "codes do not depend on double quantization")
-		e1, e2 := relErr(Dequantize(q1), w), relErr(Dequantize(q2), w)
+		e1, e2 := ref.RelErr(Dequantize(q1), w), ref.RelErr(Dequantize(q2), w)
 		require.True(t, e1 > 0.05 && e1 < 0.15, "%v %v nf4 rel err %.4f", c.d, c.shape, e1)
 		require.Less(t, math.Abs(e2-e1), 0.02*e1+1e-3, "%v %v nf4-dq rel err %.4f vs %.4f", c.d, c.shape, e2, e1)
 
@@ -157,7 +147,7 @@ func TestBlocksizesAndShapes(t *testing.T) {
 				require.Len(t, q.Absmax(), ceilDiv(n, bs))
 				got := Dequantize(q)
 				if n > 8 {
-					require.Less(t, relErr(got, w), 0.2, "bs %d shape %v dq %v", bs, shape, dq)
+					require.Less(t, ref.RelErr(got, w), 0.2, "bs %d shape %v dq %v", bs, shape, dq)
 				}
 				loaded := saveLoad(t, q)
 				require.Equal(t, q, loaded)

@@ -1,91 +1,28 @@
 package ref
 
 import (
-	"fmt"
 	"math"
+
+	"github.com/vklora/vklora/activation"
 )
 
-// Activation is the gate activation of a gated MLP: h = act(e) ⊙ g.
-// The zero value is invalid, so a forgotten setting is caught rather than
-// silently becoming SwiGLU.
-type Activation int
+// Activation is the gate activation of a gated MLP, h = act(e) ⊙ g; the
+// type, its names and the model-config mapping live in package activation,
+// which the engine imports too, so the two can never disagree. The alias and
+// the constants keep the reference's signatures self-describing.
+type Activation = activation.Activation
 
+// The gate activations: SwiGLU (silu), GEGLU (erf GELU), GEGLUTanh (tanh
+// GELU, Gemma's gelu_pytorch_tanh).
 const (
-	// SwiGLU: act(e) = e·σ(e) (SiLU; HF "silu", "swish"). Llama, Mistral, Qwen.
-	SwiGLU Activation = iota + 1
-	// GEGLU: act(e) = 0.5·e·(1 + erf(e/√2)), exact GELU (HF "gelu").
-	GEGLU
-	// GEGLUTanh: act(e) = 0.5·e·(1 + tanh(√(2/π)·(e + 0.044715·e³))), the tanh
-	// approximation of GELU (HF "gelu_pytorch_tanh", "gelu_new"). Gemma.
-	GEGLUTanh
+	SwiGLU    = activation.SwiGLU
+	GEGLU     = activation.GEGLU
+	GEGLUTanh = activation.GEGLUTanh
 )
 
-// String returns the conformance-vector name: "swiglu", "geglu", "geglu_tanh".
-func (a Activation) String() string {
-	switch a {
-	case SwiGLU:
-		return "swiglu"
-	case GEGLU:
-		return "geglu"
-	case GEGLUTanh:
-		return "geglu_tanh"
-	}
-	return fmt.Sprintf("Activation(%d)", int(a))
-}
-
-// Valid reports whether a is one of the defined activations.
-func (a Activation) Valid() bool { return a >= SwiGLU && a <= GEGLUTanh }
-
-// ParseActivation turns a conformance-vector name ("swiglu", "geglu",
-// "geglu_tanh"; the inverse of String) into an Activation.
-func ParseActivation(name string) (Activation, error) {
-	for _, a := range []Activation{SwiGLU, GEGLU, GEGLUTanh} {
-		if name == a.String() {
-			return a, nil
-		}
-	}
-	return 0, fmt.Errorf("ref: unknown activation %q (accepted: swiglu, geglu, geglu_tanh)", name)
-}
-
-// hiddenActs maps Hugging Face hidden_act values (transformers'
-// activations.py ACT2CLS) to the gate activation. "gelu_fast"
-// (FastGELUActivation) and "gelu_accurate" (AccurateGELUActivation) compute
-// the same tanh formula as "gelu_new" (gelu_fast with √(2/π) written as
-// 0.7978845608, a relative difference below 1e-11), so they map to
-// GEGLUTanh. "quick_gelu" (e·σ(1.702·e)) and the clipped "gelu_10" are
-// different functions and are rejected, as is everything else.
-var hiddenActs = []struct {
-	name string
-	act  Activation
-}{
-	{"silu", SwiGLU},
-	{"swish", SwiGLU},
-	{"gelu", GEGLU},
-	{"gelu_python", GEGLU},
-	{"gelu_pytorch_tanh", GEGLUTanh},
-	{"gelu_new", GEGLUTanh},
-	{"gelu_fast", GEGLUTanh},
-	{"gelu_accurate", GEGLUTanh},
-}
-
-// ActivationFromHiddenAct maps a model config's hidden_act (or Gemma's
-// hidden_activation) to the gate activation: "silu", "swish" → SwiGLU;
-// "gelu", "gelu_python" → GEGLU (erf); "gelu_pytorch_tanh", "gelu_new",
-// "gelu_fast", "gelu_accurate" → GEGLUTanh. Mapping a tanh-GELU model to the
-// erf form is a known mismatch, so any other name is an error.
-func ActivationFromHiddenAct(name string) (Activation, error) {
-	names := ""
-	for i, h := range hiddenActs {
-		if name == h.name {
-			return h.act, nil
-		}
-		if i > 0 {
-			names += ", "
-		}
-		names += h.name
-	}
-	return 0, fmt.Errorf("ref: unsupported hidden_act %q for a gated MLP (accepted: %s)", name, names)
-}
+// ParseActivation is activation.Parse: the conformance-vector name
+// ("swiglu", "geglu", "geglu_tanh") to an Activation.
+func ParseActivation(name string) (Activation, error) { return activation.Parse(name) }
 
 // sqrt2OverPi is √(2/π); invSqrt2Pi is 1/√(2π).
 const (
@@ -121,7 +58,7 @@ func Act(a Activation, e float64) float64 {
 	panic("ref: Act: invalid activation " + a.String())
 }
 
-// ActGrad returns act′(e) = d act(e)/de, per lora-math.md:
+// ActGrad returns act′(e) = d act(e)/de, as docs/LORA-MATH.md writes them:
 //
 //	SwiGLU:    σ(e)·(1 + e·(1 − σ(e)))
 //	GEGLU:     0.5·(1 + erf(e/√2)) + e·exp(−e²/2)/√(2π)

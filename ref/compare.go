@@ -7,51 +7,34 @@ import (
 	"strings"
 )
 
-// RelErr returns the relative Frobenius error ‖got − want‖ / ‖want‖ computed
-// in float64, the measure of the conformance vectors; when ‖want‖ is 0 it
-// returns ‖got‖. A NaN anywhere makes the result +Inf, so that both
-// `err <= tol` and `err > tol` checks treat it as a failure. got and want
-// must have the same length.
-func RelErr(got, want []float64) float64 {
-	checkLen("RelErr", "got", got, len(want))
-	var diff, norm float64
-	for i, w := range want {
-		d := got[i] - w
-		diff += d * d
-		norm += w * w
-	}
-	r := math.Sqrt(diff)
-	if norm != 0 {
-		r /= math.Sqrt(norm)
-	}
-	if math.IsNaN(r) {
-		return math.Inf(1)
-	}
-	return r
-}
-
 // Mismatches describes the n elements with the largest |got − want| (NaN
 // counts as largest), by flat index, for test failure messages:
 //
 //	[17] got 0.51 want 0.5 (diff 0.01); [3] got …
-func Mismatches(got, want []float64, n int) string {
+//
+// got and want must have the same length: it panics otherwise, since a
+// caller lists mismatches only after checking the shapes (RelErr is +Inf
+// for a length mismatch).
+func Mismatches[G, W Float](got []G, want []W, n int) string {
 	return mismatches(got, want, 0, n)
 }
 
 // MismatchesRC is Mismatches for a matrix with cols columns: each element is
 // named [row,col], which makes tile-edge bugs of a GPU kernel easy to spot.
-func MismatchesRC(got, want []float64, cols, n int) string {
+func MismatchesRC[G, W Float](got []G, want []W, cols, n int) string {
 	return mismatches(got, want, cols, n)
 }
 
-func mismatches(got, want []float64, cols, n int) string {
-	checkLen("Mismatches", "got", got, len(want))
+func mismatches[G, W Float](got []G, want []W, cols, n int) string {
+	if len(got) != len(want) {
+		panic(fmt.Sprintf("ref: Mismatches: len(got) = %d, want %d", len(got), len(want)))
+	}
 	idx := make([]int, len(want))
 	for i := range idx {
 		idx[i] = i
 	}
 	dev := func(i int) float64 {
-		d := math.Abs(got[i] - want[i])
+		d := math.Abs(float64(got[i]) - float64(want[i]))
 		if math.IsNaN(d) {
 			return math.Inf(1)
 		}
@@ -68,7 +51,8 @@ func mismatches(got, want []float64, cols, n int) string {
 		} else {
 			fmt.Fprintf(&sb, "[%d]", i)
 		}
-		fmt.Fprintf(&sb, " got %.9g want %.9g (diff %.3g)", got[i], want[i], got[i]-want[i])
+		g, w := float64(got[i]), float64(want[i])
+		fmt.Fprintf(&sb, " got %.9g want %.9g (diff %.3g)", g, w, g-w)
 	}
 	return sb.String()
 }

@@ -6,7 +6,7 @@
 //
 // # Math
 //
-// The formulas are those of shared/docs/lora-math.md (PEFT conventions). A
+// The formulas are those of docs/LORA-MATH.md (PEFT conventions). A
 // projection P (see Proj) has a frozen base weight W [out, in], a LoRA pair
 // A [r, in], B [out, r] and a scale s (alpha/r, or alpha/√r with rsLoRA):
 //
@@ -45,12 +45,15 @@
 //
 // Shape mismatches (a slice length that disagrees with the dimensions) are
 // programming errors and panic with a message naming the function and the
-// operand. Only the parsers (ParseActivation, ActivationFromHiddenAct)
-// return errors.
+// operand. Only ParseActivation returns an error. The Activation type and
+// the mapping from a model config's hidden_act are package activation's.
 //
 // # Comparing
 //
-// RelErr is the relative Frobenius error ‖got−want‖/‖want‖ used by the
-// conformance vectors; Mismatches and MismatchesRC list the worst elements
-// for test failure messages.
+// RelErr is the one relative Frobenius error ‖got−want‖/‖want‖ of the
+// project: the conformance vectors, the GPU tests and lorabench all measure
+// with it. It takes float32 or float64 on either side and has defined edge
+// cases (length mismatch, NaN, infinities, an all-zero want) that can never
+// pass a tolerance by accident. Mismatches and MismatchesRC list the worst
+// elements for test failure messages.
 package ref

@@ -29,7 +29,7 @@ func mlpHidden(x []float64, m int, gate, up *Proj, act Activation) (e, g, h []fl
 
 // MLPBackward returns the gradients of MLPForward for the upstream gradient
 // gy = dL/dY [m, down.Out] and the input X [m, H]; e, g and h are recomputed.
-// Per lora-math.md:
+// Per docs/LORA-MATH.md:
 //
 //	dh = G·Wd + sd·(G·Bd)·Ad;  f = act(e);  h = f·g;  dg = dh·f;  de = dh·g·act′(e)
 //	dAd = sd·(G·Bd)ᵀ·h;   dBd = sd·Gᵀ·(h·Adᵀ)

@@ -6,14 +6,16 @@
 # GL_KHR_cooperative_matrix. It needs glibc 2.38, so on Debian 12 it cannot
 # be installed; instead we unpack it, with trixie's libc6, libstdc++6 and
 # libgcc-s1, into .tools/trixie/root and run it through trixie's own dynamic
-# loader (see docs/vulkan-notes.md, "Shader compilers"). Nothing outside
-# .tools/ is touched: apt runs with private lists, cache and source list.
+# loader (shaders/doc.go, "The pinned compiler", says why this glslc).
+# Nothing outside .tools/ is touched: apt runs with private lists, cache
+# and source list.
 #
 # Result: .tools/bin/glslc and .tools/bin/spirv-val (wrappers). Idempotent:
 # a second run only prints the version. Works as root or as a user (no sudo).
 #
-# Env: DEBIAN_MIRROR overrides the mirror (default: the host's first
-# Debian URI, then http://deb.debian.org/debian).
+# The packages come from the Debian mirror this machine's apt already uses
+# (its sources, below), asked for trixie; there is no built-in fallback.
+# Env: DEBIAN_MIRROR=URI overrides the mirror.
 set -euo pipefail
 
 GLSLC_VERSION=2025.2-1
@@ -51,28 +53,43 @@ arch=$(dpkg --print-architecture 2>/dev/null || echo unknown)
 command -v apt-get >/dev/null || die "apt-get not found: this script needs a Debian-based host"
 command -v dpkg-deb >/dev/null || die "dpkg-deb not found"
 
-# The host's Debian mirror: deb822 sources first, then sources.list, then the
-# public redirector. Security mirrors carry no glslc, so skip them.
-host_mirror() {
-	local f=/etc/apt/sources.list.d/debian.sources u=""
-	if [ -r "$f" ]; then
-		u=$(awk '/^URIs:/{for(i=2;i<=NF;i++) if ($i !~ /security/) {print $i; exit}}' "$f")
-	fi
-	if [ -z "$u" ] && [ -r /etc/apt/sources.list ]; then
-		# deb [opts] URI suite comp...
-		u=$(awk '$1=="deb"{i=2; if ($2 ~ /^\[/) {while (i<=NF && $i !~ /\]$/) i++; i++}
-			if ($i !~ /security/) {print $i; exit}}' /etc/apt/sources.list)
-	fi
-	echo "${u:-http://deb.debian.org/debian}"
+# The machine's own Debian mirrors, in apt's order: the URIs of enabled deb
+# stanzas in sources.list.d/*.sources (deb822), then the URI of every "deb"
+# line in sources.list and sources.list.d/*.list. Security archives carry
+# no glslc, so they are skipped; duplicates are tried once.
+host_mirrors() {
+	local f
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[ -r "$f" ] || continue
+		awk 'BEGIN { RS = ""; FS = "\n" }
+			{
+				uris = ""; on = 1; deb = 0
+				for (i = 1; i <= NF; i++) {
+					if ($i ~ /^Enabled:[ \t]*no/) on = 0
+					if ($i ~ /^Types:/ && $i ~ /[ \t]deb([ \t]|$)/) deb = 1
+					if ($i ~ /^URIs:/) { uris = $i; sub(/^URIs:[ \t]*/, "", uris) }
+				}
+				if (on && deb) { n = split(uris, u, /[ \t]+/); for (j = 1; j <= n; j++) print u[j] }
+			}' "$f"
+	done
+	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+		[ -r "$f" ] || continue
+		# deb [options] URI suite components...
+		awk '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ } print $i }' "$f"
+	done
 }
 
 mirrors=()
 if [ -n "${DEBIAN_MIRROR:-}" ]; then
 	mirrors+=("$DEBIAN_MIRROR")
 else
-	m=$(host_mirror)
-	mirrors+=("$m")
-	[ "${m%/}" = http://deb.debian.org/debian ] || mirrors+=(http://deb.debian.org/debian)
+	while IFS= read -r m; do
+		[ -n "$m" ] && mirrors+=("$m")
+	done < <(host_mirrors | grep -v security | awk '!seen[$0]++')
+	[ ${#mirrors[@]} -gt 0 ] || die "no Debian mirror in this machine's apt sources
+  (URIs: of /etc/apt/sources.list.d/*.sources, deb lines of /etc/apt/sources.list and sources.list.d/*.list).
+  Set DEBIAN_MIRROR=<URI of a Debian archive that has trixie>, or point GLSLC and SPIRV_VAL
+  at a glslc $GLSLC_VERSION / spirv-val you already have."
 fi
 
 # Private apt state: our own source list, lists, cache and archives.
@@ -125,7 +142,7 @@ for m in "${mirrors[@]}"; do
 	if fetch_from "$m"; then ok=1; break; fi
 done
 [ -n "$ok" ] || die "could not fetch the pinned glslc $GLSLC_VERSION from Debian trixie (tried: ${mirrors[*]}).
-  Check network access to a Debian mirror, or set DEBIAN_MIRROR=http://<mirror>/debian,
+  Check network access to that mirror, or set DEBIAN_MIRROR=<URI of a Debian archive that has trixie>,
   or point GLSLC and SPIRV_VAL at a glslc $GLSLC_VERSION / spirv-val you already have."
 
 rm -rf "$d/root"

@@ -47,10 +47,6 @@ func presetNames() []string {
 // loraScale is s = alpha/r of every adapter, as in torch_reference.py.
 const loraScale = 2.0
 
-// layerTol bounds layer outputs and gradients (the lora package's layer
-// tests): several roundings to the storage dtype on the way.
-var layerTol = map[dtype.DType]float64{dtype.F32: 1e-4, dtype.F16: 1e-2, dtype.BF16: 4e-2}
-
 // Passes of a layer case.
 const (
 	passFwd    = "fwd"    // forward only
@@ -409,7 +405,7 @@ func setupLayer(eng *lora.Engine, rng *rand.Rand, op *layerOp, s shape, d dtype.
 			}
 			detail := fmt.Sprintf("validated the first %d of %d rows as a complete problem; rel err %s; worst %s: %s",
 				mv, s.M, strings.Join(parts, ", "), names[wi], ref.MismatchesRC(got[wi], want[wi], cols, 3))
-			return worst, layerTol[d], detail, nil
+			return worst, ref.Tolerance(d).Layer, detail, nil
 		},
 		Release: release,
 	}, nil

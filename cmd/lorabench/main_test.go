@@ -293,7 +293,7 @@ func TestBenchQuickMLP(t *testing.T) {
 		if r.Op != "mlp" || r.Pass != pass || r.DType != "f32" || r.Preset != "quick" || r.M != s.M || r.Hidden != s.H || r.Inter != s.I || r.R != s.R || r.Act != "swiglu" {
 			t.Errorf("row %d: %+v, want mlp quick %s f32", i, r, pass)
 		}
-		if !r.Validated || !(float64(r.RelErr) <= r.Tol) || r.Tol != layerTol[dtype.F32] {
+		if !r.Validated || !(float64(r.RelErr) <= r.Tol) || r.Tol != ref.Tolerance(dtype.F32).Layer {
 			t.Errorf("%s: not validated: %+v", pass, r)
 		}
 		if !(r.PeakExtraMiB > 0) || !(r.MsMedian > 0) || !(r.TFLOPs > 0) {

@@ -13,10 +13,6 @@ import (
 	"github.com/vklora/vklora/vk"
 )
 
-// matmulTol is the relative-error bound per dtype: inputs are exactly
-// representable (pre-rounded), fp32 accumulation, one rounding of C.
-var matmulTol = map[dtype.DType]float64{dtype.F32: 2e-5, dtype.F16: 2e-3, dtype.BF16: 1e-2}
-
 // maxRefRows bounds the rows of C checked against the float64 reference, so
 // validating 4096³ costs 64·N·K multiply-adds on the CPU, not M·N·K.
 const maxRefRows = 64
@@ -177,7 +173,9 @@ func setupMatmul(eng *lora.Engine, rng *rand.Rand, m, n, k int, d dtype.DType, t
 			}
 			want := matmulRows(a, b, rows, m, n, k, ta, tb)
 			detail := fmt.Sprintf("%s; worst: %s", rowsString(rows, m), ref.MismatchesRC(got, want, n, 3))
-			return ref.RelErr(got, want), matmulTol[d], detail, nil
+			// Inputs are exactly representable (pre-rounded), fp32
+			// accumulation, one rounding of C: a product's bound.
+			return ref.RelErr(got, want), ref.Tolerance(d).Product, detail, nil
 		},
 		Release: release,
 	}, nil

@@ -96,7 +96,7 @@ func TestBenchNF4Layers(t *testing.T) {
 			t.Fatalf("rows %d, %d: %s/%s then %s/%s; want a dense row, then its NF4 twin", i, i+1, d.Op, d.Weight, q.Op, q.Weight)
 		}
 		dt, _ := dtype.Parse(q.DType)
-		if !d.Validated || !q.Validated || q.Tol != layerTol[dt] {
+		if !d.Validated || !q.Validated || q.Tol != ref.Tolerance(dt).Layer {
 			t.Errorf("%s: not validated: dense %v, nf4 %v (tol %g)", what, d.Validated, q.Validated, q.Tol)
 		}
 		if q.Blocksize != 64 || !q.DoubleQuant || d.Blocksize != 0 || d.DoubleQuant {

@@ -1,6 +1,6 @@
 // activation.glsl: the gated-MLP activations and their derivatives in f32.
 // ACT selects one: ACT_SWIGLU (silu), ACT_GEGLU (erf GELU), ACT_GEGLU_TANH
-// (tanh GELU, Gemma's gelu_pytorch_tanh). Formulas: shared/docs/lora-math.md.
+// (tanh GELU, Gemma's gelu_pytorch_tanh). Formulas: docs/LORA-MATH.md.
 #define ACT_SWIGLU 1
 #define ACT_GEGLU 2
 #define ACT_GEGLU_TANH 3

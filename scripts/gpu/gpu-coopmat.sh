@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# gpu-coopmat.sh: a short device call for cooperative-matrix work, run on
-# the GPU machine after scripts/gpu-build.sh here (carry .gl and .devcarry):
-# the lora tests that exercise the matmul kernels (cooperative tests
-# required to run, not skip), then plain matmul throughput with and without
-# cooperative matrices and cuBLAS's on the same card. Logs under $OUT.
+# gpu-coopmat.sh: a short run for cooperative-matrix work, on the GPU
+# machine after scripts/gpu/gpu-build.sh here (copy .gl and .devcarry
+# along): the lora tests that exercise the matmul kernels (cooperative
+# tests required to run, not skip), then plain matmul throughput with and
+# without cooperative matrices and cuBLAS's on the same card. Logs under
+# $OUT.
 set -uo pipefail
 source "$(dirname "$0")/gpu-env.sh"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
@@ -15,4 +16,4 @@ for d in ${DTYPES:-bf16,f16}; do
 done
 VKLORA_DISABLE_COOPMAT=1 timeout 120 $B/lorabench matmul -sizes 8192 -dtype bf16 -reps 3 -warmup 1 > "$out/matmul-scalar.txt" 2>&1
 echo "scalar:"; tail -2 "$out/matmul-scalar.txt"
-(cd .devcarry && timeout 120 python3 ../scripts/torch_matmul.py --sizes ${SIZES:-4096,8192} > "$out/torch-matmul.txt" 2>&1); cat "$out/torch-matmul.txt"
+timeout 120 python3 scripts/gpu/torch_matmul.py --sizes ${SIZES:-4096,8192} > "$out/torch-matmul.txt" 2>&1; cat "$out/torch-matmul.txt"

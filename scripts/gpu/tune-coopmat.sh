@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# tune-coopmat.sh: time bf16 8192³ matmul over cooperative-matrix tile
-# shapes (VKLORA_COOPMAT_TILE=BM,BN,BK,WM,WN) on the GPU machine, for every
-# lorabench binary in $BIN (default .devcarry/bin). A tile the device
+# tune-coopmat.sh: time bf16 8192³ matmul over subgroup-scope
+# cooperative-matrix tile shapes (VKLORA_COOPMAT_TILE=BM,BN,BK,WM,WN) on the
+# GPU machine after scripts/gpu/gpu-build.sh here, for every lorabench
+# binary in $BIN (default .devcarry/bin). A tile the device
 # cannot run falls back to the scalar kernel (about 22 TFLOP/s on an H200).
 source "$(dirname "$0")/gpu-env.sh"
 for bin in "$B"/lorabench*; do

@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
-# gpu-bench.sh: the measuring run of a session, on the GPU machine from the
-# repository root after scripts/gpu-build.sh here (carry .gl and .devcarry).
+# gpu-bench.sh: the measuring run, on the GPU machine from the repository
+# root after scripts/gpu/gpu-build.sh here (copy .gl and .devcarry along).
 # It runs the GPU tests (the cooperative-matrix ones must run, not skip),
 # generates the full PyTorch conformance suite there and checks it, times
 # matmul (ours and cuBLAS's), the LoRA presets, and NF4 against bf16 at
 # llama3-8b shapes, then PyTorch's LoRA baseline on the same card, and
-# prints a short summary last. Logs go under $OUT (few files: the device
-# tool returns a limited number).
+# prints a short summary last. Logs go under $OUT, a few files.
 #
-# PART picks a share when one call would run past the device tool's 10
-# minutes: tests (GPU tests and conformance), matmul (ours and cuBLAS's),
-# layers (presets, NF4, keep-saved, PyTorch's baseline); default all.
+# PART runs one share: tests (GPU tests and conformance), matmul (ours and
+# cuBLAS's), layers (presets, NF4, keep-saved, PyTorch's baseline);
+# default all.
 set -uo pipefail
 source "$(dirname "$0")/gpu-env.sh"
 export PYTHONUNBUFFERED=1
@@ -21,9 +20,9 @@ L=$out/lorabench.txt
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv,noheader > "$out/gpu.txt"
 echo "== $(cat "$out/gpu.txt")"
 if want tests; then
-	VKLORA_REQUIRE_COOPMAT=1 VKLORA_REQUIRE_COOPMAT2=1 bash scripts/gpu-remote.sh > "$out/tests.txt" 2>&1
+	VKLORA_REQUIRE_COOPMAT=1 VKLORA_REQUIRE_COOPMAT2=1 bash scripts/gpu/gpu-remote.sh > "$out/tests.txt" 2>&1
 	grep -E "^(PASS|FAIL)" "$out/tests.txt"
-	(cd .devcarry && timeout 120 python3 make_vectors.py --out /tmp/vec --suite full --seed 7 > /tmp/vectors.txt 2>&1)
+	timeout 120 python3 conformance/gen/make_vectors.py --out /tmp/vec --suite full --seed 7 > /tmp/vectors.txt 2>&1
 	timeout 120 $B/lorabench check /tmp/vec > "$out/check.txt" 2>&1; echo "check exit $?" >> "$out/check.txt"
 	tail -3 "$out/check.txt"
 fi
@@ -37,7 +36,7 @@ if want matmul; then
 		echo "## matmul scalar (VKLORA_DISABLE_COOPMAT=1)"
 		VKLORA_DISABLE_COOPMAT=1 timeout 60 $B/lorabench matmul -sizes 8192 -dtype bf16 -reps 3 -warmup 1
 	} >> "$L" 2>&1
-	(cd .devcarry && timeout 60 python3 ../scripts/torch_matmul.py --sizes 4096,8192) > "$out/torch_matmul.txt" 2>&1
+	timeout 60 python3 scripts/gpu/torch_matmul.py --sizes 4096,8192 > "$out/torch_matmul.txt" 2>&1
 fi
 if want layers; then
 	{
@@ -49,7 +48,7 @@ if want layers; then
 		timeout 300 $B/lorabench bench -reps 5 -warmup 2 ${BENCH_ARGS:-}
 		echo "bench exit $?"
 	} >> "$L" 2>&1
-	(cd .devcarry && timeout 120 python3 torch_reference.py --json /tmp/torch.json) > "$out/torch.txt" 2>&1
+	timeout 120 python3 scripts/gpu/torch_reference.py --json /tmp/torch.json > "$out/torch.txt" 2>&1
 fi
 grep -v "^\s*$" "$L" | tail -60
 cat "$out"/torch*.txt 2>/dev/null | grep -E "matmul|preset|TFLOP|ms" | head -30
