@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk"
 	"github.com/vklora/vklora/vk/vktest"
 )
@@ -51,7 +52,7 @@ func exact64(dst, src []float64, alpha float64, cols int, bias bool) []float64 {
 func (f *fixture) expectAdd(what string, d dtype.DType, got *vk.Tensor, bits, exact []float64, cols int) {
 	f.T.Helper()
 	g := f.Download(got)
-	vktest.ExpectClose(f.T, what+" vs float64", g, exact, cols, tol[d])
+	vktest.ExpectClose(f.T, what+" vs float64", g, exact, cols, ref.Tolerance(d).Product)
 	vktest.ExpectClose(f.T, what+" (bits)", g, bits, cols, 0)
 	for i := range g {
 		if math.Float64bits(g[i]) != math.Float64bits(bits[i]) {

@@ -16,7 +16,7 @@ import (
 	"github.com/vklora/vklora/vk/vktest"
 )
 
-// requireCoopMatEnv, set to 1 (scripts/gpu-test.sh does), turns a device
+// requireCoopMatEnv, set to 1 (scripts/gpu/gpu-bench.sh does), turns a device
 // without cooperative matrices from a skip into a failure of these tests.
 const requireCoopMatEnv = "VKLORA_REQUIRE_COOPMAT"
 
@@ -114,7 +114,7 @@ func TestCoopMatMatmul(t *testing.T) {
 							require.NoError(t, rec.Submit())
 							want := append([]float64(nil), c0...)
 							ref.MatmulAcc(want, a, b, m, n, k, fm.transA, fm.transB, alpha, beta)
-							vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(d, want), n, tol[d])
+							vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(d, want), n, ref.Tolerance(d).Product)
 						})
 					}
 				}
@@ -151,7 +151,7 @@ func TestCM2NarrowTiles(t *testing.T) {
 						require.NoError(t, rec.Submit())
 						want := append([]float64(nil), c0...)
 						ref.MatmulAcc(want, a, b, m, n, k, false, fm.transB, 0.37, -1.5)
-						vktest.ExpectClose(t, "C", f.Download(g.C), want, n, tol[dtype.F32])
+						vktest.ExpectClose(t, "C", f.Download(g.C), want, n, ref.Tolerance(dtype.F32).Product)
 					})
 				}
 			}
@@ -188,7 +188,7 @@ func TestCoopMatFusedTerm(t *testing.T) {
 							require.NoError(t, rec.Submit())
 							want := ref.Matmul(x, w, m, n, k, false, fm.transB)
 							ref.MatmulAcc(want, xa, bm, m, n, r, false, true, s, 1)
-							vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(cd, want), n, tol[d])
+							vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(cd, want), n, ref.Tolerance(d).Product)
 						})
 					}
 				}
@@ -234,7 +234,7 @@ func TestCoopMatNF4(t *testing.T) {
 						name := fmt.Sprintf("NF4 in=%d trans=%v", in, trans)
 						f.RequireSameTensors(name, []*vk.Tensor{got}, []*vk.Tensor{twin})
 						want := ref.RoundTo(d, ref.Matmul(x, wd, m, n, k, false, trans))
-						vktest.ExpectClose(t, name, f.Download(got), want, n, tol[d])
+						vktest.ExpectClose(t, name, f.Download(got), want, n, ref.Tolerance(d).Product)
 					}
 				}
 			})
@@ -261,6 +261,6 @@ func TestCoopMatMatchesScalar(t *testing.T) {
 			require.NoError(t, rec.Submit())
 			return f.Download(c)
 		}
-		vktest.ExpectClose(t, "coopmat vs scalar", run(true), run(false), n, tol[d])
+		vktest.ExpectClose(t, "coopmat vs scalar", run(true), run(false), n, ref.Tolerance(d).Product)
 	})
 }

@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 
+	"github.com/vklora/vklora/activation"
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
@@ -16,7 +17,7 @@ const gatedWG = 256
 // which recomputes h and writes dh·∂h/∂e and dh·∂h/∂g. The grid is 2-D by
 // rows, so counts beyond 2^31 index correctly. The caller has validated
 // the tensors (package lora's MLP does).
-func (e *Dispatcher) Gated(rec *vk.Recorder, act shaders.Gate, back bool, d dtype.DType, count, row int, bufs ...vk.Binding) error {
+func (e *Dispatcher) Gated(rec *vk.Recorder, act activation.Activation, back bool, d dtype.DType, count, row int, bufs ...vk.Binding) error {
 	key := shaders.GatedKey{Act: act, D: d, Back: back}
 	if row < 1 || count < row || count%row != 0 {
 		return fmt.Errorf("kernels: %s: %d elements in rows of %d: %w", key.Name(), count, row, ErrBadInput)

@@ -7,9 +7,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vklora/vklora/activation"
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/ref"
-	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 	"github.com/vklora/vklora/vk/vktest"
 )
@@ -64,7 +64,7 @@ func TestMatmulAgainstReference(t *testing.T) {
 					require.NoError(t, f.eng.MatmulTo(rec, c, A, B, 1, 0))
 					require.NoError(t, rec.Submit())
 					want := ref.RoundTo(d, ref.Matmul(a, b, m, n, k, fm.transA, fm.transB))
-					vktest.ExpectClose(t, "C", f.Download(c), want, n, tol[d])
+					vktest.ExpectClose(t, "C", f.Download(c), want, n, ref.Tolerance(d).Product)
 				})
 			}
 		}
@@ -89,7 +89,7 @@ func TestMatmulAlphaBetaAndSplitK(t *testing.T) {
 				require.NoError(t, rec.Submit())
 				want := append([]float64(nil), c0...)
 				ref.MatmulAcc(want, a, b, m, n, k, false, true, alpha, beta)
-				vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(d, want), n, tol[d])
+				vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(d, want), n, ref.Tolerance(d).Product)
 			})
 		}
 	}
@@ -112,7 +112,7 @@ func TestMatmulFusedSecondProduct(t *testing.T) {
 		require.NoError(t, rec.Submit())
 		want := ref.Matmul(x, w, m, n, k, false, true)
 		ref.MatmulAcc(want, xa, bm, m, n, r, false, true, s, 1)
-		vktest.ExpectClose(t, d.String(), f.Download(c), ref.RoundTo(d, want), n, tol[d])
+		vktest.ExpectClose(t, d.String(), f.Download(c), ref.RoundTo(d, want), n, ref.Tolerance(d).Product)
 	}
 }
 
@@ -164,7 +164,7 @@ func TestMatmulSplitKIntoF32(t *testing.T) {
 		rec := f.Recorder()
 		require.NoError(t, f.eng.MatmulTo(rec, c, Dense(f.Upload(d, x, m, k)), Dense(f.Upload(d, a, n, k)).T(), 1, 0))
 		require.NoError(t, rec.Submit())
-		vktest.ExpectClose(t, d.String(), f.Download(c), ref.Matmul(x, a, m, n, k, false, true), n, tol[dtype.F32])
+		vktest.ExpectClose(t, d.String(), f.Download(c), ref.Matmul(x, a, m, n, k, false, true), n, ref.Tolerance(dtype.F32).Product)
 	}
 }
 
@@ -184,8 +184,8 @@ func TestGridRowsCapped(t *testing.T) {
 		defer func() { gridRowCap = 0 }()
 		h, h2, de, dg := f.Poisoned(d, m, i), f.Poisoned(d, m, i), f.Poisoned(d, m, i), f.Poisoned(d, m, i)
 		rec := f.Recorder()
-		require.NoError(t, f.eng.Gated(rec, shaders.GateGEGLUTanh, false, d, m*i, i, e.Binding(), g.Binding(), h.Binding()))
-		require.NoError(t, f.eng.Gated(rec, shaders.GateGEGLUTanh, true, d, m*i, i,
+		require.NoError(t, f.eng.Gated(rec, activation.GEGLUTanh, false, d, m*i, i, e.Binding(), g.Binding(), h.Binding()))
+		require.NoError(t, f.eng.Gated(rec, activation.GEGLUTanh, true, d, m*i, i,
 			e.Binding(), g.Binding(), dh.Binding(), h2.Binding(), de.Binding(), dg.Binding()))
 		c := f.Poisoned(dtype.F32, 7, 16) // 7×16 over K = 5000: split-K
 		require.NoError(t, f.eng.MatmulTo(rec, c, Dense(a), Dense(b).T(), 1, 0))

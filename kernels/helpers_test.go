@@ -5,15 +5,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/vk/vktest"
 )
 
 func TestMain(m *testing.M) { vktest.Main(m) }
-
-// tol is the relative-error bound per storage dtype for results whose
-// inputs are exactly representable: fp32 accumulation, one final rounding.
-var tol = map[dtype.DType]float64{dtype.F32: 2e-5, dtype.F16: 2e-3, dtype.BF16: 1e-2}
 
 // fixture binds the shared vktest helpers to one test, its device and dispatcher.
 type fixture struct {

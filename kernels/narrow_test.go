@@ -81,7 +81,7 @@ func TestNarrowMatmul(t *testing.T) {
 						require.NoError(t, rec.Submit())
 						want := append([]float64(nil), c0...)
 						ref.MatmulAcc(want, a, b, m, n, k, fm.transA, fm.transB, alpha, beta)
-						vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(dc, want), n, tol[dc])
+						vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(dc, want), n, ref.Tolerance(dc).Product)
 					})
 				}
 			}

@@ -71,7 +71,7 @@ func columnSlabs(t *testing.T, f *fixture, d dtype.DType, fm form) {
 	want := append([]float64(nil), c0...)
 	ref.MatmulAcc(want, x, w, m, n, k, false, fm.transB, 0.7, -0.5)
 	ref.MatmulAcc(want, ref.RoundTo(d, scaled(xa, 0.37)), lb, m, n, r, false, fm.transB, 1, 1)
-	vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(d, want), n, tol[d])
+	vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(d, want), n, ref.Tolerance(d).Product)
 }
 
 // denseSlab uploads columns [n0, n0+s) of B (of an [k, n] product) as
@@ -139,7 +139,7 @@ func TestNF4Slabs(t *testing.T) {
 				rec := f.Recorder()
 				require.NoError(t, f.eng.Gemm(rec, g))
 				require.NoError(t, rec.Submit())
-				vktest.ExpectClose(t, fmt.Sprintf("C trans=%v", trans), f.Download(g.C), ref.RoundTo(d, want), n, tol[d])
+				vktest.ExpectClose(t, fmt.Sprintf("C trans=%v", trans), f.Download(g.C), ref.RoundTo(d, want), n, ref.Tolerance(d).Product)
 			}
 		})
 	}

@@ -9,8 +9,8 @@ import (
 
 // problem is one validated product: its operands, layer dtype and sizes.
 type problem struct {
-	g          *Gemm
-	d          dtype.DType
+	g           *Gemm
+	d           dtype.DType
 	m, n, k, k2 int
 }
 

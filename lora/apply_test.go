@@ -35,7 +35,7 @@ func TestApplyLoRAMLPActivation(t *testing.T) {
 		{generic, "gelu", GEGLU, ""},
 		{generic, "gelu_pytorch_tanh", GEGLUTanh, ""},
 		{generic, "gelu_new", GEGLUTanh, ""},
-		{generic, "relu", 0, `ApplyLoRAMLP: ref: unsupported hidden_act "relu"`},
+		{generic, "relu", 0, `ApplyLoRAMLP: activation: unsupported hidden_act "relu"`},
 		{generic, "", 0, "hidden_act"},
 		{swiglu, "silu", SwiGLU, ""},
 		{swiglu, "gelu", 0, `ApplyLoRAMLPSwiGLU: hidden_act "gelu" gives geglu, not a SiLU model`},
@@ -86,7 +86,7 @@ func TestApplyLoRAMLPRuns(t *testing.T) {
 	require.NoError(t, rec.Submit())
 	wy, _, _ := ref.MLPForward(x, m, rp[0], rp[1], rp[2], GEGLUTanh)
 	wdx, dg, du, dd := ref.MLPBackward(x, gy, m, rp[0], rp[1], rp[2], GEGLUTanh)
-	bound := layerTol[d]
+	bound := ref.Tolerance(d).Layer
 	vktest.ExpectClose(t, "Y", f.Download(y), wy, h, bound)
 	vktest.ExpectClose(t, "dX", f.Download(dx), wdx, h, bound)
 	f.checkGrads("gate", grads[0], dg, rp[0], bound)

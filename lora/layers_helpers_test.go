@@ -8,10 +8,6 @@ import (
 	"github.com/vklora/vklora/vk/vktest"
 )
 
-// layerTol bounds layer outputs and gradients: several roundings to the
-// storage dtype (e, g, h, dh) sit between input and result.
-var layerTol = map[dtype.DType]float64{dtype.F32: 1e-4, dtype.F16: 1e-2, dtype.BF16: 4e-2}
-
 // proj makes a random projection with non-zero B on the GPU and its exact
 // float64 twin for the reference. r = 0 makes a projection without adapter.
 func (f *fixture) proj(d dtype.DType, out, in, r int, s float64) (*Projection, *ref.Proj) {

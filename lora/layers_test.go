@@ -45,7 +45,7 @@ func TestMatmulLoRA(t *testing.T) {
 					require.NoError(t, err)
 					require.Same(t, out, y)
 					require.NoError(t, rec.Submit())
-					vktest.ExpectClose(t, "Y", f.Download(y), ref.LinearForward(x, c.m, rp), c.out, tol[d]*2)
+					vktest.ExpectClose(t, "Y", f.Download(y), ref.LinearForward(x, c.m, rp), c.out, ref.Tolerance(d).Product*2)
 				})
 			}
 		}
@@ -79,7 +79,7 @@ func TestOForwardBackward(t *testing.T) {
 					require.NoError(t, rec.Submit())
 					// The reference backward ignores the bias: it must not reach dX, dA, dB.
 					wantDX, wantG := ref.LinearBackward(x, gy, c.m, rp)
-					bound := layerTol[d]
+					bound := ref.Tolerance(d).Layer
 					vktest.ExpectClose(t, "Y", f.Download(y), ref.LinearForward(x, c.m, rp), c.out, bound)
 					vktest.ExpectClose(t, "dX", f.Download(dx), wantDX, c.in, bound)
 					f.checkGrads("o", grads, wantG, rp, bound)
@@ -124,7 +124,7 @@ func TestQKVGroupedQuery(t *testing.T) {
 				require.NoError(t, rec.Submit())
 				wq, wk, wv := ref.QKVForward(x, c.m, rq, rk, rv)
 				wantDX, dq, dk, dv := ref.QKVBackward(x, gq, gk, gv, c.m, rq, rk, rv)
-				bound := layerTol[d]
+				bound := ref.Tolerance(d).Layer
 				vktest.ExpectClose(t, "Q", f.Download(q), wq, c.q, bound)
 				vktest.ExpectClose(t, "K", f.Download(k), wk, c.kv, bound)
 				vktest.ExpectClose(t, "V", f.Download(v), wv, c.kv, bound)

@@ -3,7 +3,6 @@ package lora
 import (
 	"fmt"
 
-	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 )
 
@@ -70,19 +69,6 @@ func (l *MLP) check(op string) (info [3]projInfo, err error) {
 	return info, nil
 }
 
-// gate is the elementwise kernel's activation for a.
-func gate(a Activation) shaders.Gate {
-	switch a {
-	case SwiGLU:
-		return shaders.GateSwiGLU
-	case GEGLU:
-		return shaders.GateGEGLU
-	case GEGLUTanh:
-		return shaders.GateGEGLUTanh
-	}
-	return 0 // refused by MLP.check before any dispatch
-}
-
 // Forward records Y [M, H] for X [M, H].
 func (l *MLP) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *MLPSaved, error) {
 	info, err := l.check("Forward")
@@ -135,7 +121,7 @@ func (l *MLP) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *MLPSaved, er
 	if h, err = e.newOut("h", d, m, idim); err != nil {
 		return fail(err)
 	}
-	if err := e.k.Gated(rec, gate(l.Act), false, d, m*idim, idim, s.e.Binding(), s.g.Binding(), h.Binding()); err != nil {
+	if err := e.k.Gated(rec, l.Act, false, d, m*idim, idim, s.e.Binding(), s.g.Binding(), h.Binding()); err != nil {
 		return fail(err)
 	}
 	rec.Barrier()
@@ -234,7 +220,7 @@ func (l *MLP) Backward(rec *vk.Recorder, saved *MLPSaved, gy *vk.Tensor) (*vk.Te
 			return fail(err)
 		}
 	}
-	if err := e.k.Gated(rec, gate(l.Act), true, d, m*idim, idim, saved.e.Binding(), saved.g.Binding(), dh.Binding(),
+	if err := e.k.Gated(rec, l.Act, true, d, m*idim, idim, saved.e.Binding(), saved.g.Binding(), dh.Binding(),
 		h.Binding(), de.Binding(), dg.Binding()); err != nil {
 		return fail(err)
 	}

@@ -55,7 +55,7 @@ func TestMLPForwardBackward(t *testing.T) {
 						saved.Release()
 						wy, _, _ := ref.MLPForward(x, c.m, rg, ru, rd, act)
 						wdx, dgate, dup, ddown := ref.MLPBackward(x, gy, c.m, rg, ru, rd, act)
-						bound := layerTol[d]
+						bound := ref.Tolerance(d).Layer
 						gotY, gotDX := f.Download(y), f.Download(dx)
 						vktest.ExpectClose(t, "Y", gotY, wy, c.h, bound)
 						vktest.ExpectClose(t, "dX", gotDX, wdx, c.h, bound)

@@ -1,6 +1,9 @@
 package shaders
 
-import "github.com/vklora/vklora/dtype"
+import (
+	"github.com/vklora/vklora/activation"
+	"github.com/vklora/vklora/dtype"
+)
 
 // Key names one variant of the registry. Each shader family has its own key
 // type, shared by the variant table (Variants) and the dispatch code, so a
@@ -70,35 +73,10 @@ type SplitKReduceKey struct{ C dtype.DType }
 // Name is splitk_reduce_<C>.
 func (k SplitKReduceKey) Name() string { return "splitk_reduce_" + k.C.String() }
 
-// Gate is the activation of a gated-MLP elementwise kernel.
-type Gate uint8
-
-const (
-	GateSwiGLU    Gate = iota + 1 // e·σ(e)
-	GateGEGLU                     // exact (erf) GELU
-	GateGEGLUTanh                 // tanh-approximated GELU
-)
-
-// Gates lists every Gate, in table order.
-var Gates = []Gate{GateSwiGLU, GateGEGLU, GateGEGLUTanh}
-
-// String is the activation's name token: swiglu, geglu, geglu_tanh.
-func (g Gate) String() string {
-	switch g {
-	case GateSwiGLU:
-		return "swiglu"
-	case GateGEGLU:
-		return "geglu"
-	case GateGEGLUTanh:
-		return "geglu_tanh"
-	}
-	return "gate?"
-}
-
 // GatedKey is the gated MLP's elementwise kernel h = act(e)·g (or its
 // backward) for storage dtype D.
 type GatedKey struct {
-	Act  Gate
+	Act  activation.Activation
 	D    dtype.DType
 	Back bool
 }

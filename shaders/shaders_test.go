@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vklora/vklora/activation"
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/shaders/gen/spvgen"
 )
@@ -211,7 +212,7 @@ func TestKeysHaveModules(t *testing.T) {
 		}
 		keys = append(keys, SplitKReduceKey{C: d}, AddKey{D: d}, AddKey{D: d, Bias: true},
 			NF4Key{Op: NF4Dequant, D: d}, NF4Key{Op: NF4Quantize, D: d})
-		for _, g := range Gates {
+		for _, g := range activation.All() {
 			keys = append(keys, GatedKey{Act: g, D: d}, GatedKey{Act: g, D: d, Back: true})
 		}
 	}

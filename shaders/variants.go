@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/vklora/vklora/activation"
 	"github.com/vklora/vklora/dtype"
 )
 
@@ -96,7 +97,7 @@ func Variants() []Variant {
 
 	// gated MLP elementwise kernels: activation × dtype × direction. The
 	// forward binds e, g, h; the backward e, g, dh, h, de, dg.
-	for _, act := range Gates {
+	for _, act := range activation.All() {
 		for _, d := range floats {
 			for _, back := range []bool{false, true} {
 				defs := map[string]string{"D_TYPE": typeDefine(d.String()), "ACT": "ACT_" + strings.ToUpper(act.String())}

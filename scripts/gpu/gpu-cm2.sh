@@ -11,8 +11,8 @@ source "$(dirname "$0")/gpu-env.sh"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 $B/lorabench devices > "$out/devices.txt" 2>&1; grep -i "coopmat2\|cooperative" "$out/devices.txt" | head -20
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-	(cd lora && VKLORA_REQUIRE_COOPMAT=1 VKLORA_REQUIRE_COOPMAT2=1 timeout 300 "$B/lora.test" -test.count=1 -test.run "${TESTS:-CoopMat}" > "$out/test-lora.log" 2>&1)
-	echo "lora tests exit $? ($(tail -1 "$out/test-lora.log"))"; grep -E "^\s*--- FAIL|Error Trace|Error:|rel err|panic" "$out/test-lora.log" | head -20
+	(cd kernels && VKLORA_REQUIRE_COOPMAT=1 VKLORA_REQUIRE_COOPMAT2=1 timeout 300 "$B/kernels.test" -test.count=1 -test.run "${TESTS:-CoopMat}" > "$out/test-kernels.log" 2>&1)
+	echo "kernels tests exit $? ($(tail -1 "$out/test-kernels.log"))"; grep -E "^\s*--- FAIL|Error Trace|Error:|rel err|panic" "$out/test-kernels.log" | head -20
 fi
 S=${SIZE:-8192}
 [ "${SWEEP:-1}" = 1 ] && for tile in ${TILES:-"" 128,128,16,128 128,128,64,128 256,128,32,256 128,256,32,256 256,256,32,256 128,256,64,256 64,64,32,128}; do
