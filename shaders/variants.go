@@ -127,7 +127,33 @@ func Variants() []Variant {
 	// Double-quantized NF4 scales decoded on the GPU; scales are always f32.
 	t.add(Variant{Name: variantName("nf4_absmax", false, "f32", ""), Source: "nf4_absmax.comp"})
 
+	peakVariants(&t)
 	return t.vs
+}
+
+// peakVariants are the kernels of `lorabench peak`, which measures the
+// device's own ceilings: scalar fp32 FMA, copy bandwidth and
+// cooperative-matrix throughput, subgroup scope (one variant per
+// component-type combination, named by the input type, flavour c16 for an
+// f16 accumulator) and workgroup scope (VK_NV_cooperative_matrix2).
+func peakVariants(t *variantTable) {
+	t.add(Variant{Name: variantName("peak_fma", false, "f32", ""), Source: "peak_fma.comp"})
+	t.add(Variant{Name: variantName("peak_copy", false, "u32", ""), Source: "peak_copy.comp"})
+	for _, c := range []struct{ in, flavour, a, acc, zero string }{
+		{"f16", "", "float16_t", "float", "0.0"},
+		{"f16", "c16", "float16_t", "float16_t", "float16_t(0.0)"},
+		{"bf16", "", "float16_t", "float", "0.0"},
+		{"i8", "", "int8_t", "int32_t", "0"},
+		{"u8", "", "uint8_t", "uint32_t", "0u"},
+	} {
+		t.add(Variant{Name: variantName("peak_coopmat", false, c.in, c.flavour), Source: "peak_coopmat.comp",
+			Defines:    map[string]string{"A_ELEM": c.a, "C_ELEM": c.acc, "C_ZERO": c.zero},
+			NoOptimize: true, Spirv: "vulkan1.3", BFloat16: c.in == "bf16"})
+	}
+	for _, d := range []string{"f16", "bf16"} {
+		t.add(Variant{Name: variantName("peak_cm2", false, d, ""), Source: "peak_cm2.comp",
+			NoOptimize: true, Spirv: "vulkan1.3", BFloat16: d == "bf16"})
+	}
 }
 
 // joinFlavour appends a kernel suffix to an operand flavour ("" or e.g. "a32_c32").
