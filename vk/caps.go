@@ -159,7 +159,12 @@ type DeviceInfo struct {
 	Driver     string
 	DriverInfo string
 	APIVersion string
-	Caps       Caps
+	// DriverVersion is VkPhysicalDeviceProperties.driverVersion (encoded
+	// the vendor's way) and PipelineCacheUUID its pipelineCacheUUID: with
+	// VendorID and DeviceID they identify a device and driver build.
+	DriverVersion     uint32
+	PipelineCacheUUID [16]byte
+	Caps              Caps
 }
 
 // Vendor names the PCI vendor.
@@ -234,12 +239,16 @@ func infoFromCaps(index int, c *C.vkl_caps) DeviceInfo {
 			WorkgroupScope: s.scope == 2, Invocations: uint32(s.workgroupInvocations),
 		})
 	}
-	return DeviceInfo{
+	info := DeviceInfo{
 		Index: index, Name: C.GoString(&c.name[0]), Type: DeviceType(c.device_type),
 		VendorID: uint32(c.vendor_id), DeviceID: uint32(c.device_id),
 		Driver: C.GoString(&c.driver_name[0]), DriverInfo: C.GoString(&c.driver_info[0]),
-		APIVersion: apiString(uint32(c.api_version)), Caps: caps,
+		APIVersion: apiString(uint32(c.api_version)), DriverVersion: uint32(c.driver_version), Caps: caps,
 	}
+	for i := range info.PipelineCacheUUID {
+		info.PipelineCacheUUID[i] = byte(c.pipeline_cache_uuid[i])
+	}
+	return info
 }
 
 // Describe returns a multi-line summary of the capabilities for people.

@@ -74,6 +74,7 @@ typedef struct {
 	char driver_name[VKL_NAME];
 	char driver_info[VKL_NAME];
 	uint32_t api_version, driver_version, vendor_id, device_id, device_type;
+	uint8_t pipeline_cache_uuid[VK_UUID_SIZE];
 	uint32_t subgroup_size, min_subgroup_size, max_subgroup_size;
 	uint32_t max_shared_memory, max_invocations;
 	uint32_t max_group_size[3], max_group_count[3];

@@ -126,6 +126,7 @@ void vkl_probe(VkInstance inst, VkPhysicalDevice phys, vkl_caps *caps) {
 	caps->vendor_id = p->vendorID;
 	caps->device_id = p->deviceID;
 	caps->device_type = p->deviceType;
+	memcpy(caps->pipeline_cache_uuid, p->pipelineCacheUUID, VK_UUID_SIZE);
 	caps->subgroup_size = p11.subgroupSize;
 	caps->subgroup_arith = (p11.subgroupSupportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) &&
 			       (p11.subgroupSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT);
