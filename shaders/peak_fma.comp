@@ -7,7 +7,7 @@
 // invocation index (so they are not uniform: no scalar-unit shortcut).
 //
 // With m = 1 and c = 2^-12 the result is exact in fp32, so the Go side
-// checks it: o[s] (s = slot) = Σ_j (4j + (0,1,2,3)) + 8·(s & 7) + 128·iters·c.
+// checks it: o[s] (s = slot) = Σ_j (4j + (0,1,2,3)) + 8·(s & 7) + 32·iters·c.
 //
 // Bindings: set 0, binding 0 = vec4 o[slots].
 // Push constants: uint iters; uint slots (a multiple of 8); float m; float c.
