@@ -928,14 +928,9 @@ func (d *peakDoc) rate(kind string) float64 {
 // accumulation, as the engine runs them) when the row ran on cooperative
 // matrices, else the scalar fp32 FMA rate; and its name.
 func (d *peakDoc) rowPeak(dt dtype.DType, coop bool) (float64, string) {
-	if coop {
-		comp := vk.ComponentF16
-		if dt == dtype.BF16 {
-			comp = vk.ComponentBF16
-		}
-		if r := d.coopRate(comp); r > 0 {
-			return r, "coopmat_" + dt.String()
-		}
+	comp, ok := map[dtype.DType]vk.ComponentType{dtype.F16: vk.ComponentF16, dtype.BF16: vk.ComponentBF16}[dt]
+	if r := d.coopRate(comp); coop && ok && r > 0 {
+		return r, "coopmat_" + dt.String()
 	}
 	return d.rate("fma"), "fma_f32"
 }

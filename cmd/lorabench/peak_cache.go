@@ -125,10 +125,10 @@ func readPeakCache(dir string, key peakKey) (*peakDoc, error) {
 		return nil, fmt.Errorf("%s: %v", path, err)
 	}
 	switch {
-	case d.Key != key:
-		return nil, fmt.Errorf("%s: stored for another device, driver or kernels: %w", path, errPeakMiss)
 	case d.Schema != peakSchema || len(d.Rows) == 0:
 		return nil, fmt.Errorf("%s: schema %d with %d rows, want schema %d with rows", path, d.Schema, len(d.Rows), peakSchema)
+	case d.Key != key:
+		return nil, fmt.Errorf("%s: stored for another device, driver or kernels: %w", path, errPeakMiss)
 	}
 	d.Cached, d.File = true, path
 	return &d, nil
