@@ -9,11 +9,15 @@
 // by the generator (Variant.BFloat16). The Go side fills the input with
 // 2^-4, so every stored element is iters·BK/256, exact in fp32, and checks it.
 //
-// Bindings: set 0, binding 0 = uvec4 in[] (A row-major with a row stride of
-// a_stride uvec4, then B row-major with b_stride); binding 1 = float
-// out[slots·BM·BN]; binding 2 = uint info[2] (unused: kept in step with
+// Operands are read and the result written through tensor layouts, as
+// matmul_cm2 does (the driver's own path for workgroup-scope matrices).
+//
+// Bindings: set 0, binding 0 = uint16_t in[BM·BK + BK·BN] (A [BM][BK], then
+// B [BK][BN], both row-major); binding 1 = float out[slots·BM·BN];
+// binding 2 = uint info[2] (1 and the workgroup size, in step with
 // peak_coopmat's bindings).
-// Push constants: uint iters; uint slots; uint a_stride; uint b_stride.
+// Push constants: uint iters; uint slots; two unused words (peak_coopmat's
+// row strides, so that both take one push-constant struct).
 // Specialization constants: 0 BM, 1 BN, 2 BK (multiples of a reported
 // flexible-dimension configuration's granularities), 3 workgroup size (its
 // invocation count).
@@ -23,21 +27,23 @@
 #extension GL_NV_cooperative_matrix2 : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#extension GL_EXT_shader_16bit_storage : require
+#extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
 
 layout(constant_id = 0) const uint BM = 128;
 layout(constant_id = 1) const uint BN = 128;
 layout(constant_id = 2) const uint BK = 32;
 layout(local_size_x_id = 3, local_size_y = 1, local_size_z = 1) in;
 
-layout(set = 0, binding = 0, std430) readonly buffer In { uvec4 inp[]; };
+layout(set = 0, binding = 0, std430) readonly buffer In { uint16_t inp[]; };
 layout(set = 0, binding = 1, std430) writeonly buffer Out { float outp[]; };
 layout(set = 0, binding = 2, std430) writeonly buffer Info { uint info[]; };
 
 layout(push_constant, std430) uniform Push {
 	uint iters;
 	uint slots;
-	uint a_stride;
-	uint b_stride;
+	uint unused0;
+	uint unused1;
 } pc;
 
 void main() {
@@ -45,14 +51,23 @@ void main() {
 		info[0] = 1u;
 		info[1] = gl_WorkGroupSize.x;
 	}
+	tensorLayoutNV<2> la = createTensorLayoutNV(2);
+	tensorLayoutNV<2> lb = createTensorLayoutNV(2);
+	tensorLayoutNV<2> lc = createTensorLayoutNV(2);
+	la = setTensorLayoutDimensionNV(la, BM, BK);
+	lb = setTensorLayoutDimensionNV(lb, BK, BN);
+	lc = setTensorLayoutDimensionNV(lc, BM, BN);
+	la = setTensorLayoutStrideNV(la, BK, 1);
+	lb = setTensorLayoutStrideNV(lb, BN, 1);
+	lc = setTensorLayoutStrideNV(lc, BN, 1);
 	coopmat<float16_t, gl_ScopeWorkgroup, BM, BK, gl_MatrixUseA> a;
 	coopmat<float16_t, gl_ScopeWorkgroup, BK, BN, gl_MatrixUseB> b;
-	coopMatLoad(a, inp, 0u, pc.a_stride, gl_CooperativeMatrixLayoutRowMajor);
-	coopMatLoad(b, inp, BM * pc.a_stride, pc.b_stride, gl_CooperativeMatrixLayoutRowMajor);
+	coopMatLoadTensorNV(a, inp, 0, sliceTensorLayoutNV(la, 0, BM, 0, BK));
+	coopMatLoadTensorNV(b, inp, BM * BK, sliceTensorLayoutNV(lb, 0, BK, 0, BN));
 	coopmat<float, gl_ScopeWorkgroup, BM, BN, gl_MatrixUseAccumulator> acc =
 	    coopmat<float, gl_ScopeWorkgroup, BM, BN, gl_MatrixUseAccumulator>(0.0);
 	for (uint i = 0u; i < pc.iters; i++) {
 		acc = coopMatMulAdd(a, b, acc);
 	}
-	coopMatStore(acc, outp, (gl_WorkGroupID.x % pc.slots) * BM * BN, BN, gl_CooperativeMatrixLayoutRowMajor);
+	coopMatStoreTensorNV(acc, outp, (gl_WorkGroupID.x % pc.slots) * BM * BN, sliceTensorLayoutNV(lc, 0, BM, 0, BN));
 }

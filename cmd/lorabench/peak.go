@@ -324,6 +324,10 @@ func coopExpected(v coopVariant, iters, k int) float64 {
 	return e
 }
 
+// cm2Expected is every stored element of peak_cm2: iters MulAdds of
+// BK products 2^-4·2^-4.
+func cm2Expected(iters, bk int) float64 { return float64(iters) * float64(bk) / 256 }
+
 // fmaExpected is component l of slot s of peak_fma after iters
 // iterations with m = 1 and add c.
 func fmaExpected(s, l, iters int, c float64) float64 {
@@ -632,15 +636,14 @@ func (m *peakMeter) cm2(c cm2Case) (peakRow, error) {
 		M: c.BM, N: c.BN, K: c.BK, A: c.v.in.String(), B: c.v.in.String(), C: c.v.acc.String(), Result: c.v.acc.String(),
 		Types: typesString(c.v.in, c.v.in, c.v.acc, c.v.acc), Kernel: c.v.name, Invocations: c.WG, Iters: m.sizes.cm2Iters}
 	m.note("peak: coopmat workgroup %s %s at %d invocations", row.Shape, row.Types, c.WG)
-	aStride, bStride := c.BK*2/16, c.BN*2/16
-	inWords := c.BM*aStride + c.BK*bStride
+	inBytes := 2 * (c.BM*c.BK + c.BK*c.BN) // A [BM][BK] and B [BK][BN], 16-bit
 	const slots = 16
 	tile := c.BM * c.BN
 	k, err := peakKernel(m.dev, row.Kernel, 3, int(unsafe.Sizeof(coopPush{})), uint32(c.BM), uint32(c.BN), uint32(c.BK), uint32(c.WG))
 	if err != nil {
 		return row, err
 	}
-	bs, release, err := m.buffers(uint64(16*inWords), uint64(slots*tile*4), 16)
+	bs, release, err := m.buffers(uint64(inBytes), uint64(slots*tile*4), 16)
 	if err != nil {
 		return row, err
 	}
@@ -648,8 +651,8 @@ func (m *peakMeter) cm2(c cm2Case) (peakRow, error) {
 	if err := m.rec.Fill(bs[0].Whole(), c.v.fill); err != nil {
 		return row, err
 	}
-	push := coopPush{Iters: uint32(row.Iters), Slots: slots, AStride: uint32(aStride), BStride: uint32(bStride)}
-	want := float64(row.Iters) * float64(c.BK) / 256
+	push := coopPush{Iters: uint32(row.Iters), Slots: slots} // peak_cm2 reads no strides
+	want := cm2Expected(row.Iters, c.BK)
 	err = m.time(&row, kernelRun{
 		base: m.sizes.cm2Groups,
 		dispatch: func(rec *vk.Recorder, groups uint32) error {

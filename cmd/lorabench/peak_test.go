@@ -159,6 +159,9 @@ func TestPeakArithmetic(t *testing.T) {
 	if got, want := coopExpected(coopVariants[0], 1024, 16), 8.0*1024*16/256; got != want {
 		t.Errorf("coopExpected f16 = %g, want %g", got, want)
 	}
+	if got, want := cm2Expected(512, 32), 512.0*32/256; got != want {
+		t.Errorf("cm2Expected = %g, want %g", got, want)
+	}
 	if got, want := coopExpected(coopVariants[3], 1024, 32), 8.0*1024*32; got != want {
 		t.Errorf("coopExpected i8 = %g, want %g", got, want)
 	}
