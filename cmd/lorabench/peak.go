@@ -385,11 +385,9 @@ func measurePeak(dev *vk.Device, reps int, status io.Writer) (*peakDoc, error) {
 	}
 	doc := &peakDoc{Schema: peakSchema, Key: peakKeyOf(info), Device: info.String(), Measured: start.UTC()}
 	add := func(r peakRow, err error) error {
-		if errors.Is(err, vk.ErrDeviceLost) {
+		r, err = m.settle(r, err)
+		if err != nil {
 			return err
-		}
-		if err != nil && r.Error == "" {
-			r.Error = err.Error()
 		}
 		doc.Rows = append(doc.Rows, r)
 		return nil
@@ -418,6 +416,24 @@ func measurePeak(dev *vk.Device, reps int, status io.Writer) (*peakDoc, error) {
 	}
 	doc.Seconds = time.Since(start).Seconds()
 	return doc, nil
+}
+
+// settle finishes a measurement's row: a failure other than a lost
+// device becomes the row's Error (the row is kept, not validated) and
+// whatever the measurement left recorded is dropped, since a recording
+// error is sticky until Submit and would fail every later measurement.
+func (m *peakMeter) settle(r peakRow, err error) (peakRow, error) {
+	if errors.Is(err, vk.ErrDeviceLost) {
+		return r, err
+	}
+	if err != nil {
+		m.rec.Submit() //nolint:errcheck // it returns that error again
+		r.Validated = false
+		if r.Error == "" {
+			r.Error = err.Error()
+		}
+	}
+	return r, nil
 }
 
 func (m *peakMeter) note(format string, args ...any) {

@@ -547,3 +547,44 @@ func TestMatmulFracPeak(t *testing.T) {
 		t.Errorf("-no-peak: exit %d, %s", code, out)
 	}
 }
+
+// TestPeakFailureIsContained: a measurement that fails while recording
+// gives an unvalidated row with its error, and the next measurement on the
+// same recorder still runs.
+func TestPeakFailureIsContained(t *testing.T) {
+	dev, _ := openEngine(t)
+	rec, err := dev.NewRecorder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Release()
+	m := &peakMeter{dev: dev, rec: rec, sizes: sizesFor(dev.Info()), reps: 1, first: true}
+	k, err := peakKernel(dev, "peak_fma_f32", 1, 16, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, release, err := m.buffers(16 * 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	row := peakRow{Kind: "fma"}
+	err = m.time(&row, kernelRun{base: 1,
+		dispatch: func(r *vk.Recorder, _ uint32) error {
+			r.Fill(bs[0].Whole(), 0)                                                  //nolint:errcheck
+			return r.Dispatch(k, [3]uint32{0, 1, 1}, make([]byte, 16), bs[0].Whole()) // 0 workgroups: refused
+		},
+		check: func(uint32) (float64, error) { return 1, nil },
+	})
+	if err == nil {
+		t.Fatal("a dispatch of 0 workgroups was timed")
+	}
+	row, err = m.settle(row, err)
+	if err != nil || row.Validated || !strings.Contains(row.Error, "workgroup count") {
+		t.Fatalf("settled: %v, row %+v", err, row)
+	}
+	fma, err := m.settle(m.fma())
+	if err != nil || !fma.Validated || !(fma.TFLOPs > 0) {
+		t.Errorf("the measurement after a failure: %v, %+v", err, fma)
+	}
+}
