@@ -476,16 +476,22 @@ func (m *peakMeter) time(row *peakRow, kr kernelRun) error {
 	if err := warmUp(rec, w, 8, record); err != nil {
 		return err
 	}
-	// Calibrate: the median of three timed runs at the base grid.
-	st, err := timeGPU(rec, m.dev, warm{}, 3, record)
-	if err != nil {
-		return err
-	}
-	if t := st.Median * 1e-3; t > 0 && !kr.fixed {
+	// Calibrate: scale the grid by target / (median of three timed runs),
+	// up to three rounds while a run takes under half the target (a small
+	// grid's time is mostly overhead, so one round undershoots).
+	for round := 0; round < 3 && !kr.fixed; round++ {
+		st, err := timeGPU(rec, m.dev, warm{}, 3, record)
+		if err != nil {
+			return err
+		}
+		t := st.Median * 1e-3
+		if t <= 0 || t >= m.sizes.target.Seconds()/2 || groups >= m.sizes.maxGroups {
+			break
+		}
 		scale := m.sizes.target.Seconds() / t
-		groups = uint32(min(max(float64(kr.base)*scale, float64(kr.base)), float64(max(m.sizes.maxGroups, kr.base))))
+		groups = uint32(min(float64(groups)*scale, float64(max(m.sizes.maxGroups, kr.base))))
 	}
-	st, err = timeGPU(rec, m.dev, warm{Runs: 1}, m.reps, record)
+	st, err := timeGPU(rec, m.dev, warm{Runs: 1}, m.reps, record)
 	if err != nil {
 		return err
 	}
