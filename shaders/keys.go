@@ -135,3 +135,53 @@ func (GatedKey) sealed()        {}
 func (AddKey) sealed()          {}
 func (NF4Key) sealed()          {}
 func (FillKey) sealed()         {}
+
+// PeakKind is a ceiling lorabench peak measures.
+type PeakKind uint8
+
+const (
+	PeakFMA     PeakKind = iota + 1 // scalar fp32 FMA chains
+	PeakCopy                        // 16-byte device-memory copy
+	PeakCoopMat                     // register-resident subgroup-scope cooperative matrices
+	PeakCM2                         // register-resident workgroup-scope cooperative matrices
+)
+
+// PeakInput is the input component type of a peak kernel.
+type PeakInput string
+
+const (
+	PeakF32  PeakInput = "f32"
+	PeakU32  PeakInput = "u32"
+	PeakF16  PeakInput = "f16"
+	PeakBF16 PeakInput = "bf16"
+	PeakI8   PeakInput = "i8"
+	PeakU8   PeakInput = "u8"
+)
+
+// PeakKey is a kernel of `lorabench peak`: kind, input type and, for the
+// f16 cooperative kernel, an f16 accumulator (C16) instead of f32/int32.
+type PeakKey struct {
+	Kind PeakKind
+	In   PeakInput
+	C16  bool
+}
+
+// Name is peak_fma_f32, peak_copy_u32, peak_coopmat_<in>[_c16] or
+// peak_cm2_<in>.
+func (k PeakKey) Name() string {
+	op := map[PeakKind]string{PeakFMA: "peak_fma", PeakCopy: "peak_copy", PeakCoopMat: "peak_coopmat", PeakCM2: "peak_cm2"}[k.Kind]
+	if op == "" {
+		op = "peak_kind?"
+	}
+	return variantName(op, false, string(k.In), pick(k.C16, "c16", ""))
+}
+
+// PeakKeys lists every peak kernel, in table order.
+func PeakKeys() []PeakKey {
+	return []PeakKey{{Kind: PeakFMA, In: PeakF32}, {Kind: PeakCopy, In: PeakU32},
+		{Kind: PeakCoopMat, In: PeakF16}, {Kind: PeakCoopMat, In: PeakF16, C16: true}, {Kind: PeakCoopMat, In: PeakBF16},
+		{Kind: PeakCoopMat, In: PeakI8}, {Kind: PeakCoopMat, In: PeakU8},
+		{Kind: PeakCM2, In: PeakF16}, {Kind: PeakCM2, In: PeakBF16}}
+}
+
+func (PeakKey) sealed() {}

@@ -65,3 +65,22 @@ var (
 )
 
 func sizeOf[T any]() int { var v T; return int(unsafe.Sizeof(v)) }
+
+// PeakFMAPush mirrors peak_fma.comp's block.
+type PeakFMAPush struct {
+	Iters, Slots uint32
+	M, C         float32
+}
+
+// PeakCoopPush mirrors the block of peak_coopmat.comp and peak_cm2.comp
+// (the latter reads no strides).
+type PeakCoopPush struct{ Iters, Slots, AStride, BStride uint32 }
+
+// PeakCopyPush mirrors peak_copy.comp's block.
+type PeakCopyPush struct{ N uint32 }
+
+var (
+	_ [16]byte = [unsafe.Sizeof(PeakFMAPush{})]byte{}
+	_ [16]byte = [unsafe.Sizeof(PeakCoopPush{})]byte{}
+	_ [4]byte  = [unsafe.Sizeof(PeakCopyPush{})]byte{}
+)

@@ -101,5 +101,14 @@ func init() {
 		{Name: "nf4_dequant_bf16", File: "spv/nf4_dequant_bf16.spv", Source: "nf4_dequant.comp", TargetEnv: "vulkan1.2", Optimized: true, BFloat16: false, Defines: map[string]string{"D_TYPE": "TYPE_BF16"}},
 		{Name: "nf4_quantize_bf16", File: "spv/nf4_quantize_bf16.spv", Source: "nf4_quantize.comp", TargetEnv: "vulkan1.2", Optimized: true, BFloat16: false, Defines: map[string]string{"D_TYPE": "TYPE_BF16"}},
 		{Name: "nf4_absmax_f32", File: "spv/nf4_absmax_f32.spv", Source: "nf4_absmax.comp", TargetEnv: "vulkan1.2", Optimized: true, BFloat16: false, Defines: nil},
+		{Name: "peak_fma_f32", File: "spv/peak_fma_f32.spv", Source: "peak_fma.comp", TargetEnv: "vulkan1.2", Optimized: true, BFloat16: false, Defines: nil},
+		{Name: "peak_copy_u32", File: "spv/peak_copy_u32.spv", Source: "peak_copy.comp", TargetEnv: "vulkan1.2", Optimized: true, BFloat16: false, Defines: nil},
+		{Name: "peak_coopmat_f16", File: "spv/peak_coopmat_f16.spv", Source: "peak_coopmat.comp", TargetEnv: "vulkan1.3", Optimized: false, BFloat16: false, Defines: map[string]string{"A_ELEM": "float16_t", "C_ELEM": "float", "C_ZERO": "0.0"}},
+		{Name: "peak_coopmat_f16_c16", File: "spv/peak_coopmat_f16_c16.spv", Source: "peak_coopmat.comp", TargetEnv: "vulkan1.3", Optimized: false, BFloat16: false, Defines: map[string]string{"A_ELEM": "float16_t", "C_ELEM": "float16_t", "C_ZERO": "float16_t(0.0)"}},
+		{Name: "peak_coopmat_bf16", File: "spv/peak_coopmat_bf16.spv", Source: "peak_coopmat.comp", TargetEnv: "vulkan1.3", Optimized: false, BFloat16: true, Defines: map[string]string{"A_ELEM": "float16_t", "C_ELEM": "float", "C_ZERO": "0.0"}},
+		{Name: "peak_coopmat_i8", File: "spv/peak_coopmat_i8.spv", Source: "peak_coopmat.comp", TargetEnv: "vulkan1.3", Optimized: false, BFloat16: false, Defines: map[string]string{"A_ELEM": "int8_t", "C_ELEM": "int32_t", "C_ZERO": "0"}},
+		{Name: "peak_coopmat_u8", File: "spv/peak_coopmat_u8.spv", Source: "peak_coopmat.comp", TargetEnv: "vulkan1.3", Optimized: false, BFloat16: false, Defines: map[string]string{"A_ELEM": "uint8_t", "C_ELEM": "uint32_t", "C_ZERO": "0u"}},
+		{Name: "peak_cm2_f16", File: "spv/peak_cm2_f16.spv", Source: "peak_cm2.comp", TargetEnv: "vulkan1.3", Optimized: false, BFloat16: false, Defines: nil},
+		{Name: "peak_cm2_bf16", File: "spv/peak_cm2_bf16.spv", Source: "peak_cm2.comp", TargetEnv: "vulkan1.3", Optimized: false, BFloat16: true, Defines: nil},
 	}
 }

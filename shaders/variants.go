@@ -134,7 +134,40 @@ func Variants() []Variant {
 	// Double-quantized NF4 scales decoded on the GPU; scales are always f32.
 	t.add(NF4Key{Op: NF4Absmax, D: dtype.F32}, Variant{Source: "nf4_absmax.comp", Buffers: 4, PushSize: sizeOf[NF4AbsmaxPush]()})
 
+	peakVariants(&t)
 	return t.vs
+}
+
+// peakVariants are the kernels of `lorabench peak`, which measures the
+// device's own ceilings: scalar fp32 FMA, copy bandwidth and
+// cooperative-matrix throughput at subgroup scope (one variant per
+// component-type combination; C16 for an f16 accumulator) and workgroup
+// scope (VK_NV_cooperative_matrix2).
+func peakVariants(t *variantTable) {
+	elem := map[PeakInput][3]string{ // A element, accumulator element, accumulator zero
+		PeakF16: {"float16_t", "float", "0.0"}, PeakBF16: {"float16_t", "float", "0.0"},
+		PeakI8: {"int8_t", "int32_t", "0"}, PeakU8: {"uint8_t", "uint32_t", "0u"},
+	}
+	for _, k := range PeakKeys() {
+		switch k.Kind {
+		case PeakFMA:
+			t.add(k, Variant{Source: "peak_fma.comp", Buffers: 1, PushSize: sizeOf[PeakFMAPush]()})
+		case PeakCopy:
+			t.add(k, Variant{Source: "peak_copy.comp", Buffers: 2, PushSize: sizeOf[PeakCopyPush]()})
+		case PeakCoopMat:
+			e := elem[k.In]
+			if k.C16 {
+				e[1], e[2] = "float16_t", "float16_t(0.0)"
+			}
+			t.add(k, Variant{Source: "peak_coopmat.comp",
+				Defines:    map[string]string{"A_ELEM": e[0], "C_ELEM": e[1], "C_ZERO": e[2]},
+				NoOptimize: true, Spirv: "vulkan1.3", BFloat16: k.In == PeakBF16,
+				Buffers: 3, PushSize: sizeOf[PeakCoopPush]()})
+		case PeakCM2:
+			t.add(k, Variant{Source: "peak_cm2.comp", NoOptimize: true, Spirv: "vulkan1.3", BFloat16: k.In == PeakBF16,
+				Buffers: 3, PushSize: sizeOf[PeakCoopPush]()})
+		}
+	}
 }
 
 // MatmulBuffers is the binding count of every matmul kernel: A, B, C, A2,

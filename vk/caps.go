@@ -106,6 +106,7 @@ type Caps struct {
 	BFloat16                  bool            // VK_KHR_shader_bfloat16 type
 	BFloat16CoopMat           bool
 	PushDescriptor            bool // VK_KHR_push_descriptor (required)
+	PipelineStatistics        bool // VK_KHR_pipeline_executable_properties (Kernel.Statistics)
 	DeviceLocalBytes          uint64
 	QueueFamily               uint32
 }
@@ -159,7 +160,12 @@ type DeviceInfo struct {
 	Driver     string
 	DriverInfo string
 	APIVersion string
-	Caps       Caps
+	// DriverVersion is VkPhysicalDeviceProperties.driverVersion (encoded
+	// the vendor's way) and PipelineCacheUUID its pipelineCacheUUID: with
+	// VendorID and DeviceID they identify a device and driver build.
+	DriverVersion     uint32
+	PipelineCacheUUID [16]byte
+	Caps              Caps
 }
 
 // Vendor names the PCI vendor.
@@ -203,7 +209,7 @@ func infoFromCaps(index int, c *C.vkl_caps) DeviceInfo {
 		MaxStorageBufferRange: uint64(c.max_storage_range), MinStorageOffsetAlignment: uint64(c.min_storage_offset_align),
 		TimestampPeriod: float32(c.timestamp_period), TimestampValidBits: uint32(c.timestamp_valid_bits),
 		CoopMat: b(c.coopmat), CoopMat2: b(c.coopmat2), CoopMat2Flexible: b(c.coopmat2_flexible),
-		BFloat16: b(c.bf16), BFloat16CoopMat: b(c.bf16_coopmat), PushDescriptor: b(c.push_descriptor),
+		BFloat16: b(c.bf16), BFloat16CoopMat: b(c.bf16_coopmat), PushDescriptor: b(c.push_descriptor), PipelineStatistics: b(c.pipeline_stats),
 		DeviceLocalBytes: uint64(c.device_local_bytes), QueueFamily: uint32(c.compute_queue_family),
 	}
 	for i := 0; i < 3; i++ {
@@ -234,12 +240,16 @@ func infoFromCaps(index int, c *C.vkl_caps) DeviceInfo {
 			WorkgroupScope: s.scope == 2, Invocations: uint32(s.workgroupInvocations),
 		})
 	}
-	return DeviceInfo{
+	info := DeviceInfo{
 		Index: index, Name: C.GoString(&c.name[0]), Type: DeviceType(c.device_type),
 		VendorID: uint32(c.vendor_id), DeviceID: uint32(c.device_id),
 		Driver: C.GoString(&c.driver_name[0]), DriverInfo: C.GoString(&c.driver_info[0]),
-		APIVersion: apiString(uint32(c.api_version)), Caps: caps,
+		APIVersion: apiString(uint32(c.api_version)), DriverVersion: uint32(c.driver_version), Caps: caps,
 	}
+	for i := range info.PipelineCacheUUID {
+		info.PipelineCacheUUID[i] = byte(c.pipeline_cache_uuid[i])
+	}
+	return info
 }
 
 // Describe returns a multi-line summary of the capabilities for people.

@@ -24,6 +24,11 @@ type Options struct {
 	// Validation enables VK_LAYER_KHRONOS_validation when it is installed,
 	// for the process's instance: whichever Open creates it decides.
 	Validation bool
+	// KernelStatistics asks the driver to keep each kernel's compile
+	// statistics (registers, spills, shared memory, where it reports them)
+	// for Kernel.Statistics. Only where Caps.PipelineStatistics; it may
+	// slow pipeline creation, so it is off by default.
+	KernelStatistics bool
 }
 
 // Device is an open logical device with one compute queue. A Device and the
@@ -39,6 +44,7 @@ type Device struct {
 	layouts map[layoutKey]*pipelineLayout
 	kernels map[string]*Kernel
 	staging *stagingArea
+	stats   bool // pipelines capture their statistics (Options.KernelStatistics)
 
 	mu        sync.Mutex
 	live      map[string]int // live objects by kind, for leak reports
@@ -84,6 +90,7 @@ func open(opts Options) (*Device, error) {
 	d := &Device{
 		info: info, phys: phys[idx], dev: vulkan.Device(unsafe.Pointer(cdev)),
 		layouts: map[layoutKey]*pipelineLayout{}, kernels: map[string]*Kernel{}, live: map[string]int{},
+		stats: opts.KernelStatistics && info.Caps.PipelineStatistics,
 	}
 	if err := d.init(); err != nil {
 		d.destroy()

@@ -6,6 +6,7 @@ import "C"
 
 import (
 	"fmt"
+	"sort"
 	"unsafe"
 
 	vulkan "github.com/vulkan-go/vulkan"
@@ -107,7 +108,7 @@ func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 	defer C.free(code)
 	r := C.vkl_create_pipeline(d.cdev(), C.VkPipelineCache(unsafe.Pointer(d.cache)), l.layout,
 		(*C.uint32_t)(code), C.size_t(4*len(spec.SPIRV)), specPtr, C.uint32_t(len(spec.Spec)),
-		C.uint32_t(spec.SubgroupSize), &k.pipeline, &k.module)
+		C.uint32_t(spec.SubgroupSize), C.int(b2i(d.stats)), &k.pipeline, &k.module)
 	if err := check("vkCreateComputePipelines", vulkan.Result(r)); err != nil {
 		return nil, fmt.Errorf("%w (kernel %s, spec %v)", err, spec.Name, spec.Spec)
 	}
@@ -157,4 +158,53 @@ func (d *Device) ShaderKernel(key shaders.Key, spec ...uint32) (*Kernel, error) 
 // guard its size beside its declaration.
 func PushBytes[T any](p *T) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(p)), unsafe.Sizeof(*p))
+}
+
+// KernelStat is one compile statistic of a kernel as its driver reports it
+// (names are the driver's, e.g. a register count or spilled bytes), for
+// one of the pipeline's executables.
+type KernelStat struct {
+	Executable, Name string
+	Value            float64
+}
+
+// Statistics returns the driver's compile statistics of k. It needs a
+// device opened with Options.KernelStatistics on a driver with
+// VK_KHR_pipeline_executable_properties; elsewhere it returns
+// ErrUnsupported.
+func (k *Kernel) Statistics(d *Device) ([]KernelStat, error) {
+	if err := d.alive(); err != nil {
+		return nil, err
+	}
+	if !d.stats {
+		return nil, fmt.Errorf("vk: kernel %s statistics: open the device with KernelStatistics on a driver with VK_KHR_pipeline_executable_properties: %w", k.spec.Name, ErrUnsupported)
+	}
+	var out [64]C.vkl_stat
+	n := C.vkl_pipeline_stats(d.cdev(), k.pipeline, &out[0], C.uint32_t(len(out)))
+	if n < 0 {
+		return nil, check("vkGetPipelineExecutableStatisticsKHR", vulkan.Result(n))
+	}
+	stats := make([]KernelStat, int(n))
+	for i := range stats {
+		stats[i] = KernelStat{Executable: C.GoString(&out[i].executable[0]), Name: C.GoString(&out[i].name[0]), Value: float64(out[i].value)}
+	}
+	return stats, nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Kernels returns the kernels the device has built so far, by name and
+// specialization: for tools that report on what ran (lorabench -stats).
+func (d *Device) Kernels() []*Kernel {
+	ks := make([]*Kernel, 0, len(d.kernels))
+	for _, k := range d.kernels {
+		ks = append(ks, k)
+	}
+	sort.Slice(ks, func(i, j int) bool { return kernelKey(ks[i].spec) < kernelKey(ks[j].spec) })
+	return ks
 }

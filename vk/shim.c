@@ -35,6 +35,8 @@ static PFN_vkDestroyDescriptorSetLayout p_DestroyDescriptorSetLayout;
 static PFN_vkCreateShaderModule p_CreateShaderModule;
 static PFN_vkDestroyShaderModule p_DestroyShaderModule;
 static PFN_vkCreateComputePipelines p_CreateComputePipelines;
+static PFN_vkGetPipelineExecutablePropertiesKHR p_GetPipelineExecutablePropertiesKHR;
+static PFN_vkGetPipelineExecutableStatisticsKHR p_GetPipelineExecutableStatisticsKHR;
 static PFN_vkCmdBindPipeline p_CmdBindPipeline;
 static PFN_vkCmdPushConstants p_CmdPushConstants;
 static PFN_vkCmdDispatch p_CmdDispatch;
@@ -184,6 +186,8 @@ VkResult vkl_create_instance(int validation, VkInstance *out, VkDebugUtilsMessen
 	LOAD(inst, CreateShaderModule);
 	LOAD(inst, DestroyShaderModule);
 	LOAD(inst, CreateComputePipelines);
+	LOAD(inst, GetPipelineExecutablePropertiesKHR); // NULL without the extension
+	LOAD(inst, GetPipelineExecutableStatisticsKHR);
 	LOAD(inst, CmdBindPipeline);
 	LOAD(inst, CmdPushConstants);
 	LOAD(inst, CmdDispatch);
@@ -253,7 +257,7 @@ VkResult vkl_create_layout(VkDevice dev, uint32_t bindings, uint32_t push_size, 
 
 VkResult vkl_create_pipeline(VkDevice dev, VkPipelineCache cache, VkPipelineLayout layout, const uint32_t *code,
 			     size_t code_bytes, const uint32_t *spec, uint32_t nspec, uint32_t required_subgroup,
-			     VkPipeline *pipeline, VkShaderModule *module) {
+			     int capture, VkPipeline *pipeline, VkShaderModule *module) {
 	VkShaderModuleCreateInfo mi = {
 	    .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = code_bytes, .pCode = code};
 	VkResult r = p_CreateShaderModule(dev, &mi, NULL, module);
@@ -276,6 +280,7 @@ VkResult vkl_create_pipeline(VkDevice dev, VkPipelineCache cache, VkPipelineLayo
 		      .pName = "main",
 		      .pSpecializationInfo = nspec ? &si : NULL},
 	    .layout = layout};
+	if (capture) ci.flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
 	r = p_CreateComputePipelines(dev, cache, 1, &ci, NULL, pipeline);
 	if (r != VK_SUCCESS) {
 		p_DestroyShaderModule(dev, *module, NULL);
@@ -303,4 +308,39 @@ void vkl_cmd_dispatch(VkDevice dev, VkCommandBuffer cb, VkPipeline pipe, VkPipel
 	if (nbind) p_CmdPushDescriptorSetKHR(cb, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, nbind, writes);
 	if (push_size) p_CmdPushConstants(cb, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, push_size, push);
 	p_CmdDispatch(cb, gx, gy, gz);
+}
+
+int vkl_pipeline_stats(VkDevice dev, VkPipeline pipe, vkl_stat *out, uint32_t max) {
+	if (!p_GetPipelineExecutablePropertiesKHR || !p_GetPipelineExecutableStatisticsKHR)
+		return VK_ERROR_EXTENSION_NOT_PRESENT;
+	VkPipelineInfoKHR pi = {.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR, .pipeline = pipe};
+	VkPipelineExecutablePropertiesKHR ep[8];
+	uint32_t ne = 8;
+	for (uint32_t i = 0; i < ne; i++)
+		ep[i] = (VkPipelineExecutablePropertiesKHR){.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_PROPERTIES_KHR};
+	VkResult r = p_GetPipelineExecutablePropertiesKHR(dev, &pi, &ne, ep);
+	if (r < 0) return r;
+	uint32_t got = 0;
+	for (uint32_t e = 0; e < ne && got < max; e++) {
+		VkPipelineExecutableInfoKHR ei = {
+		    .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR, .pipeline = pipe, .executableIndex = e};
+		VkPipelineExecutableStatisticKHR st[32];
+		uint32_t ns = 32;
+		for (uint32_t i = 0; i < ns; i++)
+			st[i] = (VkPipelineExecutableStatisticKHR){.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR};
+		r = p_GetPipelineExecutableStatisticsKHR(dev, &ei, &ns, st);
+		if (r < 0) return r;
+		for (uint32_t i = 0; i < ns && got < max; i++, got++) {
+			vkl_stat *o = &out[got];
+			snprintf(o->executable, sizeof o->executable, "%s", ep[e].name);
+			snprintf(o->name, sizeof o->name, "%s", st[i].name);
+			switch (st[i].format) {
+			case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR: o->value = st[i].value.b32; break;
+			case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR: o->value = (double)st[i].value.i64; break;
+			case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR: o->value = (double)st[i].value.u64; break;
+			default: o->value = st[i].value.f64; break;
+			}
+		}
+	}
+	return (int)got;
 }

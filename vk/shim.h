@@ -74,6 +74,7 @@ typedef struct {
 	char driver_name[VKL_NAME];
 	char driver_info[VKL_NAME];
 	uint32_t api_version, driver_version, vendor_id, device_id, device_type;
+	uint8_t pipeline_cache_uuid[VK_UUID_SIZE];
 	uint32_t subgroup_size, min_subgroup_size, max_subgroup_size;
 	uint32_t max_shared_memory, max_invocations;
 	uint32_t max_group_size[3], max_group_count[3];
@@ -88,7 +89,7 @@ typedef struct {
 	uint32_t float16, int8, int64, storage16, storage8, push_constant16;
 	uint32_t subgroup_size_control, compute_full_subgroups, subgroup_arith;
 	uint32_t coopmat, coopmat2, coopmat2_flexible, bf16, bf16_coopmat;
-	uint32_t push_descriptor, memory_budget;
+	uint32_t push_descriptor, memory_budget, pipeline_stats;
 	uint32_t n_coopmat;
 	vkl_coopmat_props coopmat_shapes[VKL_MAX_COOPMAT];
 	// VK_NV_cooperative_matrix2: limits and flexible-dimension shapes
@@ -115,9 +116,24 @@ VkResult vkl_create_device(VkInstance inst, VkPhysicalDevice phys, const vkl_cap
 // ---- Pipelines ----
 VkResult vkl_create_layout(VkDevice dev, uint32_t bindings, uint32_t push_size, VkDescriptorSetLayout *set_layout,
 			   VkPipelineLayout *layout);
+// capture asks the driver to keep the pipeline's statistics (registers,
+// spills, ...; VK_KHR_pipeline_executable_properties, enabled by
+// vkl_create_device when caps->pipeline_stats).
 VkResult vkl_create_pipeline(VkDevice dev, VkPipelineCache cache, VkPipelineLayout layout, const uint32_t *code,
 			     size_t code_bytes, const uint32_t *spec, uint32_t nspec, uint32_t required_subgroup,
-			     VkPipeline *pipeline, VkShaderModule *module);
+			     int capture, VkPipeline *pipeline, VkShaderModule *module);
+
+// One statistic of one executable of a pipeline, as a double.
+#define VKL_STAT_NAME 64
+typedef struct {
+	char executable[VKL_STAT_NAME];
+	char name[VKL_STAT_NAME];
+	double value;
+} vkl_stat;
+
+// vkl_pipeline_stats fills at most max statistics of every executable of
+// pipe and returns how many, or a negative VkResult.
+int vkl_pipeline_stats(VkDevice dev, VkPipeline pipe, vkl_stat *out, uint32_t max);
 
 // ---- Recording: one cgo call per dispatch ----
 typedef struct {

@@ -40,9 +40,10 @@ typedef struct {
 	vkl_coopmat_features cm;
 	vkl_coopmat2_features cm2;
 	vkl_bf16_features bf;
+	VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pe;
 } feature_chain;
 
-static void chain_features(feature_chain *c, uint32_t api, int coopmat, int coopmat2, int bf16) {
+static void chain_features(feature_chain *c, uint32_t api, int coopmat, int coopmat2, int bf16, int stats) {
 	memset(c, 0, sizeof *c);
 	c->f2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2;
 	c->v11.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES;
@@ -51,6 +52,7 @@ static void chain_features(feature_chain *c, uint32_t api, int coopmat, int coop
 	c->cm.sType = VKL_STYPE_COOPMAT_FEATURES_KHR;
 	c->cm2.sType = VKL_STYPE_COOPMAT2_FEATURES_NV;
 	c->bf.sType = VKL_STYPE_BFLOAT16_FEATURES_KHR;
+	c->pe.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR;
 	void **next = &c->f2.pNext;
 	*next = &c->v11;
 	next = &c->v11.pNext;
@@ -71,6 +73,10 @@ static void chain_features(feature_chain *c, uint32_t api, int coopmat, int coop
 	if (bf16) {
 		*next = &c->bf;
 		next = &c->bf.pNext;
+	}
+	if (stats) {
+		*next = &c->pe;
+		next = &c->pe.pNext;
 	}
 }
 
@@ -104,6 +110,7 @@ void vkl_probe(VkInstance inst, VkPhysicalDevice phys, vkl_caps *caps) {
 	int has_bf = ext_in(el.exts, el.n, "VK_KHR_shader_bfloat16");
 	caps->push_descriptor = ext_in(el.exts, el.n, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
 	caps->memory_budget = ext_in(el.exts, el.n, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+	caps->pipeline_stats = ext_in(el.exts, el.n, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
 	free(el.exts);
 
 	VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
@@ -126,6 +133,7 @@ void vkl_probe(VkInstance inst, VkPhysicalDevice phys, vkl_caps *caps) {
 	caps->vendor_id = p->vendorID;
 	caps->device_id = p->deviceID;
 	caps->device_type = p->deviceType;
+	memcpy(caps->pipeline_cache_uuid, p->pipelineCacheUUID, VK_UUID_SIZE);
 	caps->subgroup_size = p11.subgroupSize;
 	caps->subgroup_arith = (p11.subgroupSupportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) &&
 			       (p11.subgroupSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT);
@@ -147,7 +155,7 @@ void vkl_probe(VkInstance inst, VkPhysicalDevice phys, vkl_caps *caps) {
 	caps->timestamp_compute_and_graphics = p->limits.timestampComputeAndGraphics;
 
 	feature_chain c;
-	chain_features(&c, p->apiVersion, has_cm, has_cm2, has_bf);
+	chain_features(&c, p->apiVersion, has_cm, has_cm2, has_bf, 0);
 	((PFN_vkGetPhysicalDeviceFeatures2)vkl_proc(inst, "vkGetPhysicalDeviceFeatures2"))(phys, &c.f2);
 	caps->int64 = c.f2.features.shaderInt64;
 	caps->storage16 = c.v11.storageBuffer16BitAccess;
@@ -223,10 +231,11 @@ VkResult vkl_create_device(VkInstance inst, VkPhysicalDevice phys, const vkl_cap
 	if (caps->coopmat2) exts[n++] = "VK_NV_cooperative_matrix2";
 	if (caps->bf16) exts[n++] = "VK_KHR_shader_bfloat16";
 	if (caps->memory_budget) exts[n++] = VK_EXT_MEMORY_BUDGET_EXTENSION_NAME;
+	if (caps->pipeline_stats) exts[n++] = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
 
 	// Probe again and enable exactly what is both supported and wanted.
 	feature_chain c;
-	chain_features(&c, caps->api_version, caps->coopmat, caps->coopmat2, caps->bf16);
+	chain_features(&c, caps->api_version, caps->coopmat, caps->coopmat2, caps->bf16, caps->pipeline_stats);
 	((PFN_vkGetPhysicalDeviceFeatures2)vkl_proc(inst, "vkGetPhysicalDeviceFeatures2"))(phys, &c.f2);
 	VkPhysicalDeviceFeatures keep = {0};
 	keep.shaderInt64 = c.f2.features.shaderInt64;

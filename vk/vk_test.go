@@ -313,3 +313,13 @@ func TestSubmitRefusesReleasedBuffers(t *testing.T) {
 		other.Release()
 	}
 }
+
+// Kernel statistics are refused, with ErrUnsupported, on a device opened
+// without them, and the built kernels are listed.
+func TestKernelStatisticsOff(t *testing.T) {
+	d := vktest.Device(t)
+	k := fillKernel(t, d, 64)
+	_, err := k.Statistics(d)
+	require.ErrorIs(t, err, vk.ErrUnsupported)
+	require.Contains(t, d.Kernels(), k)
+}

@@ -341,6 +341,8 @@ type runFlags struct {
 	plot         string // chart file, "" for none
 	plotMetric   string
 	profile      bool      // -profile: per-dispatch times of one step
+	noPeak       bool      // -no-peak: no frac_peak (peak.go)
+	stats        bool      // -stats: the driver's compile statistics of every kernel that ran (kstats.go)
 	profileOut   io.Writer // where runCases sends them (stderr)
 }
 
@@ -356,6 +358,8 @@ func addRunFlags(fs *flag.FlagSet) *runFlags {
 	fs.StringVar(&o.plot, "plot", "", "also chart the results into this .png or .svg file: one bar per validated row")
 	fs.StringVar(&o.plotMetric, "plot-metric", "tflops", "what -plot charts: tflops, ms or peak (MiB)")
 	fs.BoolVar(&o.profile, "profile", false, "after timing, run one step with every dispatch timed and list them on stderr")
+	fs.BoolVar(&o.noPeak, "no-peak", false, "no frac_peak column: do not read or measure the device's peak (lorabench peak)")
+	fs.BoolVar(&o.stats, "stats", false, "list the driver's compile statistics (registers, spills, ...) of every kernel that ran, on stderr")
 	return o
 }
 
@@ -381,11 +385,14 @@ func (o *runFlags) check() error {
 // run; the error then wraps errValidation (exit 3).
 func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err error) {
 	o.profileOut = stderr
-	dev, err := openDevice(o.device)
+	dev, err := openDeviceWith(o.device, o.stats)
 	if err != nil {
 		return err
 	}
 	defer func() {
+		if o.stats {
+			printKernelStats(dev, stderr)
+		}
 		// With VKLORA_VALIDATION=1 the validation layer's reports fail the run.
 		if msgs := vk.ValidationMessages(); len(msgs) > 0 && err == nil {
 			err = fmt.Errorf("Vulkan validation reported %d messages:\n%s", len(msgs), strings.Join(msgs, "\n"))
@@ -404,6 +411,7 @@ func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err err
 		return err
 	}
 	defer rec.Release()
+	pk := runPeak(dev, o, stderr) // nil with -no-peak
 	rep := newReporter(stdout, o.json, dev.Info(), cases)
 	prog := newProgress(stderr, len(cases))
 	defer prog.finish()
@@ -411,6 +419,7 @@ func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err err
 	for i, c := range cases {
 		prog.step(i, c.String())
 		res, err := runCase(eng, rec, c, o, uint64(i))
+		pk.annotate(&res, eng)
 		if errors.Is(err, errValidation) {
 			prog.clear()
 			fmt.Fprintf(stderr, "%v\n", err)

@@ -5,6 +5,7 @@
 //	lorabench bench   [-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A]
 //	                  [-dtype D,...] [-weight dense,nf4] [-pass fwd|fwdbwd|both] [-keep-saved] [-json] [-plot FILE.png] [-device SEL]
 //	lorabench check   FILE|DIR...
+//	lorabench peak    [-fresh] [-cache DIR] [-json]
 //
 // Every op is checked against the float64 reference (package ref) before it is
 // timed; a result that fails validation is never timed (exit 3). Times come
@@ -18,7 +19,8 @@
 // qkv, mlp at the presets or a custom shape), weight.go (-weight: dense or NF4
 // base weights), timing.go (timeGPU), report.go (table and JSON lines),
 // compare.go (NF4 vs dense ratios), plot.go (-plot), progress.go (stderr
-// progress bar), check.go (the check subcommand).
+// progress bar), check.go (the check subcommand), peak.go and
+// peak_cache.go (the peak subcommand, its cache and frac_peak).
 package main
 
 import (
@@ -55,6 +57,7 @@ func commands() []command {
 			"           [-dtype D,...] [-weight dense,nf4] [-pass fwd|fwdbwd|both] [-keep-saved] [-json] [-plot FILE.png] [-device SEL] [-reps N] [-warmup N] [-warmup-ms MS]",
 			"validate and time the benchmark suite: matmul and the LoRA layers (time, TFLOP/s, peak extra MiB of a step)", cmdBench},
 		{"check", "FILE|DIR...", "check results files (not yet implemented)", cmdCheck},
+		{"peak", peakSynopsis, "measure the device's ceilings (coopmat and fp32 FMA TFLOP/s, copy GB/s), cached per device and driver", cmdPeak},
 	}
 }
 

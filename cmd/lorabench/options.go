@@ -92,9 +92,13 @@ const (
 
 // openDevice opens the device of -device sel, else $VKLORA_DEVICE, else
 // the default order, with validation when $VKLORA_VALIDATION is 1.
-func openDevice(sel string) (*vk.Device, error) {
+func openDevice(sel string) (*vk.Device, error) { return openDeviceWith(sel, false) }
+
+// openDeviceWith is openDevice that also keeps kernel statistics when
+// stats (-stats).
+func openDeviceWith(sel string, stats bool) (*vk.Device, error) {
 	if sel == "" {
 		sel = os.Getenv(envDevice)
 	}
-	return vk.Open(vk.Options{Select: sel, Validation: os.Getenv(envValidation) == "1"})
+	return vk.Open(vk.Options{Select: sel, Validation: os.Getenv(envValidation) == "1", KernelStatistics: stats})
 }

@@ -41,6 +41,12 @@ type result struct {
 	// the case holds (base weights, adapters, inputs) plus PeakExtraMiB.
 	PeakTotalMiB float64 `json:"peak_total_MiB"`
 	TFLOPs       float64 `json:"tflops"` // TFLOP/s at the median time
+	// FracPeak is TFLOPs over the device's measured peak for the row
+	// (PeakBasis: coopmat_<dtype> or fma_f32), FracBW GBs over its copy
+	// bandwidth; see peakDoc.annotate (peak.go). Absent with -no-peak.
+	FracPeak  jsonNum `json:"frac_peak,omitempty"`
+	FracBW    jsonNum `json:"frac_bw,omitempty"`
+	PeakBasis string  `json:"peak_basis,omitempty"`
 	// Weight is the base weights' format: "dense" or "nf4" (with its
 	// blocksize and whether the scales are double-quantized); WeightMiB
 	// their device memory, held by the case, not part of PeakExtraMiB.
@@ -143,7 +149,7 @@ func newReporter(w io.Writer, asJSON bool, dev vk.DeviceInfo, cases []benchCase)
 			nf4 = weightsLabel(c.Weight)
 		}
 	}
-	format := fmt.Sprintf("%%-%ds %%-5s %%-%ds %%6s %%6s %%6s %%10s %%10s %%10s %%8s %%9s %%8s %%9s %%9s\n", opW, formW)
+	format := fmt.Sprintf("%%-%ds %%-5s %%-%ds %%6s %%6s %%6s %%10s %%10s %%10s %%8s %%9s %%8s %%9s %%9s %%9s\n", opW, formW)
 	return &reporter{w: w, json: asJSON, dev: dev, enc: json.NewEncoder(w), format: format, nf4: nf4, twins: twins{}}
 }
 
@@ -163,17 +169,18 @@ func (r *reporter) row(res result) {
 		if r.nf4 != "" {
 			fmt.Fprintf(r.w, "op/%s, quantized on the device from the dense draw (bytes: ½ per weight + 4 per scale); validated against the dequantized weights\n", r.nf4)
 		}
-		fmt.Fprintf(r.w, r.format, "op", "dtype", "form", "M", "N", "K", "ms median", "ms min", "ms max", "TFLOP/s", "GFLOP/s", "GB/s", "peak MiB", "rel err")
+		fmt.Fprintf(r.w, "frac peak = TFLOP/s over this device's measured peak (lorabench peak): cooperative-matrix rate of the dtype where the row runs on them, else fp32 FMA\n")
+		fmt.Fprintf(r.w, r.format, "op", "dtype", "form", "M", "N", "K", "ms median", "ms min", "ms max", "TFLOP/s", "GFLOP/s", "GB/s", "peak MiB", "rel err", "frac peak")
 	}
 	relErr := fmt.Sprintf("%.2g", float64(res.RelErr))
 	if !res.Validated {
 		fmt.Fprintf(r.w, r.format, res.label(), res.DType, res.Form, itoa(res.M), itoa(res.N), itoa(res.K),
-			"FAILED", "-", "-", "-", "-", "-", mib(res.PeakExtraMiB), relErr)
+			"FAILED", "-", "-", "-", "-", "-", mib(res.PeakExtraMiB), relErr, "-")
 		return
 	}
 	fmt.Fprintf(r.w, r.format, res.label(), res.DType, res.Form, itoa(res.M), itoa(res.N), itoa(res.K),
 		ms(res.MsMedian), ms(res.MsMin), ms(res.MsMax),
-		fmt.Sprintf("%.3f", res.GFLOPs/1e3), num(res.GFLOPs), num(res.GBs), mib(res.PeakExtraMiB), relErr)
+		fmt.Sprintf("%.3f", res.GFLOPs/1e3), num(res.GFLOPs), num(res.GBs), mib(res.PeakExtraMiB), relErr, fracString(res.FracPeak))
 }
 
 // done ends the report: in the table, the NF4 vs dense comparisons.
