@@ -63,15 +63,50 @@ fmt-check:
 vet:
 	@$(GO) vet ./... || { echo "make test: FAILED (go vet)"; exit 1; }
 
+# make test runs the suite twice: on the default device (CI: Debian 12's
+# lavapipe, which has no cooperative matrices), then on Debian sid's lavapipe
+# (VK_KHR_cooperative_matrix, f16 only), unpacked into .tools/lvp-sid by
+# scripts/fetch-lavapipe-coopmat.sh and run through
+# scripts/lvp-coopmat-exec.sh, with VKLORA_REQUIRE_COOPMAT=1 so that its
+# cooperative-matrix tests fail rather than skip. Both runs are mandatory:
+# a failed fetch fails make test. make test-system / test-coopmat run one.
+GO_TEST := $(GO) test -count=1 -timeout 14m
+COOPMAT_EXEC := $(CURDIR)/scripts/lvp-coopmat-exec.sh
+.PHONY: test-system test-coopmat lavapipe-coopmat
+
 test: deps
 	@$(MAKE) --no-print-directory fmt-check
 	@$(MAKE) --no-print-directory vet
-	@start=$$(date +%s); \
-	echo "go test -count=1 -timeout 14m ./...$(if $(filter true,$(CI)), (Vulkan: lavapipe))"; \
-	if $(GO) test -count=1 -timeout 14m ./...; then \
-		echo "make test: PASSED (gofmt, vet, tests) in $$(( $$(date +%s) - start ))s"; \
+	@start=$$(date +%s); failed=""; \
+	$(MAKE) --no-print-directory test-system || failed="$$failed system-lavapipe"; \
+	$(MAKE) --no-print-directory test-coopmat || failed="$$failed coopmat-lavapipe"; \
+	if [ -z "$$failed" ]; then \
+		echo "make test: PASSED (gofmt, vet, tests on both drivers) in $$(( $$(date +%s) - start ))s"; \
 	else \
-		echo "make test: FAILED (go test) after $$(( $$(date +%s) - start ))s"; exit 1; \
+		echo "make test: FAILED (go test:$$failed) after $$(( $$(date +%s) - start ))s"; exit 1; \
+	fi
+
+test-system: deps
+	@start=$$(date +%s); \
+	echo "$(GO_TEST) ./...$(if $(filter true,$(CI)), (Vulkan: lavapipe))"; \
+	if $(GO_TEST) ./...; then \
+		echo "test-system: PASSED in $$(( $$(date +%s) - start ))s"; \
+	else \
+		echo "test-system: FAILED after $$(( $$(date +%s) - start ))s"; exit 1; \
+	fi
+
+lavapipe-coopmat:
+	@bash scripts/fetch-lavapipe-coopmat.sh
+
+test-coopmat: deps
+	@start=$$(date +%s); \
+	bash scripts/fetch-lavapipe-coopmat.sh || { echo "test-coopmat: FAILED (no sid lavapipe: fetch failed, see above)"; exit 1; }; \
+	fetched=$$(date +%s); \
+	echo "VKLORA_REQUIRE_COOPMAT=1 $(GO_TEST) -exec scripts/lvp-coopmat-exec.sh ./... (Vulkan: sid lavapipe, cooperative matrices)"; \
+	if VKLORA_REQUIRE_COOPMAT=1 VKLORA_SKIP_GPU= $(GO_TEST) -exec $(COOPMAT_EXEC) ./...; then \
+		echo "test-coopmat: PASSED in $$(( $$(date +%s) - fetched ))s (fetch $$(( fetched - start ))s)"; \
+	else \
+		echo "test-coopmat: FAILED after $$(( $$(date +%s) - fetched ))s (fetch $$(( fetched - start ))s)"; exit 1; \
 	fi
 
 bench: deps build
@@ -81,6 +116,7 @@ clean:
 	rm -rf bin/ out/
 	$(GO) clean -testcache
 
-# Also drop the fetched compiler (.tools/); make shaders fetches it again.
+# Also drop the fetched compiler and sid lavapipe (.tools/); make shaders and
+# make test fetch them again.
 distclean: clean
 	rm -rf .tools/
