@@ -13,6 +13,8 @@ import (
 	"github.com/vklora/vklora/vk"
 )
 
+const checkSynopsis = "[-device SEL] [-json] FILE|DIR..."
+
 // cmdCheck runs conformance cases (shared/docs/conformance.md) on the
 // device: one row per expected tensor with its relative error, tolerance and
 // verdict. Any failure exits 3; a file that cannot be read or run exits 1.
