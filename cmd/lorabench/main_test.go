@@ -173,6 +173,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bench", "extra"}, exitUsage, "unexpected arguments"},
 		{[]string{"devices", "-x"}, exitUsage, "-x"},
 		{[]string{"check"}, exitUsage, "name at least one"},
+		{[]string{"check", "-bogus"}, exitUsage, "-bogus"},
 		{[]string{"check", "no-such-dir/"}, exitError, "no-such-dir"},
 	} {
 		code, _, stderr := runCmd(t, tc.args...)
@@ -274,6 +275,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"help"}, exitOK},
 		{[]string{"matmul", "-h"}, exitOK},
 		{[]string{"bench", "-quick", "-bogus"}, exitUsage},
+		{[]string{"check", "-bogus"}, exitUsage},
 		{[]string{"devices", "extra"}, exitUsage},
 		{[]string{"check", "/no/such/file.safetensors"}, exitError},
 	} {
