@@ -418,7 +418,7 @@ func withValidation(err error) error {
 		return err
 	}
 	verr := fmt.Sprintf("Vulkan validation layer reported %d messages:\n%s", len(msgs), strings.Join(msgs, "\n"))
-	if err != nil {
+	if err != nil && !errors.Is(err, errReported) {
 		return fmt.Errorf("%s\n(and: %v)", verr, err) // %v: exit 1, not the validation failure's 3
 	}
 	return errors.New(verr)
@@ -515,9 +515,9 @@ func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err err
 	var t tally
 	for i, c := range cases {
 		prog.startCase(i, c.String())
-		if why, hint := fitCase(c, info); why != "" {
+		if why, tip := fitCase(c, info); why != "" {
 			t.skipped++
-			prog.printf("%s\n", skipLine(c, why, hint))
+			prog.printf("%s\n", skipLine(c, why, tip))
 			continue
 		}
 		res, err := runCase(eng, rec, c, o, uint64(i), prog)
