@@ -26,15 +26,33 @@ GOFILES = $(shell find . -mindepth 1 \( -name '.*' -o -name '_*' -o -name testda
 
 all: test
 
+# deps installs only the apt packages that are missing, quietly (apt's
+# output goes to a log shown only if it fails), and never upgrades installed
+# ones (--no-upgrade; should a new package need a newer version of an
+# installed dependency, the line deps prints names it). As root or via sudo.
 deps:
-	@missing=""; \
+	@missing=""; why=""; \
 	for p in $(APT_PACKAGES); do \
-		dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; \
+		dpkg -s "$$p" >/dev/null 2>&1 && continue; \
+		missing="$$missing $$p"; \
+		case "$$p" in \
+		libvulkan-dev) why="$$why, Vulkan headers and loader for cgo";; \
+		mesa-vulkan-drivers) why="$$why, lavapipe: the CPU Vulkan driver the tests run on";; \
+		spirv-tools) why="$$why, spirv-val for the shader tests";; \
+		vulkan-validationlayers) why="$$why, the validation layer for VKLORA_VALIDATION=1";; \
+		*) why="$$why, $$p";; \
+		esac; \
 	done; \
 	if [ -n "$$missing" ]; then \
-		echo "deps: installing$$missing"; \
-		$(SUDO) apt-get update -q; \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+		log=$$(mktemp "$${TMPDIR:-/tmp}/vklora-deps.XXXXXX"); \
+		quiet_apt() { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -qq -o Dpkg::Use-Pty=0 "$$@" >>"$$log" 2>&1; }; \
+		fail() { echo "deps: $$1 failed (installing$$missing); its output:"; cat "$$log"; rm -f "$$log"; exit 1; }; \
+		quiet_apt update || fail "apt-get update"; \
+		upgrades=$$( { apt-get -s -o Debug::NoLocking=1 install --no-install-recommends --no-upgrade $$missing 2>>"$$log" || true; } | \
+			sed -n 's/^Inst \([^ ]*\) \[.*/\1/p' | tr '\n' ' '); \
+		echo "deps: installing$$missing ($${why#, })$${upgrades:+; apt also upgrades $${upgrades% }, which they need}"; \
+		quiet_apt install -y --no-install-recommends --no-upgrade $$missing || fail "apt-get install"; \
+		rm -f "$$log"; \
 	fi
 	@$(GO) mod download
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -17,16 +18,20 @@ import (
 )
 
 // benchCase is one validated, timed op at one shape and dtype: a row of the
-// report. Each op (matmul here; matmul_lora, o, qkv, mlp later) provides a
-// constructor that fills one in, see matmulCase in matmul.go.
+// report. Each op provides a constructor that fills one in: matmulCase in
+// matmul.go, layerCase in layers.go (matmul_lora, o, qkv, mlp).
 //
 // To add an op to `lorabench bench`:
-//  1. In a new file (e.g. mlp.go), write a constructor returning a benchCase:
-//     Op ("mlp"), Form (the variant, e.g. the preset "llama3-8b" or
-//     "fwd"/"fwd+bwd"), M/N/K (the problem dims: for LoRA layers the tokens,
-//     hidden and intermediate sizes), FLOPs and Bytes (state them as
-//     anchors.md does), Weight and WeightBytes (the base weights' format,
-//     see weight.go), and Setup.
+//  1. In a new file (e.g. attn.go), write a constructor returning a benchCase:
+//     Op ("attn"), Form (the variant, e.g. the preset "llama3-8b" or
+//     "fwd"/"fwdbwd"), M/N/K (the problem dims: for LoRA layers the tokens,
+//     hidden and intermediate sizes), FLOPs and Bytes (the matmul count
+//     2·M·N·K per product, and the least device-memory traffic; layers.go
+//     has the LoRA layers'), Weight and WeightBytes (the base weights'
+//     format, see weight.go), Need (what Setup and one step allocate and
+//     dispatch, from the shape alone, see fit.go: runCases skips the case
+//     when it does not fit the device or the host), Smaller (the flags
+//     that shrink it, for the skip's hint) and Setup.
 //  2. Setup allocates the inputs on the engine's device (fresh random values
 //     from rng, rounded to the dtype so the float64 reference sees what the
 //     GPU stores; base weights through uploadWeight, which quantizes NF4
@@ -53,7 +58,14 @@ type benchCase struct {
 	WeightBytes float64
 	Preset      string     // matmul at a layer shape: the preset, "quick" or "custom"
 	Layer       *layerInfo // shape and pass of a LoRA layer case (nil for matmul)
-	Setup       func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error)
+	// Need is what Setup and one step will allocate and dispatch, from the
+	// shape alone: runCases checks it against the device's and the host's
+	// limits before Setup runs (fit.go).
+	Need needs
+	// Smaller are the command-line changes that make the case smaller, in
+	// the order a hint tries them when it does not fit (-m, -weight nf4, …).
+	Smaller []resize
+	Setup   func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error)
 }
 
 // benchRun is a case made ready on a device.
@@ -144,8 +156,14 @@ func matmulSweep(sel *selection) []benchCase {
 			for _, d := range sel.dtypes {
 				for _, p := range []projDim{{"up", s.I, s.H}, {"down", s.H, s.I}} {
 					for _, w := range sel.weights {
-						c := matmulCase(s.M, p.out, p.in, d, "nt", w)
-						c.Form, c.Preset = "nt "+s.Name+" "+p.name, s.Name
+						at := func(m int, w weightFormat) benchCase {
+							c := matmulCase(m, p.out, p.in, d, "nt", w)
+							c.Form, c.Preset = "nt "+s.Name+" "+p.name, s.Name
+							return c
+						}
+						c := at(s.M, w)
+						c.Smaller = append([]resize{{"-m", s.M, func(v int) benchCase { return at(v, w) }, nil}},
+							nf4Resize(c, func() benchCase { return at(s.M, nf4Default) })...)
 						cs = append(cs, c)
 					}
 				}
@@ -163,18 +181,21 @@ func matmulSweep(sel *selection) []benchCase {
 	for _, s := range sizes {
 		for _, d := range dts {
 			for _, w := range sel.weights {
-				cs = append(cs, matmulCase(s, s, s, d, "nt", w))
+				c := matmulCase(s, s, s, d, "nt", w)
+				// bench's cubes are fixed: the hint is the matmul command.
+				c.Smaller = []resize{{"lorabench matmul -sizes", s, func(v int) benchCase { return matmulCase(v, v, v, d, "nt", w) }, nil}}
+				cs = append(cs, c)
 			}
 		}
 	}
 	return cs
 }
 
-const benchSynopsis = "[-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A] [-dtype D,...] [-weight dense,nf4 [-blocksize B] [-double-quant=BOOL]] [-pass fwd|fwdbwd|both] [-keep-saved] [-json] [-plot FILE.png] [-device SEL] [-reps N] [-warmup N] [-warmup-ms MS]"
+const benchSynopsis = "[-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A] [-dtype D,...] [-weight dense,nf4 [-blocksize B] [-double-quant=BOOL]] [-pass fwd|fwdbwd|both] [-keep-saved] [-val-rows N] [-reps N] [-warmup N] [-warmup-ms MS] [-seed S] [-device SEL] [-json] [-plot FILE.png|FILE.svg [-plot-metric tflops|ms|peak]] [-profile] [-stats] [-no-peak]"
 
 func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench", benchSynopsis, stderr)
-	quick := fs.Bool("quick", false, "small shapes that finish quickly on lavapipe: matmul 256³, 512³ in f32, f16, bf16 and the layer ops at M=64, H=96, I=160, Q=96, KV=32, r=8 in f32, bf16")
+	quick := fs.Bool("quick", false, "small shapes that finish in about a minute on lavapipe (20 cases): matmul 256³, 512³ in f32, f16, bf16 and the layer ops at M=64, H=96, I=160, Q=96, KV=32, r=8 in f32, bf16")
 	ops := fs.String("op", "", "comma-separated ops: "+strings.Join(benchOpNames(), ", ")+" (default all)")
 	pre := fs.String("preset", "", "comma-separated presets of the layer ops: "+strings.Join(presetNames(), ", ")+" (default all three without -quick or a custom shape); with -preset or a custom shape, matmul runs the MLP's X·Wᵀ at that shape (up: W [I,H]; down: W [H,I]) instead of cubes")
 	m := fs.Int("m", 0, "custom shape: tokens M (with -preset: overrides the presets' M)")
@@ -186,7 +207,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	act := fs.String("act", "", "custom shape: MLP activation swiglu, geglu or geglu_tanh (default swiglu)")
 	dts := fs.String("dtype", "", "comma-separated dtypes f32, f16, bf16 (default bf16 for presets, f32,bf16 for -quick and custom shapes; matmul's cubes keep their own unless given, matmul at -preset or a custom shape takes the layer ops')")
 	pass := fs.String("pass", "both", "layer ops: fwd (forward), fwdbwd (forward+backward) or both")
-	valRows := fs.Int("val-rows", 64, "layer ops validate the complete problem on the first min(M, N) rows of X")
+	valRows := fs.Int("val-rows", 64, "layer ops are validated by running the complete problem again on the first min(M, val-rows) rows of X (and of the upstream gradients) against the float64 reference")
 	keepSaved := fs.Bool("keep-saved", false, "run the MLP with KeepSaved (lora.MLP.KeepSaved: its backward allocates de and dg instead of overwriting the saved e and g, so the context could serve another backward; more memory), reported as mlp_keep_saved")
 	wf := addWeightFlags(fs)
 	o := addRunFlags(fs)
@@ -279,12 +300,11 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	default:
 		sel.shapes = append([]shape(nil), presets...)
 	}
-	for _, f := range []struct {
-		name string
-		v    int
-	}{{"m", *m}, {"hidden", *hidden}, {"inter", *inter}, {"q", *q}, {"kv", *kv}, {"r", *r}} {
-		if set[f.name] && f.v < 1 {
-			return usagef("-%s must be ≥ 1 (got %d)", f.name, f.v)
+	for _, f := range []dimFlag{{"m", *m}, {"hidden", *hidden}, {"inter", *inter}, {"q", *q}, {"kv", *kv}, {"r", *r}} {
+		if set[f.name] {
+			if err := checkDims(f); err != nil {
+				return err
+			}
 		}
 	}
 	for i := range sel.shapes {
@@ -348,12 +368,12 @@ type runFlags struct {
 
 func addRunFlags(fs *flag.FlagSet) *runFlags {
 	o := &runFlags{}
-	fs.IntVar(&o.reps, "reps", 20, "timed repeats (the median is reported)")
-	fs.IntVar(&o.warmup, "warmup", 5, "untimed warm-up runs")
+	fs.IntVar(&o.reps, "reps", 20, fmt.Sprintf("timed repeats (the median is reported), at most %d", maxReps))
+	fs.IntVar(&o.warmup, "warmup", 5, fmt.Sprintf("least untimed warm-up runs, at most %d", maxWarmup))
 	fs.IntVar(&o.warmupMs, "warmup-ms", int(defaultWarmGPU/time.Millisecond),
-		"least GPU time of the warm-up in ms, so that the GPU's clocks have ramped up")
+		fmt.Sprintf("least GPU time of the warm-up in ms, so that the GPU's clocks have ramped up; at most %d", maxWarmupMs))
 	fs.StringVar(&o.device, "device", "", "device index or name substring (default $VKLORA_DEVICE, else the first discrete GPU)")
-	fs.BoolVar(&o.json, "json", false, "one JSON object per result per line instead of a table")
+	fs.BoolVar(&o.json, "json", false, "one JSON object per result per line on stdout instead of a table (skipped cases and the summary go to stderr)")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the random inputs")
 	fs.StringVar(&o.plot, "plot", "", "also chart the results into this .png or .svg file: one bar per validated row")
 	fs.StringVar(&o.plotMetric, "plot-metric", "tflops", "what -plot charts: tflops, ms or peak (MiB)")
@@ -367,22 +387,107 @@ func (o *runFlags) warm() warm {
 	return warm{Runs: o.warmup, GPU: time.Duration(o.warmupMs) * time.Millisecond}
 }
 
+// Upper bounds of the run flags: -reps sizes a slice of times, and
+// -warmup-ms becomes a time.Duration; beyond these a run would not end in
+// any useful time anyway.
+const (
+	maxReps     = 1_000_000
+	maxWarmup   = 1_000_000
+	maxWarmupMs = 3_600_000 // an hour
+)
+
 func (o *runFlags) check() error {
-	if o.reps < 1 {
-		return usagef("-reps must be ≥ 1 (got %d)", o.reps)
+	if o.reps < 1 || o.reps > maxReps {
+		return usagef("-reps must be in [1, %d] (got %d)", maxReps, o.reps)
 	}
-	if o.warmup < 0 {
-		return usagef("-warmup must be ≥ 0 (got %d)", o.warmup)
+	if o.warmup < 0 || o.warmup > maxWarmup {
+		return usagef("-warmup must be in [0, %d] (got %d)", maxWarmup, o.warmup)
 	}
-	if o.warmupMs < 0 {
-		return usagef("-warmup-ms must be ≥ 0 (got %d)", o.warmupMs)
+	if o.warmupMs < 0 || o.warmupMs > maxWarmupMs {
+		return usagef("-warmup-ms must be in [0, %d] (got %d)", maxWarmupMs, o.warmupMs)
 	}
 	return checkPlot(o.plot, o.plotMetric)
 }
 
+// validationMessages returns (and clears) the Vulkan validation layer's
+// messages: vk.ValidationMessages, a variable for tests.
+var validationMessages = vk.ValidationMessages
+
+// withValidation fails a run during which the validation layer (on with
+// VKLORA_VALIDATION=1) reported messages: exit 1, whatever else happened,
+// as a result obtained through invalid API use proves nothing.
+func withValidation(err error) error {
+	msgs := validationMessages()
+	if len(msgs) == 0 {
+		return err
+	}
+	verr := fmt.Sprintf("Vulkan validation layer reported %d messages:\n%s", len(msgs), strings.Join(msgs, "\n"))
+	if err != nil && !errors.Is(err, errReported) {
+		return fmt.Errorf("%s\n(and: %v)", verr, err) // %v: exit 1, not the validation failure's 3
+	}
+	return errors.New(verr)
+}
+
+// tally counts how the cases of a run ended.
+type tally struct {
+	ran, skipped, invalid, failed, notRun int
+	bad                                   []string // the cases that failed validation or to run
+}
+
+// summary is the run's last line, e.g.
+// "20 cases: 18 ran, 2 skipped (device or host limits), 0 failed".
+func (t tally) summary(total int) string {
+	cases := "cases"
+	if total == 1 {
+		cases = "case"
+	}
+	s := fmt.Sprintf("%d %s: %d ran, %d skipped (device or host limits), %d failed", total, cases, t.ran, t.skipped, t.invalid+t.failed)
+	switch {
+	case t.invalid > 0 && t.failed > 0:
+		s += fmt.Sprintf(" (%d validation, %d errors)", t.invalid, t.failed)
+	case t.invalid > 0:
+		s += " (validation)"
+	case t.failed > 0:
+		s += " (errors)"
+	}
+	if t.notRun > 0 {
+		s += fmt.Sprintf(", %d not run (device lost)", t.notRun)
+	}
+	return s
+}
+
+// err is the run's outcome: a case that failed to run (or was not run)
+// exits 1, else a validation failure exits 3; skips are not failures.
+func (t tally) err(total int) error {
+	switch {
+	case t.failed > 0 || t.notRun > 0:
+		return fmt.Errorf("%d of %d cases failed: %s", t.failed+t.invalid+t.notRun, total, strings.Join(t.bad, "; "))
+	case t.invalid > 0:
+		return fmt.Errorf("%d of %d cases disagree with the reference and were not timed: %s: %w", t.invalid, total, strings.Join(t.bad, "; "), errValidation)
+	}
+	return nil
+}
+
+// isLimit reports whether a case's error is a device or host limit met at
+// run time (one the estimate of fit.go missed): the case is skipped, which
+// is not a failure.
+func isLimit(err error) bool {
+	if errors.Is(err, vk.ErrTooLarge) || errors.Is(err, vk.ErrOutOfDeviceMemory) || errors.Is(err, vk.ErrOutOfHostMemory) {
+		return true
+	}
+	// A grid beyond maxComputeWorkGroupCount: vk.Recorder.Dispatch says
+	// so only in its message (with ErrInvalidArgument).
+	return errors.Is(err, vk.ErrInvalidArgument) && strings.Contains(err.Error(), "workgroup count")
+}
+
 // runCases opens the device, validates and times each case and reports it.
-// A case that fails validation is reported, not timed, and the others still
-// run; the error then wraps errValidation (exit 3).
+// Before a case allocates anything, it is checked against the device's
+// limits and the host memory available (fit.go): one that cannot fit is
+// skipped with a one-line reason and hint. A case that fails validation is
+// reported and not timed, and one that fails to run is reported; either way
+// the next case runs (after a lost device, none does). The run ends with a
+// summary line; its error exits 1 if a case failed to run, else 3 if one
+// failed validation.
 func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err error) {
 	o.profileOut = stderr
 	dev, err := openDeviceWith(o.device, o.stats)
@@ -394,14 +499,12 @@ func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err err
 			printKernelStats(dev, stderr)
 		}
 		// With VKLORA_VALIDATION=1 the validation layer's reports fail the run.
-		if msgs := vk.ValidationMessages(); len(msgs) > 0 && err == nil {
-			err = fmt.Errorf("Vulkan validation reported %d messages:\n%s", len(msgs), strings.Join(msgs, "\n"))
-		}
+		err = withValidation(err)
 		if rerr := dev.Release(); rerr != nil && err == nil {
 			err = rerr
 		}
 	}()
-	vk.ValidationMessages() // start clean
+	validationMessages() // start clean
 	eng, err := newEngine(dev)
 	if err != nil {
 		return err
@@ -410,48 +513,100 @@ func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err err
 	if err != nil {
 		return err
 	}
-	defer rec.Release()
+	defer func() { rec.Release() }()
+	info := dev.Info()
 	pk := runPeak(dev, o, stderr) // nil with -no-peak
-	rep := newReporter(stdout, o.json, dev.Info(), cases)
+	rep := newReporter(stdout, o.json, info, cases)
 	prog := newProgress(stderr, len(cases))
+	prog.start()
 	defer prog.finish()
-	var failed []string
+	var t tally
 	for i, c := range cases {
-		prog.step(i, c.String())
-		res, err := runCase(eng, rec, c, o, uint64(i))
-		pk.annotate(&res, eng)
-		if errors.Is(err, errValidation) {
-			prog.clear()
-			fmt.Fprintf(stderr, "%v\n", err)
-			failed = append(failed, c.String())
-			rep.row(res)
+		prog.startCase(i, c.String())
+		if why, tip := fitCase(c, info); why != "" {
+			t.skipped++
+			prog.printf("%s\n", skipLine(c, why, tip))
 			continue
 		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", c, err)
+		res, err := runCase(eng, rec, c, o, uint64(i), prog)
+		pk.annotate(&res, eng)
+		switch {
+		case err == nil:
+			t.ran++
+			prog.do(func() { rep.row(res) })
+			continue
+		case errors.Is(err, errValidation):
+			t.invalid++
+			t.bad = append(t.bad, c.String()+" (validation)")
+			prog.do(func() {
+				fmt.Fprintf(stderr, "%v\n", err)
+				rep.row(res)
+			})
+			continue
+		case isLimit(err):
+			t.skipped++
+			prog.printf("%s\n", skipLine(c, "at run time: "+err.Error(), hint(c, deviceLimits(info, memAvailable()))))
+		default:
+			t.failed++
+			t.bad = append(t.bad, c.String()+" (error)")
+			prog.printf("FAIL %s: %v\n", c, err)
 		}
-		prog.clear()
-		rep.row(res)
+		// The recording may have stopped halfway: go on with a new recorder.
+		rec.Release()
+		if errors.Is(err, vk.ErrDeviceLost) {
+			t.notRun = len(cases) - i - 1
+			break
+		}
+		if rec, err = dev.NewRecorder(); err != nil {
+			return err
+		}
 	}
+	prog.finish()
 	rep.done()
+	sum := "summary: " + t.summary(len(cases))
+	if o.json {
+		fmt.Fprintln(stderr, sum) // stdout holds JSON lines only
+	} else {
+		fmt.Fprintln(stdout, sum)
+	}
 	if o.plot != "" {
-		if err := writePlot(o.plot, o.plotMetric, dev.Info().Name, rep.rows); err != nil {
-			if len(failed) == 0 {
+		if err := writePlot(o.plot, o.plotMetric, info.Name, rep.rows); err != nil {
+			if t.err(len(cases)) == nil {
 				return err
 			}
-			fmt.Fprintf(stderr, "%v\n", err) // the validation failure decides the exit status
+			fmt.Fprintf(stderr, "%v\n", err) // the failed cases decide the exit status
 		}
 	}
-	if len(failed) > 0 {
-		return fmt.Errorf("%d of %d cases disagree with the reference and were not timed: %v: %w", len(failed), len(cases), failed, errValidation)
+	return t.err(len(cases))
+}
+
+// fitCase checks c against the device's limits and the host memory
+// available now. It returns why c cannot run and a hint ("" and "" when it
+// fits). Memory the Go heap still holds from earlier cases is given back to
+// the OS before a host-memory verdict is final.
+func fitCase(c benchCase, info vk.DeviceInfo) (why, hintText string) {
+	lim := deviceLimits(info, memAvailable())
+	if why = c.Need.fit(lim); why == "" {
+		return "", ""
 	}
-	return nil
+	debug.FreeOSMemory()
+	lim = deviceLimits(info, memAvailable())
+	if why = c.Need.fit(lim); why == "" {
+		return "", ""
+	}
+	return why, hint(c, lim)
 }
 
 // runCase sets the case up, runs it once and validates the output against
-// the reference, and only then times it.
-func runCase(eng *lora.Engine, rec *vk.Recorder, c benchCase, o *runFlags, i uint64) (result, error) {
+// the reference, and only then times it. prog (nil: none) hears its phases.
+func runCase(eng *lora.Engine, rec *vk.Recorder, c benchCase, o *runFlags, i uint64, prog *progress) (result, error) {
+	phase := func(string) {}
+	var report timeProgress
+	if prog != nil {
+		phase, report = prog.phase, prog.timing
+	}
 	res := newResult(c, eng.Device().Info())
+	phase("setup")
 	r, err := c.Setup(eng, rand.New(rand.NewPCG(o.seed, i)))
 	if err != nil {
 		return res, err
@@ -460,6 +615,7 @@ func runCase(eng *lora.Engine, rec *vk.Recorder, c benchCase, o *runFlags, i uin
 	// One step outside the timing loop: it measures the device memory the
 	// step allocates above what the case holds (its outputs, saved contexts
 	// and temporaries, freed at Submit).
+	phase("first run")
 	dev := eng.Device()
 	dev.ResetPeak()
 	before, _ := dev.MemoryStats()
@@ -473,6 +629,7 @@ func runCase(eng *lora.Engine, rec *vk.Recorder, c benchCase, o *runFlags, i uin
 	extra := peak - before
 	res.PeakExtraMiB = float64(extra) / (1 << 20)
 	res.PeakTotalMiB = float64(peak) / (1 << 20)
+	phase("validate")
 	relErr, tol, detail, err := r.Validate()
 	if err != nil {
 		return res, err
@@ -482,12 +639,13 @@ func runCase(eng *lora.Engine, rec *vk.Recorder, c benchCase, o *runFlags, i uin
 		return res, fmt.Errorf("%s: relative error %.3g > tolerance %.3g, not timed\n  %s: %w", c, relErr, tol, detail, errValidation)
 	}
 	res.Validated = true
-	st, err := timeGPUChunks(rec, dev, o.warm(), o.reps, stepsPerSubmit(dev, before, extra), r.Record)
+	st, err := timeGPUChunks(rec, dev, o.warm(), o.reps, stepsPerSubmit(dev, before, extra), r.Record, report)
 	if err != nil {
 		return res, err
 	}
 	res.setStats(st, c)
 	if o.profile {
+		phase("profile")
 		rec.SetProfile(true)
 		err := r.Record(rec)
 		if err == nil {
@@ -497,7 +655,12 @@ func runCase(eng *lora.Engine, rec *vk.Recorder, c benchCase, o *runFlags, i uin
 		if err != nil {
 			return res, err
 		}
-		writeProfile(o.profileOut, c.String(), rec.Profile())
+		write := func() { writeProfile(o.profileOut, c.String(), rec.Profile()) }
+		if prog != nil {
+			prog.do(write)
+		} else {
+			write()
+		}
 	}
 	return res, nil
 }

@@ -1,50 +1,71 @@
 package main
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"sort"
 
 	"github.com/vklora/vklora/conformance"
+	"github.com/vklora/vklora/safetensors"
 )
 
-// cmdCheck runs conformance cases (shared/docs/conformance.md) on the
+const checkSynopsis = "[-device SEL] [-json] FILE|DIR..."
+
+// cmdCheck runs conformance cases (safetensors files of inputs, weights and
+// the outputs and gradients PyTorch computed, written by
+// scripts/torch_reference.py; the format is docs/CONFORMANCE.md) on the
 // device: one row per expected tensor with its relative error, tolerance and
-// verdict. Any failure exits 3; a file that cannot be read or run exits 1.
-func cmdCheck(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	device := fs.String("device", "", "device index or name substring")
-	asJSON := fs.Bool("json", false, "one JSON object per expected tensor")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: lorabench check [-device SEL] [-json] FILE|DIR...")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+// verdict. Any tensor outside its tolerance exits 3; a file that cannot be
+// read or run, or Vulkan validation-layer messages, exit 1.
+func cmdCheck(args []string, stdout, stderr io.Writer) (err error) {
+	flags := newFlags("check", checkSynopsis, stderr)
+	device := flags.String("device", "", "device index or name substring (default $VKLORA_DEVICE, else the first discrete GPU)")
+	asJSON := flags.Bool("json", false, "one JSON object per expected tensor per line instead of a table")
+	if err := parse(flags, args); err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
-		return usagef("check: name at least one .safetensors file or directory")
+	if flags.NArg() == 0 {
+		return usagef("name at least one .safetensors file or directory")
 	}
-	paths, err := conformance.Expand(fs.Args()...)
+	paths, err := conformance.Expand(flags.Args()...)
 	if err != nil {
 		return err
 	}
 	if len(paths) == 0 {
-		return fmt.Errorf("check: no .safetensors files in %v", fs.Args())
+		return fmt.Errorf("no .safetensors files in %v", flags.Args())
+	}
+	// Refuse what is not a regular file before opening anything: a FIFO
+	// would block the open, a device such as /dev/zero never ends.
+	broken := 0
+	var files []string
+	for _, p := range paths {
+		if err := regularFile(p); err != nil {
+			broken++
+			fmt.Fprintf(stderr, "lorabench check: %v\n", err)
+			continue
+		}
+		files = append(files, p)
+	}
+	if len(files) == 0 {
+		return errReported
 	}
 	dev, err := openDevice(*device)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if err := dev.Release(); err != nil {
-			fmt.Fprintln(stderr, "lorabench check:", err)
+		err = withValidation(err)
+		if rerr := dev.Release(); rerr != nil && err == nil {
+			err = rerr
 		}
 	}()
+	validationMessages() // start clean
 	eng, err := newEngine(dev)
 	if err != nil {
 		return err
@@ -53,10 +74,10 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "device: %s\n", dev.Info())
 		fmt.Fprintf(stdout, "%-58s %-22s %10s %10s  %s\n", "case", "tensor", "rel err", "tol", "result")
 	}
-	failed, broken := 0, 0
-	worst := map[string]float64{} // op/dtype → worst err/tol ratio, for the summary
-	for _, p := range paths {
-		c, err := conformance.Load(p)
+	failed := 0
+	worst := map[string]float64{} // op/dtype → worst relative error, for the summary
+	for _, p := range files {
+		c, err := loadCase(p)
 		if err == nil {
 			var res []conformance.Result
 			if res, err = conformance.Run(eng, c); err == nil {
@@ -67,9 +88,10 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 				}
 				continue
 			}
+			// Run's errors name the file (c.Path), as loadCase's do.
 		}
 		broken++
-		fmt.Fprintf(stderr, "lorabench check: %s: %v\n", p, err)
+		fmt.Fprintf(stderr, "lorabench check: %v\n", err)
 	}
 	if !*asJSON {
 		fmt.Fprintf(stdout, "\nworst relative error by op/dtype:")
@@ -82,9 +104,140 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	case broken > 0:
 		return errReported
 	case failed > 0:
-		return fmt.Errorf("check: %d tensors outside tolerance: %w", failed, errValidation)
+		return fmt.Errorf("%d tensors outside tolerance: %w", failed, errValidation)
 	}
 	return nil
+}
+
+// regularFile refuses p unless it is (or links to) a regular file. The
+// error names p once.
+func regularFile(p string) error {
+	st, err := os.Stat(p)
+	if err != nil {
+		return err // *fs.PathError: "stat p: …"
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s: not a regular file (%s)", p, fileKind(st.Mode()))
+	}
+	return nil
+}
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m.IsDir():
+		return "a directory"
+	}
+	return "mode " + m.String()
+}
+
+// loadCase reads the conformance case at p. It never reads more than the
+// file's header promises: the 8-byte header length and the header come
+// first, and the file must be exactly as long as the header says (8 + header
+// + the end of the last tensor) before its data is allocated and read. Every
+// error names p once.
+func loadCase(p string) (*conformance.Case, error) {
+	if err := regularFile(p); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() { // replaced since the check above
+		return nil, fmt.Errorf("%s: not a regular file (%s)", p, fileKind(st.Mode()))
+	}
+	b, err := readSafetensors(f, st.Size())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	sf, err := safetensors.Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	c, err := conformance.FromFile(sf)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	c.Path = p
+	return c, nil
+}
+
+// readSafetensors reads a safetensors file of size bytes from r, bounded by
+// its header: see loadCase.
+func readSafetensors(r io.Reader, size int64) ([]byte, error) {
+	if size < 8 {
+		return nil, fmt.Errorf("safetensors: file of %d bytes is shorter than the 8-byte header length", size)
+	}
+	var lenBuf [8]byte
+	if _, err := io.ReadFull(r, lenBuf[:]); err != nil {
+		return nil, fmt.Errorf("safetensors: reading the header length: %w", err)
+	}
+	n := binary.LittleEndian.Uint64(lenBuf[:])
+	if n > safetensors.MaxHeaderSize || int64(n) > size-8 {
+		return nil, fmt.Errorf("safetensors: header length %d exceeds the %d-byte limit or the %d bytes after the length field",
+			n, safetensors.MaxHeaderSize, size-8)
+	}
+	header := make([]byte, n)
+	if _, err := io.ReadFull(r, header); err != nil {
+		return nil, fmt.Errorf("safetensors: reading the %d-byte header: %w", n, err)
+	}
+	data, err := promisedData(header)
+	if err != nil {
+		return nil, err
+	}
+	if want := 8 + int64(n); data > size-want || want+data != size {
+		return nil, fmt.Errorf("safetensors: file is %d bytes, its header promises %d (8 + %d header + %d data)", size, want+data, n, data)
+	}
+	b := make([]byte, size)
+	copy(b, lenBuf[:])
+	copy(b[8:], header)
+	if _, err := io.ReadFull(r, b[8+n:]); err != nil {
+		return nil, fmt.Errorf("safetensors: reading %d bytes of tensor data: %w", len(b)-8-int(n), err)
+	}
+	return b, nil
+}
+
+// promisedData is the end of the last tensor's data_offsets in a
+// safetensors header: the bytes of data the file must hold after it.
+// Malformed entries are left to safetensors.Parse to report, except that
+// offsets must be numbers.
+func promisedData(header []byte) (int64, error) {
+	var entries map[string]json.RawMessage
+	if err := json.Unmarshal(header, &entries); err != nil {
+		return 0, fmt.Errorf("safetensors: header JSON: %w", err)
+	}
+	var end int64
+	for name, raw := range entries {
+		if name == "__metadata__" || !bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) {
+			continue
+		}
+		var e struct {
+			DataOffsets []int64 `json:"data_offsets"`
+		}
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return 0, fmt.Errorf("safetensors: tensor %q: %w", name, err)
+		}
+		for _, o := range e.DataOffsets {
+			if o < 0 {
+				return 0, fmt.Errorf("safetensors: tensor %q: negative data offset %d", name, o)
+			}
+			end = max(end, o)
+		}
+	}
+	return end, nil
 }
 
 func printResults(w io.Writer, asJSON bool, name string, res []conformance.Result) (failed int) {

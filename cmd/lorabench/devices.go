@@ -23,8 +23,10 @@ type deviceJSON struct {
 	Caps     vk.Caps `json:"caps"`
 }
 
+const devicesSynopsis = "[-json]"
+
 func cmdDevices(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("devices", "[-json]", stderr)
+	fs := newFlags("devices", devicesSynopsis, stderr)
 	asJSON := fs.Bool("json", false, "one JSON object per device per line")
 	if err := parse(fs, args); err != nil {
 		return err

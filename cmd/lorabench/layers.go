@@ -14,8 +14,8 @@ import (
 )
 
 // The LoRA layer ops of `lorabench bench`: matmul_lora (one projection,
-// forward only), o, qkv and mlp, at the presets of shared/docs/anchors.md
-// and shared/bench/torch_reference.py or at a custom shape.
+// forward only), o, qkv and mlp, at the model presets PyTorch's baseline
+// (scripts/torch_reference.py) measures, or at a custom shape.
 
 // shape is a transformer block's LoRA problem: M tokens, hidden H,
 // intermediate I, q and kv output widths, rank r and the MLP activation.
@@ -25,7 +25,9 @@ type shape struct {
 	Act               ref.Activation
 }
 
-// presets are torch_reference.py's (Gemma uses tanh GELU there, as in HF).
+// presets are scripts/torch_reference.py's: the attention and MLP widths of
+// Llama 3 8B, Gemma 2B and Qwen2.5 0.5B at 8192 (4096) tokens and rank 16
+// (Gemma's MLP uses tanh GELU, as in Hugging Face).
 var presets = []shape{
 	{Name: "llama3-8b", M: 8192, H: 4096, I: 14336, Q: 4096, KV: 1024, R: 16, Act: ref.SwiGLU},
 	{Name: "gemma-2b", M: 8192, H: 2048, I: 16384, Q: 2048, KV: 256, R: 16, Act: ref.GEGLUTanh},
@@ -44,7 +46,7 @@ func presetNames() []string {
 	return ns
 }
 
-// loraScale is s = alpha/r of every adapter, as in torch_reference.py.
+// loraScale is s = alpha/r of every adapter (as in scripts/torch_reference.py).
 const loraScale = 2.0
 
 // Passes of a layer case.
@@ -198,9 +200,11 @@ func (op *layerOp) outNames(s shape, bwd bool) []string {
 	return ns
 }
 
-// layerFLOPs is the anchors.md count summed over the projections: forward
-// 2·M·in·out + 2·M·r·(in+out); backward (frozen W) 2·M·in·out + 4·M·r·(in+out).
-// Elementwise work (the MLP activation) is not counted, as in torch_reference.py.
+// layerFLOPs is the matmul work summed over the projections: forward
+// 2·M·in·out (X·Wᵀ) + 2·M·r·(in+out) (X·Aᵀ, then ·Bᵀ); backward (frozen W)
+// 2·M·in·out (dX = G·W) + 4·M·r·(in+out) (G·B, dX's adapter term, dA, dB).
+// Elementwise work (the MLP activation) is not counted, as PyTorch's
+// baseline (scripts/torch_reference.py) does not count it either.
 func layerFLOPs(ps []projDim, m, r int, bwd bool) float64 {
 	var f float64
 	for _, p := range ps {
@@ -223,19 +227,19 @@ func layerBytes(op *layerOp, s shape, d dtype.DType, w weightFormat, bwd bool) f
 	ps := op.projs(s)
 	wb := projWeightBytes(ps, w, d)
 	for _, p := range ps {
-		n += float64(s.R * (p.in + p.out))
+		n += float64(s.R) * float64(p.in+p.out)
 	}
-	var ys int
+	var ys float64
 	for _, w := range op.yWidths(s) {
-		ys += w
+		ys += float64(w)
 	}
-	x := float64(s.M * op.xWidth(s))
-	n += x + float64(s.M*ys)
+	x := float64(s.M) * float64(op.xWidth(s))
+	n += x + float64(s.M)*ys
 	if bwd {
 		for _, p := range ps {
-			n += float64(2 * s.R * (p.in + p.out))
+			n += 2 * float64(s.R) * float64(p.in+p.out)
 		}
-		n += x + float64(s.M*ys) + x // X again, gys, dX
+		n += x + float64(s.M)*ys + x // X again, gys, dX
 		wb *= 2
 	}
 	return n*float64(d.Size()) + wb
@@ -265,16 +269,101 @@ func layerCase(op *layerOp, s shape, d dtype.DType, pass string, w weightFormat,
 	if op.isMLP() {
 		n, k = s.H, s.I
 	}
-	return benchCase{
+	c := benchCase{
 		Op: op.name, Form: s.Name + " " + pass, DType: d, M: s.M, N: n, K: k, Weight: w,
 		FLOPs:       layerFLOPs(op.projs(s), s.M, s.R, bwd),
 		Bytes:       layerBytes(op, s, d, w, bwd),
 		WeightBytes: projWeightBytes(op.projs(s), w, d),
 		Layer:       &layerInfo{Shape: s, Pass: pass},
+		Need:        layerNeeds(op, s, d, w, bwd, valRows),
 		Setup: func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error) {
 			return setupLayer(eng, rng, op, s, d, w, bwd, valRows)
 		},
 	}
+	// Hints when it does not fit: fewer tokens (-m), then NF4 weights.
+	c.Smaller = append([]resize{{"-m", s.M, func(v int) benchCase {
+		t := s
+		t.M = v
+		return layerCase(op, t, d, pass, w, valRows)
+	}, nil}}, nf4Resize(c, func() benchCase { return layerCase(op, s, d, pass, nf4Default, valRows) })...)
+	return c
+}
+
+// layerNeeds is what setupLayer allocates and one step of the op (forward,
+// and for bwd backward) allocates and dispatches, see needs.
+func layerNeeds(op *layerOp, s shape, d dtype.DType, w weightFormat, bwd bool, valRows int) needs {
+	var nd needs
+	ds := float64(d.Size())
+	fm, r := float64(s.M), float64(s.R)
+	// Held by the case: base weights (uploaded dense, then quantized for
+	// NF4), adapters, X and the upstream gradients.
+	var gradElems float64 // of the adapter gradients
+	for _, p := range op.projs(s) {
+		out, in := float64(p.out), float64(p.in)
+		wname := fmt.Sprintf("W_%s [%d,%d] %s", p.name, p.out, p.in, d)
+		if w.NF4 {
+			nd.transient(wname, ds, out, in) // the dense copy, released once quantized
+			nd.device += weightBytes(w, d, p.out, p.in)
+			nd.host += out * in * hostNF4
+		} else {
+			nd.buf(wname, ds, out, in)
+		}
+		nd.buf(fmt.Sprintf("A_%s [%d,%d] %s", p.name, s.R, p.in, d), ds, r, in)
+		nd.buf(fmt.Sprintf("B_%s [%d,%d] %s", p.name, p.out, s.R, d), ds, out, r)
+		nd.host += hostInput(out*in+r*in+out*r, d)
+		// The step: x·Aᵀ [M, r] f32, y [M, out]; backward g·B [M, r] f32,
+		// g·W [M, in] into dX, dA [r, in], dB [out, r].
+		nd.buf(fmt.Sprintf("X·A_%sᵀ [%d,%d] f32", p.name, s.M, s.R), 4, fm, r)
+		nd.products = append(nd.products, [2]float64{fm, out}, [2]float64{fm, r})
+		if bwd {
+			nd.buf(fmt.Sprintf("G·B_%s [%d,%d] f32", p.name, s.M, s.R), 4, fm, r)
+			nd.buf(fmt.Sprintf("dA_%s [%d,%d] %s", p.name, s.R, p.in, d), ds, r, in)
+			nd.buf(fmt.Sprintf("dB_%s [%d,%d] %s", p.name, p.out, s.R, d), ds, out, r)
+			nd.products = append(nd.products, [2]float64{fm, in}, [2]float64{r, in}, [2]float64{out, r})
+			gradElems += r*in + out*r
+		}
+	}
+	xw := float64(op.xWidth(s))
+	nd.buf(fmt.Sprintf("X [%d,%d] %s", s.M, op.xWidth(s), d), ds, fm, xw)
+	nd.host += hostInput(fm*xw, d)
+	for i, yw := range op.yWidths(s) {
+		y := float64(yw)
+		nd.buf(fmt.Sprintf("%s [%d,%d] %s", op.yNames[i], s.M, yw, d), ds, fm, y)
+		if bwd {
+			nd.buf(fmt.Sprintf("d%s [%d,%d] %s", op.yNames[i], s.M, yw, d), ds, fm, y)
+			nd.host += hostInput(fm*y, d)
+		}
+	}
+	if bwd {
+		nd.buf(fmt.Sprintf("dX [%d,%d] %s", s.M, op.xWidth(s), d), ds, fm, xw)
+	}
+	if op.isMLP() {
+		// e = X·W_gateᵀ, g = X·W_upᵀ and h = act(e, g), each [M, I], saved
+		// for the backward; mlp_keep_saved's backward allocates de and dg.
+		n := 3
+		if bwd && op.name == "mlp_keep_saved" {
+			n = 5
+		}
+		for i := 0; i < n; i++ {
+			nd.buf(fmt.Sprintf("MLP intermediate [%d,%d] %s", s.M, s.I, d), ds, fm, float64(s.I))
+		}
+	}
+	// Validation: the op again on mv rows, its outputs read back, and the
+	// float64 reference (outputs, for the MLP its intermediates, several
+	// times over).
+	mv := math.Min(fm, float64(valRows))
+	rowElems := xw
+	for _, yw := range op.yWidths(s) {
+		rowElems += float64(yw)
+	}
+	if op.isMLP() {
+		rowElems += 6 * float64(s.I)
+	}
+	if bwd {
+		rowElems *= 2
+	}
+	nd.host += hostReadback(mv*rowElems+gradElems, d) + 3*8*(mv*rowElems+gradElems)
+	return nd.finish()
 }
 
 // layerInfo is what a layer case adds to its result row.
@@ -315,7 +404,7 @@ func setupLayer(eng *lora.Engine, rng *rand.Rand, op *layerOp, s shape, d dtype.
 		release()
 		return nil, err
 	}
-	// Inputs as torch_reference.py draws them, rounded to d so the reference
+	// Inputs as scripts/torch_reference.py draws them, rounded to d so the reference
 	// sees what the GPU stores: W and A N(0,1)/√in, B 0.1·N(0,1)/√r (not
 	// zero, so the adapter path is exercised), X and the upstream gradients
 	// N(0,1). An NF4 W is quantized from that draw and the reference gets

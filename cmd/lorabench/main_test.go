@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -170,6 +173,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bench", "extra"}, exitUsage, "unexpected arguments"},
 		{[]string{"devices", "-x"}, exitUsage, "-x"},
 		{[]string{"check"}, exitUsage, "name at least one"},
+		{[]string{"check", "-bogus"}, exitUsage, "-bogus"},
 		{[]string{"check", "no-such-dir/"}, exitError, "no-such-dir"},
 	} {
 		code, _, stderr := runCmd(t, tc.args...)
@@ -181,12 +185,108 @@ func TestUsageErrors(t *testing.T) {
 
 func TestHelp(t *testing.T) {
 	code, out, _ := runCmd(t, "help")
-	if code != exitOK || !strings.Contains(out, "matmul") || !strings.Contains(out, "bench") {
-		t.Errorf("help: exit %d, %q", code, out)
+	if code != exitOK {
+		t.Errorf("help: exit %d", code)
+	}
+	for _, c := range commands() {
+		if !strings.Contains(out, "\n  "+c.name+" ") {
+			t.Errorf("help does not list %s", c.name)
+		}
+	}
+	for _, s := range []string{"2 usage error (bad command line) only", "3 validation failure", "SIGABRT", "VKLORA_DEVICE", "VKLORA_VALIDATION=1"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("help does not say %q", s)
+		}
+	}
+	if strings.Contains(out, "not yet implemented") {
+		t.Errorf("help still calls a command not implemented:\n%s", out)
 	}
 	code, _, stderr := runCmd(t, "matmul", "-h")
 	if code != exitOK || !strings.Contains(stderr, "-dtype") {
 		t.Errorf("matmul -h: exit %d, %q", code, stderr)
+	}
+	// Every command's flags are described, and its synopsis names them.
+	for _, c := range commands() {
+		code, out, _ := runCmd(t, "help", c.name)
+		if code != exitOK || !strings.HasPrefix(out, "usage: lorabench "+c.name) {
+			t.Errorf("help %s: exit %d, %q", c.name, code, out)
+			continue
+		}
+		ls := strings.Split(out, "\n")
+		for i, l := range ls {
+			if !strings.HasPrefix(l, "  -") {
+				continue
+			}
+			name := strings.Fields(l)[0]
+			if i+1 >= len(ls) || strings.TrimSpace(ls[i+1]) == "" {
+				t.Errorf("%s %s: no description", c.name, name)
+			}
+			if !strings.Contains(c.args, "["+name+" ") && !strings.Contains(c.args, "["+name+"]") && !strings.Contains(c.args, "["+name+"=") &&
+				!strings.Contains(c.args, " "+name+" ") && !strings.Contains(c.args, "| "+name+" ") {
+				t.Errorf("%s: synopsis %q does not name %s", c.name, c.args, name)
+			}
+		}
+	}
+	if code, _, _ := runCmd(t, "help", "frobnicate"); code != exitUsage {
+		t.Errorf("help frobnicate: exit %d, want %d", code, exitUsage)
+	}
+}
+
+// TestCrashIsNotUsageExit: a Go runtime crash (a panic, running out of
+// memory) must not exit 2, the usage-error status: crashMode makes it abort
+// with SIGABRT. The test binary runs itself as the crashing child.
+func TestCrashIsNotUsageExit(t *testing.T) {
+	if how := os.Getenv("LORABENCH_CRASH_CHILD"); how != "" {
+		syscall.Setrlimit(syscall.RLIMIT_CORE, &syscall.Rlimit{}) //nolint:errcheck // no core file, if allowed
+		crashMode()
+		switch how {
+		case "panic":
+			go func() { panic("deliberate crash") }()
+			time.Sleep(time.Minute)
+		case "oom":
+			crashSink = make([]byte, 1<<46) // 64 TiB: fatal error: runtime: out of memory
+		}
+		os.Exit(0)
+	}
+	for _, how := range []string{"panic", "oom"} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashIsNotUsageExit$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "LORABENCH_CRASH_CHILD="+how)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Errorf("%s: the child did not fail: %v\n%s", how, err, out)
+			continue
+		}
+		ws, _ := ee.Sys().(syscall.WaitStatus)
+		if ee.ExitCode() == exitUsage || !ws.Signaled() || ws.Signal() != syscall.SIGABRT {
+			t.Errorf("%s: %v (code %d), want SIGABRT, never %d:\n%.2000s", how, ee, ee.ExitCode(), exitUsage, out)
+		}
+	}
+}
+
+var crashSink []byte
+
+// TestExitCodes: 2 only for a bad command line; a runtime error exits 1.
+func TestExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"help"}, exitOK},
+		{[]string{"matmul", "-h"}, exitOK},
+		{[]string{"bench", "-quick", "-bogus"}, exitUsage},
+		{[]string{"check", "-bogus"}, exitUsage},
+		{[]string{"devices", "extra"}, exitUsage},
+		{[]string{"check", "/no/such/file.safetensors"}, exitError},
+	} {
+		if code, _, _ := runCmd(t, tc.args...); code != tc.code {
+			t.Errorf("lorabench %v: exit %d, want %d", tc.args, code, tc.code)
+		}
+	}
+	needGPU(t)
+	code, _, stderr := runCmd(t, "matmul", "-m", "8", "-n", "8", "-k", "8", "-device", "no-such-device-xyz")
+	if code != exitError || strings.Count(stderr, "no-such-device-xyz") < 1 {
+		t.Errorf("unknown device: exit %d, want %d", code, exitError)
 	}
 }
 
@@ -299,7 +399,7 @@ func TestBenchQuickMLP(t *testing.T) {
 		if !(r.PeakExtraMiB > 0) || !(r.MsMedian > 0) || !(r.TFLOPs > 0) {
 			t.Errorf("%s: peak_extra_MiB %g, ms %g, TFLOP/s %g; want > 0", pass, r.PeakExtraMiB, r.MsMedian, r.TFLOPs)
 		}
-		// anchors.md: fwd 2·M·in·out + 2·M·r·(in+out) per projection, bwd
+		// layerFLOPs: fwd 2·M·in·out + 2·M·r·(in+out) per projection, bwd
 		// 2·M·in·out + 4·M·r·(in+out); gate and up [I,H], down [H,I].
 		mm := 2.0 * float64(s.M*s.H*s.I)
 		lr := 2.0 * float64(s.M*s.R*(s.H+s.I))
@@ -372,7 +472,7 @@ func TestBenchLayerValidation(t *testing.T) {
 func TestTimeGPUChunksHolds(t *testing.T) {
 	dev, r, rec := openCase(t, layerCase(layerOps["o"], quickShape, dtype.BF16, passFwdBwd, denseWeights, 64), 1, 3)
 	before, _ := dev.MemoryStats()
-	st, err := timeGPUChunks(rec, dev, warm{Runs: 2}, 7, 3, r.Record)
+	st, err := timeGPUChunks(rec, dev, warm{Runs: 2}, 7, 3, r.Record, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +495,7 @@ func TestWarmUpByGPUTime(t *testing.T) {
 	_, r, rec := openCase(t, matmulCase(16, 16, 16, dtype.F32, "nt", denseWeights), 1, 4)
 	count := func(w warm) int {
 		n := 0
-		if err := warmUp(rec, w, 50, func(rec *vk.Recorder) error { n++; return r.Record(rec) }); err != nil {
+		if _, err := warmUp(rec, w, 50, func(rec *vk.Recorder) error { n++; return r.Record(rec) }, nil); err != nil {
 			t.Fatal(err)
 		}
 		return n

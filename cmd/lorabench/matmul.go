@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -22,12 +23,13 @@ const maxRefRows = 64
 // B [K,N]).
 var matmulForms = map[string][2]bool{"nt": {false, true}, "nn": {false, false}, "tn": {true, false}}
 
+const matmulSynopsis = "[-m M -n N -k K | -sizes S,...] [-dtype D,...] [-form nt|nn|tn] [-weight dense,nf4 [-blocksize B] [-double-quant=BOOL]] [-reps N] [-warmup N] [-warmup-ms MS] [-seed S] [-device SEL] [-json] [-plot FILE.png|FILE.svg [-plot-metric tflops|ms|peak]] [-profile] [-stats] [-no-peak]"
+
 func cmdMatmul(args []string, stdout, stderr io.Writer) error {
-	const synopsis = "[-m M -n N -k K | -sizes S,...] [-dtype f32|f16|bf16] [-form nt|nn|tn] [-weight dense,nf4] [-reps N] [-warmup N] [-warmup-ms MS] [-device SEL] [-json] [-plot FILE.png]"
-	fs := newFlags("matmul", synopsis, stderr)
-	m := fs.Int("m", 1024, "rows of C and op(A)")
-	n := fs.Int("n", 1024, "columns of C and op(B)")
-	k := fs.Int("k", 1024, "inner dimension")
+	fs := newFlags("matmul", matmulSynopsis, stderr)
+	m := fs.Int("m", 1024, "rows of C and op(A), at most 2147483647 (a shape the device cannot hold is skipped, with a hint)")
+	n := fs.Int("n", 1024, "columns of C and op(B), at most 2147483647")
+	k := fs.Int("k", 1024, "inner dimension, at most 2147483647")
 	sizes := fs.String("sizes", "", "comma-separated cube sizes (M=N=K), instead of -m/-n/-k")
 	dts := fs.String("dtype", "f32", "storage dtype of A, B and C: f32, f16 or bf16 (comma-separated for several)")
 	form := fs.String("form", "nt", "nt: X·Wᵀ (B stored [N,K]); nn: G·W; tn: Gᵀ·X (A stored [K,M])")
@@ -68,16 +70,14 @@ func cmdMatmul(args []string, stdout, stderr io.Writer) error {
 			if err != nil || v < 1 {
 				return usagef("-sizes: %q is not a size ≥ 1", s)
 			}
+			if err := checkDims(dimFlag{"sizes", v}); err != nil {
+				return err
+			}
 			shapes = append(shapes, [3]int{v, v, v})
 		}
 	} else {
-		for _, f := range []struct {
-			name string
-			v    int
-		}{{"m", *m}, {"n", *n}, {"k", *k}} {
-			if f.v < 1 {
-				return usagef("-%s must be ≥ 1 (got %d)", f.name, f.v)
-			}
+		if err := checkDims(dimFlag{"m", *m}, dimFlag{"n", *n}, dimFlag{"k", *k}); err != nil {
+			return err
 		}
 		shapes = [][3]int{{*m, *n, *k}}
 	}
@@ -85,7 +85,24 @@ func cmdMatmul(args []string, stdout, stderr io.Writer) error {
 	for _, s := range shapes {
 		for _, d := range dtypes {
 			for _, w := range wfs {
-				cases = append(cases, matmulCase(s[0], s[1], s[2], d, *form, w))
+				c := matmulCase(s[0], s[1], s[2], d, *form, w)
+				// Hints for a case that does not fit: a smaller -sizes, or
+				// a smaller -m, -n or -k (the one that helps first).
+				if set["sizes"] {
+					c.Smaller = []resize{{"-sizes", s[0], func(v int) benchCase { return matmulCase(v, v, v, d, *form, w) }, nil}}
+				} else {
+					c.Smaller = []resize{
+						{"-m", s[0], func(v int) benchCase { return matmulCase(v, s[1], s[2], d, *form, w) }, nil},
+						{"-n", s[1], func(v int) benchCase { return matmulCase(s[0], v, s[2], d, *form, w) }, nil},
+						{"-k", s[2], func(v int) benchCase { return matmulCase(s[0], s[1], v, d, *form, w) }, nil},
+						// All three at most v.
+						{"", max(s[0], s[1], s[2]), func(v int) benchCase {
+							return matmulCase(min(s[0], v), min(s[1], v), min(s[2], v), d, *form, w)
+						}, func(v int) string { return fmt.Sprintf("-m %d -n %d -k %d", min(s[0], v), min(s[1], v), min(s[2], v)) }},
+					}
+				}
+				c.Smaller = append(c.Smaller, nf4Resize(c, func() benchCase { return matmulCase(s[0], s[1], s[2], d, *form, nf4Default) })...)
+				cases = append(cases, c)
 			}
 		}
 	}
@@ -100,12 +117,45 @@ func matmulCase(m, n, k int, d dtype.DType, form string, w weightFormat) benchCa
 	return benchCase{
 		Op: "matmul", Form: form, DType: d, M: m, N: n, K: k, Weight: w,
 		FLOPs:       2 * float64(m) * float64(n) * float64(k),
-		Bytes:       float64(m*k+m*n)*float64(d.Size()) + weightBytes(w, d, n, k),
+		Bytes:       (float64(m)*float64(k)+float64(m)*float64(n))*float64(d.Size()) + weightBytes(w, d, n, k),
 		WeightBytes: weightBytes(w, d, n, k),
+		Need:        matmulNeeds(m, n, k, d, matmulForms[form], w),
 		Setup: func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error) {
 			return setupMatmul(eng, rng, m, n, k, d, matmulForms[form], w)
 		},
 	}
+}
+
+// matmulNeeds is what setupMatmul allocates and dispatches for
+// C[M,N] = op(A)·op(B) (tr: A, B stored transposed), see needs.
+func matmulNeeds(m, n, k int, d dtype.DType, tr [2]bool, w weightFormat) needs {
+	fm, fn, fk, ds := float64(m), float64(n), float64(k), float64(d.Size())
+	var nd needs
+	dims := func(r, c float64, t bool) (float64, float64) {
+		if t {
+			return c, r
+		}
+		return r, c
+	}
+	ar, ac := dims(fm, fk, tr[0])
+	nd.buf(fmt.Sprintf("A [%.0f,%.0f] %s", ar, ac, d), ds, ar, ac)
+	br, bc := dims(fk, fn, tr[1])
+	// B is uploaded dense in d, also when it is then quantized to NF4 (and
+	// the dense copy released).
+	bname := fmt.Sprintf("B [%.0f,%.0f] %s", br, bc, d)
+	if w.NF4 {
+		nd.transient(bname, ds, br, bc)
+		nd.device += weightBytes(w, d, n, k)
+		nd.host += fk * fn * hostNF4
+	} else {
+		nd.buf(bname, ds, br, bc)
+	}
+	nd.buf(fmt.Sprintf("C [%.0f,%.0f] %s", fm, fn, d), ds, fm, fn)
+	rows := math.Min(fm, maxRefRows)
+	nd.host += hostInput(fm*fk, d) + hostInput(fk*fn, d) + // the inputs
+		fm*fn*(ds+4) + 16*rows*fn + 8*fk // C read back; the sampled rows and their reference
+	nd.products = [][2]float64{{fm, fn}}
+	return nd.finish()
 }
 
 // setupMatmul uploads fresh inputs for C = op(A)·op(B); tr says whether A

@@ -463,7 +463,7 @@ func (m *peakMeter) time(row *peakRow, kr kernelRun) error {
 		w, m.first = m.sizes.warmFirst, false
 	}
 	record := func(r *vk.Recorder) error { return kr.dispatch(r, groups) }
-	if err := warmUp(rec, w, 8, record); err != nil {
+	if _, err := warmUp(rec, w, 8, record, nil); err != nil {
 		return err
 	}
 	// Calibrate: scale the grid by target / (median of three timed runs),
@@ -832,7 +832,7 @@ func cmdPeak(args []string, stdout, stderr io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	dev, err := vk.Open(vk.Options{Select: *device})
+	dev, err := openDevice(*device)
 	if err != nil {
 		return err
 	}

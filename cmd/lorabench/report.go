@@ -35,7 +35,8 @@ type result struct {
 	Validated bool      `json:"validated"`
 	// PeakExtraMiB is the device memory one step allocates above what was
 	// allocated before it (outputs, saved contexts, temporaries), measured
-	// on one untimed step: torch_reference.py's step_peak_extra_MiB.
+	// on one untimed step (what scripts/torch_reference.py reports as
+	// step_peak_extra_MiB for PyTorch).
 	PeakExtraMiB float64 `json:"peak_extra_MiB"`
 	// PeakTotalMiB is the device memory allocated at that step's peak: what
 	// the case holds (base weights, adapters, inputs) plus PeakExtraMiB.

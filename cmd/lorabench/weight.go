@@ -24,6 +24,18 @@ type weightFormat struct {
 
 var denseWeights = weightFormat{}
 
+// nf4Default is -weight nf4 with the default -blocksize and -double-quant.
+var nf4Default = weightFormat{NF4: true, Blocksize: quant.DefaultBlocksize, DoubleQuant: true}
+
+// nf4Resize is the hint "-weight nf4" for a dense case c (nf4 builds its
+// NF4 twin); none for an NF4 case.
+func nf4Resize(c benchCase, nf4 func() benchCase) []resize {
+	if c.Weight.NF4 {
+		return nil
+	}
+	return []resize{{"-weight nf4", 0, func(int) benchCase { return nf4() }, nil}}
+}
+
 func (f weightFormat) String() string {
 	if f.NF4 {
 		return "nf4"
