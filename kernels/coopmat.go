@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 )
 
@@ -10,16 +11,45 @@ import (
 // K consumed BK at a time, one WM×WN tile per subgroup.
 type CoopTile struct{ BM, BN, BK, WM, WN int }
 
-// coopTiles, in order of preference. The small tile keeps many subgroups
-// resident; the large one stays as the fallback for devices whose shared
-// memory or chunk split rules out the first. docs/PERFORMANCE.md has the
-// measurements behind the order; Options.CoopMatTile tries others.
-var coopTiles = []CoopTile{
-	{BM: 32, BN: 32, BK: 32, WM: 16, WN: 16},   // 4 subgroups, 5 KiB shared
-	{BM: 128, BN: 128, BK: 32, WM: 64, WN: 32}, // 8 subgroups, 40 KiB
+// coopConfig is a subgroup-scope tile in units of the device's matrix
+// shape TM×TN×TK: SGM×SGN subgroups, each holding FM×FN accumulators (one
+// of shaders.CoopFrags), K consumed BK at a time. The same rule fits every
+// vendor's shape: with 16×16×16 the first is a 128×128 tile of four 64×64
+// subgroup tiles, with lavapipe's 8×8×8 a 64×64 one.
+type coopConfig struct{ SGM, SGN, FM, FN, BK int }
+
+// coopConfigs, in order of preference: the most accumulators per subgroup
+// first (each fragment loaded from shared memory feeds FM or FN
+// multiply-adds, so larger grids need less shared-memory bandwidth per
+// FLOP), then grids that give small outputs more workgroups.
+var coopConfigs = []coopConfig{
+	{SGM: 2, SGN: 2, FM: 4, FN: 4, BK: 32},
+	{SGM: 2, SGN: 4, FM: 4, FN: 2, BK: 32},
+	{SGM: 2, SGN: 2, FM: 2, FN: 2, BK: 32},
+}
+
+// tile is c's tile for matrix shape s.
+func (c coopConfig) tile(s vk.CoopMatShape) CoopTile {
+	wm, wn := c.FM*int(s.M), c.FN*int(s.N)
+	return CoopTile{BM: c.SGM * wm, BN: c.SGN * wn, BK: c.BK, WM: wm, WN: wn}
 }
 
 func (t CoopTile) subgroups() int { return (t.BM / t.WM) * (t.BN / t.WN) }
+
+// frags is the tile's fragment grid for shape s, and whether the kernel is
+// built for it (shaders.CoopFrags).
+func (t CoopTile) frags(s vk.CoopMatShape) (fm, fn uint8, ok bool) {
+	if t.WM%int(s.M) != 0 || t.WN%int(s.N) != 0 {
+		return 0, 0, false
+	}
+	fm, fn = uint8(t.WM/int(s.M)), uint8(t.WN/int(s.N))
+	for _, f := range shaders.CoopFrags {
+		if f == [2]uint8{fm, fn} {
+			return fm, fn, true
+		}
+	}
+	return 0, 0, false
+}
 
 // sharedBytes mirrors the shader's two buffers of padded A and B tiles.
 func (t CoopTile) sharedBytes() int {
@@ -65,19 +95,24 @@ func coopInputs(c *vk.Caps) []coopInput {
 	return in
 }
 
-// coopTiles is the subgroup-scope tile list: the override alone, or the table.
-func (o Options) coopTiles() []CoopTile {
+// coopTiles is the subgroup-scope tile list for shape s: the override
+// alone, or the table's configurations at that shape.
+func (o Options) coopTiles(s vk.CoopMatShape) []CoopTile {
 	if o.CoopMatTile != nil {
 		return []CoopTile{*o.CoopMatTile}
 	}
-	return coopTiles
+	ts := make([]CoopTile, len(coopConfigs))
+	for i, c := range coopConfigs {
+		ts[i] = c.tile(s)
+	}
+	return ts
 }
 
 // probeCoopMat finds, for f16 and bf16, a subgroup-scope shape with fp32
 // accumulation that divides the tiles, and the tiles the device can run.
 // The kernel assumes one fixed subgroup size, so devices whose size varies
 // (subgroup size control with min ≠ max) stay on the scalar path for now.
-func probeCoopMat(c *vk.Caps, tiles []CoopTile) map[dtype.DType]*coopSupport {
+func probeCoopMat(c *vk.Caps, o Options) map[dtype.DType]*coopSupport {
 	out := map[dtype.DType]*coopSupport{}
 	if !c.CoopMat || c.SubgroupSize == 0 || (c.SubgroupSizeControl && c.MinSubgroupSize != c.MaxSubgroupSize) {
 		return out
@@ -88,10 +123,11 @@ func probeCoopMat(c *vk.Caps, tiles []CoopTile) map[dtype.DType]*coopSupport {
 				continue
 			}
 			sup := &coopSupport{shape: s, subgroup: int(c.SubgroupSize)}
-			for _, t := range tiles {
+			for _, t := range o.coopTiles(s) {
 				threads := t.subgroups() * sup.subgroup
 				chunks := t.BK / 8 // per tile row; each thread stages whole chunks
-				if t.WM%int(s.M) == 0 && t.WN%int(s.N) == 0 && t.BK%int(s.K) == 0 && t.BK%8 == 0 &&
+				_, _, built := t.frags(s)
+				if built && t.BK%int(s.K) == 0 && t.BK%8 == 0 &&
 					(t.BM*chunks)%threads == 0 && (t.BN*chunks)%threads == 0 && fits(c, t.sharedBytes(), threads) {
 					sup.tiles = append(sup.tiles, t)
 				}
@@ -107,12 +143,23 @@ func probeCoopMat(c *vk.Caps, tiles []CoopTile) map[dtype.DType]*coopSupport {
 
 // pickCoopTile chooses the cooperative-matrix tile for an [m, n] output of
 // dtype d, or reports that another kernel should run: outputs narrower
-// than a subgroup tile (the [M, r] LoRA intermediates, dA and dB) waste
-// most of a cooperative tile.
+// than 64 (the [M, r] LoRA intermediates, dA and dB) waste most of a
+// cooperative tile. Like pickCM2Tile it takes the first tile that gives
+// enough workgroups to fill the device, else the one giving the most.
 func (e *Dispatcher) pickCoopTile(d dtype.DType, m, n int) (CoopTile, *coopSupport, bool) {
 	if !e.CoopMat(d) || m < 64 || n < 64 {
 		return CoopTile{}, nil, false
 	}
 	sup := e.coop[d]
-	return sup.tiles[0], sup, true
+	best, most := sup.tiles[0], 0
+	for _, t := range sup.tiles {
+		groups := ceilDiv(m, t.BM) * ceilDiv(n, t.BN)
+		if groups >= e.targetGroups() {
+			return t, sup, true
+		}
+		if groups > most {
+			best, most = t, groups
+		}
+	}
+	return best, sup, true
 }

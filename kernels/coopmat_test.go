@@ -12,6 +12,7 @@ import (
 	"github.com/vklora/vklora/quant"
 	"github.com/vklora/vklora/quant/quanttest"
 	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 	"github.com/vklora/vklora/vk/vktest"
 )
@@ -265,4 +266,33 @@ func TestCoopMatMatchesScalar(t *testing.T) {
 		}
 		vktest.ExpectClose(t, "coopmat vs scalar", run(true), run(false), n, ref.Tolerance(d).Product)
 	})
+}
+
+// Every fragment grid the subgroup-scope kernel is built for computes the
+// right product, each forced by a tile override at the device's shape
+// (the default order picks only some of them for a given size): an odd
+// shape with a partial last tile, a K that is not a multiple of BK, and
+// alpha, beta ≠ 1, 0.
+func TestCoopMatEveryGrid(t *testing.T) {
+	const d = dtype.F16
+	base := coopFixture(t, d)
+	s := base.eng.coop[d].shape
+	for _, fr := range shaders.CoopFrags {
+		tile := coopConfig{SGM: 2, SGN: 2, FM: int(fr[0]), FN: int(fr[1]), BK: 32}.tile(s)
+		t.Run(fmt.Sprintf("f%d%d", fr[0], fr[1]), func(t *testing.T) {
+			f := newFixtureWith(t, Options{CoopMatTile: &tile, DisableCoopMat2: true})
+			require.True(t, f.eng.CoopMat(d), "tile %+v at shape %+v refused", tile, s)
+			m, n, k := max(2*tile.BM, 64)+7, max(tile.BN, 64)+5, 75
+			a, b, c0 := f.Random(d, m*k, 1), f.Random(d, n*k, 1), f.Random(d, m*n, 1)
+			A, B := Dense(f.Upload(d, a, m, k)), Dense(f.Upload(d, b, n, k)).T()
+			c := f.Upload(d, c0, m, n)
+			f.requireKernel(Gemm{C: c, A: A, B: B}, "_coopmat")
+			rec := f.Recorder()
+			require.NoError(t, f.eng.MatmulTo(rec, c, A, B, 0.37, -1.5))
+			require.NoError(t, rec.Submit())
+			want := append([]float64(nil), c0...)
+			ref.MatmulAcc(want, a, b, m, n, k, false, true, 0.37, -1.5)
+			vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(d, want), n, ref.Tolerance(d).Product)
+		})
+	}
 }

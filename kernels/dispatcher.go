@@ -66,7 +66,7 @@ func New(dev *vk.Device, opt Options) (*Dispatcher, error) {
 		return nil, fmt.Errorf("kernels: options: %w", err)
 	}
 	c := dev.Caps()
-	return &Dispatcher{dev: dev, opt: opt, coop: probeCoopMat(c, opt.coopTiles()),
+	return &Dispatcher{dev: dev, opt: opt, coop: probeCoopMat(c, opt),
 		cm2: probeCoopMat2(c, opt.cm2Tiles()), cm2Narrow: probeCoopMat2(c, cm2NarrowTiles)}, nil
 }
 

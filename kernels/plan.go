@@ -24,6 +24,7 @@ type plan struct {
 	gx, gy         int
 	splits, kSplit int
 	slabs          bool
+	fm, fn         uint8 // the subgroup-scope kernel's fragment grid
 }
 
 // candidate is one way to run a product: take reports whether it can, and
@@ -88,7 +89,9 @@ func (e *Dispatcher) takeCoopMat(p *problem) (plan, bool) {
 	if !ok || coop == nil {
 		return plan{}, false
 	}
-	return e.tiledPlan(shaders.MatmulCoopMat, t.spec(sup, *coop), t.BM, t.BN, t.BK, p), true
+	pl := e.tiledPlan(shaders.MatmulCoopMat, t.spec(sup, *coop), t.BM, t.BN, t.BK, p)
+	pl.fm, pl.fn, _ = t.frags(sup.shape) // the probe kept only built grids
+	return pl, true
 }
 
 func (e *Dispatcher) takeTiled(p *problem) (plan, bool) {

@@ -43,6 +43,7 @@ func (e *Dispatcher) record(rec *vk.Recorder, p *problem, pl plan, dm gemmDims) 
 	if err != nil {
 		return fmt.Errorf("kernels: matmul: %w", err)
 	}
+	key.FM, key.FN = pl.fm, pl.fn
 	pc := shaders.MatmulPush{M: uint32(m), N: uint32(n), K: uint32(k), K2: uint32(k2), CRs: uint32(dm.cRs),
 		Alpha: g.Alpha, Beta: g.Beta, Alpha2: g.Alpha2, KSplit: uint32(pl.kSplit),
 		COff: uint32(dm.cOff), B2Off: uint32(dm.b2Off)}

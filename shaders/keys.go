@@ -51,9 +51,16 @@ type MatmulKey struct {
 	Kernel             MatmulKernel
 	D                  dtype.DType
 	A32, B32, NF4, C32 bool
+	// FM, FN are the subgroup-scope kernel's fragments per subgroup (one of
+	// CoopFrags); zero for the other kernels.
+	FM, FN uint8
 }
 
-// Name is matmul_<D>[_a32][_b32][_nf4][_c32][_<kernel>].
+// CoopFrags are the fragment grids (FM×FN accumulators per subgroup) the
+// subgroup-scope kernel is built for.
+var CoopFrags = [][2]uint8{{2, 2}, {4, 2}, {2, 4}, {4, 4}}
+
+// Name is matmul_<D>[_a32][_b32][_nf4][_c32][_<kernel>][_f<FM><FN>].
 func (k MatmulKey) Name() string {
 	n := "matmul_" + k.D.String()
 	for _, f := range []struct {
@@ -64,7 +71,11 @@ func (k MatmulKey) Name() string {
 			n += f.tok
 		}
 	}
-	return n + k.Kernel.suffix()
+	n += k.Kernel.suffix()
+	if k.FM != 0 || k.FN != 0 {
+		n += "_f" + string(rune('0'+k.FM)) + string(rune('0'+k.FN))
+	}
+	return n
 }
 
 // SplitKReduceKey is the split-K reduction into a C of dtype C.

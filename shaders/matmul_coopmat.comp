@@ -12,12 +12,21 @@
 // that the 16-bit float type is used by nothing but cooperative matrices.
 // Tiles are therefore staged as raw 16-bit words and never converted.
 //
+// FM and FN (defines, 1, 2 or 4 each) are the fragments of one subgroup's
+// tile: FM×FN accumulators of TM×TN. They are compile-time, and every
+// fragment and accumulator is a separately named variable (acc00, acc01,
+// ..., fa0, fb0, ... through the FOR_* macros), never an array: arrays of
+// cooperative matrices indexed by loop variables were placed in local
+// memory by a driver (its pipeline statistics showed 32 bytes of local
+// memory per accumulator), which cost more than half the throughput.
+//
 // Specialization constants: 0 BM, 1 BN, 2 BK (workgroup tile), 3 WM, 4 WN
-// (subgroup tile), 5 workgroup size = (BM/WM)·(BN/WN)·subgroup size,
-// 6 TM, 7 TN, 8 TK (cooperative matrix shape), 9 A_KF (A's k index is
-// contiguous, else its m index), 10 B_KF (B's k index is contiguous, else
-// its n index). The layouts are constants so that the driver compiles each
-// multiply loop without branches between cooperative-matrix operations.
+// (subgroup tile: FM·TM × FN·TN), 5 workgroup size = (BM/WM)·(BN/WN)·
+// subgroup size, 6 TM, 7 TN, 8 TK (cooperative matrix shape), 9 A_KF (A's k
+// index is contiguous, else its m index), 10 B_KF (B's k index is
+// contiguous, else its n index). The layouts are constants so that the
+// driver compiles each multiply loop without branches between
+// cooperative-matrix operations.
 //
 // Each operand tile is staged in shared memory in the operand's own memory
 // order (the contiguous index innermost), in chunks of 8 elements (one
@@ -76,7 +85,6 @@ const uint WG = gl_WorkGroupSize.x;
 // The Go side only picks tiles whose chunk counts are multiples of WG.
 const uint A_PER_THREAD = A_ROWS * A_COLS / 8 / WG;
 const uint B_PER_THREAD = B_ROWS * B_COLS / 8 / WG;
-const uint FM = WM / TM, FN = WN / TN; // fragments per subgroup tile
 
 #include "coop_stage.glsl"
 
@@ -127,6 +135,40 @@ uvec4 lora_b_chunk(uint c, uint n0, uint j0) {
 	return pack8(e);
 }
 
+// The FOR_* macros expand F for every fragment row i < FM, column j < FN,
+// or pair (i, j): the fragment grid unrolled at compile time.
+#if FM > 1
+#define IF_M1(x) x
+#else
+#define IF_M1(x)
+#endif
+#if FM > 2
+#define IF_M23(x) x
+#else
+#define IF_M23(x)
+#endif
+#if FN > 1
+#define IF_N1(x) x
+#else
+#define IF_N1(x)
+#endif
+#if FN > 2
+#define IF_N23(x) x
+#else
+#define IF_N23(x)
+#endif
+#define FOR_I(F) F(0) IF_M1(F(1)) IF_M23(F(2) F(3))
+#define FOR_J(F) F(0) IF_N1(F(1)) IF_N23(F(2) F(3))
+#define FOR_ROW(F, i) F(i, 0) IF_N1(F(i, 1)) IF_N23(F(i, 2) F(i, 3))
+#define FOR_ALL(F) FOR_ROW(F, 0) IF_M1(FOR_ROW(F, 1)) IF_M23(FOR_ROW(F, 2) FOR_ROW(F, 3))
+
+#define ACC_T coopmat<float, gl_ScopeSubgroup, TM, TN, gl_MatrixUseAccumulator>
+#define DECL_ACC(i, j) ACC_T acc##i##j = ACC_T(0.0);
+#define DECL_FA(i) coopmat<float16_t, gl_ScopeSubgroup, TM, TK, gl_MatrixUseA> fa##i;
+#define DECL_FB(j) coopmat<float16_t, gl_ScopeSubgroup, TK, TN, gl_MatrixUseB> fb##j;
+#define MMA(i, j) acc##i##j = coopMatMulAdd(fa##i, fb##j, acc##i##j);
+#define SCALE(i, j) acc##i##j = acc##i##j * pc.alpha;
+
 void main() {
 	const uint tid = gl_LocalInvocationID.x;
 	const uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID, sgsize = gl_SubgroupSize;
@@ -135,35 +177,32 @@ void main() {
 	const uint kbeg = gl_WorkGroupID.z * pc.k_split;
 	const uint kend = min(pc.K, kbeg + pc.k_split);
 
-	coopmat<float, gl_ScopeSubgroup, TM, TN, gl_MatrixUseAccumulator> acc[FM * FN];
-	[[unroll]] for (uint f = 0; f < FM * FN; f++) {
-		acc[f] = coopmat<float, gl_ScopeSubgroup, TM, TN, gl_MatrixUseAccumulator>(0.0);
-	}
-	coopmat<float16_t, gl_ScopeSubgroup, TM, TK, gl_MatrixUseA> fa[FM];
-	coopmat<float16_t, gl_ScopeSubgroup, TK, TN, gl_MatrixUseB> fb[FN];
+	FOR_ALL(DECL_ACC)
+	FOR_I(DECL_FA)
+	FOR_J(DECL_FB)
 	uvec4 ra[A_PER_THREAD], rb[B_PER_THREAD];
 
-	// Multiply the tiles staged at shared word `base` into acc.
+	// Multiply the tiles staged at shared word `base` into the accumulators.
+#define LOAD_FA(i)                                                                                              \
+	if (A_KF) {                                                                                                 \
+		coopMatLoad(fa##i, sh, (base_) + (wm0 + i * TM) * A_STRIDE + kk / 8, A_STRIDE, gl_CooperativeMatrixLayoutRowMajor); \
+	} else {                                                                                                    \
+		coopMatLoad(fa##i, sh, (base_) + kk * A_STRIDE + (wm0 + i * TM) / 8, A_STRIDE, gl_CooperativeMatrixLayoutColumnMajor); \
+	}
+#define LOAD_FB(j)                                                                                              \
+	if (B_KF) {                                                                                                 \
+		coopMatLoad(fb##j, sh, (base_) + A_WORDS + (wn0 + j * TN) * B_STRIDE + kk / 8, B_STRIDE, gl_CooperativeMatrixLayoutColumnMajor); \
+	} else {                                                                                                    \
+		coopMatLoad(fb##j, sh, (base_) + A_WORDS + kk * B_STRIDE + (wn0 + j * TN) / 8, B_STRIDE, gl_CooperativeMatrixLayoutRowMajor); \
+	}
 #define TILE_MMA(base)                                                                                          \
-	[[unroll]] for (uint kk = 0; kk < BK; kk += TK) {                                                           \
-		[[unroll]] for (uint i = 0; i < FM; i++) {                                                              \
-			uint m = wm0 + i * TM;                                                                              \
-			if (A_KF) {                                                                                         \
-				coopMatLoad(fa[i], sh, (base) + m * A_STRIDE + kk / 8, A_STRIDE, gl_CooperativeMatrixLayoutRowMajor); \
-			} else {                                                                                            \
-				coopMatLoad(fa[i], sh, (base) + kk * A_STRIDE + m / 8, A_STRIDE, gl_CooperativeMatrixLayoutColumnMajor); \
-			}                                                                                                   \
+	{                                                                                                           \
+		const uint base_ = (base);                                                                              \
+		[[unroll]] for (uint kk = 0; kk < BK; kk += TK) {                                                       \
+			FOR_I(LOAD_FA)                                                                                      \
+			FOR_J(LOAD_FB)                                                                                      \
+			FOR_ALL(MMA)                                                                                        \
 		}                                                                                                       \
-		[[unroll]] for (uint j = 0; j < FN; j++) {                                                              \
-			uint n = wn0 + j * TN;                                                                              \
-			if (B_KF) {                                                                                         \
-				coopMatLoad(fb[j], sh, (base) + A_WORDS + n * B_STRIDE + kk / 8, B_STRIDE, gl_CooperativeMatrixLayoutColumnMajor); \
-			} else {                                                                                            \
-				coopMatLoad(fb[j], sh, (base) + A_WORDS + kk * B_STRIDE + n / 8, B_STRIDE, gl_CooperativeMatrixLayoutRowMajor); \
-			}                                                                                                   \
-		}                                                                                                       \
-		[[unroll]] for (uint i = 0; i < FM; i++)                                                                \
-			[[unroll]] for (uint j = 0; j < FN; j++) acc[i * FN + j] = coopMatMulAdd(fa[i], fb[j], acc[i * FN + j]); \
 	}
 
 #define GLOBAL_LOAD(k0)                                                                       \
@@ -204,7 +243,7 @@ void main() {
 	}
 
 	if (pc.alpha != 1.0) {
-		[[unroll]] for (uint f = 0; f < FM * FN; f++) acc[f] = acc[f] * pc.alpha;
+		FOR_ALL(SCALE)
 	}
 
 	// The fused LoRA term: only the first z-slice adds it.
@@ -225,22 +264,20 @@ void main() {
 	// round and write the in-range elements.
 	const uint scratch = sg * (TM * TN / 4);
 	const uint cbase = pc.c_off + gl_WorkGroupID.z * pc.M * pc.c_rs;
-	[[unroll]] for (uint i = 0; i < FM; i++) {
-		[[unroll]] for (uint j = 0; j < FN; j++) {
-			coopMatStore(acc[i * FN + j], sh, scratch, TN / 4, gl_CooperativeMatrixLayoutRowMajor);
-			subgroupMemoryBarrierShared();
-			subgroupBarrier();
-			for (uint e = lane; e < TM * TN; e += sgsize) {
-				uint m = m0 + wm0 + i * TM + e / TN, n = n0 + wn0 + j * TN + e % TN;
-				if (m < pc.M && n < pc.N) {
-					float v = uintBitsToFloat(sh[scratch + e / 4][e % 4]);
-					uint idx = cbase + m * pc.c_rs + n;
-					if (pc.beta != 0.0) v += pc.beta * loadC(idx);
-					storeC(idx, v);
-				}
-			}
-			subgroupMemoryBarrierShared();
-			subgroupBarrier();
-		}
-	}
+#define STORE_ACC(i, j)                                                                       \
+	coopMatStore(acc##i##j, sh, scratch, TN / 4, gl_CooperativeMatrixLayoutRowMajor);         \
+	subgroupMemoryBarrierShared();                                                            \
+	subgroupBarrier();                                                                        \
+	for (uint e = lane; e < TM * TN; e += sgsize) {                                           \
+		uint m = m0 + wm0 + i * TM + e / TN, n = n0 + wn0 + j * TN + e % TN;                  \
+		if (m < pc.M && n < pc.N) {                                                           \
+			float v = uintBitsToFloat(sh[scratch + e / 4][e % 4]);                            \
+			uint idx = cbase + m * pc.c_rs + n;                                               \
+			if (pc.beta != 0.0) v += pc.beta * loadC(idx);                                    \
+			storeC(idx, v);                                                                   \
+		}                                                                                     \
+	}                                                                                         \
+	subgroupMemoryBarrierShared();                                                            \
+	subgroupBarrier();
+	FOR_ALL(STORE_ACC)
 }

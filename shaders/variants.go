@@ -84,12 +84,14 @@ func Variants() []Variant {
 	// has miscompiled coopmat shaders elsewhere) for Vulkan 1.3; bf16 is the
 	// f16 module retyped (see Variant.BFloat16).
 	for _, d := range half {
-		for _, k := range MatmulKeys(MatmulCoopMat, d) {
-			for _, kern := range []MatmulKernel{MatmulCoopMat, MatmulCM2} {
-				k.Kernel = kern
-				t.add(k, Variant{Source: map[MatmulKernel]string{MatmulCoopMat: "matmul_coopmat.comp", MatmulCM2: "matmul_cm2.comp"}[kern],
-					Defines:    map[string]string{"D_TYPE": typeDefine(d), "B_TYPE": typeDefine(k.bType()), "C_TYPE": typeDefine(k.cType())},
-					NoOptimize: true, Spirv: "vulkan1.3", BFloat16: d == dtype.BF16,
+		for _, kern := range []MatmulKernel{MatmulCoopMat, MatmulCM2} {
+			src := map[MatmulKernel]string{MatmulCoopMat: "matmul_coopmat.comp", MatmulCM2: "matmul_cm2.comp"}[kern]
+			for _, k := range MatmulKeys(kern, d) {
+				defs := map[string]string{"D_TYPE": typeDefine(d), "B_TYPE": typeDefine(k.bType()), "C_TYPE": typeDefine(k.cType())}
+				if kern == MatmulCoopMat {
+					defs["FM"], defs["FN"] = fmt.Sprint(k.FM), fmt.Sprint(k.FN)
+				}
+				t.add(k, Variant{Source: src, Defines: defs, NoOptimize: true, Spirv: "vulkan1.3", BFloat16: d == dtype.BF16,
 					Buffers: MatmulBuffers, PushSize: sizeOf[MatmulPush]()})
 			}
 		}
@@ -188,14 +190,21 @@ func MatmulKeys(kern MatmulKernel, d dtype.DType) []MatmulKey {
 		ks = []MatmulKey{{}, {C32: true}, {A32: true}, {A32: true, C32: true},
 			{B32: true}, {B32: true, C32: true}, {NF4: true}, {NF4: true, C32: true}}
 	}
-	out := ks[:0]
+	var out []MatmulKey
 	for _, k := range ks {
 		k.Kernel, k.D = kern, d
 		coop := kern == MatmulCoopMat || kern == MatmulCM2
 		if (kern == MatmulNarrow && k.NF4) || (coop && (d == dtype.F32 || k.A32 || k.B32)) {
 			continue
 		}
-		out = append(out, k)
+		if kern != MatmulCoopMat {
+			out = append(out, k)
+			continue
+		}
+		for _, f := range CoopFrags {
+			k.FM, k.FN = f[0], f[1]
+			out = append(out, k)
+		}
 	}
 	return out
 }
