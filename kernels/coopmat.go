@@ -18,13 +18,15 @@ type CoopTile struct{ BM, BN, BK, WM, WN int }
 // subgroup tiles, with lavapipe's 8×8×8 a 64×64 one.
 type coopConfig struct{ SGM, SGN, FM, FN, BK int }
 
-// coopConfigs, in order of preference: the most accumulators per subgroup
-// first (each fragment loaded from shared memory feeds FM or FN
-// multiply-adds, so larger grids need less shared-memory bandwidth per
-// FLOP), then grids that give small outputs more workgroups.
+// coopConfigs, in order of preference. The first two are one 128×128
+// tile (at 16×16×16) in eight subgroups of 4×2 or 2×4 accumulators; the
+// third keeps four subgroups of 4×4, which needs about 220 registers per
+// invocation against about 150; the last gives small outputs more
+// workgroups. docs/PERFORMANCE.md has the measurements behind the order.
 var coopConfigs = []coopConfig{
-	{SGM: 2, SGN: 2, FM: 4, FN: 4, BK: 32},
 	{SGM: 2, SGN: 4, FM: 4, FN: 2, BK: 32},
+	{SGM: 4, SGN: 2, FM: 2, FN: 4, BK: 32},
+	{SGM: 2, SGN: 2, FM: 4, FN: 4, BK: 32},
 	{SGM: 2, SGN: 2, FM: 2, FN: 2, BK: 32},
 }
 
@@ -62,6 +64,7 @@ func (t CoopTile) sharedBytes() int {
 type coopSupport struct {
 	shape    vk.CoopMatShape
 	subgroup int
+	required uint32 // subgroup size the pipelines require (0: the device has one size)
 	tiles    []CoopTile
 }
 
@@ -110,19 +113,26 @@ func (o Options) coopTiles(s vk.CoopMatShape) []CoopTile {
 
 // probeCoopMat finds, for f16 and bf16, a subgroup-scope shape with fp32
 // accumulation that divides the tiles, and the tiles the device can run.
-// The kernel assumes one fixed subgroup size, so devices whose size varies
-// (subgroup size control with min ≠ max) stay on the scalar path for now.
+// The kernel's workgroup is a count of subgroups, so it needs to know the
+// subgroup size: a device whose size varies (AMD's wave32/wave64, Intel's
+// 8 to 32) runs it at its default size, required through subgroup size
+// control; one that varies without that control stays off this kernel.
 func probeCoopMat(c *vk.Caps, o Options) map[dtype.DType]*coopSupport {
 	out := map[dtype.DType]*coopSupport{}
-	if !c.CoopMat || c.SubgroupSize == 0 || (c.SubgroupSizeControl && c.MinSubgroupSize != c.MaxSubgroupSize) {
+	varies := c.MinSubgroupSize != c.MaxSubgroupSize
+	if !c.CoopMat || c.SubgroupSize == 0 || (varies && !c.SubgroupSizeControl) {
 		return out
+	}
+	var required uint32
+	if varies {
+		required = c.SubgroupSize
 	}
 	for _, in := range coopInputs(c) {
 		for _, s := range c.CoopMatShapes {
 			if !s.Multiplies(in.comp, vk.ComponentF32) {
 				continue
 			}
-			sup := &coopSupport{shape: s, subgroup: int(c.SubgroupSize)}
+			sup := &coopSupport{shape: s, subgroup: int(c.SubgroupSize), required: required}
 			for _, t := range o.coopTiles(s) {
 				threads := t.subgroups() * sup.subgroup
 				chunks := t.BK / 8 // per tile row; each thread stages whole chunks

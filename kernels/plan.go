@@ -24,7 +24,8 @@ type plan struct {
 	gx, gy         int
 	splits, kSplit int
 	slabs          bool
-	fm, fn         uint8 // the subgroup-scope kernel's fragment grid
+	fm, fn         uint8  // the subgroup-scope kernel's fragment grid
+	subgroup       uint32 // its required subgroup size, 0 for the driver's
 }
 
 // candidate is one way to run a product: take reports whether it can, and
@@ -91,6 +92,7 @@ func (e *Dispatcher) takeCoopMat(p *problem) (plan, bool) {
 	}
 	pl := e.tiledPlan(shaders.MatmulCoopMat, t.spec(sup, *coop), t.BM, t.BN, t.BK, p)
 	pl.fm, pl.fn, _ = t.frags(sup.shape) // the probe kept only built grids
+	pl.subgroup = sup.required
 	return pl, true
 }
 

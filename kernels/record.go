@@ -64,7 +64,7 @@ func (e *Dispatcher) record(rec *vk.Recorder, p *problem, pl plan, dm gemmDims) 
 	}
 	groups := [3]uint32{uint32(pl.gx), uint32(pl.gy), uint32(pl.splits)}
 	if pl.splits == 1 {
-		kern, err := e.dev.ShaderKernel(key, pl.spec...)
+		kern, err := e.dev.ShaderKernelSubgroup(key, pl.subgroup, pl.spec...)
 		if err != nil {
 			return err
 		}
@@ -83,7 +83,7 @@ func (e *Dispatcher) record(rec *vk.Recorder, p *problem, pl plan, dm gemmDims) 
 	}
 	partial := key
 	partial.C32 = p.d != dtype.F32
-	pk, err := e.dev.ShaderKernel(partial, pl.spec...)
+	pk, err := e.dev.ShaderKernelSubgroup(partial, pl.subgroup, pl.spec...)
 	if err != nil {
 		return err
 	}

@@ -134,14 +134,29 @@ func u32Bytes(w []uint32) []byte {
 // consulted before the module is read, so recording a dispatch of a built
 // kernel costs one map lookup rather than a copy of its SPIR-V.
 func (d *Device) ShaderKernel(key shaders.Key, spec ...uint32) (*Kernel, error) {
+	return d.ShaderKernelSubgroup(key, 0, spec...)
+}
+
+// ShaderKernelSubgroup is ShaderKernel with a required subgroup size
+// (VK_EXT_subgroup_size_control; 0 leaves it to the driver): for kernels
+// whose workgroup size is a count of subgroups, on devices whose subgroup
+// size varies.
+func (d *Device) ShaderKernelSubgroup(key shaders.Key, subgroup uint32, spec ...uint32) (*Kernel, error) {
 	if err := d.alive(); err != nil {
 		return nil, err
+	}
+	if subgroup != 0 {
+		c := d.info.Caps
+		if !c.SubgroupSizeControl || subgroup < c.MinSubgroupSize || subgroup > c.MaxSubgroupSize {
+			return nil, fmt.Errorf("vk: kernel %s: subgroup size %d needs subgroup size control within [%d, %d]: %w",
+				key.Name(), subgroup, c.MinSubgroupSize, c.MaxSubgroupSize, ErrUnsupported)
+		}
 	}
 	buffers, push, err := shaders.Layout(key)
 	if err != nil {
 		return nil, fmt.Errorf("vk: %w", err)
 	}
-	s := KernelSpec{Name: key.Name(), Buffers: buffers, PushSize: push, Spec: spec}
+	s := KernelSpec{Name: key.Name(), Buffers: buffers, PushSize: push, Spec: spec, SubgroupSize: subgroup}
 	if k, ok := d.kernels[kernelKey(s)]; ok {
 		return k, nil
 	}
