@@ -53,19 +53,32 @@ func (t CoopTile) frags(s vk.CoopMatShape) (fm, fn uint8, ok bool) {
 	return 0, 0, false
 }
 
-// sharedBytes mirrors the shader's two buffers of padded A and B tiles.
-func (t CoopTile) sharedBytes() int {
+// bufBytes mirrors one of the shader's buffers of padded A and B tiles.
+func (t CoopTile) bufBytes() int {
 	a := max(t.BM*(t.BK/8+1), t.BK*(t.BM/8+1))
 	b := max(t.BN*(t.BK/8+1), t.BK*(t.BN/8+1))
-	return 2 * (a + b) * 16
+	return (a + b) * 16
+}
+
+// twoBufs reports whether the shader double-buffers the tile on a device
+// with maxShared bytes of shared memory: where two buffers fit.
+func (t CoopTile) twoBufs(maxShared int) bool { return 2*t.bufBytes() <= maxShared }
+
+// sharedBytes is the shader's shared memory on such a device.
+func (t CoopTile) sharedBytes(maxShared int) int {
+	if t.twoBufs(maxShared) {
+		return 2 * t.bufBytes()
+	}
+	return t.bufBytes()
 }
 
 // coopSupport is what the device offers one dtype's cooperative matrices.
 type coopSupport struct {
-	shape    vk.CoopMatShape
-	subgroup int
-	required uint32 // subgroup size the pipelines require (0: the device has one size)
-	tiles    []CoopTile
+	shape     vk.CoopMatShape
+	subgroup  int
+	required  uint32 // subgroup size the pipelines require (0: the device has one size)
+	maxShared int
+	tiles     []CoopTile
 }
 
 // coopLayout says which index of each operand is contiguous: A's k (else
@@ -74,7 +87,8 @@ type coopLayout struct{ aKF, bKF bool }
 
 func (t CoopTile) spec(c *coopSupport, l coopLayout) []uint32 {
 	return []uint32{uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.WM), uint32(t.WN),
-		uint32(t.subgroups() * c.subgroup), c.shape.M, c.shape.N, c.shape.K, b32(l.aKF), b32(l.bKF)}
+		uint32(t.subgroups() * c.subgroup), c.shape.M, c.shape.N, c.shape.K, b32(l.aKF), b32(l.bKF),
+		b32(t.twoBufs(c.maxShared))}
 }
 
 // coopInput is a layer dtype the cooperative kernels can multiply: its
@@ -127,18 +141,24 @@ func probeCoopMat(c *vk.Caps, o Options) map[dtype.DType]*coopSupport {
 	if varies {
 		required = c.SubgroupSize
 	}
+	maxShared := int(c.MaxSharedMemory)
+	if sharedCap > 0 {
+		maxShared = min(maxShared, sharedCap)
+	}
 	for _, in := range coopInputs(c) {
 		for _, s := range c.CoopMatShapes {
 			if !s.Multiplies(in.comp, vk.ComponentF32) {
 				continue
 			}
-			sup := &coopSupport{shape: s, subgroup: int(c.SubgroupSize), required: required}
+			sup := &coopSupport{shape: s, subgroup: int(c.SubgroupSize), required: required, maxShared: maxShared}
 			for _, t := range o.coopTiles(s) {
 				threads := t.subgroups() * sup.subgroup
 				chunks := t.BK / 8 // per tile row; each thread stages whole chunks
 				_, _, built := t.frags(s)
 				if built && t.BK%int(s.K) == 0 && t.BK%8 == 0 &&
-					(t.BM*chunks)%threads == 0 && (t.BN*chunks)%threads == 0 && fits(c, t.sharedBytes(), threads) {
+					(t.BM*chunks)%threads == 0 && (t.BN*chunks)%threads == 0 &&
+					t.sharedBytes(maxShared) <= maxShared && fits(c, t.sharedBytes(maxShared), threads) &&
+					scratchFits(t, s, maxShared) {
 					sup.tiles = append(sup.tiles, t)
 				}
 			}
@@ -173,3 +193,14 @@ func (e *Dispatcher) pickCoopTile(d dtype.DType, m, n int) (CoopTile, *coopSuppo
 	}
 	return best, sup, true
 }
+
+// scratchFits reports whether the epilogue's per-subgroup TM×TN f32
+// scratch, which reuses the tile memory, fits in it.
+func scratchFits(t CoopTile, s vk.CoopMatShape, maxShared int) bool {
+	return t.subgroups()*int(s.M*s.N)*4 <= t.sharedBytes(maxShared)
+}
+
+// sharedCap, when positive, caps the shared memory the subgroup-scope
+// tiles may use below the device's. A variable so that tests can reach
+// the single-buffered form with a small tile, as gridRowCap does for rows.
+var sharedCap int

@@ -34,7 +34,7 @@ func TestProbeCoopMatSubgroupSizes(t *testing.T) {
 	require.Equal(t, uint32(64), amd.required)
 	require.Equal(t, 64, amd.subgroup)
 	for _, tl := range amd.tiles { // 8 subgroups of 64 exceed no limit here; shared memory still bounds
-		require.LessOrEqual(t, tl.sharedBytes(), 48<<10)
+		require.LessOrEqual(t, tl.sharedBytes(48<<10), 48<<10)
 	}
 
 	require.Nil(t, probeCoopMat(coopCaps(8, 32, 16, false), Options{})[dtype.F16],

@@ -270,19 +270,43 @@ func TestCoopMatMatchesScalar(t *testing.T) {
 
 // Every fragment grid the subgroup-scope kernel is built for computes the
 // right product, each forced by a tile override at the device's shape
-// (the default order picks only some of them for a given size): an odd
-// shape with a partial last tile, a K that is not a multiple of BK, and
-// alpha, beta ≠ 1, 0.
+// (the default order picks only some of them for a given size), and so
+// does the single-buffered form, forced by a K step whose two buffers do
+// not fit the device's shared memory: an odd shape with a partial last
+// tile, a K that is not a multiple of BK, and alpha, beta ≠ 1, 0.
 func TestCoopMatEveryGrid(t *testing.T) {
 	const d = dtype.F16
 	base := coopFixture(t, d)
 	s := base.eng.coop[d].shape
+	maxShared := int(base.Dev.Caps().MaxSharedMemory)
+	type grid struct {
+		name string
+		tile CoopTile
+	}
+	var grids []grid
 	for _, fr := range shaders.CoopFrags {
-		tile := coopConfig{SGM: 2, SGN: 2, FM: int(fr[0]), FN: int(fr[1]), BK: 32}.tile(s)
-		t.Run(fmt.Sprintf("f%d%d", fr[0], fr[1]), func(t *testing.T) {
+		grids = append(grids, grid{fmt.Sprintf("f%d%d", fr[0], fr[1]),
+			coopConfig{SGM: 2, SGN: 2, FM: int(fr[0]), FN: int(fr[1]), BK: 32}.tile(s)})
+	}
+	// The single-buffered form with the smallest grid, forced by capping
+	// the shared memory below its two buffers (a long K step instead makes
+	// one pipeline take minutes to compile on CPU drivers).
+	one := coopConfig{SGM: 2, SGN: 2, FM: 2, FN: 2, BK: 32}.tile(s)
+	require.True(t, one.twoBufs(maxShared))
+	grids = append(grids, grid{"f22-single", one})
+	for _, g := range grids {
+		tile := g.tile
+		t.Run(g.name, func(t *testing.T) {
+			if g.name == "f22-single" {
+				sharedCap = tile.bufBytes()
+				defer func() { sharedCap = 0 }()
+			}
 			f := newFixtureWith(t, Options{CoopMatTile: &tile, DisableCoopMat2: true})
+			if g.name == "f22-single" {
+				require.False(t, f.eng.coop[d].tiles[0].twoBufs(f.eng.coop[d].maxShared), "the single-buffered form must run")
+			}
 			require.True(t, f.eng.CoopMat(d), "tile %+v at shape %+v refused", tile, s)
-			m, n, k := max(2*tile.BM, 64)+7, max(tile.BN, 64)+5, 75
+			m, n, k := max(2*tile.BM, 64)+7, max(tile.BN, 64)+5, tile.BK+43
 			a, b, c0 := f.Random(d, m*k, 1), f.Random(d, n*k, 1), f.Random(d, m*n, 1)
 			A, B := Dense(f.Upload(d, a, m, k)), Dense(f.Upload(d, b, n, k)).T()
 			c := f.Upload(d, c0, m, n)

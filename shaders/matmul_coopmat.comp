@@ -52,6 +52,10 @@ layout(constant_id = 7) const uint TN = 16;
 layout(constant_id = 8) const uint TK = 16;
 layout(constant_id = 9) const bool A_KF = true;
 layout(constant_id = 10) const bool B_KF = true;
+// 11 TWO_BUFS: two shared tile buffers, so that the next tile is stored
+// while the current one is read (one barrier per K step); false for one
+// buffer (two barriers per step), where two do not fit in shared memory.
+layout(constant_id = 11) const bool TWO_BUFS = true;
 
 // Raw 16-bit views of A and B, and 128-bit views for aligned chunks.
 layout(set = 0, binding = 0, std430) readonly buffer BufA { uint16_t a16[]; };
@@ -79,7 +83,7 @@ const uint B_ROWS = B_KF ? BN : BK, B_COLS = B_KF ? BK : BN;
 const uint A_STRIDE = A_COLS / 8 + 1, B_STRIDE = B_COLS / 8 + 1;
 const uint A_WORDS = A_ROWS * A_STRIDE, B_WORDS = B_ROWS * B_STRIDE;
 const uint BUF_WORDS = A_WORDS + B_WORDS;
-shared uvec4 sh[2 * BUF_WORDS];
+shared uvec4 sh[(TWO_BUFS ? 2u : 1u) * BUF_WORDS];
 
 const uint WG = gl_WorkGroupSize.x;
 // The Go side only picks tiles whose chunk counts are multiples of WG.
@@ -235,11 +239,19 @@ void main() {
 			GLOBAL_LOAD(k0 + BK)
 		}
 		TILE_MMA(buf)
-		if (more) {
-			SHARED_STORE(BUF_WORDS - buf)
+		if (TWO_BUFS) {
+			if (more) {
+				SHARED_STORE(BUF_WORDS - buf)
+			}
+			barrier();
+			buf = BUF_WORDS - buf;
+		} else {
+			barrier();
+			if (more) {
+				SHARED_STORE(0)
+			}
+			barrier();
 		}
-		barrier();
-		buf = BUF_WORDS - buf;
 	}
 
 	if (pc.alpha != 1.0) {

@@ -12,6 +12,8 @@
 #   OLD       a lorabench binary of an earlier commit in $B: the llama3-8b
 #             presets with both, for a before/after comparison
 #   PROFILE   ops (e.g. qkv) profiled per dispatch with both binaries
+#   PACKAGES  other test binaries to run first (e.g. "lora autograd")
+#   MATMUL_ARGS extra lorabench matmul flags (e.g. -no-peak)
 #
 # Logs under $OUT; a short table last.
 set -uo pipefail
@@ -24,6 +26,11 @@ if [ -n "${TESTRUN:-}" ]; then
 	echo "kernels tests exit $?"
 	grep -E "^(--- |ok|FAIL|PASS)|^\s+--- FAIL|Error:|panic" "$out/test-kernels.log" | tail -25
 fi
+for p in ${PACKAGES:-}; do
+	(cd "$p" && timeout 90 "$B/$p.test" -test.count=1 > "$out/test-$p.log" 2>&1)
+	echo "$p tests exit $? ($(tail -1 "$out/test-$p.log"))"
+	grep -E "^\s*--- FAIL|Error:|panic" "$out/test-$p.log" | head -10
+done
 [ "${PEAK:-0}" = 1 ] && timeout 120 "$B/lorabench" peak -fresh > "$out/peak.txt" 2>&1
 IFS=';' read -ra shapes <<< "${SHAPES:-}"
 IFS=';' read -ra tiles <<< "${KHR_TILES:-}"
@@ -31,10 +38,10 @@ for s in "${shapes[@]}"; do
 	IFS=',' read -r m n k <<< "$s"
 	{
 		echo "## $s workgroup scope"
-		timeout 60 "$B/lorabench" matmul -m "$m" -n "$n" -k "$k" -dtype bf16 -reps 10 -warmup 3 -stats
+		timeout 60 "$B/lorabench" matmul -m "$m" -n "$n" -k "$k" -dtype bf16 -reps 10 -warmup 3 -stats ${MATMUL_ARGS:-}
 		for t in "" "${tiles[@]}"; do
 			echo "## $s subgroup scope, tile '${t:-default}'"
-			VKLORA_DISABLE_COOPMAT2=1 VKLORA_COOPMAT_TILE="$t" timeout 60 "$B/lorabench" matmul -m "$m" -n "$n" -k "$k" -dtype bf16 -reps 10 -warmup 3 -stats
+			VKLORA_DISABLE_COOPMAT2=1 VKLORA_COOPMAT_TILE="$t" timeout 60 "$B/lorabench" matmul -m "$m" -n "$n" -k "$k" -dtype bf16 -reps 10 -warmup 3 -stats ${MATMUL_ARGS:-}
 		done
 	} >> "$L" 2>&1
 done
