@@ -18,12 +18,18 @@ type CoopTile struct{ BM, BN, BK, WM, WN int }
 // subgroup tiles, with lavapipe's 8×8×8 a 64×64 one.
 type coopConfig struct{ SGM, SGN, FM, FN, BK int }
 
-// coopConfigs, in order of preference. The first two are one 128×128
-// tile (at 16×16×16) in eight subgroups of 4×2 or 2×4 accumulators; the
-// third keeps four subgroups of 4×4, which needs about 220 registers per
-// invocation against about 150; the last gives small outputs more
-// workgroups. docs/PERFORMANCE.md has the measurements behind the order.
+// coopConfigs, in order of preference (docs/PERFORMANCE.md has the
+// measurements). Sixteen subgroups of 4×2 accumulators on a 256×128 tile
+// (at 16×16×16) come first: at about 125 registers per invocation the
+// many resident subgroups hide the barriers, and two buffers do not fit
+// 48 KiB, so it is single-buffered. Then 128×128 tiles in eight subgroups,
+// with a short K step (fewer registers) before the longer one, four
+// subgroups of 4×4 (about 220 registers), and a small grid that gives
+// small outputs more workgroups. pickCoopTile takes the first that fills
+// the device.
 var coopConfigs = []coopConfig{
+	{SGM: 4, SGN: 4, FM: 4, FN: 2, BK: 32},
+	{SGM: 2, SGN: 4, FM: 4, FN: 2, BK: 16},
 	{SGM: 2, SGN: 4, FM: 4, FN: 2, BK: 32},
 	{SGM: 4, SGN: 2, FM: 2, FN: 4, BK: 32},
 	{SGM: 2, SGN: 2, FM: 4, FN: 4, BK: 32},

@@ -26,7 +26,8 @@ func TestProbeCoopMatSubgroupSizes(t *testing.T) {
 	fixed := probeCoopMat(coopCaps(32, 32, 32, false), Options{})[dtype.F16]
 	require.NotNil(t, fixed)
 	require.Zero(t, fixed.required)
-	require.Equal(t, CoopTile{BM: 128, BN: 128, BK: 32, WM: 64, WN: 32}, fixed.tiles[0])
+	require.Equal(t, CoopTile{BM: 256, BN: 128, BK: 32, WM: 64, WN: 32}, fixed.tiles[0])
+	require.False(t, fixed.tiles[0].twoBufs(fixed.maxShared), "256×128×32 is single-buffered in 48 KiB")
 	require.Len(t, fixed.tiles, len(coopConfigs))
 
 	amd := probeCoopMat(coopCaps(32, 64, 64, true), Options{})[dtype.F16]
