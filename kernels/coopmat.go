@@ -156,6 +156,9 @@ func probeCoopMat(c *vk.Caps, o Options) map[dtype.DType]*coopSupport {
 			if !s.Multiplies(in.comp, vk.ComponentF32) {
 				continue
 			}
+			if f := o.CoopMatShape; f != nil && (s.M != uint32(f[0]) || s.N != uint32(f[1]) || s.K != uint32(f[2])) {
+				continue
+			}
 			sup := &coopSupport{shape: s, subgroup: int(c.SubgroupSize), required: required, maxShared: maxShared}
 			for _, t := range o.coopTiles(s) {
 				threads := t.subgroups() * sup.subgroup

@@ -320,3 +320,39 @@ func TestCoopMatEveryGrid(t *testing.T) {
 		})
 	}
 }
+
+// Every subgroup-scope shape the device reports with fp32 accumulation
+// (8×8×8 on lavapipe; 16×16×16, 16×8×16 and 16×8×8 on NVIDIA) runs the
+// kernel, each forced by Options.CoopMatShape, at its default tile.
+func TestCoopMatEveryShape(t *testing.T) {
+	for _, d := range []dtype.DType{dtype.F16, dtype.BF16} {
+		t.Run(d.String(), func(t *testing.T) {
+			base := coopFixture(t, d)
+			in := map[dtype.DType]vk.ComponentType{dtype.F16: vk.ComponentF16, dtype.BF16: vk.ComponentBF16}[d]
+			n := 0
+			for _, s := range base.Dev.Caps().CoopMatShapes {
+				if !s.Multiplies(in, vk.ComponentF32) {
+					continue
+				}
+				n++
+				shape := [3]int{int(s.M), int(s.N), int(s.K)}
+				t.Run(fmt.Sprintf("%dx%dx%d", s.M, s.N, s.K), func(t *testing.T) {
+					f := newFixtureWith(t, Options{CoopMatShape: &shape, DisableCoopMat2: true})
+					require.True(t, f.eng.CoopMat(d), "shape %v refused", shape)
+					require.Equal(t, s, f.eng.coop[d].shape)
+					const m, n, k = 200, 130, 70
+					a, b := f.Random(d, m*k, 1), f.Random(d, n*k, 1)
+					A, B := Dense(f.Upload(d, a, m, k)), Dense(f.Upload(d, b, n, k)).T()
+					c := f.Poisoned(d, m, n)
+					f.requireKernel(Gemm{C: c, A: A, B: B}, "_coopmat")
+					rec := f.Recorder()
+					require.NoError(t, f.eng.MatmulTo(rec, c, A, B, 1, 0))
+					require.NoError(t, rec.Submit())
+					want := ref.RoundTo(d, ref.Matmul(a, b, m, n, k, false, true))
+					vktest.ExpectClose(t, "C", f.Download(c), want, n, ref.Tolerance(d).Product)
+				})
+			}
+			require.NotZero(t, n, "CoopMat(%s) but no shape with fp32 accumulation", d)
+		})
+	}
+}

@@ -31,6 +31,11 @@ type Options struct {
 	// CoopMat2Tile, when set, is the only workgroup-scope tile tried, with
 	// the same rule.
 	CoopMat2Tile *CM2Tile
+	// CoopMatShape, when set, is the only subgroup-scope matrix shape
+	// (M, N, K) tried, of those the device reports with fp32 accumulation;
+	// by default the first reported one serves. For testing and timing
+	// every shape a device offers.
+	CoopMatShape *[3]int
 	// NF4SlabBytes caps the dequantized slab of an NF4 weight on the
 	// workgroup-scope path (0: 32 MiB). Less memory, more dispatches.
 	NF4SlabBytes int

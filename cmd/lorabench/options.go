@@ -19,6 +19,7 @@ const (
 	envDisableNarrow   = "VKLORA_DISABLE_NARROW"   // 1: rank products on the tiled kernels
 	envCoopMatTile     = "VKLORA_COOPMAT_TILE"     // "BM,BN,BK,WM,WN": the only subgroup-scope tile
 	envCoopMat2Tile    = "VKLORA_COOPMAT2_TILE"    // "BM,BN,BK,WG": the only workgroup-scope tile
+	envCoopMatShape    = "VKLORA_COOPMAT_SHAPE"    // "M,N,K": the only subgroup-scope matrix shape
 )
 
 // engineOptions reads the engine switches from getenv. A malformed value is
@@ -42,6 +43,12 @@ func engineOptions(getenv func(string) string) (lora.Options, error) {
 		return o, err
 	} else if set {
 		o.CoopMatTile = &ct
+	}
+	var sh [3]int
+	if set, err := tileFromEnv(getenv, envCoopMatShape, &sh[0], &sh[1], &sh[2]); err != nil {
+		return o, err
+	} else if set {
+		o.CoopMatShape = &sh
 	}
 	var c2 lora.CM2Tile
 	if set, err := tileFromEnv(getenv, envCoopMat2Tile, &c2.BM, &c2.BN, &c2.BK, &c2.WG); err != nil {

@@ -15,6 +15,10 @@
 #   PACKAGES  other test binaries to run first (e.g. "lora autograd")
 #   MATMUL_ARGS extra lorabench matmul flags (e.g. -no-peak)
 #
+# lorabench's own VKLORA_* switches pass through: VKLORA_COOPMAT_SHAPE=16,8,16
+# times the subgroup-scope kernel at that reported shape, and the kernels
+# tests' TestCoopMatEveryShape covers every reported one.
+#
 # Logs under $OUT; a short table last.
 set -uo pipefail
 source "$(dirname "$0")/gpu-env.sh"
