@@ -244,3 +244,15 @@ func TestAddBadInput(t *testing.T) {
 	require.NoError(t, rec.Submit())
 	require.Equal(t, want, f.Download(x))
 }
+
+// New refuses a nil device and a released one.
+func TestNewRefusesReleasedDevice(t *testing.T) {
+	_, err := New(nil, Options{})
+	require.ErrorIs(t, err, ErrBadInput)
+	vktest.Device(t) // a device exists (and the shared instance with it)
+	dev, err := vk.Open(vk.Options{})
+	require.NoError(t, err)
+	require.NoError(t, dev.Release())
+	_, err = New(dev, Options{})
+	require.ErrorIs(t, err, vk.ErrReleased)
+}

@@ -104,6 +104,16 @@ func (g *Gemm) validate() (m, n, k, k2 int, err error) {
 		}
 		k2 = j
 	}
+	// Workgroups read input tiles while others write C: an output that
+	// shares memory with an input would give a silently wrong result.
+	for _, in := range []struct {
+		name string
+		m    Mat
+	}{{"A", g.A}, {"B", g.B}, {"A2", g.A2}, {"B2", g.B2}} {
+		if !in.m.IsZero() && in.m.overlaps(g.C) {
+			return 0, 0, 0, 0, fmt.Errorf("output C %s shares memory with %s %s (write to a separate tensor): %w", g.C, in.name, in.m, ErrBadInput)
+		}
+	}
 	for _, x := range []float32{g.Alpha, g.Beta, g.Alpha2} {
 		if !finite32(x) {
 			return 0, 0, 0, 0, fmt.Errorf("scale %v is not finite: %w", x, ErrBadInput)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/vklora/vklora/activation"
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/quant"
+	"github.com/vklora/vklora/quant/quanttest"
 	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk"
 	"github.com/vklora/vklora/vk/vktest"
@@ -199,4 +201,62 @@ func TestGridRowsCapped(t *testing.T) {
 	require.NoError(t, err)
 	pl, _ := f.eng.plan(p)
 	require.Greater(t, pl.splits, 1)
+}
+
+// An output that shares memory with an input is refused before anything
+// is recorded (it once returned relative errors of 4 to 259 and no error),
+// and the dispatcher stays usable.
+func TestMatmulAliasRefused(t *testing.T) {
+	f := newFixture(t)
+	const d = dtype.F16
+	a := f.Upload(d, f.Random(d, 64*64, 1), 64, 64)
+	b := f.Upload(d, f.Random(d, 64*64, 1), 64, 64)
+	top, err := b.View(32, 64) // the first rows of b
+	require.NoError(t, err)
+	rec := f.Recorder()
+	for _, c := range []struct {
+		name string
+		g    Gemm
+		want string
+	}{
+		{"C is A", Gemm{C: a, A: Dense(a), B: Dense(b), Alpha: 1}, "shares memory with A"},
+		{"C is Bᵀ", Gemm{C: b, A: Dense(a), B: Dense(b).T(), Alpha: 1}, "shares memory with B"},
+		{"C a view of B", Gemm{C: top, A: Dense(f.Upload(d, f.Random(d, 32*64, 1), 32, 64)), B: Dense(b), Alpha: 1}, "shares memory with B"},
+	} {
+		err := f.eng.Gemm(rec, c.g)
+		require.ErrorIs(t, err, ErrBadInput, c.name)
+		require.ErrorContains(t, err, c.want, c.name)
+	}
+	require.Zero(t, rec.Dispatches())
+	out := f.Poisoned(d, 64, 64)
+	require.NoError(t, f.eng.MatmulTo(rec, out, Dense(a), Dense(b), 1, 0))
+	require.NoError(t, rec.Submit())
+}
+
+// A hand-built NF4 weight whose fields disagree with its buffers is
+// refused by name (it once made the kernel read past the buffers, and
+// Blocksize 0 divided by zero in the shader).
+func TestMatmulNF4FieldsChecked(t *testing.T) {
+	f := newFixture(t)
+	const d = dtype.F16
+	_, good := quanttest.NF4Weight(f.Fixture, d, 64, 128, 64, false)
+	x := f.Upload(d, f.Random(d, 8*128, 1), 8, 128)
+	rec := f.Recorder()
+	for name, mut := range map[string]func(w *quant.DeviceNF4){
+		"blocksize 0":    func(w *quant.DeviceNF4) { w.Blocksize = 0 },
+		"rows too many":  func(w *quant.DeviceNF4) { w.Out = 4096 },
+		"blocks too few": func(w *quant.DeviceNF4) { w.Blocksize = 32 },
+		"dtype u8":       func(w *quant.DeviceNF4) { w.DType = dtype.U8 },
+	} {
+		w := *good
+		mut(&w)
+		c := f.Poisoned(d, 8, w.Out)
+		err := f.eng.MatmulTo(rec, c, Dense(x), NF4(&w).T(), 1, 0)
+		require.ErrorIs(t, err, ErrBadInput, name)
+		require.ErrorContains(t, err, "quant: NF4 weight", name)
+	}
+	require.NoError(t, good.Check())
+	c := f.Poisoned(d, 8, 64)
+	require.NoError(t, f.eng.MatmulTo(rec, c, Dense(x), NF4(good).T(), 1, 0))
+	require.NoError(t, rec.Submit())
 }

@@ -88,6 +88,9 @@ func (m Mat) check(name string) error {
 		if m.nf4.Released() {
 			return fmt.Errorf("%s %s is released: %w", name, m, ErrBadInput)
 		}
+		if err := m.nf4.Check(); err != nil {
+			return fmt.Errorf("%s: %v: %w", name, err, ErrBadInput)
+		}
 	case m.t == nil:
 		return fmt.Errorf("%s is nil: %w", name, ErrBadInput)
 	case m.t.Released():
@@ -105,4 +108,12 @@ func (m Mat) bindings() (main vk.Binding, state vk.Binding, ok bool) {
 		return m.nf4.Packed.Binding(), m.nf4.State.Binding(), true
 	}
 	return m.t.Binding(), vk.Binding{}, false
+}
+
+// overlaps reports whether the operand reads memory that t occupies.
+func (m Mat) overlaps(t *vk.Tensor) bool {
+	if m.nf4 != nil {
+		return vk.Overlaps(m.nf4.Packed, t) || vk.Overlaps(m.nf4.State, t)
+	}
+	return vk.Overlaps(m.t, t)
 }

@@ -128,3 +128,26 @@ func TestLayerFailureMidRecording(t *testing.T) {
 	require.NoError(t, rec.Submit())
 	vktest.ExpectClose(t, "Y", f.Download(y), ref.RoundTo(d, ref.LinearForward(xs, 3, rp)), 6, ref.Tolerance(d).Product)
 }
+
+// MatmulLoRA into an output that is X (or another of its inputs) is
+// refused before anything is recorded; it once returned a silently wrong
+// Y. The engine stays usable.
+func TestMatmulLoRAAliasRefused(t *testing.T) {
+	f := newFixture(t)
+	const d, m, n, r = dtype.F16, 9, 24, 3
+	p, _ := f.proj(d, n, n, r, 0.5) // square, so that X [m, n] could stand as out
+	x := f.Upload(d, f.Random(d, m*n, 1), m, n)
+	rec := f.Recorder()
+	_, err := f.eng.MatmulLoRA(rec, x, p, x)
+	require.ErrorIs(t, err, ErrBadInput)
+	require.ErrorContains(t, err, "shares memory with X")
+	wRows, err := p.W.Dense.View(m, n) // the first rows of W
+	require.NoError(t, err)
+	_, err = f.eng.MatmulLoRA(rec, x, p, wRows)
+	require.ErrorContains(t, err, "shares memory with W")
+	require.Zero(t, rec.Dispatches())
+	y, err := f.eng.MatmulLoRA(rec, x, p, nil)
+	require.NoError(t, err)
+	f.Keep(y)
+	require.NoError(t, rec.Submit())
+}

@@ -29,6 +29,8 @@ func (e *Engine) MatmulLoRA(rec *vk.Recorder, x *vk.Tensor, p *Projection, out *
 		}
 	} else if err := checkMatrix("out", y, m, o, d); err != nil {
 		return nil, fmt.Errorf("lora: MatmulLoRA: %w", err)
+	} else if err := checkNoAlias(y, "X", x, p); err != nil {
+		return nil, fmt.Errorf("lora: MatmulLoRA: %w", err)
 	}
 	xa, err := e.linearForward(rec, x, p, r, y)
 	if err != nil {
@@ -41,4 +43,24 @@ func (e *Engine) MatmulLoRA(rec *vk.Recorder, x *vk.Tensor, p *Projection, out *
 		rec.Hold(xa)
 	}
 	return y, nil
+}
+
+// checkNoAlias refuses an output that shares memory with the input or with
+// one of the projection's tensors: the kernels read inputs while they write
+// the output, so aliasing would give a silently wrong result.
+func checkNoAlias(out *vk.Tensor, xName string, x *vk.Tensor, p *Projection) error {
+	type named struct {
+		name string
+		t    *vk.Tensor
+	}
+	ins := []named{{xName, x}, {"A", p.A}, {"B", p.B}, {"bias", p.Bias}, {"W", p.W.Dense}}
+	if w := p.W.NF4; w != nil {
+		ins = append(ins, named{"W (NF4 codes)", w.Packed}, named{"W (NF4 state)", w.State})
+	}
+	for _, in := range ins {
+		if vk.Overlaps(out, in.t) {
+			return fmt.Errorf("out %s shares memory with %s %s (write to a separate tensor): %w", out, in.name, in.t, ErrBadInput)
+		}
+	}
+	return nil
 }

@@ -67,3 +67,34 @@ func (d *DeviceNF4) Release() {
 	d.Packed.Release()
 	d.State.Release()
 }
+
+// Check verifies that d's fields agree with its buffers, as the kernels
+// that read it assume: positive sizes, a valid block size, a packed U8
+// buffer of (Out·In+1)/2 codes, an F32 state of the 16-entry code table and
+// one scale per block, a float dtype, and an element count the 32-bit
+// indices of the NF4 kernels can address. A DeviceNF4 from Upload always
+// passes; a hand-built one that does not would make kernels read past
+// its buffers.
+func (d *DeviceNF4) Check() error {
+	switch {
+	case d == nil || d.Released() || d.State.Released():
+		return fmt.Errorf("quant: NF4 weight is nil or released")
+	case d.Out < 1 || d.In < 1:
+		return fmt.Errorf("quant: NF4 weight %s: Out %d and In %d must be positive", d, d.Out, d.In)
+	case !validBlocksize(d.Blocksize):
+		return fmt.Errorf("quant: NF4 weight %s: blocksize %d is not a power of two in [%d, %d]", d, d.Blocksize, MinBlocksize, MaxBlocksize)
+	case !d.DType.IsFloat():
+		return fmt.Errorf("quant: NF4 weight %s: dtype %v is not f32, f16 or bf16", d, d.DType)
+	case uint64(d.Out)*uint64(d.In) > 1<<32-1:
+		return fmt.Errorf("quant: NF4 weight %s has more than 2^32-1 elements, beyond the kernels' 32-bit indices", d)
+	}
+	n := d.Out * d.In
+	blocks := (n + d.Blocksize - 1) / d.Blocksize
+	if d.Packed.DType() != dtype.U8 || d.Packed.Numel() != (n+1)/2 {
+		return fmt.Errorf("quant: NF4 weight %s: packed codes %s, want u8[%d]", d, d.Packed, (n+1)/2)
+	}
+	if d.State.DType() != dtype.F32 || d.State.Numel() != 16+blocks {
+		return fmt.Errorf("quant: NF4 weight %s: state %s, want f32[%d] (16 codes and %d scales)", d, d.State, 16+blocks, blocks)
+	}
+	return nil
+}

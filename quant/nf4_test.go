@@ -197,6 +197,18 @@ func TestValidateRejects(t *testing.T) {
 	bad(func(w *NF4Weight) { w.State.Nested = nil; w.State.Absmax = []float32{1, -1, 1, 1} }, "absmax[1] = -1")
 	bad(func(w *NF4Weight) { w.State.Code[0] = float32(math.Inf(-1)) }, "quant_map[0]")
 	bad(func(w *NF4Weight) { w.State.Shape = [2]int{1 << 30, 1 << 30} }, "at most")
+	// Each factor finite, the product not: code 1e30 × absmax 1e30 decoded to Inf.
+	bad(func(w *NF4Weight) {
+		w.State.Nested = nil
+		w.State.Absmax = []float32{1e30, 1, 1, 1}
+		w.State.Code[15] = 1e30
+	}, "not finite")
+	bad(func(w *NF4Weight) {
+		for i := range w.State.Nested.Code {
+			w.State.Nested.Code[i] = 1
+		}
+		w.State.Nested.Absmax, w.State.Nested.Offset = []float32{3e38}, 3e38
+	}, "decoded absmax")
 	require.ErrorContains(t, DequantizeTo(make([]float32, 3), q), "needs dst of 200 values, got 3")
 }
 

@@ -123,9 +123,37 @@ func (w *NF4Weight) Validate() error {
 		if i := firstBad(s.Absmax, false); i >= 0 {
 			return fmt.Errorf("quant: absmax[%d] = %v is not finite and non-negative", i, s.Absmax[i])
 		}
-		return nil
+		return checkProducts(s.Code[:], s.Absmax)
 	}
-	return s.Nested.validate(nb, len(s.Absmax))
+	if err := s.Nested.validate(nb, len(s.Absmax)); err != nil {
+		return err
+	}
+	ns := s.Nested
+	a := make([]float32, len(ns.QAbsmax))
+	for b, q := range ns.QAbsmax {
+		a[b] = float32(float32(ns.Code[q]*ns.Absmax[b/ns.Blocksize]) + ns.Offset)
+		if !finite(a[b]) {
+			return fmt.Errorf("quant: decoded absmax[%d] = %v (nested code %v · nested_absmax %v + offset %v) is not finite",
+				b, a[b], ns.Code[q], ns.Absmax[b/ns.Blocksize], ns.Offset)
+		}
+	}
+	return checkProducts(s.Code[:], a)
+}
+
+// checkProducts refuses scales whose product with a code overflows
+// float32: each factor can be finite while code·absmax is Inf.
+func checkProducts(code, absmax []float32) error {
+	var c, a float32
+	for _, v := range code {
+		c = max(c, float32(math.Abs(float64(v))))
+	}
+	for _, v := range absmax {
+		a = max(a, float32(math.Abs(float64(v))))
+	}
+	if p := c * a; !finite(p) {
+		return fmt.Errorf("quant: the largest code %v times the largest absmax %v is %v, not finite", c, a, p)
+	}
+	return nil
 }
 
 func (ns *NestedState) validate(nb, plainAbsmax int) error {

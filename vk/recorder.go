@@ -154,6 +154,12 @@ func (r *Recorder) Recycle(t *Tensor) error {
 		return fmt.Errorf("vk: Recycle: tensor is nil or released: %w", ErrInvalidArgument)
 	}
 	owner := t.root()
+	for _, f := range r.free {
+		if f == owner {
+			// Twice would hand one block to two temporaries.
+			return fmt.Errorf("vk: Recycle %s: already recycled in this recording: %w", t, ErrInvalidArgument)
+		}
+	}
 	for _, h := range r.holds {
 		if h == Releaser(owner) {
 			r.free = append(r.free, owner)
@@ -275,6 +281,9 @@ func (r *Recorder) Barrier() {
 
 // Fill sets every 32-bit word of the binding to word (vkCmdFillBuffer).
 func (r *Recorder) Fill(b Binding, word uint32) error {
+	if r.released {
+		return fmt.Errorf("vk: Fill: recorder: %w", ErrReleased)
+	}
 	if r.err != nil {
 		return r.err
 	}
@@ -291,6 +300,9 @@ func (r *Recorder) Fill(b Binding, word uint32) error {
 
 // Copy records a buffer-to-buffer copy of src into dst (equal sizes).
 func (r *Recorder) Copy(dst, src Binding) error {
+	if r.released {
+		return fmt.Errorf("vk: Copy: recorder: %w", ErrReleased)
+	}
 	if r.err != nil {
 		return r.err
 	}

@@ -208,3 +208,14 @@ func (t *Tensor) Release() {
 	}
 	t.buf.Release()
 }
+
+// Overlaps reports whether a and b read or write any common byte of device
+// memory (a view and its owner, two views of one buffer, or one tensor
+// twice). Nil or released tensors overlap nothing.
+func Overlaps(a, b *Tensor) bool {
+	if a.Released() || b.Released() || a.buf != b.buf {
+		return false
+	}
+	ab, bb := a.Binding(), b.Binding()
+	return ab.offset < bb.offset+bb.size && bb.offset < ab.offset+ab.size
+}

@@ -323,3 +323,56 @@ func TestKernelStatisticsOff(t *testing.T) {
 	require.ErrorIs(t, err, vk.ErrUnsupported)
 	require.Contains(t, d.Kernels(), k)
 }
+
+// After Release a recorder refuses Fill and Copy with ErrReleased (they
+// once reached the driver with a freed command buffer and aborted).
+func TestRecorderFillCopyAfterRelease(t *testing.T) {
+	d := vktest.Device(t)
+	a, err := d.NewTensor(dtype.F32, 64)
+	require.NoError(t, err)
+	defer a.Release()
+	b, err := d.NewTensor(dtype.F32, 64)
+	require.NoError(t, err)
+	defer b.Release()
+	rec, err := d.NewRecorder()
+	require.NoError(t, err)
+	rec.Release()
+	require.ErrorIs(t, rec.Fill(a.Binding(), 0), vk.ErrReleased)
+	require.ErrorIs(t, rec.Copy(a.Binding(), b.Binding()), vk.ErrReleased)
+}
+
+// Recycling a held tensor twice in one recording is refused: two later
+// temporaries would share its memory.
+func TestRecycleTwice(t *testing.T) {
+	d := vktest.Device(t)
+	rec := vktest.Recorder(t, d)
+	tmp, err := d.NewTensor(dtype.F32, 256)
+	require.NoError(t, err)
+	rec.Hold(tmp)
+	require.NoError(t, rec.Recycle(tmp))
+	require.ErrorIs(t, rec.Recycle(tmp), vk.ErrInvalidArgument)
+	v, ok := rec.Reuse(dtype.F32, 128)
+	require.True(t, ok)
+	require.NoError(t, rec.Recycle(v), "a reused block may be recycled again")
+	require.NoError(t, rec.Submit())
+}
+
+// Overlaps: a tensor and itself, a view and its owner overlap; separate
+// tensors and released ones do not.
+func TestOverlaps(t *testing.T) {
+	d := vktest.Device(t)
+	a, err := d.NewTensor(dtype.F32, 4, 8)
+	require.NoError(t, err)
+	defer a.Release()
+	b, err := d.NewTensor(dtype.F32, 4, 8)
+	require.NoError(t, err)
+	v, err := a.View(2, 8)
+	require.NoError(t, err)
+	require.True(t, vk.Overlaps(a, a))
+	require.True(t, vk.Overlaps(a, v))
+	require.True(t, vk.Overlaps(v, a))
+	require.False(t, vk.Overlaps(a, b))
+	require.False(t, vk.Overlaps(a, nil))
+	b.Release()
+	require.False(t, vk.Overlaps(b, b))
+}
