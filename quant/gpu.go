@@ -55,6 +55,8 @@ func DequantizeRegionOnDevice(dev *vk.Device, rec *vk.Recorder, w *DeviceNF4, ou
 	switch {
 	case dev == nil || rec == nil:
 		return fmt.Errorf("quant: DequantizeOnDevice: device or recorder is nil")
+	case rec.Device() != dev:
+		return fmt.Errorf("quant: DequantizeOnDevice: the recorder belongs to another device")
 	case w == nil || w.Released():
 		return fmt.Errorf("quant: DequantizeOnDevice: weight is nil or released")
 	case out == nil || out.Released():

@@ -216,3 +216,25 @@ func TestDequantizeRegionOnDevice(t *testing.T) {
 	require.Error(t, DequantizeRegionOnDevice(dev, rec, dw, dst, 69, 96, 2, 2), "a region past the weight's end")
 	require.Error(t, DequantizeRegionOnDevice(dev, rec, dw, dst, 0, 0, 3, 2), "an output of the wrong shape")
 }
+
+// DequantizeOnDevice with a recorder of another device is refused before
+// anything is recorded.
+func TestDequantizeOnDeviceForeignRecorder(t *testing.T) {
+	a := vktest.Device(t)
+	b, err := vk.Open(vk.Options{})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, b.Release()) }()
+	q, err := QuantizeNF4(make([]float32, 64*8), [2]int{8, 64}, 64, dtype.F16, false)
+	require.NoError(t, err)
+	w, err := Upload(a, q)
+	require.NoError(t, err)
+	defer w.Release()
+	out, err := a.NewTensor(dtype.F16, 8, 64)
+	require.NoError(t, err)
+	defer out.Release()
+	rec, err := b.NewRecorder()
+	require.NoError(t, err)
+	defer rec.Release()
+	require.ErrorContains(t, DequantizeOnDevice(a, rec, w, out), "another device")
+	require.Zero(t, rec.Dispatches())
+}

@@ -33,6 +33,7 @@ type KernelSpec struct {
 // Kernel is a compute pipeline owned by its Device: it lives until the device
 // is released, and Device.Kernel returns the same one for the same spec.
 type Kernel struct {
+	dev      *Device
 	spec     KernelSpec
 	layout   *pipelineLayout
 	pipeline C.VkPipeline
@@ -98,7 +99,7 @@ func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Kernel{spec: spec, layout: l}
+	k := &Kernel{dev: d, spec: spec, layout: l}
 	var specPtr *C.uint32_t
 	if len(spec.Spec) > 0 {
 		specPtr = (*C.uint32_t)(C.CBytes(u32Bytes(spec.Spec)))

@@ -210,6 +210,9 @@ func (r *Recorder) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Bi
 		return r.err
 	}
 	s := k.spec
+	if k.dev != r.dev {
+		return r.fail(fmt.Errorf("vk: Dispatch %s: the kernel belongs to another device than the recorder: %w", s.Name, ErrInvalidArgument))
+	}
 	if len(bufs) != s.Buffers {
 		return r.fail(fmt.Errorf("vk: Dispatch %s: %d buffers bound, kernel takes %d: %w", s.Name, len(bufs), s.Buffers, ErrInvalidArgument))
 	}
@@ -287,6 +290,9 @@ func (r *Recorder) Fill(b Binding, word uint32) error {
 	if r.err != nil {
 		return r.err
 	}
+	if err := r.own("Fill", b); err != nil {
+		return r.fail(err)
+	}
 	if err := b.buf.checkRange("Fill", b.offset, b.size); err != nil {
 		return r.fail(err)
 	}
@@ -305,6 +311,11 @@ func (r *Recorder) Copy(dst, src Binding) error {
 	}
 	if r.err != nil {
 		return r.err
+	}
+	for _, b := range []Binding{src, dst} {
+		if err := r.own("Copy", b); err != nil {
+			return r.fail(err)
+		}
 	}
 	if err := src.buf.checkRange("Copy src", src.offset, src.size); err != nil {
 		return r.fail(err)
@@ -451,3 +462,18 @@ func (r *Recorder) destroy() {
 	r.queries, r.bindings = nil, nil
 	r.released = true
 }
+
+// own refuses a binding whose buffer is missing, released, or of another
+// device than the recorder's: the driver would be handed a foreign handle.
+func (r *Recorder) own(op string, b Binding) error {
+	if b.buf == nil || b.buf.buf == nil {
+		return fmt.Errorf("vk: %s: buffer is nil or released: %w", op, ErrInvalidArgument)
+	}
+	if b.buf.dev != r.dev {
+		return fmt.Errorf("vk: %s: the buffer belongs to another device than the recorder: %w", op, ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Device is the device the recorder records for.
+func (r *Recorder) Device() *Device { return r.dev }

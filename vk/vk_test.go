@@ -376,3 +376,32 @@ func TestOverlaps(t *testing.T) {
 	b.Release()
 	require.False(t, vk.Overlaps(b, b))
 }
+
+// A kernel, a Fill or a Copy of one device recorded on another device's
+// recorder is refused (with validation on, these once segfaulted).
+func TestForeignDeviceRefused(t *testing.T) {
+	a := vktest.Device(t)
+	b, err := vk.Open(vk.Options{})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, b.Release()) }()
+	k := fillKernel(t, a, 64)
+	ta, err := a.NewTensor(dtype.F32, 64)
+	require.NoError(t, err)
+	defer ta.Release()
+	tb, err := b.NewTensor(dtype.F32, 64)
+	require.NoError(t, err)
+	defer tb.Release()
+	for _, try := range []func(rec *vk.Recorder) error{
+		func(rec *vk.Recorder) error {
+			return rec.Dispatch(k, [3]uint32{1, 1, 1}, push(64, 0), tb.Binding())
+		},
+		func(rec *vk.Recorder) error { return rec.Fill(ta.Binding(), 0) },
+		func(rec *vk.Recorder) error { return rec.Copy(tb.Binding(), ta.Binding()) },
+	} {
+		rec, err := b.NewRecorder()
+		require.NoError(t, err)
+		require.ErrorIs(t, try(rec), vk.ErrInvalidArgument)
+		require.ErrorContains(t, rec.Err(), "another device")
+		rec.Release()
+	}
+}
