@@ -48,6 +48,7 @@ type Device struct {
 
 	mu        sync.Mutex
 	live      map[string]int // live objects by kind, for leak reports
+	children  map[child]bool // live buffers and recorders, invalidated by Release
 	allocated uint64         // bytes of device memory held by buffers now
 	peak      uint64
 	released  bool
@@ -211,14 +212,24 @@ func (d *Device) account(delta int64) {
 
 // Release waits for the device to go idle and destroys it with its kernels.
 // It reports objects that were never released (a leak in the caller) as an
-// error; it is safe to call twice.
+// error, and releases them first: a tensor or recorder of a released device
+// reports Released and its calls return ErrReleased. It is safe to call
+// twice.
 func (d *Device) Release() error {
 	if d == nil || d.released {
 		return nil
 	}
 	var leakErr error
 	if live := d.Live(); len(live) > 0 {
-		leakErr = fmt.Errorf("vk: device %s released with live objects %v", d.info.Name, live)
+		leakErr = fmt.Errorf("vk: device %s released with live objects %v (released with it: later calls on them return ErrReleased)", d.info.Name, live)
+	}
+	// Recorders first: they hold temporaries that are buffers.
+	for _, recorders := range []bool{true, false} {
+		for _, c := range d.liveChildren() {
+			if _, isRec := c.(*Recorder); isRec == recorders {
+				c.Release()
+			}
+		}
 	}
 	d.destroy()
 	releaseInstance()
@@ -266,3 +277,32 @@ func (d *Device) alive() error {
 // Released reports whether Release has run (a nil device counts as
 // released): a released device refuses every call.
 func (d *Device) Released() bool { return d == nil || d.released }
+
+// child is a device object that Device.Release releases if its owner has
+// not: so that no later call reaches the driver with a destroyed handle.
+type child interface{ Release() }
+
+func (d *Device) adopt(c child) {
+	d.mu.Lock()
+	if d.children == nil {
+		d.children = map[child]bool{}
+	}
+	d.children[c] = true
+	d.mu.Unlock()
+}
+
+func (d *Device) disown(c child) {
+	d.mu.Lock()
+	delete(d.children, c)
+	d.mu.Unlock()
+}
+
+func (d *Device) liveChildren() []child {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cs := make([]child, 0, len(d.children))
+	for c := range d.children {
+		cs = append(cs, c)
+	}
+	return cs
+}

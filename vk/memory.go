@@ -95,6 +95,7 @@ func (d *Device) NewBuffer(size uint64) (*Buffer, error) {
 	b.kind = "buffer"
 	d.track(b.kind, 1)
 	d.account(int64(size))
+	d.adopt(b)
 	return b, nil
 }
 
@@ -158,6 +159,7 @@ func (b *Buffer) Release() {
 	if b.kind != "" {
 		d.track(b.kind, -1)
 		d.account(-int64(b.size))
+		d.disown(b)
 	}
 }
 

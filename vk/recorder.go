@@ -112,6 +112,7 @@ func (d *Device) NewRecorder() (*Recorder, error) {
 		return nil, err
 	}
 	d.track("recorder", 1)
+	d.adopt(r)
 	return r, nil
 }
 
@@ -448,6 +449,7 @@ func (r *Recorder) Release() {
 	r.releaseHolds()
 	r.destroy()
 	r.dev.track("recorder", -1)
+	r.dev.disown(r)
 }
 
 func (r *Recorder) destroy() {

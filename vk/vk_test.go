@@ -405,3 +405,30 @@ func TestForeignDeviceRefused(t *testing.T) {
 		rec.Release()
 	}
 }
+
+// After Device.Release with live objects, those objects are released with
+// it: their calls return ErrReleased instead of reaching the driver with
+// destroyed handles (Release, Submit and reads once aborted the process).
+func TestDeviceReleaseInvalidatesChildren(t *testing.T) {
+	vktest.Device(t) // keeps the shared instance alive
+	d, err := vk.Open(vk.Options{})
+	require.NoError(t, err)
+	ten, err := d.TensorFrom(dtype.F32, []float32{1, 2, 3, 4}, 4)
+	require.NoError(t, err)
+	rec, err := d.NewRecorder()
+	require.NoError(t, err)
+	tmp, err := d.NewTensor(dtype.F32, 8)
+	require.NoError(t, err)
+	rec.Hold(tmp)
+	err = d.Release()
+	require.ErrorContains(t, err, "live objects")
+	require.True(t, ten.Released())
+	_, err = ten.Float32()
+	require.ErrorIs(t, err, vk.ErrReleased)
+	ten.Release()
+	require.ErrorIs(t, rec.Submit(), vk.ErrReleased)
+	rec.Release()
+	require.NoError(t, d.Release(), "a second Release is a no-op")
+	_, err = d.NewTensor(dtype.F32, 4)
+	require.ErrorIs(t, err, vk.ErrReleased)
+}
