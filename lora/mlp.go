@@ -31,6 +31,19 @@ type MLPSaved struct {
 	consumed bool
 }
 
+// released reports whether any tensor the backward reads is gone.
+func (s *MLPSaved) released() bool {
+	if s.x.Released() || s.e.Released() || s.g.Released() {
+		return true
+	}
+	for _, t := range s.xa {
+		if t != nil && t.Released() {
+			return true
+		}
+	}
+	return false
+}
+
 // Release frees the saved tensors (never X); safe twice.
 func (s *MLPSaved) Release() {
 	if s == nil {
@@ -163,6 +176,9 @@ func (l *MLP) Backward(rec *vk.Recorder, saved *MLPSaved, gy *vk.Tensor) (*vk.Te
 	}
 	if saved.consumed {
 		return nil, grads, fmt.Errorf("lora: MLP.Backward: the saved context was consumed by its Backward (set MLP.KeepSaved to run Backward more than once): %w", ErrBadInput)
+	}
+	if saved.released() {
+		return nil, grads, fmt.Errorf("lora: MLP.Backward: the saved context (or its X) was released: %w", ErrBadInput)
 	}
 	d := l.Gate.W.mat().DType()
 	m, hdim, idim := saved.x.Dim(0), info[0].in, info[0].out

@@ -133,3 +133,19 @@ func TestMLPKeepSavedContextIsReusable(t *testing.T) {
 		require.Equal(t, f.Download(grads[0][j].B), f.Download(grads[1][j].B), "grad B %d", j)
 	}
 }
+
+// Backward on a released context is refused before anything is recorded
+// (it once failed only at dispatch, which poisoned the recorder), and the
+// recorder stays usable.
+func TestMLPBackwardReleasedContext(t *testing.T) {
+	f := newFixture(t)
+	layer, rec, saved, gy := f.smallMLPForward(false)
+	require.NoError(t, rec.Submit())
+	saved.Release()
+	_, _, err := layer.Backward(rec, saved, gy)
+	require.ErrorIs(t, err, ErrBadInput)
+	require.ErrorContains(t, err, "released")
+	require.Zero(t, rec.Dispatches())
+	require.NoError(t, rec.Err())
+	require.NoError(t, rec.Submit())
+}

@@ -89,8 +89,10 @@ func ReadFile(path string) (*File, error) {
 	return f, nil
 }
 
-// Read parses a safetensors file of size bytes from r. It reads the header
-// first, so a corrupt header fails before the buffer is allocated.
+// Read parses a safetensors file of size bytes from r. It reads and parses
+// the header first and allocates only what the header promises, so neither
+// a corrupt header nor a wrong size (larger than the file really is) can
+// make it allocate more than the file's tensors need.
 func Read(r io.ReaderAt, size int64) (*File, error) {
 	if size < 8 {
 		return nil, fmt.Errorf("safetensors: file of %d bytes is shorter than the 8-byte header length", size)
@@ -103,11 +105,28 @@ func Read(r io.ReaderAt, size int64) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
+	header := make([]byte, n)
+	if got, err := r.ReadAt(header, 8); got != len(header) {
+		return nil, fmt.Errorf("safetensors: read %d of the %d header bytes: %w", got, n, err)
+	}
+	if len(header) == 0 || header[0] != '{' || !utf8.Valid(header) {
+		return nil, errors.New("safetensors: header is not a UTF-8 JSON object")
+	}
+	_, spans, err := parseHeader(header)
+	if err != nil {
+		return nil, err
+	}
+	data := 0
+	for _, s := range spans {
+		data = max(data, s.end)
+	}
+	if want := 8 + n + int64(data); want != size {
+		return nil, fmt.Errorf("safetensors: the header promises %d bytes in all, but the file has %d", want, size)
+	}
 	if size > math.MaxInt {
 		return nil, fmt.Errorf("safetensors: file of %d bytes does not fit in memory", size)
 	}
 	b := make([]byte, size)
-	_ = n // validated before the allocation below; Parse checks it again
 	// ReadAt may return io.EOF together with a full read; only a short read is an error.
 	if got, err := r.ReadAt(b[8:], 8); got != len(b)-8 {
 		return nil, fmt.Errorf("safetensors: read %d of %d bytes: %w", got, size-8, err)
@@ -195,12 +214,8 @@ func parseHeader(header []byte) (*File, []span, error) {
 		}
 		seen[key] = true
 		if key == metadataKey {
-			var md map[string]string
-			if err := dec.Decode(&md); err != nil {
-				return nil, nil, fmt.Errorf("safetensors: %s must map strings to strings: %w", metadataKey, err)
-			}
-			for k, v := range md {
-				f.Metadata[k] = v
+			if err := parseMetadata(dec, f.Metadata); err != nil {
+				return nil, nil, err
 			}
 			continue
 		}
@@ -284,6 +299,45 @@ func checkSpans(spans []span, bufLen int) error {
 	}
 	if pos != bufLen {
 		return fmt.Errorf("safetensors: tensors cover %d bytes but the buffer after the header holds %d", pos, bufLen)
+	}
+	return nil
+}
+
+// parseMetadata reads the __metadata__ object token by token into md,
+// refusing duplicate keys as the top level does (decoding into a map
+// would keep the last silently) and values that are not strings.
+func parseMetadata(dec *json.Decoder, md map[string]string) error {
+	bad := func(err error) error {
+		return fmt.Errorf("safetensors: %s must map strings to strings: %w", metadataKey, err)
+	}
+	if tok, err := dec.Token(); err != nil {
+		return bad(err)
+	} else if tok == nil {
+		return nil // "__metadata__": null, as some writers emit
+	} else if tok != json.Delim('{') {
+		return bad(fmt.Errorf("got %v", tok))
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return bad(err)
+		}
+		key, _ := tok.(string) // object keys are always strings
+		if _, dup := md[key]; dup {
+			return fmt.Errorf("safetensors: %s has duplicate key %q", metadataKey, key)
+		}
+		tok, err = dec.Token()
+		if err != nil {
+			return bad(err)
+		}
+		v, ok := tok.(string)
+		if !ok {
+			return bad(fmt.Errorf("value of %q is %v", key, tok))
+		}
+		md[key] = v
+	}
+	if _, err := dec.Token(); err != nil { // closing '}'
+		return bad(err)
 	}
 	return nil
 }

@@ -161,6 +161,7 @@ var badFiles = []struct {
 	{"overlap", raw(`{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}}`, []byte{1, 2, 3}), "overlaps"},
 	{"trailing bytes", raw(`{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}`, []byte{1, 2}), "cover 1 bytes"},
 	{"metadata not strings", raw(`{"__metadata__":{"a":1}}`, nil), "must map strings to strings"},
+	{"metadata duplicate key", raw(`{"__metadata__":{"a":"1","a":"2"}}`, nil), `__metadata__ has duplicate key "a"`},
 	{"huge offsets", raw(`{"a":{"dtype":"U8","shape":[0],"data_offsets":[99999999999999999999,0]}}`, nil), `tensor "a"`},
 }
 
@@ -199,4 +200,18 @@ func TestWriteFile(t *testing.T) {
 
 	_, err = ReadFile(filepath.Join(t.TempDir(), "missing"))
 	require.Error(t, err)
+}
+
+// Read trusts no size argument: a size beyond what the header promises
+// (2^62 once panicked in makeslice) or short of it is an error, and
+// nothing larger than the header is allocated before the check.
+func TestReadSizeNotTrusted(t *testing.T) {
+	file := raw(`{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}`, []byte{1, 2})
+	for _, size := range []int64{1 << 62, int64(len(file)) + 1, int64(len(file)) - 1} {
+		_, err := Read(bytes.NewReader(file), size)
+		require.Error(t, err, "size %d", size)
+	}
+	f, err := Read(bytes.NewReader(file), int64(len(file)))
+	require.NoError(t, err)
+	require.Equal(t, []byte{1, 2}, f.Tensors["a"].Data)
 }

@@ -1,5 +1,6 @@
 package vk
 
+// #include <stdlib.h>
 // #include "shim.h"
 import "C"
 
@@ -110,18 +111,20 @@ func ValidationEnabled() bool {
 // ValidationMessages returns the warnings and errors the validation layer has
 // reported since the last call, and clears them.
 func ValidationMessages() []string {
-	n := int(C.vkl_messages())
-	var out []string
-	buf := make([]C.char, 4096)
-	for i := 0; i < n; i++ {
-		if C.vkl_message(C.int(i), &buf[0], C.int(len(buf))) != 0 {
-			out = append(out, C.GoString(&buf[0]))
-		}
+	var ptrs [64]*C.char
+	var more C.int
+	n := int(C.vkl_take_messages(&ptrs[0], C.int(len(ptrs)), &more))
+	out := make([]string, 0, n+1)
+	for _, p := range ptrs[:n] {
+		out = append(out, C.GoString(p))
+		C.free(unsafe.Pointer(p))
 	}
-	if n > len(out) {
-		out = append(out, fmt.Sprintf("(%d more messages dropped)", n-len(out)))
+	if more > 0 {
+		out = append(out, fmt.Sprintf("(%d more messages dropped)", int(more)))
 	}
-	C.vkl_clear_messages()
+	if len(out) == 0 {
+		return nil
+	}
 	return out
 }
 

@@ -94,19 +94,15 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL on_message(VkDebugUtilsMessageSeverityFlag
 	return VK_FALSE;
 }
 
-int vkl_messages(void) {
+int vkl_take_messages(char **out, int max, int *more) {
 	pthread_mutex_lock(&msg_mu);
-	int n = nmsg + dropped;
+	int n = nmsg < max ? nmsg : max;
+	for (int i = 0; i < n; i++) out[i] = msgs[i];
+	for (int i = n; i < nmsg; i++) free(msgs[i]);
+	*more = dropped + (nmsg - n);
+	nmsg = dropped = 0;
 	pthread_mutex_unlock(&msg_mu);
 	return n;
-}
-
-int vkl_message(int i, char *buf, int len) {
-	pthread_mutex_lock(&msg_mu);
-	int ok = i >= 0 && i < nmsg;
-	if (ok) snprintf(buf, len, "%s", msgs[i]);
-	pthread_mutex_unlock(&msg_mu);
-	return ok;
 }
 
 void vkl_clear_messages(void) {

@@ -146,8 +146,11 @@ void vkl_cmd_dispatch(VkDevice dev, VkCommandBuffer cb, VkPipeline pipe, VkPipel
 		      uint32_t gy, uint32_t gz);
 
 // ---- Validation messages (collected by the debug messenger) ----
-int vkl_messages(void);
-int vkl_message(int i, char *buf, int len);
 void vkl_clear_messages(void);
+// vkl_take_messages moves at most max collected messages into out (the
+// caller frees each) and clears the list in the same critical section, so
+// that a message arriving meanwhile is neither lost nor counted twice;
+// *more is how many were dropped.
+int vkl_take_messages(char **out, int max, int *more);
 
 #endif
