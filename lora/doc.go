@@ -48,6 +48,11 @@
 // so X must not change between Forward and Backward, and X is never
 // written (not even by MLP's default in-place backward, which overwrites
 // only its saved e and g; see MLP.KeepSaved). Every Release is idempotent.
+// Each Backward records the barrier it needs first, so a Forward and its
+// Backward may share one recording with nothing in between. An output that
+// shares memory with an input (MatmulLoRA into X, say) is refused with
+// ErrBadInput: the kernels read inputs while they write outputs. Reading a
+// result before its recording was submitted returns vk.ErrPending.
 // Package autograd chains the layers on a tape.
 //
 // # Errors

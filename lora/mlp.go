@@ -186,6 +186,10 @@ func (l *MLP) Backward(rec *vk.Recorder, saved *MLPSaved, gy *vk.Tensor) (*vk.Te
 		return nil, grads, fmt.Errorf("lora: MLP.Backward: %w", err)
 	}
 	e := l.Engine
+	// The forward's results (and any caller's gradient) must be written
+	// before this reads them: the backward records its own barrier, so
+	// Forward and Backward may share one recording without one in between.
+	rec.Barrier()
 	var dx, dh, h, de, dg *vk.Tensor
 	fail := func(err error) (*vk.Tensor, [3]ProjGrad, error) {
 		dx.Release()

@@ -72,6 +72,10 @@ func (l *O) Backward(rec *vk.Recorder, saved *OSaved, gy *vk.Tensor) (*vk.Tensor
 		return nil, ProjGrad{}, err
 	}
 	e := l.Engine
+	// The forward's results (and any caller's gradient) must be written
+	// before this reads them: the backward records its own barrier, so
+	// Forward and Backward may share one recording without one in between.
+	rec.Barrier()
 	gb, err := e.upGrad(rec, gy, l.Proj, r)
 	if err != nil {
 		dx.Release()

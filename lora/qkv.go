@@ -129,6 +129,10 @@ func (l *QKV) Backward(rec *vk.Recorder, saved *QKVSaved, gq, gk, gv *vk.Tensor)
 		}
 	}
 	e := l.Engine
+	// The forward's results (and any caller's gradient) must be written
+	// before this reads them: the backward records its own barrier, so
+	// Forward and Backward may share one recording without one in between.
+	rec.Barrier()
 	dx, err := e.newOut("dX", d, m, info[0].in)
 	if err != nil {
 		return nil, grads, err

@@ -98,3 +98,6 @@ func (d *DeviceNF4) Check() error {
 	}
 	return nil
 }
+
+// Close is Release as an io.Closer.
+func (d *DeviceNF4) Close() error { d.Release(); return nil }

@@ -306,3 +306,7 @@ func (d *Device) liveChildren() []child {
 	}
 	return cs
 }
+
+// Close is Release as an io.Closer: it returns Release's report of live
+// objects, which a bare `defer dev.Release()` would drop.
+func (d *Device) Close() error { return d.Release() }

@@ -19,7 +19,17 @@
 //
 // Every Vulkan result is checked and wrapped with the call's name
 // (ResultError, which matches the Err* sentinels with errors.Is). Every
-// resource has an idempotent Release. Errors found while recording are
-// sticky: Submit returns them and discards the recording, so the device
-// stays usable.
+// resource has an idempotent Release (and Close, as an io.Closer). Errors
+// found while recording are sticky: Submit returns them and discards the
+// recording, so the device stays usable.
+//
+// The rules that keep a misuse from reaching the driver:
+//   - A recorder refuses kernels and buffers of another device.
+//   - A buffer that an unsubmitted recording uses cannot be read back
+//     (ErrPending): the read would return stale data.
+//   - Device.Release releases whatever its owner left live and reports it;
+//     their later calls return ErrReleased.
+//   - Options.KernelStatistics keeps each pipeline's compile statistics
+//     (Kernel.Statistics: registers, local memory), where the driver has
+//     VK_KHR_pipeline_executable_properties.
 package vk

@@ -17,6 +17,7 @@ var (
 	ErrTooLarge           = errors.New("too large for this device")
 	ErrReleased           = errors.New("use after Release")
 	ErrInvalidArgument    = errors.New("invalid argument")
+	ErrPending            = errors.New("used by a recording not yet submitted")
 	ErrValidationMessages = errors.New("Vulkan validation layer reported problems")
 )
 

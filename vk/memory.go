@@ -65,6 +65,9 @@ type Buffer struct {
 	size   uint64
 	mapped unsafe.Pointer
 	kind   string
+	// pending counts the commands of unsubmitted recordings that use the
+	// buffer: reading it back before they run would return stale data.
+	pending int
 }
 
 // NewBuffer allocates size bytes of device-local storage buffer (rounded up to
@@ -205,6 +208,9 @@ func (b *Buffer) Upload(offset uint64, data []byte) error {
 func (b *Buffer) Download(offset uint64, dst []byte) error {
 	if err := b.checkRange("Download", offset, uint64(len(dst))); err != nil {
 		return err
+	}
+	if b.pending > 0 {
+		return fmt.Errorf("vk: Download: %d recorded commands that use the buffer have not been submitted (Submit first, or read from another recording's result): %w", b.pending, ErrPending)
 	}
 	if len(dst) == 0 {
 		return nil

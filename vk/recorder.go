@@ -244,7 +244,7 @@ func (r *Recorder) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Bi
 		cb[i] = C.vkl_binding{buffer: C.VkBuffer(unsafe.Pointer(b.buf.buf)), offset: C.VkDeviceSize(b.offset), size: C.VkDeviceSize(b.size)}
 	}
 	for _, b := range bufs {
-		r.used = append(r.used, b.buf)
+		r.use(b.buf)
 	}
 	var pp unsafe.Pointer
 	if len(push) > 0 {
@@ -300,7 +300,7 @@ func (r *Recorder) Fill(b Binding, word uint32) error {
 	if b.offset%4 != 0 || b.size%4 != 0 {
 		return r.fail(fmt.Errorf("vk: Fill: offset %d and size %d must be multiples of 4: %w", b.offset, b.size, ErrInvalidArgument))
 	}
-	r.used = append(r.used, b.buf)
+	r.use(b.buf)
 	vulkan.CmdFillBuffer(r.cb, b.buf.buf, vulkan.DeviceSize(b.offset), vulkan.DeviceSize(b.size), word)
 	return nil
 }
@@ -327,7 +327,7 @@ func (r *Recorder) Copy(dst, src Binding) error {
 	if src.size != dst.size {
 		return r.fail(fmt.Errorf("vk: Copy: src %d bytes, dst %d bytes: %w", src.size, dst.size, ErrInvalidArgument))
 	}
-	r.used = append(r.used, src.buf, dst.buf)
+	r.use(src.buf, dst.buf)
 	vulkan.CmdCopyBuffer(r.cb, src.buf.buf, dst.buf.buf, 1, []vulkan.BufferCopy{{
 		SrcOffset: vulkan.DeviceSize(src.offset), DstOffset: vulkan.DeviceSize(dst.offset), Size: vulkan.DeviceSize(src.size)}})
 	return nil
@@ -412,8 +412,7 @@ func (r *Recorder) Submit() error {
 
 func (r *Recorder) restart() error {
 	r.marks = r.marks[:0]
-	clear(r.used) // drop the references, so released buffers can be collected
-	r.used = r.used[:0]
+	r.dropUsed()
 	vulkan.ResetCommandBuffer(r.cb, 0)
 	return r.begin()
 }
@@ -454,6 +453,7 @@ func (r *Recorder) Release() {
 
 func (r *Recorder) destroy() {
 	d := r.dev
+	r.dropUsed() // unsubmitted work is discarded
 	if r.queries != nil {
 		vulkan.DestroyQueryPool(d.dev, r.queries, nil)
 	}
@@ -479,3 +479,25 @@ func (r *Recorder) own(op string, b Binding) error {
 
 // Device is the device the recorder records for.
 func (r *Recorder) Device() *Device { return r.dev }
+
+// use records that the commands being recorded use bufs (see
+// Buffer.pending).
+func (r *Recorder) use(bufs ...*Buffer) {
+	for _, b := range bufs {
+		b.pending++
+	}
+	r.used = append(r.used, bufs...)
+}
+
+// dropUsed forgets the recorded commands' buffers: after Submit ran them,
+// or when the recording is discarded.
+func (r *Recorder) dropUsed() {
+	for _, b := range r.used {
+		b.pending--
+	}
+	clear(r.used) // drop the references, so released buffers can be collected
+	r.used = r.used[:0]
+}
+
+// Close is Release as an io.Closer.
+func (r *Recorder) Close() error { r.Release(); return nil }

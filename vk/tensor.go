@@ -219,3 +219,6 @@ func Overlaps(a, b *Tensor) bool {
 	ab, bb := a.Binding(), b.Binding()
 	return ab.offset < bb.offset+bb.size && bb.offset < ab.offset+ab.size
 }
+
+// Close is Release as an io.Closer, for defer and resource lists.
+func (t *Tensor) Close() error { t.Release(); return nil }

@@ -3,6 +3,7 @@ package vk_test
 import (
 	"encoding/binary"
 	"errors"
+	"io"
 	"math"
 	"slices"
 	"testing"
@@ -431,4 +432,50 @@ func TestDeviceReleaseInvalidatesChildren(t *testing.T) {
 	require.NoError(t, d.Release(), "a second Release is a no-op")
 	_, err = d.NewTensor(dtype.F32, 4)
 	require.ErrorIs(t, err, vk.ErrReleased)
+}
+
+// Reading a tensor that an unsubmitted recording uses returns ErrPending
+// instead of stale data; after Submit, or once the recording is discarded,
+// it reads normally.
+func TestReadPendingRefused(t *testing.T) {
+	d := vktest.Device(t)
+	ten, err := d.TensorFrom(dtype.F32, []float32{1, 2, 3, 4}, 4)
+	require.NoError(t, err)
+	defer ten.Release()
+	rec := vktest.Recorder(t, d)
+	require.NoError(t, rec.Fill(ten.Binding(), 0))
+	_, err = ten.Float32()
+	require.ErrorIs(t, err, vk.ErrPending)
+	require.NoError(t, rec.Submit())
+	got, err := ten.Float32()
+	require.NoError(t, err)
+	require.Equal(t, []float32{0, 0, 0, 0}, got)
+
+	other, err := d.NewRecorder()
+	require.NoError(t, err)
+	require.NoError(t, other.Fill(ten.Binding(), 7))
+	other.Release() // discarded, never run
+	got, err = ten.Float32()
+	require.NoError(t, err)
+	require.Equal(t, []float32{0, 0, 0, 0}, got)
+}
+
+// Devices, tensors and recorders are io.Closers; Close is idempotent and
+// the device's Close reports what was left live.
+func TestClosers(t *testing.T) {
+	vktest.Device(t)
+	d, err := vk.Open(vk.Options{})
+	require.NoError(t, err)
+	ten, err := d.NewTensor(dtype.F32, 4)
+	require.NoError(t, err)
+	rec, err := d.NewRecorder()
+	require.NoError(t, err)
+	for _, c := range []io.Closer{ten, rec, ten, rec} {
+		require.NoError(t, c.Close())
+	}
+	left, err := d.NewTensor(dtype.F32, 4)
+	require.NoError(t, err)
+	require.ErrorContains(t, io.Closer(d).Close(), "live objects")
+	require.True(t, left.Released())
+	require.NoError(t, d.Close())
 }
