@@ -1,4 +1,4 @@
-# vklora: make deps | shaders | build | test | bench | fmt | vet | clean
+# vklora: make deps | shaders | build | test | race | bench | fmt | vet | clean
 #
 # CI runs `make test` (via .ci/run) with CI=true on a fresh Debian 12 clone.
 
@@ -22,7 +22,7 @@ endif
 # Go files the go tool would see: skip .dirs, _dirs and testdata.
 GOFILES = $(shell find . -mindepth 1 \( -name '.*' -o -name '_*' -o -name testdata \) -prune -o -name '*.go' -print)
 
-.PHONY: all deps shaders shaders-check build test bench fmt fmt-check vet clean distclean
+.PHONY: all deps shaders shaders-check build test race bench fmt fmt-check vet clean distclean
 
 all: test
 
@@ -126,6 +126,10 @@ test-coopmat: deps
 	else \
 		echo "test-coopmat: FAILED after $$(( $$(date +%s) - fetched ))s (fetch $$(( fetched - start ))s)"; exit 1; \
 	fi
+
+# The concurrency tests under the race detector, on the system lavapipe.
+race: deps
+	$(GO) test -count=1 -race -timeout 14m -run 'Concurrent|Foreign|Pending' ./vk/... ./kernels ./lora
 
 bench: deps build
 	./bin/lorabench $(LORABENCH_ARGS)

@@ -15,8 +15,7 @@ import (
 // set by hand; nothing is dispatched).
 func TestPickCM2Tile(t *testing.T) {
 	f := newFixture(t)
-	e := *f.eng
-	e.opt = Options{}
+	e := &Dispatcher{dev: f.Dev}
 	big, small := CM2Tile{BM: 128, BN: 128, BK: 32, WG: 128}, CM2Tile{BM: 64, BN: 64, BK: 32, WG: 128}
 	e.cm2 = map[dtype.DType][]CM2Tile{dtype.BF16: {big, small}}
 	e.cm2Narrow = nil

@@ -3,6 +3,7 @@ package kernels
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/vk"
@@ -44,14 +45,15 @@ type Options struct {
 // Dispatcher plans and records the engine's kernels on one device: every
 // matmul form on the narrow, cooperative, scalar and NF4-slab paths with
 // split-K, and the elementwise adds and gated activations. It is cheap:
-// pipelines are cached by the device. Like the device it is for one
-// goroutine at a time.
+// pipelines are cached by the device. It is safe for concurrent use by
+// goroutines that record on recorders of their own.
 type Dispatcher struct {
 	dev       *vk.Device
 	opt       Options
 	coop      map[dtype.DType]*coopSupport // subgroup-scope support by dtype
 	cm2       map[dtype.DType][]CM2Tile    // workgroup-scope tiles the device runs, by dtype
 	cm2Narrow map[dtype.DType][]CM2Tile    // the same for [M, r] outputs (cm2NarrowTiles)
+	slabMu    sync.Mutex                   // recordings on several goroutines share the slab cache
 	slab      slabCache                    // the NF4 slab scratch of the latest recording
 }
 

@@ -67,6 +67,8 @@ func (e *Dispatcher) slabCols(d dtype.DType, n, k int) int {
 // barrier before the next dequantizes into it), so an MLP step holds one
 // slab, not one per product. It is freed at Submit with the recording.
 func (e *Dispatcher) slabScratch(rec *vk.Recorder, d dtype.DType, elems int) (*vk.Tensor, error) {
+	e.slabMu.Lock()
+	defer e.slabMu.Unlock()
 	if c := e.slab; c.rec == rec && !c.t.Released() && c.t.DType() == d && c.t.Numel() >= elems {
 		return c.t, nil
 	}

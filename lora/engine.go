@@ -23,7 +23,8 @@ var ErrBadInput = kernels.ErrBadInput
 // arguments, then records its products and elementwise steps through the
 // kernel dispatcher (package kernels), which picks each kernel from the
 // device's capabilities. It is cheap: kernels are cached by the device.
-// Like the device it is for one goroutine at a time.
+// Goroutines may share one engine, its layers and their frozen weights,
+// each recording on a Recorder of its own.
 type Engine struct {
 	dev *vk.Device
 	k   *kernels.Dispatcher

@@ -32,19 +32,25 @@ type Options struct {
 }
 
 // Device is an open logical device with one compute queue. A Device and the
-// objects made from it are for one goroutine at a time, like a CUDA stream.
+// objects made from it may be used from several goroutines: kernels are
+// built once under a lock, submissions to the queue are serialized, and each
+// Recorder has its own command pool. One Recorder, like one Tensor being
+// written, is for one goroutine at a time.
 type Device struct {
 	info    DeviceInfo
 	phys    C.VkPhysicalDevice
 	dev     vulkan.Device
 	queue   vulkan.Queue
-	pool    vulkan.CommandPool
 	cache   vulkan.PipelineCache
 	mem     memoryTypes
 	layouts map[layoutKey]*pipelineLayout
 	kernels map[string]*Kernel
 	staging *stagingArea
 	stats   bool // pipelines capture their statistics (Options.KernelStatistics)
+
+	qmu sync.Mutex // the queue: one submit at a time
+	kmu sync.Mutex // kernels and layouts
+	smu sync.Mutex // the staging area: one transfer at a time
 
 	mu        sync.Mutex
 	live      map[string]int // live objects by kind, for leak reports
@@ -104,18 +110,8 @@ func (d *Device) init() error {
 	var queue vulkan.Queue
 	vulkan.GetDeviceQueue(d.dev, d.info.Caps.QueueFamily, 0, &queue)
 	d.queue = queue
-	var pool vulkan.CommandPool
-	err := check("vkCreateCommandPool", vulkan.CreateCommandPool(d.dev, &vulkan.CommandPoolCreateInfo{
-		SType:            vulkan.StructureTypeCommandPoolCreateInfo,
-		Flags:            vulkan.CommandPoolCreateFlags(vulkan.CommandPoolCreateResetCommandBufferBit),
-		QueueFamilyIndex: d.info.Caps.QueueFamily,
-	}, nil, &pool))
-	if err != nil {
-		return err
-	}
-	d.pool = pool
 	var cache vulkan.PipelineCache
-	err = check("vkCreatePipelineCache", vulkan.CreatePipelineCache(d.dev, &vulkan.PipelineCacheCreateInfo{
+	err := check("vkCreatePipelineCache", vulkan.CreatePipelineCache(d.dev, &vulkan.PipelineCacheCreateInfo{
 		SType: vulkan.StructureTypePipelineCacheCreateInfo,
 	}, nil, &cache))
 	if err != nil {
@@ -255,10 +251,6 @@ func (d *Device) destroy() {
 	if d.cache != nil {
 		vulkan.DestroyPipelineCache(d.dev, d.cache, nil)
 		d.cache = nil
-	}
-	if d.pool != nil {
-		vulkan.DestroyCommandPool(d.dev, d.pool, nil)
-		d.pool = nil
 	}
 	if d.dev != nil {
 		vulkan.DestroyDevice(d.dev, nil)

@@ -75,11 +75,14 @@ func kernelKey(s KernelSpec) string {
 	return fmt.Sprintf("%s|%v|%d|%d|%d", s.Name, s.Spec, s.SubgroupSize, s.Buffers, s.PushSize)
 }
 
-// Kernel returns the pipeline for spec, building it on first use.
+// Kernel returns the pipeline for spec, building it on first use. It is
+// safe for concurrent use: builds are serialized.
 func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 	if err := d.alive(); err != nil {
 		return nil, err
 	}
+	d.kmu.Lock()
+	defer d.kmu.Unlock()
 	key := kernelKey(spec)
 	if k, ok := d.kernels[key]; ok {
 		return k, nil
@@ -158,7 +161,10 @@ func (d *Device) ShaderKernelSubgroup(key shaders.Key, subgroup uint32, spec ...
 		return nil, fmt.Errorf("vk: %w", err)
 	}
 	s := KernelSpec{Name: key.Name(), Buffers: buffers, PushSize: push, Spec: spec, SubgroupSize: subgroup}
-	if k, ok := d.kernels[kernelKey(s)]; ok {
+	d.kmu.Lock()
+	k, ok := d.kernels[kernelKey(s)]
+	d.kmu.Unlock()
+	if ok {
 		return k, nil
 	}
 	sh, err := shaders.Lookup(key)
@@ -217,10 +223,12 @@ func b2i(b bool) int {
 // Kernels returns the kernels the device has built so far, by name and
 // specialization: for tools that report on what ran (lorabench -stats).
 func (d *Device) Kernels() []*Kernel {
+	d.kmu.Lock()
 	ks := make([]*Kernel, 0, len(d.kernels))
 	for _, k := range d.kernels {
 		ks = append(ks, k)
 	}
+	d.kmu.Unlock()
 	sort.Slice(ks, func(i, j int) bool { return kernelKey(ks[i].spec) < kernelKey(ks[j].spec) })
 	return ks
 }

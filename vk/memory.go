@@ -2,6 +2,7 @@ package vk
 
 import (
 	"fmt"
+	"sync/atomic"
 	"unsafe"
 
 	vulkan "github.com/vulkan-go/vulkan"
@@ -67,7 +68,8 @@ type Buffer struct {
 	kind   string
 	// pending counts the commands of unsubmitted recordings that use the
 	// buffer: reading it back before they run would return stale data.
-	pending int
+	// Atomic: recorders on several goroutines may use one weight.
+	pending atomic.Int32
 }
 
 // NewBuffer allocates size bytes of device-local storage buffer (rounded up to
@@ -209,8 +211,8 @@ func (b *Buffer) Download(offset uint64, dst []byte) error {
 	if err := b.checkRange("Download", offset, uint64(len(dst))); err != nil {
 		return err
 	}
-	if b.pending > 0 {
-		return fmt.Errorf("vk: Download: %d recorded commands that use the buffer have not been submitted (Submit first, or read from another recording's result): %w", b.pending, ErrPending)
+	if n := b.pending.Load(); n > 0 {
+		return fmt.Errorf("vk: Download: %d recorded commands that use the buffer have not been submitted (Submit first, or read from another recording's result): %w", n, ErrPending)
 	}
 	if len(dst) == 0 {
 		return nil

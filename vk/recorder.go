@@ -484,7 +484,7 @@ func (r *Recorder) Device() *Device { return r.dev }
 // Buffer.pending).
 func (r *Recorder) use(bufs ...*Buffer) {
 	for _, b := range bufs {
-		b.pending++
+		b.pending.Add(1)
 	}
 	r.used = append(r.used, bufs...)
 }
@@ -493,7 +493,7 @@ func (r *Recorder) use(bufs ...*Buffer) {
 // or when the recording is discarded.
 func (r *Recorder) dropUsed() {
 	for _, b := range r.used {
-		b.pending--
+		b.pending.Add(-1)
 	}
 	clear(r.used) // drop the references, so released buffers can be collected
 	r.used = r.used[:0]

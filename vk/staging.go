@@ -57,8 +57,11 @@ func (s *stagingArea) release(d *Device) {
 	s.submission.release(d)
 }
 
-// stage copies data through the staging buffer, chunk by chunk.
+// stage copies data through the staging buffer, chunk by chunk. The one
+// staging area serves one transfer at a time.
 func (d *Device) stage(b *Buffer, offset uint64, data []byte, upload bool) error {
+	d.smu.Lock()
+	defer d.smu.Unlock()
 	s, err := d.stagingFor(uint64(len(data)))
 	if err != nil {
 		return err
@@ -109,44 +112,63 @@ func (d *Device) oneShot(s *stagingArea, fn func(cb vulkan.CommandBuffer)) error
 // submission is a command buffer and the fence that signals its work is
 // done: what both a Recorder and the staging copies submit and wait on.
 type submission struct {
+	pool  vulkan.CommandPool
 	cb    vulkan.CommandBuffer
 	fence vulkan.Fence
 }
 
+// newSubmission makes a command buffer in a command pool of its own (a
+// pool may be used by one thread at a time, so recorders on different
+// goroutines must not share one) and its fence.
 func (d *Device) newSubmission() (submission, error) {
+	var pool vulkan.CommandPool
+	err := check("vkCreateCommandPool", vulkan.CreateCommandPool(d.dev, &vulkan.CommandPoolCreateInfo{
+		SType:            vulkan.StructureTypeCommandPoolCreateInfo,
+		Flags:            vulkan.CommandPoolCreateFlags(vulkan.CommandPoolCreateResetCommandBufferBit),
+		QueueFamilyIndex: d.info.Caps.QueueFamily,
+	}, nil, &pool))
+	if err != nil {
+		return submission{}, err
+	}
 	cbs := make([]vulkan.CommandBuffer, 1)
-	err := check("vkAllocateCommandBuffers", vulkan.AllocateCommandBuffers(d.dev, &vulkan.CommandBufferAllocateInfo{
-		SType: vulkan.StructureTypeCommandBufferAllocateInfo, CommandPool: d.pool,
+	err = check("vkAllocateCommandBuffers", vulkan.AllocateCommandBuffers(d.dev, &vulkan.CommandBufferAllocateInfo{
+		SType: vulkan.StructureTypeCommandBufferAllocateInfo, CommandPool: pool,
 		Level: vulkan.CommandBufferLevelPrimary, CommandBufferCount: 1,
 	}, cbs))
 	if err != nil {
+		vulkan.DestroyCommandPool(d.dev, pool, nil)
 		return submission{}, err
 	}
 	var fence vulkan.Fence
 	err = check("vkCreateFence", vulkan.CreateFence(d.dev, &vulkan.FenceCreateInfo{
 		SType: vulkan.StructureTypeFenceCreateInfo}, nil, &fence))
 	if err != nil {
-		vulkan.FreeCommandBuffers(d.dev, d.pool, 1, cbs)
+		vulkan.DestroyCommandPool(d.dev, pool, nil) // frees its command buffer too
 		return submission{}, err
 	}
-	return submission{cb: cbs[0], fence: fence}, nil
+	return submission{pool: pool, cb: cbs[0], fence: fence}, nil
 }
 
-// release frees the fence and command buffer; safe on a zero submission.
+// release frees the fence, command buffer and pool; safe on a zero
+// submission.
 func (s *submission) release(d *Device) {
 	if s.fence != nil {
 		vulkan.DestroyFence(d.dev, s.fence, nil)
 	}
-	if s.cb != nil {
-		vulkan.FreeCommandBuffers(d.dev, d.pool, 1, []vulkan.CommandBuffer{s.cb})
+	if s.pool != nil {
+		vulkan.DestroyCommandPool(d.dev, s.pool, nil) // frees its command buffer too
 	}
-	s.cb, s.fence = nil, nil
+	s.fence, s.cb, s.pool = nil, nil, nil
 }
 
 func (d *Device) submitAndWait(s submission) error {
+	// The queue is externally synchronized: one submit at a time. Waiting
+	// on the fence needs no lock, so recordings run concurrently.
+	d.qmu.Lock()
 	err := check("vkQueueSubmit", vulkan.QueueSubmit(d.queue, 1, []vulkan.SubmitInfo{{
 		SType: vulkan.StructureTypeSubmitInfo, CommandBufferCount: 1, PCommandBuffers: []vulkan.CommandBuffer{s.cb},
 	}}, s.fence))
+	d.qmu.Unlock()
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,101 @@
+package lora
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/vk"
+)
+
+// mlpStep runs one MLP forward and backward on a recorder of its own and
+// returns every result's bytes (Y, dX, dA and dB of the three projections).
+func mlpStep(l *MLP, dev *vk.Device, x, gy *vk.Tensor) ([][]byte, error) {
+	rec, err := dev.NewRecorder()
+	if err != nil {
+		return nil, err
+	}
+	defer rec.Release()
+	y, saved, err := l.Forward(rec, x)
+	if err != nil {
+		return nil, err
+	}
+	defer y.Release()
+	defer saved.Release()
+	dx, grads, err := l.Backward(rec, saved, gy)
+	if err != nil {
+		return nil, err
+	}
+	defer dx.Release()
+	for i := range grads {
+		defer grads[i].Release()
+	}
+	if err := rec.Submit(); err != nil {
+		return nil, err
+	}
+	ts := []*vk.Tensor{y, dx}
+	for _, g := range grads {
+		ts = append(ts, g.A, g.B)
+	}
+	var out [][]byte
+	for _, t := range ts {
+		b, err := t.RawBytes()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// Eight goroutines share one device, engine and set of frozen weights, each
+// recording and submitting MLP steps on its own recorder (cold kernels
+// first, so the kernel cache is built concurrently): every result is
+// bit-identical to the serial run's. Run with -race to check the locks; the
+// suite runs with validation on, whose threading checks would report a
+// shared pool or queue.
+func TestConcurrentMLPSteps(t *testing.T) {
+	f := newFixture(t)
+	eng, err := NewEngine(f.Dev, Options{}) // a fresh dispatcher; kernels of new shapes are cold
+	require.NoError(t, err)
+	const d, m, h, i, r = dtype.BF16, 13, 40, 72, 3
+	gate, _ := f.proj(d, i, h, r, 0.5)
+	up, _ := f.proj(d, i, h, r, 2)
+	down, _ := f.proj(d, h, i, r, 1.5)
+	l := &MLP{Engine: eng, Gate: gate, Up: up, Down: down, Act: GEGLU}
+	x := f.Upload(d, f.Random(d, m*h, 1), m, h)
+	gy := f.Upload(d, f.Random(d, m*h, 1), m, h)
+
+	const workers, steps = 8, 3
+	results := make([][][][]byte, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := 0; s < steps; s++ {
+				out, err := mlpStep(l, f.Dev, x, gy)
+				if err != nil {
+					errs[w] = fmt.Errorf("worker %d step %d: %w", w, s, err)
+					return
+				}
+				results[w] = append(results[w], out)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	want, err := mlpStep(l, f.Dev, x, gy)
+	require.NoError(t, err)
+	for w := range results {
+		for s, got := range results[w] {
+			require.Equal(t, want, got, "worker %d step %d differs from the serial run", w, s)
+		}
+	}
+}
