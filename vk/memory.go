@@ -1,5 +1,8 @@
 package vk
 
+// #include "shim.h"
+import "C"
+
 import (
 	"fmt"
 	"sync/atomic"
@@ -106,43 +109,30 @@ func (d *Device) NewBuffer(size uint64) (*Buffer, error) {
 
 func (d *Device) newBuffer(size uint64, usage vulkan.BufferUsageFlags, want, prefer, avoid vulkan.MemoryPropertyFlags) (*Buffer, error) {
 	b := &Buffer{dev: d, size: size}
-	var vbuf vulkan.Buffer
-	err := check("vkCreateBuffer", vulkan.CreateBuffer(d.dev, &vulkan.BufferCreateInfo{
-		SType:       vulkan.StructureTypeBufferCreateInfo,
-		Size:        vulkan.DeviceSize(size),
-		Usage:       usage,
-		SharingMode: vulkan.SharingModeExclusive,
-	}, nil, &vbuf))
+	var vbuf C.VkBuffer
+	var reqSize C.VkDeviceSize
+	var reqBits C.uint32_t
+	err := check("vkCreateBuffer", vulkan.Result(C.vkl_create_buffer(d.cdev(), C.VkDeviceSize(size), C.VkBufferUsageFlags(usage),
+		&vbuf, &reqSize, &reqBits)))
 	if err != nil {
 		return nil, err
 	}
-	b.buf = vbuf
-	var req vulkan.MemoryRequirements
-	vulkan.GetBufferMemoryRequirements(d.dev, b.buf, &req)
-	req.Deref()
-	ti := d.mem.pick(req.MemoryTypeBits, want, prefer, avoid)
+	b.buf = vulkan.Buffer(unsafe.Pointer(vbuf))
+	ti := d.mem.pick(uint32(reqBits), want, prefer, avoid)
 	if ti < 0 {
-		vulkan.DestroyBuffer(d.dev, b.buf, nil)
+		C.vkl_destroy_buffer(d.cdev(), vbuf, nil, 0)
 		return nil, fmt.Errorf("vk: no memory type with flags %#x for a %d-byte buffer: %w", want, size, ErrUnsupported)
 	}
-	var mem vulkan.DeviceMemory
-	err = check("vkAllocateMemory", vulkan.AllocateMemory(d.dev, &vulkan.MemoryAllocateInfo{
-		SType:           vulkan.StructureTypeMemoryAllocateInfo,
-		AllocationSize:  req.Size,
-		MemoryTypeIndex: uint32(ti),
-	}, nil, &mem))
-	b.mem = mem
+	var mem C.VkDeviceMemory
+	err = check("vkAllocateMemory", vulkan.Result(C.vkl_allocate_bind(d.cdev(), vbuf, reqSize, C.uint32_t(ti), &mem)))
+	b.mem = vulkan.DeviceMemory(unsafe.Pointer(mem))
 	if err != nil {
-		vulkan.DestroyBuffer(d.dev, b.buf, nil)
+		b.destroy() // frees the memory too when only the bind failed
 		return nil, fmt.Errorf("%w (%d bytes)", err, size)
-	}
-	if err := check("vkBindBufferMemory", vulkan.BindBufferMemory(d.dev, b.buf, b.mem, 0)); err != nil {
-		b.destroy()
-		return nil, err
 	}
 	if d.mem.flags[ti]&(memHostVisible|memHostCoherent) == memHostVisible|memHostCoherent {
 		var p unsafe.Pointer
-		if err := check("vkMapMemory", vulkan.MapMemory(d.dev, b.mem, 0, vulkan.DeviceSize(size), 0, &p)); err != nil {
+		if err := check("vkMapMemory", vulkan.Result(C.vkl_map(d.cdev(), C.VkDeviceMemory(unsafe.Pointer(b.mem)), C.VkDeviceSize(size), &p))); err != nil {
 			b.destroy()
 			return nil, err
 		}
@@ -170,15 +160,8 @@ func (b *Buffer) Release() {
 
 func (b *Buffer) destroy() {
 	d := b.dev
-	if b.mapped != nil {
-		vulkan.UnmapMemory(d.dev, b.mem)
-		b.mapped = nil
-	}
-	vulkan.DestroyBuffer(d.dev, b.buf, nil)
-	if b.mem != nil {
-		vulkan.FreeMemory(d.dev, b.mem, nil)
-	}
-	b.buf, b.mem = nil, nil
+	C.vkl_destroy_buffer(d.cdev(), C.VkBuffer(unsafe.Pointer(b.buf)), C.VkDeviceMemory(unsafe.Pointer(b.mem)), C.int(b2i(b.mapped != nil)))
+	b.buf, b.mem, b.mapped = nil, nil, nil
 }
 
 func (b *Buffer) checkRange(op string, offset, n uint64) error {

@@ -97,14 +97,12 @@ func (d *Device) NewRecorder() (*Recorder, error) {
 	}
 	r := &Recorder{dev: d, submission: sub}
 	if d.info.Caps.TimestampValidBits > 0 {
-		var qp vulkan.QueryPool
-		if err := check("vkCreateQueryPool", vulkan.CreateQueryPool(d.dev, &vulkan.QueryPoolCreateInfo{
-			SType: vulkan.StructureTypeQueryPoolCreateInfo, QueryType: vulkan.QueryTypeTimestamp, QueryCount: maxTimestamps,
-		}, nil, &qp)); err != nil {
+		var cqp C.VkQueryPool
+		if err := check("vkCreateQueryPool", vulkan.Result(C.vkl_create_query_pool(d.cdev(), maxTimestamps, &cqp))); err != nil {
 			r.destroy()
 			return nil, err
 		}
-		r.queries = qp
+		r.queries = vulkan.QueryPool(unsafe.Pointer(cqp))
 	}
 	r.bindings = (*C.vkl_binding)(C.calloc(MaxBindings, C.sizeof_vkl_binding))
 	if err := r.begin(); err != nil {
@@ -118,10 +116,7 @@ func (d *Device) NewRecorder() (*Recorder, error) {
 
 func (r *Recorder) begin() error {
 	r.nq, r.count, r.err = 0, 0, nil
-	if err := check("vkBeginCommandBuffer", vulkan.BeginCommandBuffer(r.cb, &vulkan.CommandBufferBeginInfo{
-		SType: vulkan.StructureTypeCommandBufferBeginInfo,
-		Flags: vulkan.CommandBufferUsageFlags(vulkan.CommandBufferUsageOneTimeSubmitBit),
-	})); err != nil {
+	if err := check("vkBeginCommandBuffer", vulkan.Result(C.vkl_begin(C.VkCommandBuffer(unsafe.Pointer(r.cb))))); err != nil {
 		return err
 	}
 	if r.queries != nil {
@@ -275,12 +270,8 @@ func (r *Recorder) Barrier() {
 	if r.err != nil || r.released {
 		return
 	}
-	stages := vulkan.PipelineStageFlags(vulkan.PipelineStageComputeShaderBit | vulkan.PipelineStageTransferBit)
-	access := vulkan.AccessFlags(vulkan.AccessShaderReadBit | vulkan.AccessShaderWriteBit |
-		vulkan.AccessTransferReadBit | vulkan.AccessTransferWriteBit)
-	vulkan.CmdPipelineBarrier(r.cb, stages, stages, 0, 1, []vulkan.MemoryBarrier{{
-		SType: vulkan.StructureTypeMemoryBarrier, SrcAccessMask: access, DstAccessMask: access,
-	}}, 0, nil, 0, nil)
+	// Compute and transfer stages, shader and transfer reads and writes.
+	C.vkl_cmd_barrier(C.VkCommandBuffer(unsafe.Pointer(r.cb)))
 }
 
 // Fill sets every 32-bit word of the binding to word (vkCmdFillBuffer).
@@ -328,8 +319,8 @@ func (r *Recorder) Copy(dst, src Binding) error {
 		return r.fail(fmt.Errorf("vk: Copy: src %d bytes, dst %d bytes: %w", src.size, dst.size, ErrInvalidArgument))
 	}
 	r.use(src.buf, dst.buf)
-	vulkan.CmdCopyBuffer(r.cb, src.buf.buf, dst.buf.buf, 1, []vulkan.BufferCopy{{
-		SrcOffset: vulkan.DeviceSize(src.offset), DstOffset: vulkan.DeviceSize(dst.offset), Size: vulkan.DeviceSize(src.size)}})
+	C.vkl_cmd_copy(C.VkCommandBuffer(unsafe.Pointer(r.cb)), C.VkBuffer(unsafe.Pointer(src.buf.buf)), C.VkBuffer(unsafe.Pointer(dst.buf.buf)),
+		C.VkDeviceSize(src.offset), C.VkDeviceSize(dst.offset), C.VkDeviceSize(src.size))
 	return nil
 }
 

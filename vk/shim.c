@@ -35,6 +35,27 @@ static PFN_vkDestroyDescriptorSetLayout p_DestroyDescriptorSetLayout;
 static PFN_vkCreateShaderModule p_CreateShaderModule;
 static PFN_vkDestroyShaderModule p_DestroyShaderModule;
 static PFN_vkCreateComputePipelines p_CreateComputePipelines;
+// The calls below replace vulkan-go wrappers that leaked their C
+// allocations or packed Go pointers into C memory (vk/doc.go).
+static PFN_vkCreateBuffer p_CreateBuffer;
+static PFN_vkGetBufferMemoryRequirements p_GetBufferMemoryRequirements;
+static PFN_vkAllocateMemory p_AllocateMemory;
+static PFN_vkBindBufferMemory p_BindBufferMemory;
+static PFN_vkBeginCommandBuffer p_BeginCommandBuffer;
+static PFN_vkQueueSubmit p_QueueSubmit;
+static PFN_vkWaitForFences p_WaitForFences;
+static PFN_vkResetFences p_ResetFences;
+static PFN_vkCreateCommandPool p_CreateCommandPool;
+static PFN_vkAllocateCommandBuffers p_AllocateCommandBuffers;
+static PFN_vkCreateFence p_CreateFence;
+static PFN_vkCreateQueryPool p_CreateQueryPool;
+static PFN_vkCmdPipelineBarrier p_CmdPipelineBarrier;
+static PFN_vkCmdCopyBuffer p_CmdCopyBuffer;
+static PFN_vkDestroyCommandPool p_DestroyCommandPool;
+static PFN_vkMapMemory p_MapMemory;
+static PFN_vkUnmapMemory p_UnmapMemory;
+static PFN_vkDestroyBuffer p_DestroyBuffer;
+static PFN_vkFreeMemory p_FreeMemory;
 static PFN_vkGetPipelineExecutablePropertiesKHR p_GetPipelineExecutablePropertiesKHR;
 static PFN_vkGetPipelineExecutableStatisticsKHR p_GetPipelineExecutableStatisticsKHR;
 static PFN_vkCmdBindPipeline p_CmdBindPipeline;
@@ -182,6 +203,25 @@ VkResult vkl_create_instance(int validation, VkInstance *out, VkDebugUtilsMessen
 	LOAD(inst, CreateShaderModule);
 	LOAD(inst, DestroyShaderModule);
 	LOAD(inst, CreateComputePipelines);
+	LOAD(inst, CreateBuffer);
+	LOAD(inst, GetBufferMemoryRequirements);
+	LOAD(inst, AllocateMemory);
+	LOAD(inst, BindBufferMemory);
+	LOAD(inst, BeginCommandBuffer);
+	LOAD(inst, QueueSubmit);
+	LOAD(inst, WaitForFences);
+	LOAD(inst, ResetFences);
+	LOAD(inst, CreateCommandPool);
+	LOAD(inst, AllocateCommandBuffers);
+	LOAD(inst, CreateFence);
+	LOAD(inst, CreateQueryPool);
+	LOAD(inst, CmdPipelineBarrier);
+	LOAD(inst, CmdCopyBuffer);
+	LOAD(inst, DestroyCommandPool);
+	LOAD(inst, MapMemory);
+	LOAD(inst, UnmapMemory);
+	LOAD(inst, DestroyBuffer);
+	LOAD(inst, FreeMemory);
 	LOAD(inst, GetPipelineExecutablePropertiesKHR); // NULL without the extension
 	LOAD(inst, GetPipelineExecutableStatisticsKHR);
 	LOAD(inst, CmdBindPipeline);
@@ -339,4 +379,97 @@ int vkl_pipeline_stats(VkDevice dev, VkPipeline pipe, vkl_stat *out, uint32_t ma
 		}
 	}
 	return (int)got;
+}
+
+// ---- Per-step calls, with their structs on the C stack ----
+VkResult vkl_create_buffer(VkDevice dev, VkDeviceSize size, VkBufferUsageFlags usage, VkBuffer *buf,
+			   VkDeviceSize *req_size, uint32_t *req_bits) {
+	VkBufferCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+				 .size = size,
+				 .usage = usage,
+				 .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
+	VkResult r = p_CreateBuffer(dev, &ci, NULL, buf);
+	if (r != VK_SUCCESS) return r;
+	VkMemoryRequirements req;
+	p_GetBufferMemoryRequirements(dev, *buf, &req);
+	*req_size = req.size;
+	*req_bits = req.memoryTypeBits;
+	return VK_SUCCESS;
+}
+
+VkResult vkl_allocate_bind(VkDevice dev, VkBuffer buf, VkDeviceSize size, uint32_t type, VkDeviceMemory *mem) {
+	VkMemoryAllocateInfo ai = {
+	    .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = size, .memoryTypeIndex = type};
+	VkResult r = p_AllocateMemory(dev, &ai, NULL, mem);
+	if (r != VK_SUCCESS) return r;
+	return p_BindBufferMemory(dev, buf, *mem, 0);
+}
+
+VkResult vkl_new_submission(VkDevice dev, uint32_t family, VkCommandPool *pool, VkCommandBuffer *cb, VkFence *fence) {
+	VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+				      .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+				      .queueFamilyIndex = family};
+	VkResult r = p_CreateCommandPool(dev, &pi, NULL, pool);
+	if (r != VK_SUCCESS) return r;
+	VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+					  .commandPool = *pool,
+					  .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+					  .commandBufferCount = 1};
+	r = p_AllocateCommandBuffers(dev, &ai, cb);
+	if (r == VK_SUCCESS) {
+		VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+		r = p_CreateFence(dev, &fi, NULL, fence);
+	}
+	if (r != VK_SUCCESS) {
+		p_DestroyCommandPool(dev, *pool, NULL); // frees its command buffer too
+		*pool = VK_NULL_HANDLE;
+	}
+	return r;
+}
+
+VkResult vkl_create_query_pool(VkDevice dev, uint32_t count, VkQueryPool *qp) {
+	VkQueryPoolCreateInfo ci = {
+	    .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = count};
+	return p_CreateQueryPool(dev, &ci, NULL, qp);
+}
+
+VkResult vkl_begin(VkCommandBuffer cb) {
+	VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+				       .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+	return p_BeginCommandBuffer(cb, &bi);
+}
+
+VkResult vkl_submit(VkQueue queue, VkCommandBuffer cb, VkFence fence) {
+	VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cb};
+	return p_QueueSubmit(queue, 1, &si, fence);
+}
+
+VkResult vkl_wait_reset(VkDevice dev, VkFence fence) {
+	VkResult r = p_WaitForFences(dev, 1, &fence, VK_TRUE, UINT64_MAX);
+	if (r != VK_SUCCESS) return r;
+	return p_ResetFences(dev, 1, &fence);
+}
+
+void vkl_cmd_barrier(VkCommandBuffer cb) {
+	VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+	VkAccessFlags access = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+			       VK_ACCESS_TRANSFER_WRITE_BIT;
+	VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = access, .dstAccessMask = access};
+	p_CmdPipelineBarrier(cb, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
+}
+
+void vkl_cmd_copy(VkCommandBuffer cb, VkBuffer src, VkBuffer dst, VkDeviceSize src_off, VkDeviceSize dst_off,
+		  VkDeviceSize size) {
+	VkBufferCopy region = {.srcOffset = src_off, .dstOffset = dst_off, .size = size};
+	p_CmdCopyBuffer(cb, src, dst, 1, &region);
+}
+
+VkResult vkl_map(VkDevice dev, VkDeviceMemory mem, VkDeviceSize size, void **p) {
+	return p_MapMemory(dev, mem, 0, size, 0, p);
+}
+
+void vkl_destroy_buffer(VkDevice dev, VkBuffer buf, VkDeviceMemory mem, int mapped) {
+	if (mapped) p_UnmapMemory(dev, mem);
+	if (buf) p_DestroyBuffer(dev, buf, NULL);
+	if (mem) p_FreeMemory(dev, mem, NULL);
 }

@@ -145,6 +145,21 @@ void vkl_cmd_dispatch(VkDevice dev, VkCommandBuffer cb, VkPipeline pipe, VkPipel
 		      const vkl_binding *bindings, uint32_t nbind, const void *push, uint32_t push_size, uint32_t gx,
 		      uint32_t gy, uint32_t gz);
 
+// ---- Per-step calls (vk/doc.go says why these bypass vulkan-go) ----
+VkResult vkl_create_buffer(VkDevice dev, VkDeviceSize size, VkBufferUsageFlags usage, VkBuffer *buf,
+			   VkDeviceSize *req_size, uint32_t *req_bits);
+VkResult vkl_allocate_bind(VkDevice dev, VkBuffer buf, VkDeviceSize size, uint32_t type, VkDeviceMemory *mem);
+VkResult vkl_new_submission(VkDevice dev, uint32_t family, VkCommandPool *pool, VkCommandBuffer *cb, VkFence *fence);
+VkResult vkl_create_query_pool(VkDevice dev, uint32_t count, VkQueryPool *qp);
+VkResult vkl_begin(VkCommandBuffer cb);
+VkResult vkl_submit(VkQueue queue, VkCommandBuffer cb, VkFence fence);
+VkResult vkl_wait_reset(VkDevice dev, VkFence fence);
+void vkl_cmd_barrier(VkCommandBuffer cb);
+VkResult vkl_map(VkDevice dev, VkDeviceMemory mem, VkDeviceSize size, void **p);
+void vkl_destroy_buffer(VkDevice dev, VkBuffer buf, VkDeviceMemory mem, int mapped);
+void vkl_cmd_copy(VkCommandBuffer cb, VkBuffer src, VkBuffer dst, VkDeviceSize src_off, VkDeviceSize dst_off,
+		  VkDeviceSize size);
+
 // ---- Validation messages (collected by the debug messenger) ----
 void vkl_clear_messages(void);
 // vkl_take_messages moves at most max collected messages into out (the

@@ -1,5 +1,8 @@
 package vk
 
+// #include "shim.h"
+import "C"
+
 import (
 	"unsafe"
 
@@ -82,7 +85,8 @@ func (d *Device) stage(b *Buffer, offset uint64, data []byte, upload bool) error
 			src, dst = b.buf, s.buf.buf
 		}
 		if err := d.oneShot(s, func(cb vulkan.CommandBuffer) {
-			vulkan.CmdCopyBuffer(cb, src, dst, 1, []vulkan.BufferCopy{region})
+			C.vkl_cmd_copy(C.VkCommandBuffer(unsafe.Pointer(cb)), C.VkBuffer(unsafe.Pointer(src)), C.VkBuffer(unsafe.Pointer(dst)),
+				C.VkDeviceSize(region.SrcOffset), C.VkDeviceSize(region.DstOffset), C.VkDeviceSize(region.Size))
 		}); err != nil {
 			return err
 		}
@@ -96,10 +100,7 @@ func (d *Device) stage(b *Buffer, offset uint64, data []byte, upload bool) error
 
 // oneShot records fn into the staging command buffer, submits it and waits.
 func (d *Device) oneShot(s *stagingArea, fn func(cb vulkan.CommandBuffer)) error {
-	if err := check("vkBeginCommandBuffer", vulkan.BeginCommandBuffer(s.cb, &vulkan.CommandBufferBeginInfo{
-		SType: vulkan.StructureTypeCommandBufferBeginInfo,
-		Flags: vulkan.CommandBufferUsageFlags(vulkan.CommandBufferUsageOneTimeSubmitBit),
-	})); err != nil {
+	if err := check("vkBeginCommandBuffer", vulkan.Result(C.vkl_begin(C.VkCommandBuffer(unsafe.Pointer(s.cb))))); err != nil {
 		return err
 	}
 	fn(s.cb)
@@ -121,32 +122,14 @@ type submission struct {
 // pool may be used by one thread at a time, so recorders on different
 // goroutines must not share one) and its fence.
 func (d *Device) newSubmission() (submission, error) {
-	var pool vulkan.CommandPool
-	err := check("vkCreateCommandPool", vulkan.CreateCommandPool(d.dev, &vulkan.CommandPoolCreateInfo{
-		SType:            vulkan.StructureTypeCommandPoolCreateInfo,
-		Flags:            vulkan.CommandPoolCreateFlags(vulkan.CommandPoolCreateResetCommandBufferBit),
-		QueueFamilyIndex: d.info.Caps.QueueFamily,
-	}, nil, &pool))
-	if err != nil {
+	var pool C.VkCommandPool
+	var cb C.VkCommandBuffer
+	var fence C.VkFence
+	if err := check("vkCreateCommandPool", vulkan.Result(C.vkl_new_submission(d.cdev(), C.uint32_t(d.info.Caps.QueueFamily), &pool, &cb, &fence))); err != nil {
 		return submission{}, err
 	}
-	cbs := make([]vulkan.CommandBuffer, 1)
-	err = check("vkAllocateCommandBuffers", vulkan.AllocateCommandBuffers(d.dev, &vulkan.CommandBufferAllocateInfo{
-		SType: vulkan.StructureTypeCommandBufferAllocateInfo, CommandPool: pool,
-		Level: vulkan.CommandBufferLevelPrimary, CommandBufferCount: 1,
-	}, cbs))
-	if err != nil {
-		vulkan.DestroyCommandPool(d.dev, pool, nil)
-		return submission{}, err
-	}
-	var fence vulkan.Fence
-	err = check("vkCreateFence", vulkan.CreateFence(d.dev, &vulkan.FenceCreateInfo{
-		SType: vulkan.StructureTypeFenceCreateInfo}, nil, &fence))
-	if err != nil {
-		vulkan.DestroyCommandPool(d.dev, pool, nil) // frees its command buffer too
-		return submission{}, err
-	}
-	return submission{pool: pool, cb: cbs[0], fence: fence}, nil
+	return submission{pool: vulkan.CommandPool(unsafe.Pointer(pool)), cb: vulkan.CommandBuffer(unsafe.Pointer(cb)),
+		fence: vulkan.Fence(unsafe.Pointer(fence))}, nil
 }
 
 // release frees the fence, command buffer and pool; safe on a zero
@@ -165,15 +148,11 @@ func (d *Device) submitAndWait(s submission) error {
 	// The queue is externally synchronized: one submit at a time. Waiting
 	// on the fence needs no lock, so recordings run concurrently.
 	d.qmu.Lock()
-	err := check("vkQueueSubmit", vulkan.QueueSubmit(d.queue, 1, []vulkan.SubmitInfo{{
-		SType: vulkan.StructureTypeSubmitInfo, CommandBufferCount: 1, PCommandBuffers: []vulkan.CommandBuffer{s.cb},
-	}}, s.fence))
+	err := check("vkQueueSubmit", vulkan.Result(C.vkl_submit(C.VkQueue(unsafe.Pointer(d.queue)),
+		C.VkCommandBuffer(unsafe.Pointer(s.cb)), C.VkFence(unsafe.Pointer(s.fence)))))
 	d.qmu.Unlock()
 	if err != nil {
 		return err
 	}
-	if err := check("vkWaitForFences", vulkan.WaitForFences(d.dev, 1, []vulkan.Fence{s.fence}, vulkan.True, ^uint64(0))); err != nil {
-		return err
-	}
-	return check("vkResetFences", vulkan.ResetFences(d.dev, 1, []vulkan.Fence{s.fence}))
+	return check("vkWaitForFences", vulkan.Result(C.vkl_wait_reset(d.cdev(), C.VkFence(unsafe.Pointer(s.fence)))))
 }
