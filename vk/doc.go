@@ -32,4 +32,21 @@
 //   - Options.KernelStatistics keeps each pipeline's compile statistics
 //     (Kernel.Statistics: registers, local memory), where the driver has
 //     VK_KHR_pipeline_executable_properties.
+//   - Devices are safe for concurrent use: each Recorder (and the staging
+//     area) has its own command pool, queue submits are serialized, the
+//     kernel cache is locked. One Recorder is for one goroutine at a time.
+//
+// # Which calls bypass vulkan-go
+//
+// vulkan-go converts each Go create-info struct into C memory that some of
+// its wrappers never free (CreateBuffer, AllocateMemory,
+// BeginCommandBuffer, about 3 KB of C heap per training step in all), and
+// QueueSubmit's SubmitInfo packing stores Go pointers in C memory, which
+// GOEXPERIMENT=cgocheck2 refuses. Every call made per step therefore goes
+// through the shim with its structs on the C stack: buffer creation,
+// allocation, binding, mapping and destruction, command pools and buffers,
+// fences, query pools, begin, submit, wait, barriers and copies
+// (vkl_create_buffer … vkl_cmd_copy in shim.c). vulkan-go still serves the
+// calls with scalar arguments and the one-time set-up; the instance,
+// device, pipelines and dispatches were already the shim's.
 package vk
