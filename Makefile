@@ -1,4 +1,4 @@
-# vklora: make deps | shaders | build | test | race | bench | fmt | vet | clean
+# vklora: make deps | shaders | build | test | race | fuzz | bench | fmt | vet | clean
 #
 # CI runs `make test` (via .ci/run) with CI=true on a fresh Debian 12 clone.
 
@@ -22,7 +22,7 @@ endif
 # Go files the go tool would see: skip .dirs, _dirs and testdata.
 GOFILES = $(shell find . -mindepth 1 \( -name '.*' -o -name '_*' -o -name testdata \) -prune -o -name '*.go' -print)
 
-.PHONY: all deps shaders shaders-check build test race bench fmt fmt-check vet clean distclean
+.PHONY: all deps shaders shaders-check build test race fuzz bench fmt fmt-check vet clean distclean
 
 all: test
 
@@ -126,6 +126,16 @@ test-coopmat: deps
 	else \
 		echo "test-coopmat: FAILED after $$(( $$(date +%s) - fetched ))s (fetch $$(( fetched - start ))s)"; exit 1; \
 	fi
+
+# Each fuzz target for FUZZTIME (the plain suite runs their seed corpora).
+FUZZTIME ?= 30s
+fuzz: deps
+	@set -e; for t in $$(grep -rlE '^func Fuzz' --include='*_test.go' . | xargs -n1 dirname | sort -u); do \
+		for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$t/*_test.go | sed 's/^func //'); do \
+			echo "fuzz: $$t $$f for $(FUZZTIME)"; \
+			$(GO) test $$t -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME); \
+		done; \
+	done
 
 # The concurrency tests under the race detector, on the system lavapipe.
 race: deps
