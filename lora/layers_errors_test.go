@@ -151,3 +151,22 @@ func TestMatmulLoRAAliasRefused(t *testing.T) {
 	f.Keep(y)
 	require.NoError(t, rec.Submit())
 }
+
+// One Release frees every tensor of a layer that was handed its tensors;
+// twice is harmless, and the released layer refuses to run.
+func TestLayerRelease(t *testing.T) {
+	f := newFixture(t)
+	const d = dtype.F16
+	before := f.Dev.Live()["buffer"]
+	gate, _ := f.proj(d, 16, 8, 2, 0.5)
+	up, _ := f.proj(d, 16, 8, 2, 2)
+	down, _ := f.proj(d, 8, 16, 2, 1)
+	l := &MLP{Engine: f.eng, Gate: gate, Up: up, Down: down, Act: SwiGLU}
+	require.Greater(t, f.Dev.Live()["buffer"], before)
+	l.Release()
+	l.Release()
+	require.Equal(t, before, f.Dev.Live()["buffer"], "every weight, adapter and bias freed")
+	x := f.Upload(d, f.Random(d, 3*8, 1), 3, 8)
+	_, _, err := l.Forward(f.Recorder(), x)
+	require.ErrorIs(t, err, ErrBadInput)
+}
