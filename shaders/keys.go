@@ -62,16 +62,8 @@ var CoopFrags = [][2]uint8{{2, 2}, {4, 2}, {2, 4}, {4, 4}}
 
 // Name is matmul_<D>[_a32][_b32][_nf4][_c32][_<kernel>][_f<FM><FN>].
 func (k MatmulKey) Name() string {
-	n := "matmul_" + k.D.String()
-	for _, f := range []struct {
-		on  bool
-		tok string
-	}{{k.A32, "_a32"}, {k.B32, "_b32"}, {k.NF4, "_nf4"}, {k.C32, "_c32"}} {
-		if f.on {
-			n += f.tok
-		}
-	}
-	n += k.Kernel.suffix()
+	n := "matmul_" + k.D.String() + pick(k.A32, "_a32", "") + pick(k.B32, "_b32", "") +
+		pick(k.NF4, "_nf4", "") + pick(k.C32, "_c32", "") + k.Kernel.suffix()
 	if k.FM != 0 || k.FN != 0 {
 		n += "_f" + string(rune('0'+k.FM)) + string(rune('0'+k.FN))
 	}
@@ -127,9 +119,14 @@ type NF4Key struct {
 
 // Name is nf4_dequant_<D>, nf4_quantize_<D> or nf4_absmax_f32.
 func (k NF4Key) Name() string {
-	op := map[NF4Op]string{NF4Dequant: "nf4_dequant", NF4Quantize: "nf4_quantize", NF4Absmax: "nf4_absmax"}[k.Op]
-	if op == "" {
-		op = "nf4_op?"
+	op := "nf4_op?"
+	switch k.Op {
+	case NF4Dequant:
+		op = "nf4_dequant"
+	case NF4Quantize:
+		op = "nf4_quantize"
+	case NF4Absmax:
+		op = "nf4_absmax"
 	}
 	return op + "_" + k.D.String()
 }
@@ -180,9 +177,16 @@ type PeakKey struct {
 // Name is peak_fma_f32, peak_copy_u32, peak_coopmat_<in>[_c16] or
 // peak_cm2_<in>.
 func (k PeakKey) Name() string {
-	op := map[PeakKind]string{PeakFMA: "peak_fma", PeakCopy: "peak_copy", PeakCoopMat: "peak_coopmat", PeakCM2: "peak_cm2"}[k.Kind]
-	if op == "" {
-		op = "peak_kind?"
+	op := "peak_kind?"
+	switch k.Kind {
+	case PeakFMA:
+		op = "peak_fma"
+	case PeakCopy:
+		op = "peak_copy"
+	case PeakCoopMat:
+		op = "peak_coopmat"
+	case PeakCM2:
+		op = "peak_cm2"
 	}
 	return variantName(op, false, string(k.In), pick(k.C16, "c16", ""))
 }

@@ -64,7 +64,7 @@ func Variants() []Variant {
 		for _, k := range MatmulKeys(MatmulTiled, d) {
 			t.add(k, Variant{Source: "matmul.comp", Defines: map[string]string{
 				"A_TYPE": typeDefine(k.aType()), "B_TYPE": typeDefine(k.bType()), "C_TYPE": typeDefine(k.cType()),
-				"B2_TYPE": typeDefine(d), "ROUND_TYPE": typeDefine(d),
+				"B2_TYPE": typeDefine(d.String()), "ROUND_TYPE": typeDefine(d.String()),
 			}, Buffers: MatmulBuffers, PushSize: sizeOf[MatmulPush]()})
 		}
 		// The rank products ([M, r], [r, in], [out, r]) on the narrow-output
@@ -75,7 +75,7 @@ func Variants() []Variant {
 			}, Buffers: MatmulBuffers, PushSize: sizeOf[MatmulPush]()})
 		}
 		t.add(SplitKReduceKey{C: d}, Variant{Source: "splitk_reduce.comp",
-			Defines: map[string]string{"C_TYPE": typeDefine(d)}, Buffers: 2, PushSize: sizeOf[SplitKPush]()})
+			Defines: map[string]string{"C_TYPE": typeDefine(d.String())}, Buffers: 2, PushSize: sizeOf[SplitKPush]()})
 	}
 
 	// matmul on cooperative matrices: 16-bit A and B (or NF4 B), fp32
@@ -87,7 +87,7 @@ func Variants() []Variant {
 		for _, kern := range []MatmulKernel{MatmulCoopMat, MatmulCM2} {
 			src := map[MatmulKernel]string{MatmulCoopMat: "matmul_coopmat.comp", MatmulCM2: "matmul_cm2.comp"}[kern]
 			for _, k := range MatmulKeys(kern, d) {
-				defs := map[string]string{"D_TYPE": typeDefine(d), "B_TYPE": typeDefine(k.bType()), "C_TYPE": typeDefine(k.cType())}
+				defs := map[string]string{"D_TYPE": typeDefine(d.String()), "B_TYPE": typeDefine(k.bType()), "C_TYPE": typeDefine(k.cType())}
 				if kern == MatmulCoopMat {
 					defs["FM"], defs["FN"] = fmt.Sprint(k.FM), fmt.Sprint(k.FN)
 				}
@@ -223,18 +223,8 @@ func pick(cond bool, yes, no string) string {
 	return no
 }
 
-// typeDefine maps a dtype token (or a dtype) to the TYPE_* macro of
-// include/types.glsl.
-func typeDefine[T string | dtype.DType](dt T) string {
-	var s string
-	switch v := any(dt).(type) {
-	case string:
-		s = v
-	case dtype.DType:
-		s = v.String()
-	}
-	return "TYPE_" + strings.ToUpper(s)
-}
+// typeDefine maps a dtype token to the TYPE_* macro of include/types.glsl.
+func typeDefine(dt string) string { return "TYPE_" + strings.ToUpper(dt) }
 
 // variantTable accumulates variants and fills in defaults.
 type variantTable struct{ vs []Variant }

@@ -224,11 +224,8 @@ func (r *Recorder) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Bi
 	cb := unsafe.Slice(r.bindings, MaxBindings)
 	align := r.dev.info.Caps.MinStorageOffsetAlignment
 	for i, b := range bufs {
-		if b.buf == nil || b.buf.buf == nil {
-			return r.fail(fmt.Errorf("vk: Dispatch %s: binding %d: buffer is nil or released: %w", s.Name, i, ErrInvalidArgument))
-		}
-		if b.buf.dev != r.dev {
-			return r.fail(fmt.Errorf("vk: Dispatch %s: binding %d belongs to another device: %w", s.Name, i, ErrInvalidArgument))
+		if b.buf == nil || b.buf.buf == nil || b.buf.dev != r.dev { // own says which, off the hot path
+			return r.fail(r.own(fmt.Sprintf("Dispatch %s: binding %d", s.Name, i), b))
 		}
 		if err := b.buf.checkRange("Dispatch "+s.Name, b.offset, b.size); err != nil {
 			return r.fail(err)
