@@ -162,10 +162,10 @@ func probeCoopMat(c *vk.Caps, o Options) map[dtype.DType]*coopSupport {
 			sup := &coopSupport{shape: s, subgroup: int(c.SubgroupSize), required: required, maxShared: maxShared}
 			for _, t := range o.coopTiles(s) {
 				threads := t.subgroups() * sup.subgroup
-				chunks := t.BK / 8 // per tile row; each thread stages whole chunks
 				_, _, built := t.frags(s)
+				// Each invocation stages whole 8-element chunks; the shader
+				// guards a last partial round of them.
 				if built && t.BK%int(s.K) == 0 && t.BK%8 == 0 &&
-					(t.BM*chunks)%threads == 0 && (t.BN*chunks)%threads == 0 &&
 					t.sharedBytes(maxShared) <= maxShared && fits(c, t.sharedBytes(maxShared), threads) &&
 					scratchFits(t, s, maxShared) {
 					sup.tiles = append(sup.tiles, t)

@@ -294,6 +294,11 @@ func TestCoopMatEveryGrid(t *testing.T) {
 	one := coopConfig{SGM: 2, SGN: 2, FM: 2, FN: 2, BK: 32}.tile(s)
 	require.True(t, one.twoBufs(maxShared))
 	grids = append(grids, grid{"f22-single", one})
+	// Sixteen subgroups on a one-matrix K step: fewer staging chunks than
+	// invocations, so the last staging round is partial (guarded).
+	partial := coopConfig{SGM: 4, SGN: 4, FM: 2, FN: 2, BK: max(8, int(s.K))}.tile(s)
+	require.Less(t, partial.BM*partial.BK/8, partial.subgroups()*base.eng.coop[d].subgroup)
+	grids = append(grids, grid{"f22-partial-staging", partial})
 	for _, g := range grids {
 		tile := g.tile
 		t.Run(g.name, func(t *testing.T) {
@@ -355,4 +360,30 @@ func TestCoopMatEveryShape(t *testing.T) {
 			require.NotZero(t, n, "CoopMat(%s) but no shape with fp32 accumulation", d)
 		})
 	}
+}
+
+// On a device with both cooperative scopes the subgroup-scope kernel takes
+// a product first only where its widest tile alone fills the device; other
+// outputs keep the workgroup-scope kernel, and rank-sized ones the narrow
+// paths. The device's workgroup-scope tiles are invented here: planning
+// never dispatches them.
+func TestPlanPrefersWideCoopMat(t *testing.T) {
+	const d = dtype.F16
+	f := coopFixture(t, d) // its own dispatcher, changed here
+	eng := f.eng
+	eng.cm2 = map[dtype.DType][]CM2Tile{d: cm2Tiles}
+	eng.cm2Narrow = map[dtype.DType][]CM2Tile{}
+	wide := eng.coop[d].tiles[0]
+	groups := eng.targetGroups()
+	kernelAt := func(m, n, k int) string {
+		a, b := f.Poisoned(d, m, k), f.Poisoned(d, n, k)
+		g := Gemm{C: f.Poisoned(d, m, n), A: Dense(a), B: Dense(b).T()}
+		name, err := eng.KernelFor(g)
+		require.NoError(t, err)
+		return name
+	}
+	big := wide.BM * groups // m × BN columns give exactly the target count
+	require.Equal(t, "coopmat", kernelAt(big, wide.BN, 32), "a wide output that fills the device")
+	require.Equal(t, "cm2", kernelAt(big/2, wide.BN, 32), "half that: too few wide tiles")
+	require.Equal(t, "narrow", kernelAt(big, 16, 32), "a rank-sized output")
 }

@@ -13,6 +13,9 @@
 //	nf4-slabs  NF4 B at M ≥ 512 on a workgroup-scope device: dequantize
 //	           column slabs (bounded scratch), then plan each slab's dense
 //	           product afresh (nf4slab.go)
+//	coopmat    the subgroup-scope kernel's widest tile, where that tile
+//	           alone gives enough workgroups to fill the device (it beats
+//	           cm2 there on the H200)
 //	cm2        VK_NV_cooperative_matrix2 workgroup-scope tiles, including
 //	           128×16 and 128×32 tiles for [M, r] outputs (cm2.go)
 //	narrow     outputs with a side ≤ 32, the rank products X·Aᵀ, G·B, dA,

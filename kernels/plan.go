@@ -39,6 +39,10 @@ type candidate struct {
 // candidates, fastest first where they overlap:
 //   - NF4 weights at large M on a workgroup-scope device: dense slabs on
 //     that kernel beat decoding 4-bit tiles inside it (nf4slab.go);
+//   - subgroup-scope cooperative matrices on the device's widest tile,
+//     where that tile alone fills the device: on the H200 its 256×128
+//     tile beats the workgroup-scope kernel by 4–9% at llama3-8b's
+//     products in the X·Wᵀ and G·W forms (docs/PERFORMANCE.md);
 //   - workgroup-scope cooperative matrices (VK_NV_cooperative_matrix2),
 //     including their narrow tiles for [M, r] outputs;
 //   - the narrow kernel for outputs with a side of at most narrowMax (the
@@ -47,6 +51,7 @@ type candidate struct {
 //   - the scalar tiled kernel, which takes everything.
 var candidates = []candidate{
 	{"nf4-slabs", (*Dispatcher).takeNF4Slabs},
+	{"coopmat", (*Dispatcher).takeCoopMatWide},
 	{"cm2", (*Dispatcher).takeCM2},
 	{"narrow", (*Dispatcher).takeNarrow},
 	{"coopmat", (*Dispatcher).takeCoopMat},
@@ -94,6 +99,23 @@ func (e *Dispatcher) takeCoopMat(p *problem) (plan, bool) {
 	pl.fm, pl.fn, _ = t.frags(sup.shape) // the probe kept only built grids
 	pl.subgroup = sup.required
 	return pl, true
+}
+
+// takeCoopMatWide takes a dense product whose output the subgroup-scope
+// kernel's first (widest) tile covers with enough workgroups to fill the
+// device, unless the narrow kernel would take it. Smaller outputs fall
+// to the later candidates, where the workgroup-scope kernel's 128×128
+// tile gives more workgroups than the subgroup-scope kernel's narrower
+// fallbacks, which are slower per workgroup.
+func (e *Dispatcher) takeCoopMatWide(p *problem) (plan, bool) {
+	if p.g.B.nf4 != nil || !e.CoopMat(p.d) || min(p.m, p.n) <= narrowMax {
+		return plan{}, false
+	}
+	t := e.coop[p.d].tiles[0]
+	if ceilDiv(p.m, t.BM)*ceilDiv(p.n, t.BN) < e.targetGroups() {
+		return plan{}, false
+	}
+	return e.takeCoopMat(p)
 }
 
 func (e *Dispatcher) takeTiled(p *problem) (plan, bool) {

@@ -86,9 +86,14 @@ const uint BUF_WORDS = A_WORDS + B_WORDS;
 shared uvec4 sh[(TWO_BUFS ? 2u : 1u) * BUF_WORDS];
 
 const uint WG = gl_WorkGroupSize.x;
-// The Go side only picks tiles whose chunk counts are multiples of WG.
-const uint A_PER_THREAD = A_ROWS * A_COLS / 8 / WG;
-const uint B_PER_THREAD = B_ROWS * B_COLS / 8 / WG;
+// Each invocation stages chunks tid, tid + WG, ...; where a tile has fewer
+// chunks than a multiple of WG (a short K step on many subgroups) the last
+// round is guarded. The guards fold away when WG divides the count.
+const uint A_CHUNKS = A_ROWS * A_COLS / 8, B_CHUNKS = B_ROWS * B_COLS / 8;
+const uint A_PER_THREAD = (A_CHUNKS + WG - 1) / WG;
+const uint B_PER_THREAD = (B_CHUNKS + WG - 1) / WG;
+#define A_IN(c) (A_CHUNKS % WG == 0u || (c) < A_CHUNKS)
+#define B_IN(c) (B_CHUNKS % WG == 0u || (c) < B_CHUNKS)
 
 #include "coop_stage.glsl"
 
@@ -213,19 +218,21 @@ void main() {
 	[[unroll]] for (uint i = 0; i < A_PER_THREAD; i++) {                                      \
 		uint g, n;                                                                            \
 		a_chunk(tid + i * WG, m0, (k0), kend, g, n);                                          \
-		ra[i] = n == 0u ? uvec4(0) : load_a_chunk(g, n);                                      \
+		ra[i] = (n == 0u || !A_IN(tid + i * WG)) ? uvec4(0) : load_a_chunk(g, n);             \
 	}                                                                                         \
 	[[unroll]] for (uint i = 0; i < B_PER_THREAD; i++) {                                      \
 		uint g, n;                                                                            \
 		b_chunk(tid + i * WG, n0, (k0), kend, g, n);                                          \
-		rb[i] = n == 0u ? uvec4(0) : load_b_chunk(g, n);                                      \
+		rb[i] = (n == 0u || !B_IN(tid + i * WG)) ? uvec4(0) : load_b_chunk(g, n);             \
 	}
 
 #define SHARED_STORE(base)                                                                    \
 	[[unroll]] for (uint i = 0; i < A_PER_THREAD; i++)                                        \
-		sh[(base) + chunk_word(tid + i * WG, A_COLS / 8, A_STRIDE)] = ra[i];                  \
+		if (A_IN(tid + i * WG))                                                               \
+			sh[(base) + chunk_word(tid + i * WG, A_COLS / 8, A_STRIDE)] = ra[i];              \
 	[[unroll]] for (uint i = 0; i < B_PER_THREAD; i++)                                        \
-		sh[(base) + A_WORDS + chunk_word(tid + i * WG, B_COLS / 8, B_STRIDE)] = rb[i];
+		if (B_IN(tid + i * WG))                                                               \
+			sh[(base) + A_WORDS + chunk_word(tid + i * WG, B_COLS / 8, B_STRIDE)] = rb[i];
 
 	uint buf = 0;
 	if (kbeg < kend) {
@@ -262,9 +269,11 @@ void main() {
 	if (gl_WorkGroupID.z == 0u) {
 		for (uint j0 = 0; j0 < pc.K2; j0 += BK) {
 			[[unroll]] for (uint i = 0; i < A_PER_THREAD; i++)
-				sh[chunk_word(tid + i * WG, A_COLS / 8, A_STRIDE)] = lora_a_chunk(tid + i * WG, m0, j0);
+				if (A_IN(tid + i * WG))
+					sh[chunk_word(tid + i * WG, A_COLS / 8, A_STRIDE)] = lora_a_chunk(tid + i * WG, m0, j0);
 			[[unroll]] for (uint i = 0; i < B_PER_THREAD; i++)
-				sh[A_WORDS + chunk_word(tid + i * WG, B_COLS / 8, B_STRIDE)] = lora_b_chunk(tid + i * WG, n0, j0);
+				if (B_IN(tid + i * WG))
+					sh[A_WORDS + chunk_word(tid + i * WG, B_COLS / 8, B_STRIDE)] = lora_b_chunk(tid + i * WG, n0, j0);
 			barrier();
 			TILE_MMA(0)
 			barrier();

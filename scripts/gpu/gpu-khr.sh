@@ -5,15 +5,19 @@
 #   TESTRUN   kernels tests to run first (a -test.run pattern; both
 #             cooperative paths required), "" for none
 #   PEAK=1    lorabench peak -fresh
+#   TORCH=1   cuBLAS (through PyTorch) at every shape of SHAPES, bf16
 #   SHAPES    "M,N,K;..." matmul shapes timed on the workgroup-scope kernel
 #             and on the subgroup-scope one at each tile of KHR_TILES
 #             (VKLORA_COOPMAT_TILE values, ';'-separated), with the
 #             driver's compile statistics
-#   OLD       a lorabench binary of an earlier commit in $B: the llama3-8b
-#             presets with both, for a before/after comparison
+#   OLD       a lorabench binary of an earlier commit in $B: the presets of
+#             PRESETS (default llama3-8b) with both, for a before/after
+#             comparison
 #   PROFILE   ops (e.g. qkv) profiled per dispatch with both binaries
 #   PACKAGES  other test binaries to run first (e.g. "lora autograd")
 #   MATMUL_ARGS extra lorabench matmul flags (e.g. -no-peak)
+#   FORMS     operand forms timed at every shape (lorabench matmul -form;
+#             default "nt", e.g. "nt nn tn")
 #
 # lorabench's own VKLORA_* switches pass through: VKLORA_COOPMAT_SHAPE=16,8,16
 # times the subgroup-scope kernel at that reported shape, and the kernels
@@ -37,24 +41,30 @@ for p in ${PACKAGES:-}; do
 done
 [ "${PEAK:-0}" = 1 ] && timeout 120 "$B/lorabench" peak -fresh > "$out/peak.txt" 2>&1
 IFS=';' read -ra shapes <<< "${SHAPES:-}"
+if [ "${TORCH:-0}" = 1 ] && [ -n "${SHAPES:-}" ]; then
+	echo "## cuBLAS" >> "$L"
+	timeout 120 python3 scripts/gpu/torch_matmul.py --shapes "$SHAPES" --dtype bf16 >> "$L" 2>&1
+fi
 IFS=';' read -ra tiles <<< "${KHR_TILES:-}"
+for f in ${FORMS:-nt}; do
 for s in "${shapes[@]}"; do
 	IFS=',' read -r m n k <<< "$s"
 	{
-		echo "## $s workgroup scope"
-		timeout 60 "$B/lorabench" matmul -m "$m" -n "$n" -k "$k" -dtype bf16 -reps 10 -warmup 3 -stats ${MATMUL_ARGS:-}
+		echo "## $s $f workgroup scope"
+		timeout 60 "$B/lorabench" matmul -m "$m" -n "$n" -k "$k" -form "$f" -dtype bf16 -reps 10 -warmup 3 -stats ${MATMUL_ARGS:-}
 		for t in "" "${tiles[@]}"; do
-			echo "## $s subgroup scope, tile '${t:-default}'"
-			VKLORA_DISABLE_COOPMAT2=1 VKLORA_COOPMAT_TILE="$t" timeout 60 "$B/lorabench" matmul -m "$m" -n "$n" -k "$k" -dtype bf16 -reps 10 -warmup 3 -stats ${MATMUL_ARGS:-}
+			echo "## $s $f subgroup scope, tile '${t:-default}'"
+			VKLORA_DISABLE_COOPMAT2=1 VKLORA_COOPMAT_TILE="$t" timeout 60 "$B/lorabench" matmul -m "$m" -n "$n" -k "$k" -form "$f" -dtype bf16 -reps 10 -warmup 3 -stats ${MATMUL_ARGS:-}
 		done
 	} >> "$L" 2>&1
 done
+done
 if [ -n "${OLD:-}" ]; then
+	for pr in ${PRESETS:-llama3-8b}; do
 	for bin in "$OLD" lorabench; do
-		echo "## $bin bench -preset llama3-8b" >> "$L"
-		timeout 150 "$B/$bin" bench -preset llama3-8b -op mlp,qkv,o -pass fwdbwd -reps 5 -warmup 2 >> "$L" 2>&1
-		echo "## $bin bench -preset llama3-8b, subgroup scope only" >> "$L"
-		[ "$bin" = lorabench ] && VKLORA_DISABLE_COOPMAT2=1 timeout 150 "$B/$bin" bench -preset llama3-8b -op mlp,qkv,o -pass fwdbwd -reps 5 -warmup 2 >> "$L" 2>&1
+		echo "## $bin bench -preset $pr" >> "$L"
+		timeout 150 "$B/$bin" bench -preset "$pr" -op mlp,qkv,o -pass fwdbwd -reps 5 -warmup 2 >> "$L" 2>&1
+	done
 	done
 fi
 for op in ${PROFILE:-}; do
@@ -62,4 +72,4 @@ for op in ${PROFILE:-}; do
 		timeout 60 "$B/$bin" bench -preset llama3-8b -op "$op" -pass fwdbwd -reps 3 -warmup 1 -profile > "$out/profile-$op-$bin.txt" 2>&1
 	done
 done
-grep -E "^(##|matmul|mlp|qkv|o |kernel matmul)" "$L" | sed -E 's/Binary Size=[0-9]+ //; s/Stack Size=0 //' | cut -c1-200
+grep -E "^(##|matmul|mlp|qkv|o |kernel matmul|\\{)" "$L" | sed -E 's/Binary Size=[0-9]+ //; s/Stack Size=0 //' | cut -c1-200
