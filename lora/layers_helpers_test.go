@@ -5,6 +5,7 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk"
 	"github.com/vklora/vklora/vk/vktest"
 )
 
@@ -38,13 +39,31 @@ func biasName(bias bool) string {
 
 func (f *fixture) keepGrads(gs ...ProjGrad) {
 	for _, g := range gs {
-		f.Keep(g.A, g.B)
+		for _, t := range []*vk.Tensor{g.A, g.B, g.LoRABias, g.Magnitude, g.Bias} {
+			if t != nil {
+				f.Keep(t)
+			}
+		}
 	}
 }
 
-// checkGrads compares dA and dB of one projection with the reference.
+// checkGrads compares dA and dB of one projection with the reference, and
+// the extensions' gradients, each present exactly where the reference has
+// it.
 func (f *fixture) checkGrads(name string, got ProjGrad, want ref.Grads, rp *ref.Proj, bound float64) {
 	f.T.Helper()
+	for _, v := range []struct {
+		what string
+		got  *vk.Tensor
+		want []float64
+	}{{"d lora_B bias", got.LoRABias, want.DLoRABias}, {"dm", got.Magnitude, want.DMagnitude}, {"d bias", got.Bias, want.DBias}} {
+		if (v.got == nil) != (v.want == nil) {
+			f.T.Fatalf("%s %s: got %v, want present = %v", name, v.what, v.got, v.want != nil)
+		}
+		if v.got != nil {
+			vktest.ExpectClose(f.T, name+" "+v.what, f.Download(v.got), v.want, len(v.want), bound)
+		}
+	}
 	if rp.R == 0 {
 		if got.A != nil || got.B != nil {
 			f.T.Fatalf("%s: gradients for a projection without adapter", name)

@@ -32,6 +32,17 @@ func (e *Engine) MatmulLoRA(rec *vk.Recorder, x *vk.Tensor, p *Projection, out *
 	} else if err := checkNoAlias(y, "X", x, p); err != nil {
 		return nil, fmt.Errorf("lora: MatmulLoRA: %w", err)
 	}
+	if p.ext() {
+		ext, err := e.extForward(rec, x, p, r, y, newDropCache())
+		if err != nil {
+			if out == nil {
+				y.Release()
+			}
+			return nil, err
+		}
+		rec.Hold(ext) // nothing runs a backward on it
+		return y, nil
+	}
 	xa, err := e.linearForward(rec, x, p, r, y)
 	if err != nil {
 		if out == nil {
@@ -53,7 +64,11 @@ func checkNoAlias(out *vk.Tensor, xName string, x *vk.Tensor, p *Projection) err
 		name string
 		t    *vk.Tensor
 	}
-	ins := []named{{xName, x}, {"A", p.A}, {"B", p.B}, {"bias", p.Bias}, {"W", p.W.Dense}}
+	ins := []named{{xName, x}, {"A", p.A}, {"B", p.B}, {"bias", p.Bias}, {"W", p.W.Dense},
+		{"lora_B bias", p.LoRABias}, {"DoRA magnitude", p.Magnitude}}
+	if p.Dropout != nil {
+		ins = append(ins, named{"dropout mask", p.Dropout.Mask})
+	}
 	if w := p.W.NF4; w != nil {
 		ins = append(ins, named{"W (NF4 codes)", w.Packed}, named{"W (NF4 state)", w.State})
 	}

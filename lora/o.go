@@ -18,12 +18,14 @@ type O struct {
 // copy: the caller must not change X before backward) and x·Aᵀ [M, r].
 type OSaved struct {
 	x, xa *vk.Tensor
+	ext   *extSaved // the extension path's context (ext.go), else nil
 }
 
 // Release frees what the forward saved (never X itself); safe twice.
 func (s *OSaved) Release() {
 	if s != nil {
 		s.xa.Release()
+		s.ext.Release()
 	}
 }
 
@@ -44,6 +46,14 @@ func (l *O) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *OSaved, error)
 	y, err := l.Engine.newOut("Y", d, m, out)
 	if err != nil {
 		return nil, nil, err
+	}
+	if l.Proj.ext() {
+		ext, err := l.Engine.extForward(rec, x, l.Proj, r, y, newDropCache())
+		if err != nil {
+			y.Release()
+			return nil, nil, err
+		}
+		return y, &OSaved{x: x, ext: ext}, nil
 	}
 	xa, err := l.Engine.linearForward(rec, x, l.Proj, r, y)
 	if err != nil {
@@ -76,6 +86,18 @@ func (l *O) Backward(rec *vk.Recorder, saved *OSaved, gy *vk.Tensor) (*vk.Tensor
 	// before this reads them: the backward records its own barrier, so
 	// Forward and Backward may share one recording without one in between.
 	rec.Barrier()
+	if saved.ext != nil {
+		if saved.ext.released() {
+			dx.Release()
+			return nil, ProjGrad{}, fmt.Errorf("lora: O.Backward: the saved context is released: %w", ErrBadInput)
+		}
+		pg, err := e.extBackward(rec, saved.x, saved.ext, gy, l.Proj, r, dx, 0, newDropCache())
+		if err != nil {
+			dx.Release()
+			return nil, ProjGrad{}, err
+		}
+		return dx, pg, nil
+	}
 	gb, err := e.upGrad(rec, gy, l.Proj, r)
 	if err != nil {
 		dx.Release()

@@ -4,16 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
 
 	"github.com/vklora/vklora/kernels"
 	"github.com/vklora/vklora/vk"
 )
 
 // ErrNotImplemented marks adapter features PEFT has and the engine does not
-// implement yet (LoRA dropout, DoRA, a lora_B bias), so callers can fall back
-// to another path instead of training with a silently different model.
-// LoRALinear has no fields for those features, so GetLoRAParameters never
-// returns it today.
+// implement yet, so callers can fall back to another path instead of
+// training with a silently different model.
 var ErrNotImplemented = errors.New("not implemented")
 
 // LoRALinear mirrors one PEFT LoRA Linear (peft.tuners.lora.Linear) for its
@@ -24,8 +23,20 @@ type LoRALinear struct {
 	Base Weight
 	// Bias is the base layer's bias [out] of the base dtype, or nil. It is
 	// frozen like Base and applies whether or not the adapter is active.
-	Bias      *vk.Tensor
-	A, B      *vk.Tensor
+	Bias *vk.Tensor
+	// BiasTrainable marks Bias as trained (PEFT bias="all" or "lora_only"):
+	// the layers' backward then returns its gradient.
+	BiasTrainable bool
+	A, B          *vk.Tensor
+	// LoRABias is lora_B's bias [out] (PEFT lora_bias=True), of the adapter
+	// dtype, or nil; it is scaled by s with the rest of the LoRA term.
+	LoRABias *vk.Tensor
+	// Magnitude is DoRA's magnitude vector m [out] (PEFT use_dora, saved as
+	// lora_magnitude_vector), of the adapter dtype, or nil for plain LoRA.
+	Magnitude *vk.Tensor
+	// Dropout is lora_dropout, the probability in [0, 1) that an element
+	// of the LoRA branch's input is zeroed in training.
+	Dropout   float64
 	Alpha     float64
 	R         int
 	UseRSLoRA bool // scale alpha/√r (rsLoRA) instead of alpha/r
@@ -43,9 +54,13 @@ func LoRAScale(alpha float64, r int, rslora bool) float64 {
 }
 
 // GetLoRAParameters returns the Projection the layers compute for l (after
-// axolotl's get_lora_parameters): the base weight, and A, B and the scale
-// unless the adapter is disabled, merged or absent, and the base bias in
-// every case. Errors name the argument (bias, lora_A, lora_B, r,
+// axolotl's get_lora_parameters): the base weight, and A, B, the scale and
+// the adapter's extensions (lora_B bias, DoRA magnitude, dropout) unless
+// the adapter is disabled, merged or absent, and the base bias in every
+// case. A dropout gets its own mask generator, seeded from a process-wide
+// sequence so that every projection draws its own mask, as PEFT's
+// per-projection nn.Dropout does; set Projection.Dropout.Seed for a
+// reproducible run, or share one *Dropout to share masks. Errors name the argument (bias, lora_A, lora_B, r,
 // lora_alpha) and its shape and wrap ErrBadInput.
 func GetLoRAParameters(l *LoRALinear) (*Projection, error) {
 	p, err := getLoRAParameters(l)
@@ -63,7 +78,7 @@ func getLoRAParameters(l *LoRALinear) (*Projection, error) {
 	if err != nil {
 		return nil, fmt.Errorf("base %w", err)
 	}
-	p := &Projection{W: l.Base, Bias: l.Bias}
+	p := &Projection{W: l.Base, Bias: l.Bias, BiasTrainable: l.BiasTrainable}
 	if l.Bias != nil {
 		d := l.Base.mat().DType()
 		if err := kernels.CheckBias(l.Bias, out, d, fmt.Sprintf("base weight %s[%d %d]", d, out, in)); err != nil {
@@ -88,9 +103,25 @@ func getLoRAParameters(l *LoRALinear) (*Projection, error) {
 		return nil, fmt.Errorf("lora_B %s must be [out=%d, r=%d] for base weight [%d,%d]: %w", l.B, out, l.R, out, in, ErrBadInput)
 	}
 	p.A, p.B, p.Scale = l.A, l.B, LoRAScale(l.Alpha, l.R, l.UseRSLoRA)
+	p.LoRABias, p.Magnitude = l.LoRABias, l.Magnitude
+	if l.Dropout != 0 {
+		p.Dropout = &Dropout{P: l.Dropout, Seed: nextDropoutSeed()}
+	}
 	// Dtype and the remaining checks are the layers' own, so they agree.
 	if _, _, _, _, err := p.shape("w"); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// dropoutSeeds numbers the dropout generators GetLoRAParameters creates.
+var dropoutSeeds atomic.Uint64
+
+// nextDropoutSeed is a fresh seed: the sequence's next number, mixed
+// (splitmix64's finaliser) so that neighbouring seeds share no structure.
+func nextDropoutSeed() uint64 {
+	z := dropoutSeeds.Add(1) * 0x9E3779B97F4A7C15
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+	return z ^ (z >> 31)
 }

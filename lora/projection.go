@@ -50,11 +50,26 @@ func (w Weight) dims() (out, in int, err error) {
 // projection is the plain X·Wᵀ (+ bias). Bias nil means none; otherwise it
 // is 1-D [out] of the layer dtype, added after the matmul (Y is rounded to
 // the dtype before the bias is added, and once more after).
+//
+// PEFT's extensions (docs/LORA-MATH.md has the formulas):
+//   - BiasTrainable: the backward also returns the base bias's gradient
+//     (PEFT bias="all" or "lora_only").
+//   - LoRABias: lora_B's bias [out] (PEFT lora_bias=True); Y gains
+//     S·LoRABias, and the backward returns its gradient.
+//   - Magnitude: DoRA's m [out] (PEFT use_dora). Y becomes PEFT's DoRA
+//     output with the detached row norm of W + S·B·A, which is computed
+//     without forming that [out, in] matrix; the backward returns dm.
+//     DoRA with LoRABias is refused, as PEFT refuses it.
+//   - Dropout: the LoRA branch's inverted dropout in training (nil: none).
 type Projection struct {
-	W     Weight
-	A, B  *vk.Tensor
-	Scale float64
-	Bias  *vk.Tensor
+	W             Weight
+	A, B          *vk.Tensor
+	Scale         float64
+	Bias          *vk.Tensor
+	BiasTrainable bool
+	LoRABias      *vk.Tensor
+	Magnitude     *vk.Tensor
+	Dropout       *Dropout
 }
 
 // HasAdapter reports whether the LoRA term is present.
@@ -76,8 +91,17 @@ func (p *Projection) shape(name string) (out, in, r int, d dtype.DType, err erro
 			return 0, 0, 0, 0, fmt.Errorf("projection %s: %w", name, err)
 		}
 	}
+	if p.BiasTrainable && p.Bias == nil {
+		return 0, 0, 0, 0, fmt.Errorf("projection %s: BiasTrainable without a bias: %w", name, ErrBadInput)
+	}
 	if !p.HasAdapter() {
+		if p.LoRABias != nil || p.Magnitude != nil {
+			return 0, 0, 0, 0, fmt.Errorf("projection %s: lora_B bias or DoRA magnitude without lora_A and lora_B: %w", name, ErrBadInput)
+		}
 		return out, in, 0, d, nil
+	}
+	if err := p.checkExtensions(name, out, d); err != nil {
+		return 0, 0, 0, 0, err
 	}
 	switch {
 	case p.A == nil || p.B == nil:
@@ -117,14 +141,18 @@ func checkInput(name string, x *vk.Tensor, in int, d dtype.DType) (m int, err er
 	return x.Dim(0), nil
 }
 
-// ProjGrad holds the gradients of one projection's adapter: dA [r, in] and
-// dB [out, r], in the adapter's dtype. Both nil when there is no adapter.
+// ProjGrad holds the gradients of one projection's trainable tensors, in
+// the layer dtype: dA [r, in] and dB [out, r] (nil without adapter), and,
+// where the projection has them, the lora_B bias's, DoRA's magnitude's
+// and the trainable base bias's ([out] each; nil otherwise).
 type ProjGrad struct {
-	A, B *vk.Tensor
+	A, B                      *vk.Tensor
+	LoRABias, Magnitude, Bias *vk.Tensor
 }
 
-// Release frees both gradients; safe to call twice.
+// Release frees every gradient; safe to call twice.
 func (g *ProjGrad) Release() {
-	g.A.Release()
-	g.B.Release()
+	for _, t := range []*vk.Tensor{g.A, g.B, g.LoRABias, g.Magnitude, g.Bias} {
+		t.Release()
+	}
 }

@@ -144,6 +144,54 @@ func (AddKey) sealed()          {}
 func (NF4Key) sealed()          {}
 func (FillKey) sealed()         {}
 
+// AdamWKey is the AdamW update of package optim (adamw.comp) for a
+// parameter stored in P, with its gradient stored in P or, G32, in f32 (an
+// f32 accumulator of a 16-bit parameter's gradients; f32 parameters have
+// no G32 form). 16-bit parameters keep an f32 master copy.
+type AdamWKey struct {
+	P   dtype.DType
+	G32 bool
+}
+
+// Name is adamw_<P>[_g32].
+func (k AdamWKey) Name() string { return "adamw_" + k.P.String() + pick(k.G32, "_g32", "") }
+
+// SumSqKey is a pass of the global gradient norm of package optim
+// (sumsq.comp): the per-workgroup sums of squares of a gradient stored in
+// D, or, Final (D is f32), the reduction of those partial sums into the
+// norm and the clip coefficient.
+type SumSqKey struct {
+	D     dtype.DType
+	Final bool
+}
+
+// Name is sumsq_<D> or sumsq_f32_final.
+func (k SumSqKey) Name() string { return "sumsq_" + k.D.String() + pick(k.Final, "_final", "") }
+
+// GradAccKey is the f32 gradient accumulation acc += alpha·src of package
+// optim (gradacc.comp) for src stored in D.
+type GradAccKey struct{ D dtype.DType }
+
+// Name is gradacc_<D>.
+func (k GradAccKey) Name() string { return "gradacc_" + k.D.String() }
+
+// OptimKeys lists the kernels of package optim, in table order.
+func OptimKeys() []Key {
+	var ks []Key
+	for _, d := range []dtype.DType{dtype.F32, dtype.F16, dtype.BF16} {
+		ks = append(ks, AdamWKey{P: d})
+		if d != dtype.F32 {
+			ks = append(ks, AdamWKey{P: d, G32: true})
+		}
+		ks = append(ks, SumSqKey{D: d}, GradAccKey{D: d})
+	}
+	return append(ks, SumSqKey{D: dtype.F32, Final: true})
+}
+
+func (AdamWKey) sealed()   {}
+func (SumSqKey) sealed()   {}
+func (GradAccKey) sealed() {}
+
 // PeakKind is a ceiling lorabench peak measures.
 type PeakKind uint8
 

@@ -53,6 +53,25 @@ type NF4AbsmaxPush struct {
 // FillPush mirrors fill.comp's block.
 type FillPush struct{ Count, Value uint32 }
 
+// AdamWPush mirrors adamw.comp's block: the element count, whether to
+// apply the clip coefficient, and the step's f32 scalars (see adamw.comp).
+type AdamWPush struct {
+	Count, Clip                                 uint32
+	Decay, W1, Beta2, C2, NegStep, BC2Sqrt, Eps float32
+}
+
+// SumSqPush mirrors sumsq.comp's block (both passes).
+type SumSqPush struct {
+	Count, Base, Clip uint32
+	MaxNorm           float32
+}
+
+// GradAccPush mirrors gradacc.comp's block.
+type GradAccPush struct {
+	Count uint32
+	Alpha float32
+}
+
 var (
 	_ [80]byte = [unsafe.Sizeof(MatmulPush{})]byte{}
 	_ [20]byte = [unsafe.Sizeof(SplitKPush{})]byte{}
@@ -62,6 +81,9 @@ var (
 	_ [76]byte = [unsafe.Sizeof(NF4QuantizePush{})]byte{}
 	_ [16]byte = [unsafe.Sizeof(NF4AbsmaxPush{})]byte{}
 	_ [8]byte  = [unsafe.Sizeof(FillPush{})]byte{}
+	_ [36]byte = [unsafe.Sizeof(AdamWPush{})]byte{}
+	_ [16]byte = [unsafe.Sizeof(SumSqPush{})]byte{}
+	_ [8]byte  = [unsafe.Sizeof(GradAccPush{})]byte{}
 )
 
 func sizeOf[T any]() int { var v T; return int(unsafe.Sizeof(v)) }

@@ -217,9 +217,11 @@ func TestKeysHaveModules(t *testing.T) {
 		}
 	}
 	keys = append(keys, NF4Key{Op: NF4Absmax, D: dtype.F32}, FillKey{})
+	keys = append(keys, OptimKeys()...)
 	for _, k := range PeakKeys() {
 		keys = append(keys, k)
 	}
+	keys = append(keys, ExtKeys()...)
 	if len(keys) != len(Variants()) {
 		t.Errorf("%d keys, %d variants: a family's key list and the table disagree", len(keys), len(Variants()))
 	}

@@ -136,8 +136,38 @@ func Variants() []Variant {
 	// Double-quantized NF4 scales decoded on the GPU; scales are always f32.
 	t.add(NF4Key{Op: NF4Absmax, D: dtype.F32}, Variant{Source: "nf4_absmax.comp", Buffers: 4, PushSize: sizeOf[NF4AbsmaxPush]()})
 
+	extVariants(&t)
+	optimVariants(&t)
 	peakVariants(&t)
 	return t.vs
+}
+
+// optimVariants are the kernels of package optim: the AdamW update by
+// parameter and gradient storage (an f32 master copy for 16-bit
+// parameters), the two passes of the global gradient norm, and the f32
+// gradient accumulator. All compute in f32.
+func optimVariants(t *variantTable) {
+	for _, k := range OptimKeys() {
+		switch k := k.(type) {
+		case AdamWKey:
+			defs := map[string]string{"P_TYPE": typeDefine(k.P.String()), "G_TYPE": typeDefine(pick(k.G32, "f32", k.P.String()))}
+			bufs := 5
+			if k.P != dtype.F32 {
+				defs["MASTER"] = ""
+				bufs = 6
+			}
+			t.add(k, Variant{Source: "adamw.comp", Defines: defs, Buffers: bufs, PushSize: sizeOf[AdamWPush]()})
+		case SumSqKey:
+			defs := map[string]string{"D_TYPE": typeDefine(k.D.String())}
+			if k.Final {
+				defs["FINAL"] = ""
+			}
+			t.add(k, Variant{Source: "sumsq.comp", Defines: defs, Buffers: 2, PushSize: sizeOf[SumSqPush]()})
+		case GradAccKey:
+			t.add(k, Variant{Source: "gradacc.comp", Defines: map[string]string{"D_TYPE": typeDefine(k.D.String())},
+				Buffers: 2, PushSize: sizeOf[GradAccPush]()})
+		}
+	}
 }
 
 // peakVariants are the kernels of `lorabench peak`, which measures the

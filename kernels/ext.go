@@ -1,0 +1,242 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/shaders"
+	"github.com/vklora/vklora/vk"
+)
+
+// DropoutSource is where a dropout mask comes from: an explicit keep mask
+// (U8, 1 keep and 0 drop, the shape of the input) or the counter-based
+// generator at (Seed, Offset): element e of the input keeps when
+// Philox-4x32-10(counter Offset+e, key Seed) ≥ round(P·2³²). P is the drop
+// probability in [0, 1).
+type DropoutSource struct {
+	P            float64
+	Seed, Offset uint64
+	Mask         *vk.Tensor
+}
+
+// Threshold is the generator's keep threshold for P: round(P·2³²).
+func (s DropoutSource) Threshold() uint32 {
+	return uint32(min(math.Round(s.P*(1<<32)), math.MaxUint32))
+}
+
+// Inv is the inverted-dropout scale 1/(1−P), rounded once to f32 as
+// torch's dropout does.
+func (s DropoutSource) Inv() float32 { return float32(1 / (1 - s.P)) }
+
+func (s DropoutSource) check(x *vk.Tensor) error {
+	if math.IsNaN(s.P) || s.P < 0 || s.P >= 1 {
+		return fmt.Errorf("dropout probability %v must be in [0, 1): %w", s.P, ErrBadInput)
+	}
+	if s.Mask == nil {
+		return nil
+	}
+	if s.Mask.Released() || s.Mask.DType() != dtype.U8 || !slices.Equal(s.Mask.Shape(), x.Shape()) {
+		return fmt.Errorf("dropout mask %s must be u8 of the input's shape %v: %w", s.Mask, x.Shape(), ErrBadInput)
+	}
+	return nil
+}
+
+// Dropout records the dropout kernel (shaders/dropout.comp) on x [M, N]:
+// out = D(x) (DropoutForward), x − D(x) (DropoutResidual) or out + D(x)
+// (DropoutAdd), with D(x) = x ⊙ mask · 1/(1−P). out and x share shape and
+// dtype; out must not alias x.
+func (e *Dispatcher) Dropout(rec *vk.Recorder, mode shaders.DropoutMode, out, x *vk.Tensor, src DropoutSource) error {
+	if err := checkElementwise(rec, "out", out, "x", x); err != nil {
+		return fmt.Errorf("kernels: Dropout: %w", err)
+	}
+	if err := src.check(x); err != nil {
+		return fmt.Errorf("kernels: Dropout: %w", err)
+	}
+	rows, cols := rowsCols(x)
+	k, err := e.dev.ShaderKernel(shaders.DropoutKey{D: x.DType(), Mode: mode, Mask: src.Mask != nil}, addWG)
+	if err != nil {
+		return err
+	}
+	mask := x.Binding()
+	if src.Mask != nil {
+		mask = src.Mask.Binding()
+	}
+	p := shaders.DropoutPush{Rows: uint32(rows), Cols: uint32(cols), Threshold: src.Threshold(), Inv: src.Inv(),
+		SeedLo: uint32(src.Seed), SeedHi: uint32(src.Seed >> 32), OffLo: uint32(src.Offset), OffHi: uint32(src.Offset >> 32)}
+	return rec.Dispatch(k, e.elementGrid(rows, cols), vk.PushBytes(&p), out.Binding(), x.Binding(), mask)
+}
+
+// ColScale records out[i,j] = alpha·out[i,j] + (v[j] + k)·a[i,j] for a and
+// out [M, N] of one dtype and v f32 [N]. alpha = 0 ignores out's contents.
+func (e *Dispatcher) ColScale(rec *vk.Recorder, out, a, v *vk.Tensor, alpha, k float32) error {
+	if err := checkElementwise(rec, "out", out, "a", a); err != nil {
+		return fmt.Errorf("kernels: ColScale: %w", err)
+	}
+	rows, cols := rowsCols(a)
+	if err := checkVector("v", v, cols, dtype.F32); err != nil {
+		return fmt.Errorf("kernels: ColScale: %w", err)
+	}
+	if !finite32(alpha) || !finite32(k) {
+		return fmt.Errorf("kernels: ColScale: alpha %v or k %v is not finite: %w", alpha, k, ErrBadInput)
+	}
+	kern, err := e.dev.ShaderKernel(shaders.ColKey{Op: shaders.ColScale, D: a.DType()}, addWG)
+	if err != nil {
+		return err
+	}
+	p := shaders.ColPush{Rows: uint32(rows), Cols: uint32(cols), Alpha: alpha, K: k}
+	return rec.Dispatch(kern, e.elementGrid(rows, cols), vk.PushBytes(&p), out.Binding(), a.Binding(), a.Binding(), v.Binding())
+}
+
+// ColSum records out[j] = alpha·Σ_i a[i,j] (times b[i,j] when b is set),
+// times v[j] when v (f32 [N]) is set, for a (and b) [M, N] of one dtype;
+// out is [N] of that dtype or f32. The sum is f32, rounded once.
+func (e *Dispatcher) ColSum(rec *vk.Recorder, out, a, b, v *vk.Tensor, alpha float32) error {
+	if rec == nil {
+		return fmt.Errorf("kernels: ColSum: recorder is nil: %w", ErrBadInput)
+	}
+	if err := checkOperand("a", a); err != nil || a.Rank() != 2 {
+		return fmt.Errorf("kernels: ColSum: a %s must be a 2-D float tensor (%v): %w", a, err, ErrBadInput)
+	}
+	rows, cols := rowsCols(a)
+	if b != nil {
+		if err := checkElementwise(rec, "b", b, "a", a); err != nil {
+			return fmt.Errorf("kernels: ColSum: %w", err)
+		}
+	}
+	if out == nil || (out.DType() != a.DType() && out.DType() != dtype.F32) {
+		return fmt.Errorf("kernels: ColSum: out %s must be [%d] of %s or f32: %w", out, cols, a.DType(), ErrBadInput)
+	}
+	if err := checkVector("out", out, cols, out.DType()); err != nil {
+		return fmt.Errorf("kernels: ColSum: %w", err)
+	}
+	if !finite32(alpha) {
+		return fmt.Errorf("kernels: ColSum: alpha %v is not finite: %w", alpha, ErrBadInput)
+	}
+	vBind, useV := a.Binding(), float32(0)
+	if v != nil {
+		if err := checkVector("v", v, cols, dtype.F32); err != nil {
+			return fmt.Errorf("kernels: ColSum: %w", err)
+		}
+		vBind, useV = v.Binding(), 1
+	}
+	key := shaders.ColKey{Op: shaders.ColSum, D: a.DType(), C32: out.DType() == dtype.F32 && a.DType() != dtype.F32, Prod: b != nil}
+	kern, err := e.dev.ShaderKernel(key)
+	if err != nil {
+		return err
+	}
+	second := a.Binding()
+	if b != nil {
+		second = b.Binding()
+	}
+	p := shaders.ColPush{Rows: uint32(rows), Cols: uint32(cols), Alpha: alpha, K: useV}
+	return rec.Dispatch(kern, [3]uint32{uint32(ceilDiv(cols, 64)), 1, 1}, vk.PushBytes(&p), out.Binding(), a.Binding(), second, vBind)
+}
+
+// RowSquares records out[i] = Σ_j a[i,j]² (f32) for a [M, N].
+func (e *Dispatcher) RowSquares(rec *vk.Recorder, out, a *vk.Tensor) error {
+	if rec == nil {
+		return fmt.Errorf("kernels: RowSquares: recorder is nil: %w", ErrBadInput)
+	}
+	if err := checkOperand("a", a); err != nil || a.Rank() != 2 {
+		return fmt.Errorf("kernels: RowSquares: a %s must be a 2-D float tensor (%v): %w", a, err, ErrBadInput)
+	}
+	rows, cols := rowsCols(a)
+	if err := checkVector("out", out, rows, dtype.F32); err != nil {
+		return fmt.Errorf("kernels: RowSquares: %w", err)
+	}
+	kern, err := e.dev.ShaderKernel(shaders.ColKey{Op: shaders.RowSquares, D: a.DType(), C32: true})
+	if err != nil {
+		return err
+	}
+	p := shaders.ColPush{Rows: uint32(rows), Cols: uint32(cols)}
+	g := min(rows, int(e.dev.Caps().MaxWorkgroupCount[0]), 65535)
+	return rec.Dispatch(kern, [3]uint32{uint32(g), 1, 1}, vk.PushBytes(&p), out.Binding(), a.Binding(), a.Binding(), a.Binding())
+}
+
+// DoraNorm records DoRA's reciprocal row norm 1/n [out] and scale c = m/n [out] (both
+// f32) of V = W + s·B·A from wsq = ‖W_o‖² (f32 [out]), aw = A·Wᵀ (f32 [r,
+// out]), aa = A·Aᵀ (f32 [r, r]), B [out, r] and m [out] of the adapter
+// dtype (shaders/dora_norm.comp).
+func (e *Dispatcher) DoraNorm(rec *vk.Recorder, n, c, wsq, aw, aa, b, m *vk.Tensor, s float32) error {
+	if rec == nil {
+		return fmt.Errorf("kernels: DoraNorm: recorder is nil: %w", ErrBadInput)
+	}
+	if b == nil || b.Released() || b.Rank() != 2 || !b.DType().IsFloat() {
+		return fmt.Errorf("kernels: DoraNorm: lora_B %s must be a 2-D float tensor [out, r]: %w", b, ErrBadInput)
+	}
+	out, r := b.Dim(0), b.Dim(1)
+	for _, v := range []struct {
+		name string
+		t    *vk.Tensor
+		n    int
+		d    dtype.DType
+	}{{"n", n, out, dtype.F32}, {"c", c, out, dtype.F32}, {"‖W‖²", wsq, out, dtype.F32}, {"magnitude", m, out, b.DType()}} {
+		if err := checkVector(v.name, v.t, v.n, v.d); err != nil {
+			return fmt.Errorf("kernels: DoraNorm: %w", err)
+		}
+	}
+	if aw == nil || aw.Released() || aw.DType() != dtype.F32 || !slices.Equal(aw.Shape(), []int{r, out}) {
+		return fmt.Errorf("kernels: DoraNorm: A·Wᵀ %s must be f32[%d %d]: %w", aw, r, out, ErrBadInput)
+	}
+	if aa == nil || aa.Released() || aa.DType() != dtype.F32 || !slices.Equal(aa.Shape(), []int{r, r}) {
+		return fmt.Errorf("kernels: DoraNorm: A·Aᵀ %s must be f32[%d %d]: %w", aa, r, r, ErrBadInput)
+	}
+	if !finite32(s) {
+		return fmt.Errorf("kernels: DoraNorm: scale %v is not finite: %w", s, ErrBadInput)
+	}
+	kern, err := e.dev.ShaderKernel(shaders.DoraNormKey{D: b.DType()})
+	if err != nil {
+		return err
+	}
+	p := shaders.DoraNormPush{Out: uint32(out), R: uint32(r), S: s}
+	return rec.Dispatch(kern, [3]uint32{uint32(ceilDiv(out, 64)), 1, 1}, vk.PushBytes(&p),
+		n.Binding(), c.Binding(), wsq.Binding(), aw.Binding(), aa.Binding(), b.Binding(), m.Binding())
+}
+
+// checkElementwise validates two same-shaped, same-dtype float tensors of
+// rank 1 or 2 that do not share memory.
+func checkElementwise(rec *vk.Recorder, outName string, out *vk.Tensor, inName string, in *vk.Tensor) error {
+	if rec == nil {
+		return fmt.Errorf("recorder is nil: %w", ErrBadInput)
+	}
+	if err := checkOperand(outName, out); err != nil {
+		return err
+	}
+	if err := checkOperand(inName, in); err != nil {
+		return err
+	}
+	if in.Rank() > 2 || in.DType() != out.DType() || !slices.Equal(in.Shape(), out.Shape()) {
+		return fmt.Errorf("%s %s must have the shape and dtype of %s %s (rank ≤ 2): %w", outName, out, inName, in, ErrBadInput)
+	}
+	if vk.Overlaps(out, in) {
+		return fmt.Errorf("%s %s shares memory with %s %s: %w", outName, out, inName, in, ErrBadInput)
+	}
+	return nil
+}
+
+func checkVector(name string, t *vk.Tensor, n int, d dtype.DType) error {
+	if t == nil || t.Released() {
+		return fmt.Errorf("%s is nil or released: %w", name, ErrBadInput)
+	}
+	if t.Rank() != 1 || t.Dim(0) != n || t.DType() != d {
+		return fmt.Errorf("%s %s must be %s[%d]: %w", name, t, d, n, ErrBadInput)
+	}
+	return nil
+}
+
+// rowsCols views a rank-1 or rank-2 tensor as [rows, cols].
+func rowsCols(t *vk.Tensor) (int, int) {
+	if t.Rank() == 1 {
+		return 1, t.Dim(0)
+	}
+	return t.Dim(0), t.Dim(1)
+}
+
+// elementGrid is the (x, y) grid of the strided elementwise kernels.
+func (e *Dispatcher) elementGrid(rows, cols int) [3]uint32 {
+	gx := min(ceilDiv(cols, addWG), addGrid[0], int(e.dev.Caps().MaxWorkgroupCount[0]))
+	gy := min(int(e.gridRows(rows)), addGrid[1])
+	return [3]uint32{uint32(gx), uint32(gy), 1}
+}

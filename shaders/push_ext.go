@@ -1,0 +1,30 @@
+package shaders
+
+import "unsafe"
+
+// DropoutPush mirrors dropout.comp's block.
+type DropoutPush struct {
+	Rows, Cols, Threshold uint32
+	Inv                   float32
+	SeedLo, SeedHi        uint32
+	OffLo, OffHi          uint32
+}
+
+// ColPush mirrors colvec.comp's block.
+type ColPush struct {
+	Rows, Cols uint32
+	Alpha, K   float32
+}
+
+// DoraNormPush mirrors dora_norm.comp's block.
+type DoraNormPush struct {
+	Out, R uint32
+	S      float32
+}
+
+// The sizes the shaders declare; a field added on one side only fails here.
+var (
+	_ [32]byte = [unsafe.Sizeof(DropoutPush{})]byte{}
+	_ [16]byte = [unsafe.Sizeof(ColPush{})]byte{}
+	_ [12]byte = [unsafe.Sizeof(DoraNormPush{})]byte{}
+)
