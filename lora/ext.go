@@ -265,16 +265,85 @@ func (e *Engine) doraInputs(rec *vk.Recorder, p *Projection, r, out int) (wsq, a
 	return wsq, aw, aa, nil
 }
 
+// extBack carries what the input-gradient half of an extension backward
+// leaves for the parameter half: G ⊙ c (or G) and (G ⊙ c)·B.
+type extBack struct{ gc, gb *vk.Tensor }
+
 // extBackward records the gradients of an extension-path projection for
 // the upstream gradient g, and dx = beta·dx + dX.
 func (e *Engine) extBackward(rec *vk.Recorder, x *vk.Tensor, s *extSaved, g *vk.Tensor, p *Projection, r int, dx *vk.Tensor, beta float32, drops *dropCache) (ProjGrad, error) {
+	bk, err := e.extBackInput(rec, s, g, p, r, dx, beta)
+	if err != nil {
+		return ProjGrad{}, err
+	}
+	return e.extBackParams(rec, x, s, g, p, bk, drops)
+}
+
+// extBackInput records dx = beta·dx + dX, which needs no input X: the
+// dropout mask is regenerated from its source. The gated MLP runs it
+// before h, the down projection's input, is recomputed.
+func (e *Engine) extBackInput(rec *vk.Recorder, s *extSaved, g *vk.Tensor, p *Projection, r int, dx *vk.Tensor, beta float32) (*extBack, error) {
+	m, out, d := g.Dim(0), g.Dim(1), g.DType()
+	in := dx.Dim(1)
+	bk := &extBack{gc: g}
+	var gm1 *vk.Tensor // G ⊙ (c − 1), DoRA with dropout
+	var err error
+	if s.c != nil {
+		if bk.gc, err = e.temp(rec, "G ⊙ c", d, m, out); err != nil {
+			return nil, err
+		}
+		if err := e.k.ColScale(rec, bk.gc, g, s.c, 0, 0); err != nil {
+			return nil, err
+		}
+		if s.drop != nil {
+			if gm1, err = e.temp(rec, "G ⊙ (c − 1)", d, m, out); err != nil {
+				return nil, err
+			}
+			if err := e.k.ColScale(rec, gm1, g, s.c, 0, -1); err != nil {
+				return nil, err
+			}
+		}
+		rec.Barrier()
+	}
+	if bk.gb, err = e.upGrad(rec, bk.gc, p, r); err != nil {
+		return nil, err
+	}
+	if bk.gb != nil {
+		rec.Barrier()
+	}
+	if s.drop == nil {
+		return bk, e.inputGrad(rec, bk.gc, bk.gb, p, dx, beta)
+	}
+	// dX = G·W + D(T), T = s·(Gc·B)·A (+ (G ⊙ (c − 1))·W with DoRA).
+	if err := e.inputGrad(rec, g, nil, p, dx, beta); err != nil {
+		return nil, err
+	}
+	t, err := e.temp(rec, "dropout backward T", d, m, in)
+	if err != nil {
+		return nil, err
+	}
+	if gm1 != nil {
+		err = e.inputGrad(rec, gm1, bk.gb, p, t, 0)
+	} else {
+		err = e.k.Gemm(rec, kernels.Gemm{C: t, A: Dense(bk.gb), B: Dense(p.A), Alpha: float32(p.Scale)})
+	}
+	if err != nil {
+		return nil, err
+	}
+	rec.Barrier()
+	return bk, e.k.Dropout(rec, shaders.DropoutAdd, dx, t, *s.drop)
+}
+
+// extBackParams records dA, dB and the extensions' gradients, for the
+// projection's input x; it records a barrier first.
+func (e *Engine) extBackParams(rec *vk.Recorder, x *vk.Tensor, s *extSaved, g *vk.Tensor, p *Projection, bk *extBack, drops *dropCache) (ProjGrad, error) {
 	var pg ProjGrad
 	fail := func(err error) (ProjGrad, error) {
 		pg.Release()
 		return ProjGrad{}, err
 	}
-	m, in := x.Dim(0), x.Dim(1)
 	out, d := g.Dim(1), g.DType()
+	rec.Barrier()
 	lx := x
 	var err error
 	if s.drop != nil {
@@ -282,27 +351,12 @@ func (e *Engine) extBackward(rec *vk.Recorder, x *vk.Tensor, s *extSaved, g *vk.
 			return fail(err)
 		}
 	}
-	gc, gm1 := g, (*vk.Tensor)(nil) // G ⊙ c and G ⊙ (c − 1) with DoRA
 	if s.c != nil {
-		if gc, err = e.temp(rec, "G ⊙ c", d, m, out); err != nil {
-			return fail(err)
-		}
-		if err := e.k.ColScale(rec, gc, g, s.c, 0, 0); err != nil {
-			return fail(err)
-		}
 		if pg.Magnitude, err = e.newOut("dm", d, out); err != nil {
 			return fail(err)
 		}
 		if err := e.k.ColSum(rec, pg.Magnitude, g, s.z, s.rn, 1); err != nil {
 			return fail(err)
-		}
-		if s.drop != nil {
-			if gm1, err = e.temp(rec, "G ⊙ (c − 1)", d, m, out); err != nil {
-				return fail(err)
-			}
-			if err := e.k.ColScale(rec, gm1, g, s.c, 0, -1); err != nil {
-				return fail(err)
-			}
 		}
 	}
 	if p.LoRABias != nil {
@@ -321,44 +375,15 @@ func (e *Engine) extBackward(rec *vk.Recorder, x *vk.Tensor, s *extSaved, g *vk.
 			return fail(err)
 		}
 	}
-	rec.Barrier()
-	gb, err := e.upGrad(rec, gc, p, r)
-	if err != nil {
-		return fail(err)
-	}
-	if gb != nil {
-		rec.Barrier()
-		ag, err := e.adapterGrads(rec, lx, s.xa, gc, gb, p)
+	if bk.gb != nil {
+		if s.drop != nil {
+			rec.Barrier() // Xd was just regenerated
+		}
+		ag, err := e.adapterGrads(rec, lx, s.xa, bk.gc, bk.gb, p)
 		if err != nil {
 			return fail(err)
 		}
 		pg.A, pg.B = ag.A, ag.B
-	}
-	if s.drop == nil {
-		if err := e.inputGrad(rec, gc, gb, p, dx, beta); err != nil {
-			return fail(err)
-		}
-		return pg, nil
-	}
-	// dX = G·W + D(T), T = s·(Gc·B)·A (+ (G ⊙ (c − 1))·W with DoRA).
-	if err := e.inputGrad(rec, g, nil, p, dx, beta); err != nil {
-		return fail(err)
-	}
-	t, err := e.temp(rec, "dropout backward T", d, m, in)
-	if err != nil {
-		return fail(err)
-	}
-	if gm1 != nil {
-		err = e.inputGrad(rec, gm1, gb, p, t, 0)
-	} else {
-		err = e.k.Gemm(rec, kernels.Gemm{C: t, A: Dense(gb), B: Dense(p.A), Alpha: float32(p.Scale)})
-	}
-	if err != nil {
-		return fail(err)
-	}
-	rec.Barrier()
-	if err := e.k.Dropout(rec, shaders.DropoutAdd, dx, t, *s.drop); err != nil {
-		return fail(err)
 	}
 	return pg, nil
 }

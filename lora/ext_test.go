@@ -145,3 +145,113 @@ func (f *fixture) uploadMask(mask []float64, m, in int) *vk.Tensor {
 	require.NoError(f.T, t.UploadBytes(b))
 	return t
 }
+
+// share makes projections ps use the first one's dropout (axolotl's shared
+// mask) and gives their twins its mask.
+func share(ps []*Projection, rps []*ref.Proj) {
+	for i := range ps[1:] {
+		ps[i+1].Dropout = ps[0].Dropout
+		rps[i+1].Mask, rps[i+1].P = rps[0].Mask, rps[0].P
+	}
+}
+
+// QKV with a different extension mix on each projection, and with one
+// dropout shared by all three (a single mask), against the reference.
+func TestQKVExtensions(t *testing.T) {
+	f := newFixture(t)
+	mixes := [][3]features{
+		{{dora: true, dropout: 0.2}, {loraBias: true, trainBias: true}, {dropout: 0.3, explicitMask: true}},
+		{{dropout: 0.15}, {dropout: 0.15, dora: true}, {dropout: 0.15, loraBias: true}}, // shared below
+	}
+	for _, d := range dtype.Floats {
+		for mi, mix := range mixes {
+			t.Run(fmt.Sprintf("%s/mix%d", d, mi), func(t *testing.T) {
+				f := f.inOwn(t)
+				const m, in, q, kv, r = 19, 72, 96, 32, 7
+				pq, rq := f.proj(d, q, in, r, 2.0)
+				pk, rk := f.proj(d, kv, in, r, 0.37)
+				pv, rv := f.proj(d, kv, in, r, 1.3)
+				ps, rps := []*Projection{pq, pk, pv}, []*ref.Proj{rq, rk, rv}
+				for i := range ps {
+					f.extend(d, ps[i], rps[i], m, mix[i])
+				}
+				if mi == 1 {
+					share(ps, rps)
+				}
+				x := f.Random(d, m*in, 1)
+				gq, gk, gv := f.Random(d, m*q, 1), f.Random(d, m*kv, 1), f.Random(d, m*kv, 1)
+				layer := &QKV{Engine: f.eng, Q: pq, K: pk, V: pv}
+				rec := f.Recorder()
+				yq, yk, yv, saved, err := layer.Forward(rec, f.Upload(d, x, m, in))
+				require.NoError(t, err)
+				defer saved.Release()
+				f.Keep(yq, yk, yv)
+				dx, grads, err := layer.Backward(rec, saved, f.Upload(d, gq, m, q), f.Upload(d, gk, m, kv), f.Upload(d, gv, m, kv))
+				require.NoError(t, err)
+				f.Keep(dx)
+				f.keepGrads(grads[:]...)
+				require.NoError(t, rec.Submit())
+				wq, wk, wv := ref.QKVForward(x, m, rq, rk, rv)
+				wdx, dq, dk, dv := ref.QKVBackward(x, gq, gk, gv, m, rq, rk, rv)
+				bound := ref.Tolerance(d).Layer
+				vktest.ExpectClose(t, "Q", f.Download(yq), wq, q, bound)
+				vktest.ExpectClose(t, "K", f.Download(yk), wk, kv, bound)
+				vktest.ExpectClose(t, "V", f.Download(yv), wv, kv, bound)
+				vktest.ExpectClose(t, "dX", f.Download(dx), wdx, in, bound)
+				f.checkGrads("q", grads[0], dq, rq, bound)
+				f.checkGrads("k", grads[1], dk, rk, bound)
+				f.checkGrads("v", grads[2], dv, rv, bound)
+			})
+		}
+	}
+}
+
+// The gated MLP with extensions on every projection (dropout on down acts
+// on h), and with gate and up sharing one mask, against the reference.
+func TestMLPExtensions(t *testing.T) {
+	f := newFixture(t)
+	mixes := [][3]features{
+		{{dora: true}, {dropout: 0.25, loraBias: true, trainBias: true}, {dropout: 0.2, dora: true}},
+		{{dropout: 0.1, dora: true}, {dropout: 0.1}, {loraBias: true}}, // gate/up shared below
+	}
+	for _, act := range []Activation{SwiGLU, GEGLUTanh} {
+		for _, d := range dtype.Floats {
+			for mi, mix := range mixes {
+				t.Run(fmt.Sprintf("%s/%s/mix%d", act, d, mi), func(t *testing.T) {
+					f := f.inOwn(t)
+					const m, h, i, r = 21, 48, 72, 7
+					pg, rg := f.proj(d, i, h, r, 1.5)
+					pu, ru := f.proj(d, i, h, r, 0.6)
+					pd, rd := f.proj(d, h, i, r, 2.2)
+					ps, rps := []*Projection{pg, pu, pd}, []*ref.Proj{rg, ru, rd}
+					for j := range ps {
+						f.extend(d, ps[j], rps[j], m, mix[j])
+					}
+					if mi == 1 {
+						share(ps[:2], rps[:2])
+					}
+					x := f.Random(d, m*h, 1)
+					gy := f.Random(d, m*h, 1)
+					layer := &MLP{Engine: f.eng, Gate: pg, Up: pu, Down: pd, Act: act}
+					rec := f.Recorder()
+					y, saved, err := layer.Forward(rec, f.Upload(d, x, m, h))
+					require.NoError(t, err)
+					defer saved.Release()
+					dx, grads, err := layer.Backward(rec, saved, f.Upload(d, gy, m, h))
+					require.NoError(t, err)
+					f.Keep(y, dx)
+					f.keepGrads(grads[:]...)
+					require.NoError(t, rec.Submit())
+					wy, _, _ := ref.MLPForward(x, m, rg, ru, rd, act)
+					wdx, dgate, dup, ddown := ref.MLPBackward(x, gy, m, rg, ru, rd, act)
+					bound := ref.Tolerance(d).Layer
+					vktest.ExpectClose(t, "Y", f.Download(y), wy, h, bound)
+					vktest.ExpectClose(t, "dX", f.Download(dx), wdx, h, bound)
+					f.checkGrads("gate", grads[0], dgate, rg, bound)
+					f.checkGrads("up", grads[1], dup, ru, bound)
+					f.checkGrads("down", grads[2], ddown, rd, bound)
+				})
+			}
+		}
+	}
+}

@@ -28,6 +28,7 @@ type MLP struct {
 type MLPSaved struct {
 	x, e, g  *vk.Tensor
 	xa       [3]*vk.Tensor
+	ext      [3]*extSaved // the extension path's contexts (ext.go), per projection
 	consumed bool
 }
 
@@ -36,8 +37,8 @@ func (s *MLPSaved) released() bool {
 	if s.x.Released() || s.e.Released() || s.g.Released() {
 		return true
 	}
-	for _, t := range s.xa {
-		if t != nil && t.Released() {
+	for i, t := range s.xa {
+		if (t != nil && t.Released()) || (s.ext[i] != nil && s.ext[i].released()) {
 			return true
 		}
 	}
@@ -51,8 +52,9 @@ func (s *MLPSaved) Release() {
 	}
 	s.e.Release()
 	s.g.Release()
-	for _, t := range s.xa {
+	for i, t := range s.xa {
 		t.Release()
+		s.ext[i].Release()
 	}
 }
 
@@ -107,6 +109,9 @@ func (l *MLP) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *MLPSaved, er
 		return nil, nil, err
 	}
 	for i, p := range []*Projection{l.Gate, l.Up} {
+		if p.ext() {
+			continue
+		}
 		if s.xa[i], err = e.downProject(rec, x, p.A, info[i].r, "x·Aᵀ"); err != nil {
 			return fail(err)
 		}
@@ -120,15 +125,31 @@ func (l *MLP) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *MLPSaved, er
 	if s.g, err = e.newOut("g (up)", d, m, idim); err != nil {
 		return fail(err)
 	}
-	if err := e.project(rec, x, s.xa[0], l.Gate, s.e, 0); err != nil {
-		return fail(err)
-	}
-	if err := e.project(rec, x, s.xa[1], l.Up, s.g, 0); err != nil {
-		return fail(err)
+	// Plain projections batched; those with PEFT extensions on the
+	// extension path, sharing a mask where they share a *Dropout.
+	var plain []*Projection
+	var plainYs []*vk.Tensor
+	for i, p := range []*Projection{l.Gate, l.Up} {
+		y := [2]*vk.Tensor{s.e, s.g}[i]
+		if p.ext() {
+			continue
+		}
+		if err := e.project(rec, x, s.xa[i], p, y, 0); err != nil {
+			return fail(err)
+		}
+		plain, plainYs = append(plain, p), append(plainYs, y)
 	}
 	// e and g are saved with their biases: the backward's act(e) needs them.
-	if err := e.addBiases(rec, []*Projection{l.Gate, l.Up}, []*vk.Tensor{s.e, s.g}); err != nil {
+	if err := e.addBiases(rec, plain, plainYs); err != nil {
 		return fail(err)
+	}
+	drops := newDropCache()
+	for i, p := range []*Projection{l.Gate, l.Up} {
+		if p.ext() {
+			if s.ext[i], err = e.extForward(rec, x, p, info[i].r, [2]*vk.Tensor{s.e, s.g}[i], drops); err != nil {
+				return fail(err)
+			}
+		}
 	}
 	rec.Barrier()
 	if h, err = e.newOut("h", d, m, idim); err != nil {
@@ -138,21 +159,27 @@ func (l *MLP) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *MLPSaved, er
 		return fail(err)
 	}
 	rec.Barrier()
-	// h·Adᵀ is saved for dB of down; h itself is not (recomputed in backward).
-	if s.xa[2], err = e.downProject(rec, h, l.Down.A, info[2].r, "h·Aᵀ"); err != nil {
-		return fail(err)
-	}
-	if s.xa[2] != nil {
-		rec.Barrier()
-	}
 	if y, err = e.newOut("Y", d, m, hdim); err != nil {
 		return fail(err)
 	}
-	if err := e.project(rec, h, s.xa[2], l.Down, y, 0); err != nil {
-		return fail(err)
-	}
-	if err := e.addBiases(rec, []*Projection{l.Down}, []*vk.Tensor{y}); err != nil {
-		return fail(err)
+	if l.Down.ext() {
+		if s.ext[2], err = e.extForward(rec, h, l.Down, info[2].r, y, newDropCache()); err != nil {
+			return fail(err)
+		}
+	} else {
+		// h·Adᵀ is saved for dB of down; h itself is not (recomputed in backward).
+		if s.xa[2], err = e.downProject(rec, h, l.Down.A, info[2].r, "h·Aᵀ"); err != nil {
+			return fail(err)
+		}
+		if s.xa[2] != nil {
+			rec.Barrier()
+		}
+		if err := e.project(rec, h, s.xa[2], l.Down, y, 0); err != nil {
+			return fail(err)
+		}
+		if err := e.addBiases(rec, []*Projection{l.Down}, []*vk.Tensor{y}); err != nil {
+			return fail(err)
+		}
 	}
 	// h's last reader is recorded: a backward in this recording may reuse
 	// its memory for dh (see Backward's temp).
@@ -211,18 +238,25 @@ func (l *MLP) Backward(rec *vk.Recorder, saved *MLPSaved, gy *vk.Tensor) (*vk.Te
 		return t, err
 	}
 	// dh = G·Wd + sd·(G·Bd)·Ad
-	gbDown, err := e.upGrad(rec, gy, l.Down, info[2].r)
-	if err != nil {
-		return fail(err)
-	}
-	if gbDown != nil {
-		rec.Barrier()
-	}
 	if dh, err = temp("dh"); err != nil {
 		return fail(err)
 	}
-	if err := e.inputGrad(rec, gy, gbDown, l.Down, dh, 0); err != nil {
-		return fail(err)
+	var gbDown *vk.Tensor
+	var downBack *extBack
+	if saved.ext[2] != nil {
+		if downBack, err = e.extBackInput(rec, saved.ext[2], gy, l.Down, info[2].r, dh, 0); err != nil {
+			return fail(err)
+		}
+	} else {
+		if gbDown, err = e.upGrad(rec, gy, l.Down, info[2].r); err != nil {
+			return fail(err)
+		}
+		if gbDown != nil {
+			rec.Barrier()
+		}
+		if err := e.inputGrad(rec, gy, gbDown, l.Down, dh, 0); err != nil {
+			return fail(err)
+		}
 	}
 	rec.Barrier()
 	// One elementwise pass: h, de, dg from dh, e, g. h goes to dh's own
@@ -245,32 +279,52 @@ func (l *MLP) Backward(rec *vk.Recorder, saved *MLPSaved, gy *vk.Tensor) (*vk.Te
 		return fail(err)
 	}
 	rec.Barrier()
-	if grads[2], err = e.adapterGrads(rec, h, saved.xa[2], gy, gbDown, l.Down); err != nil {
+	if downBack != nil {
+		if grads[2], err = e.extBackParams(rec, h, saved.ext[2], gy, l.Down, downBack, newDropCache()); err != nil {
+			return fail(err)
+		}
+	} else if grads[2], err = e.adapterGrads(rec, h, saved.xa[2], gy, gbDown, l.Down); err != nil {
 		return fail(err)
 	}
-	gbUp, err := e.upGrad(rec, dg, l.Up, info[1].r)
-	if err != nil {
-		return fail(err)
+	var gbUp, gbGate *vk.Tensor
+	if saved.ext[1] == nil {
+		if gbUp, err = e.upGrad(rec, dg, l.Up, info[1].r); err != nil {
+			return fail(err)
+		}
 	}
-	gbGate, err := e.upGrad(rec, de, l.Gate, info[0].r)
-	if err != nil {
-		return fail(err)
+	if saved.ext[0] == nil {
+		if gbGate, err = e.upGrad(rec, de, l.Gate, info[0].r); err != nil {
+			return fail(err)
+		}
 	}
 	rec.Barrier()
-	if grads[1], err = e.adapterGrads(rec, saved.x, saved.xa[1], dg, gbUp, l.Up); err != nil {
-		return fail(err)
+	if saved.ext[1] == nil {
+		if grads[1], err = e.adapterGrads(rec, saved.x, saved.xa[1], dg, gbUp, l.Up); err != nil {
+			return fail(err)
+		}
 	}
-	if grads[0], err = e.adapterGrads(rec, saved.x, saved.xa[0], de, gbGate, l.Gate); err != nil {
-		return fail(err)
+	if saved.ext[0] == nil {
+		if grads[0], err = e.adapterGrads(rec, saved.x, saved.xa[0], de, gbGate, l.Gate); err != nil {
+			return fail(err)
+		}
 	}
 	if dx, err = e.newOut("dX", d, m, hdim); err != nil {
 		return fail(err)
 	}
-	if err := e.inputGrad(rec, dg, gbUp, l.Up, dx, 0); err != nil {
+	drops := newDropCache()
+	if saved.ext[1] != nil {
+		if grads[1], err = e.extBackward(rec, saved.x, saved.ext[1], dg, l.Up, info[1].r, dx, 0, drops); err != nil {
+			return fail(err)
+		}
+	} else if err := e.inputGrad(rec, dg, gbUp, l.Up, dx, 0); err != nil {
 		return fail(err)
 	}
 	rec.Barrier()
-	if err := e.inputGrad(rec, de, gbGate, l.Gate, dx, 1); err != nil {
+	if saved.ext[0] != nil {
+		if grads[0], err = e.extBackward(rec, saved.x, saved.ext[0], de, l.Gate, info[0].r, dx, 1, drops); err != nil {
+			return fail(err)
+		}
+	} else if err := e.inputGrad(rec, de, gbGate, l.Gate, dx, 1); err != nil {
 		return fail(err)
 	}
 	return dx, grads, nil

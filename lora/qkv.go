@@ -17,15 +17,17 @@ type QKV struct {
 // QKVSaved is what QKV.Forward keeps: a reference to X and x·Aᵀ of each
 // projection.
 type QKVSaved struct {
-	x  *vk.Tensor
-	xa [3]*vk.Tensor
+	x   *vk.Tensor
+	xa  [3]*vk.Tensor
+	ext [3]*extSaved // the extension path's contexts (ext.go), per projection
 }
 
 // Release frees the saved intermediates (never X); safe twice.
 func (s *QKVSaved) Release() {
 	if s != nil {
-		for _, t := range s.xa {
+		for i, t := range s.xa {
 			t.Release()
+			s.ext[i].Release()
 		}
 	}
 }
@@ -83,8 +85,15 @@ func (l *QKV) Forward(rec *vk.Recorder, x *vk.Tensor) (q, k, v *vk.Tensor, saved
 		}
 		return nil, nil, nil, nil, err
 	}
+	// Plain projections in batched phases; those with PEFT extensions each
+	// on the extension path, sharing masks where they share a *Dropout.
 	adapters := false
+	var plain []*Projection
+	var plainYs []*vk.Tensor
 	for i, p := range l.projs() {
+		if p.ext() {
+			continue
+		}
 		if s.xa[i], err = e.downProject(rec, x, p.A, info[i].r, "x·Aᵀ"); err != nil {
 			return fail(err)
 		}
@@ -97,13 +106,24 @@ func (l *QKV) Forward(rec *vk.Recorder, x *vk.Tensor) (q, k, v *vk.Tensor, saved
 		if ys[i], err = e.newOut("QKV output", d, m, info[i].out); err != nil {
 			return fail(err)
 		}
+		if p.ext() {
+			continue
+		}
 		if err := e.project(rec, x, s.xa[i], p, ys[i], 0); err != nil {
 			return fail(err)
 		}
+		plain, plainYs = append(plain, p), append(plainYs, ys[i])
 	}
-	ps := l.projs()
-	if err := e.addBiases(rec, ps[:], ys[:]); err != nil {
+	if err := e.addBiases(rec, plain, plainYs); err != nil {
 		return fail(err)
+	}
+	drops := newDropCache()
+	for i, p := range l.projs() {
+		if p.ext() {
+			if s.ext[i], err = e.extForward(rec, x, p, info[i].r, ys[i], drops); err != nil {
+				return fail(err)
+			}
+		}
 	}
 	return ys[0], ys[1], ys[2], s, nil
 }
@@ -144,18 +164,30 @@ func (l *QKV) Backward(rec *vk.Recorder, saved *QKVSaved, gq, gk, gv *vk.Tensor)
 		}
 		return nil, [3]ProjGrad{}, err
 	}
+	for _, sv := range saved.ext {
+		if sv != nil && sv.released() {
+			return fail(fmt.Errorf("lora: QKV.Backward: the saved context is released: %w", ErrBadInput))
+		}
+	}
 	var gb [3]*vk.Tensor
 	for i, p := range l.projs() {
+		if saved.ext[i] != nil {
+			continue
+		}
 		if gb[i], err = e.upGrad(rec, gs[i], p, info[i].r); err != nil {
 			return fail(err)
 		}
 	}
 	rec.Barrier()
 	for i, p := range l.projs() {
+		if saved.ext[i] != nil {
+			continue
+		}
 		if grads[i], err = e.adapterGrads(rec, saved.x, saved.xa[i], gs[i], gb[i], p); err != nil {
 			return fail(err)
 		}
 	}
+	drops := newDropCache()
 	// dX accumulates: each projection's term after a barrier on the last.
 	for i, p := range l.projs() {
 		if i > 0 {
@@ -164,6 +196,12 @@ func (l *QKV) Backward(rec *vk.Recorder, saved *QKVSaved, gq, gk, gv *vk.Tensor)
 		beta := float32(1)
 		if i == 0 {
 			beta = 0
+		}
+		if saved.ext[i] != nil {
+			if grads[i], err = e.extBackward(rec, saved.x, saved.ext[i], gs[i], p, info[i].r, dx, beta, drops); err != nil {
+				return fail(err)
+			}
+			continue
 		}
 		if err := e.inputGrad(rec, gs[i], gb[i], p, dx, beta); err != nil {
 			return fail(err)
