@@ -7,37 +7,60 @@ import (
 	"github.com/vklora/vklora/vk"
 )
 
-// ProjVars are the trainable Vars of one projection: its lora_A and lora_B.
-// Both are nil for a projection without adapter. The Vars wrap the
-// projection's own tensors (not copies) and require gradients.
+// ProjVars are the trainable Vars of one projection: its lora_A and
+// lora_B (both nil without adapter) and, where the projection has them,
+// PEFT's extensions: lora_B's bias, DoRA's magnitude and a trainable base
+// bias (nil otherwise). The Vars wrap the projection's own tensors (not
+// copies) and require gradients.
 type ProjVars struct {
-	A, B *Var
+	A, B                      *Var
+	LoRABias, Magnitude, Bias *Var
 }
+
+// projVarCount is the number of Vars (some nil) each projection adds to a
+// Function's Params, in ProjVars' field order.
+const projVarCount = 5
 
 func newProjVars(p *lora.Projection) ProjVars {
-	if p == nil || !p.HasAdapter() {
-		return ProjVars{}
+	var v ProjVars
+	if p == nil {
+		return v
 	}
-	return ProjVars{A: NewVar(p.A, true), B: NewVar(p.B, true)}
+	if p.BiasTrainable && p.Bias != nil {
+		v.Bias = NewVar(p.Bias, true)
+	}
+	if !p.HasAdapter() {
+		return v
+	}
+	v.A, v.B = NewVar(p.A, true), NewVar(p.B, true)
+	if p.LoRABias != nil {
+		v.LoRABias = NewVar(p.LoRABias, true)
+	}
+	if p.Magnitude != nil {
+		v.Magnitude = NewVar(p.Magnitude, true)
+	}
+	return v
 }
 
-// Grad returns the gradients of the pair from tape t (owned by the tape).
+// Grad returns the projection's gradients from tape t (owned by the tape).
 func (p ProjVars) Grad(t *Tape) lora.ProjGrad {
-	return lora.ProjGrad{A: t.Grad(p.A), B: t.Grad(p.B)}
+	return lora.ProjGrad{A: t.Grad(p.A), B: t.Grad(p.B), LoRABias: t.Grad(p.LoRABias),
+		Magnitude: t.Grad(p.Magnitude), Bias: t.Grad(p.Bias)}
 }
 
+// gradsOf flattens layer gradients in the order of paramsOf.
 func gradsOf(pg []lora.ProjGrad) []*vk.Tensor {
-	out := make([]*vk.Tensor, 0, 2*len(pg))
+	out := make([]*vk.Tensor, 0, projVarCount*len(pg))
 	for _, g := range pg {
-		out = append(out, g.A, g.B)
+		out = append(out, g.A, g.B, g.LoRABias, g.Magnitude, g.Bias)
 	}
 	return out
 }
 
 func paramsOf(ps ...ProjVars) []*Var {
-	out := make([]*Var, 0, 2*len(ps))
+	out := make([]*Var, 0, projVarCount*len(ps))
 	for _, p := range ps {
-		out = append(out, p.A, p.B)
+		out = append(out, p.A, p.B, p.LoRABias, p.Magnitude, p.Bias)
 	}
 	return out
 }

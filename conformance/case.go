@@ -36,6 +36,7 @@ type Projection struct {
 	Weight *Array           // dense W [out,in] when Quant is none
 	NF4    *quant.NF4Weight // packed W when Quant is nf4 or nf4-dq
 	A, B   *Array           // A [r,in], B [out,r]
+	Ext    Extensions       // PEFT's dropout, lora_B bias, DoRA and base bias
 }
 
 // Array is a stored tensor, values widened exactly to float32.
@@ -109,13 +110,13 @@ func FromFile(f *safetensors.File) (*Case, error) {
 		return nil, fmt.Errorf("conformance: op %s needs projections %q, metadata says %q", c.Op, strings.Join(want, ","), got)
 	}
 	c.Projections = want
-	if err := checkExtensions(c); err != nil {
-		return nil, err
-	}
 	used := map[string]bool{}
 	for _, name := range want {
 		p, err := loadProjection(f, c.DType, name, used)
 		if err != nil {
+			return nil, err
+		}
+		if err := loadExtensions(c, f, p, used); err != nil {
 			return nil, err
 		}
 		c.Proj[name] = p

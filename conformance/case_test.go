@@ -176,11 +176,15 @@ func TestLoadRejects(t *testing.T) {
 		{"mlp dims", mlp, func(f *safetensors.File) { reshape(f, "down.lora_B", 1, 24) }, "are not [r,in] and [out,r]"},
 		{"dense weight", mlp, func(f *safetensors.File) { reshape(f, "down.weight", 40, 24) }, "down.weight has shape [40 24], want [out,in] = [24,40]"},
 		{"nf4 broken", o, func(f *safetensors.File) { delete(f.Tensors, "o.weight.absmax") }, "projection o"},
-		{"dropout", o, func(f *safetensors.File) { f.Metadata["dropout.o"] = "0.1" }, `dropout.o = "0.1" asks for LoRA dropout`},
+		{"dropout without mask", o, func(f *safetensors.File) { f.Metadata["dropout.o"] = "0.1" }, "dropout.o = 0.1 needs o.dropout_mask"},
+		{"dropout of 1", o, func(f *safetensors.File) { f.Metadata["dropout.o"] = "1" }, "not a probability in [0, 1)"},
 		{"dropout not a number", o, func(f *safetensors.File) { f.Metadata["dropout.o"] = "off" }, `dropout.o = "off"`},
-		{"lora_bias", o, func(f *safetensors.File) { f.Metadata["lora_bias.o"] = "1" }, "asks for a lora_B bias"},
-		{"dora", mlp, func(f *safetensors.File) { f.Metadata["dora.up"] = "1" }, `dora.up = "1" asks for DoRA`},
-		{"base bias", o, func(f *safetensors.File) { f.Metadata["bias.o"] = "frozen" }, "asks for a base-layer bias"},
+		{"lora_bias without tensor", o, func(f *safetensors.File) { f.Metadata["lora_bias.o"] = "1" }, `no tensor "o.lora_B.bias"`},
+		{"lora_bias flag", o, func(f *safetensors.File) { f.Metadata["lora_bias.o"] = "yes" }, `lora_bias.o = "yes" is not 0 or 1`},
+		{"dora without magnitude", mlp, func(f *safetensors.File) { f.Metadata["dora.up"] = "1" }, `no tensor "up.lora_magnitude"`},
+		{"dora with lora_bias", o, func(f *safetensors.File) { f.Metadata["dora.o"], f.Metadata["lora_bias.o"] = "1", "1" }, "which PEFT refuses"},
+		{"base bias without tensor", o, func(f *safetensors.File) { f.Metadata["bias.o"] = "frozen" }, `no tensor "o.bias"`},
+		{"base bias mode", o, func(f *safetensors.File) { f.Metadata["bias.o"] = "all" }, `bias.o = "all" is not none, frozen or trainable`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/vklora/vklora/activation"
 	"github.com/vklora/vklora/autograd"
+	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/quant"
 	"github.com/vklora/vklora/ref"
@@ -97,7 +98,38 @@ func (r *runner) projection(name string) (*lora.Projection, error) {
 	if lp.B, err = r.upload(p.B); err != nil {
 		return nil, err
 	}
-	return lp, nil
+	return lp, r.extensions(p, lp)
+}
+
+// extensions sets lp's PEFT extensions from the case; the dropout uses the
+// case's own mask.
+func (r *runner) extensions(p *Projection, lp *lora.Projection) error {
+	var err error
+	x := p.Ext
+	for _, v := range []struct {
+		a   *Array
+		dst **vk.Tensor
+	}{{x.LoRABias, &lp.LoRABias}, {x.Magnitude, &lp.Magnitude}, {x.Bias, &lp.Bias}} {
+		if v.a != nil {
+			if *v.dst, err = r.upload(v.a); err != nil {
+				return err
+			}
+		}
+	}
+	lp.BiasTrainable = x.BiasTrainable
+	if x.Mask == nil {
+		return nil
+	}
+	mask, err := r.dev.NewTensor(dtype.U8, x.MaskShape...)
+	if err != nil {
+		return err
+	}
+	r.keep(mask)
+	if err := mask.UploadBytes(x.Mask); err != nil {
+		return err
+	}
+	lp.Dropout = &lora.Dropout{P: x.Dropout, Mask: mask}
+	return nil
 }
 
 // out registers a result tensor to download after Submit under key.
@@ -183,8 +215,10 @@ func (r *runner) layer(in map[string]*vk.Tensor, fn autograd.Function, ys ...str
 	for _, t := range dx {
 		r.out("grad.X", t)
 	}
-	for i, t := range params { // lora_A, lora_B of each projection
-		r.out(fmt.Sprintf("grad.%s.lora_%c", r.c.Projections[i/2], "AB"[i%2]), t)
+	// Five per projection, in autograd.ProjVars' order; nil where absent.
+	names := []string{"lora_A", "lora_B", "lora_B.bias", "lora_magnitude", "bias"}
+	for i, t := range params {
+		r.out(fmt.Sprintf("grad.%s.%s", r.c.Projections[i/len(names)], names[i%len(names)]), t)
 	}
 	return err
 }

@@ -43,6 +43,7 @@ func (c *Case) loadOutputs(f *safetensors.File, used map[string]bool) error {
 		keys = append(keys, "grad.X")
 		for _, p := range c.Projections {
 			keys = append(keys, "grad."+p+".lora_A", "grad."+p+".lora_B")
+			keys = append(keys, c.Proj[p].extGradKeys()...)
 		}
 	}
 	for _, k := range keys {
@@ -93,6 +94,12 @@ func (c *Case) checkShapes() error {
 		if p.NF4 != nil && p.NF4.State.Shape != [2]int{p.Out(), p.In()} {
 			return fmt.Errorf("conformance: %s NF4 quant state shape %v, want [out,in] = [%d,%d] from lora_B %v and lora_A %v",
 				name, p.NF4.State.Shape, p.Out(), p.In(), p.B.Shape, p.A.Shape)
+		}
+	}
+	for _, name := range c.Projections {
+		p := c.Proj[name]
+		if err := p.checkExtShapes(m, p.In()); err != nil {
+			return err
 		}
 	}
 	if c.Op == "lora_mlp" {
