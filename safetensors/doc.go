@@ -18,6 +18,17 @@
 // integer overflow; and the tensors, ordered by offset, tile the buffer
 // exactly (no gaps, overlaps or trailing bytes).
 //
+// # Reading lazily
+//
+// Open (or NewReader, for any io.ReaderAt) reads and validates only the
+// header, just as strictly, and additionally checks that every tensor's
+// byte range lies inside the file, naming the tensor that does not (a
+// truncated shard). Tensor bytes are then read on demand: ReadTensor reads
+// one tensor, Section gives a reader over one tensor's bytes for reading it
+// in pieces, and Load builds an in-memory File of a few named tensors.
+// Open accepts only regular files: a FIFO or a device could block or never
+// end.
+//
 // # Writing
 //
 // Write is deterministic: metadata keys sorted, tensors ordered by element
@@ -27,7 +38,7 @@
 //
 // # Ownership
 //
-// Parse does not copy: Tensor.Data slices alias the input buffer. ReadFile and
-// Read own the buffers they return. Float32 and the other converters always
-// return fresh slices.
+// Parse does not copy: Tensor.Data slices alias the input buffer. ReadFile,
+// Read and a Reader's ReadTensor and Load own the buffers they return.
+// Float32 and the other converters always return fresh slices.
 package safetensors

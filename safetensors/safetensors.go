@@ -94,25 +94,7 @@ func ReadFile(path string) (*File, error) {
 // a corrupt header nor a wrong size (larger than the file really is) can
 // make it allocate more than the file's tensors need.
 func Read(r io.ReaderAt, size int64) (*File, error) {
-	if size < 8 {
-		return nil, fmt.Errorf("safetensors: file of %d bytes is shorter than the 8-byte header length", size)
-	}
-	var lenBuf [8]byte
-	if _, err := r.ReadAt(lenBuf[:], 0); err != nil {
-		return nil, fmt.Errorf("safetensors: reading header length: %w", err)
-	}
-	n, err := headerLen(binary.LittleEndian.Uint64(lenBuf[:]), size)
-	if err != nil {
-		return nil, err
-	}
-	header := make([]byte, n)
-	if got, err := r.ReadAt(header, 8); got != len(header) {
-		return nil, fmt.Errorf("safetensors: read %d of the %d header bytes: %w", got, n, err)
-	}
-	if len(header) == 0 || header[0] != '{' || !utf8.Valid(header) {
-		return nil, errors.New("safetensors: header is not a UTF-8 JSON object")
-	}
-	_, spans, err := parseHeader(header)
+	n, _, spans, err := readHeader(r, size)
 	if err != nil {
 		return nil, err
 	}
@@ -123,15 +105,12 @@ func Read(r io.ReaderAt, size int64) (*File, error) {
 	if want := 8 + n + int64(data); want != size {
 		return nil, fmt.Errorf("safetensors: the header promises %d bytes in all, but the file has %d", want, size)
 	}
-	if size > math.MaxInt {
-		return nil, fmt.Errorf("safetensors: file of %d bytes does not fit in memory", size)
-	}
 	b := make([]byte, size)
 	// ReadAt may return io.EOF together with a full read; only a short read is an error.
 	if got, err := r.ReadAt(b[8:], 8); got != len(b)-8 {
 		return nil, fmt.Errorf("safetensors: read %d of %d bytes: %w", got, size-8, err)
 	}
-	copy(b, lenBuf[:])
+	binary.LittleEndian.PutUint64(b, uint64(n))
 	return Parse(b)
 }
 
