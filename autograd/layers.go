@@ -17,10 +17,6 @@ type ProjVars struct {
 	LoRABias, Magnitude, Bias *Var
 }
 
-// projVarCount is the number of Vars (some nil) each projection adds to a
-// Function's Params, in ProjVars' field order.
-const projVarCount = 5
-
 func newProjVars(p *lora.Projection) ProjVars {
 	var v ProjVars
 	if p == nil {
@@ -48,19 +44,56 @@ func (p ProjVars) Grad(t *Tape) lora.ProjGrad {
 		Magnitude: t.Grad(p.Magnitude), Bias: t.Grad(p.Bias)}
 }
 
-// gradsOf flattens layer gradients in the order of paramsOf.
-func gradsOf(pg []lora.ProjGrad) []*vk.Tensor {
-	out := make([]*vk.Tensor, 0, projVarCount*len(pg))
-	for _, g := range pg {
-		out = append(out, g.A, g.B, g.LoRABias, g.Magnitude, g.Bias)
+// list is the projection's Vars in Params order: A and B (nil without
+// adapter, as always), then each extension Var the projection has.
+func (p ProjVars) list() []*Var {
+	out := []*Var{p.A, p.B}
+	for _, v := range []*Var{p.LoRABias, p.Magnitude, p.Bias} {
+		if v != nil {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// ParamNames names the Vars a projection adds to a Function's Params, in
+// order, with PEFT's suffixes: lora_A, lora_B, then lora_B.bias,
+// lora_magnitude and bias where the projection has them.
+func ParamNames(p *lora.Projection) []string {
+	v := newProjVars(p)
+	names := []string{"lora_A", "lora_B"}
+	for i, x := range []*Var{v.LoRABias, v.Magnitude, v.Bias} {
+		if x != nil {
+			names = append(names, [...]string{"lora_B.bias", "lora_magnitude", "bias"}[i])
+		}
+	}
+	return names
+}
+
+// gradsOf flattens layer gradients in the order of paramsOf: each
+// projection's dA and dB, then the gradients of the extension Vars it has.
+func gradsOf(vs []ProjVars, pg []lora.ProjGrad) []*vk.Tensor {
+	var out []*vk.Tensor
+	for i, g := range pg {
+		out = append(out, g.A, g.B)
+		for _, x := range []struct {
+			v *Var
+			t *vk.Tensor
+		}{{vs[i].LoRABias, g.LoRABias}, {vs[i].Magnitude, g.Magnitude}, {vs[i].Bias, g.Bias}} {
+			if x.v != nil {
+				out = append(out, x.t)
+			} else {
+				x.t.Release() // a gradient no Var asked for (the layer changed since the Vars were made)
+			}
+		}
 	}
 	return out
 }
 
 func paramsOf(ps ...ProjVars) []*Var {
-	out := make([]*Var, 0, projVarCount*len(ps))
+	var out []*Var
 	for _, p := range ps {
-		out = append(out, p.A, p.B, p.LoRABias, p.Magnitude, p.Bias)
+		out = append(out, p.list()...)
 	}
 	return out
 }
@@ -100,12 +133,13 @@ func (f *O) Forward(rec *vk.Recorder, in []*vk.Tensor) ([]*vk.Tensor, Context, e
 	if err != nil {
 		return nil, nil, err
 	}
-	return []*vk.Tensor{y}, &oCtx{f.Layer, saved}, nil
+	return []*vk.Tensor{y}, &oCtx{f.Layer, saved, []ProjVars{f.Proj}}, nil
 }
 
 type oCtx struct {
 	layer *lora.O
 	saved *lora.OSaved
+	vars  []ProjVars // the Function's Vars, for the order of its gradients
 }
 
 func (c *oCtx) Backward(rec *vk.Recorder, g []*vk.Tensor) ([]*vk.Tensor, []*vk.Tensor, error) {
@@ -116,7 +150,7 @@ func (c *oCtx) Backward(rec *vk.Recorder, g []*vk.Tensor) ([]*vk.Tensor, []*vk.T
 	if err != nil {
 		return nil, nil, err
 	}
-	return []*vk.Tensor{dx}, gradsOf([]lora.ProjGrad{pg}), nil
+	return []*vk.Tensor{dx}, gradsOf(c.vars, []lora.ProjGrad{pg}), nil
 }
 
 func (c *oCtx) Release() { c.saved.Release() }
@@ -148,12 +182,13 @@ func (f *QKV) Forward(rec *vk.Recorder, in []*vk.Tensor) ([]*vk.Tensor, Context,
 	if err != nil {
 		return nil, nil, err
 	}
-	return []*vk.Tensor{q, k, v}, &qkvCtx{f.Layer, saved}, nil
+	return []*vk.Tensor{q, k, v}, &qkvCtx{f.Layer, saved, []ProjVars{f.Q, f.K, f.V}}, nil
 }
 
 type qkvCtx struct {
 	layer *lora.QKV
 	saved *lora.QKVSaved
+	vars  []ProjVars // the Function's Vars, for the order of its gradients
 }
 
 func (c *qkvCtx) Backward(rec *vk.Recorder, g []*vk.Tensor) ([]*vk.Tensor, []*vk.Tensor, error) {
@@ -164,7 +199,7 @@ func (c *qkvCtx) Backward(rec *vk.Recorder, g []*vk.Tensor) ([]*vk.Tensor, []*vk
 	if err != nil {
 		return nil, nil, err
 	}
-	return []*vk.Tensor{dx}, gradsOf(pg[:]), nil
+	return []*vk.Tensor{dx}, gradsOf(c.vars, pg[:]), nil
 }
 
 func (c *qkvCtx) Release() { c.saved.Release() }
@@ -198,12 +233,13 @@ func (f *MLP) Forward(rec *vk.Recorder, in []*vk.Tensor) ([]*vk.Tensor, Context,
 	if err != nil {
 		return nil, nil, err
 	}
-	return []*vk.Tensor{y}, &mlpCtx{f.Layer, saved}, nil
+	return []*vk.Tensor{y}, &mlpCtx{f.Layer, saved, []ProjVars{f.Gate, f.Up, f.Down}}, nil
 }
 
 type mlpCtx struct {
 	layer *lora.MLP
 	saved *lora.MLPSaved
+	vars  []ProjVars // the Function's Vars, for the order of its gradients
 }
 
 func (c *mlpCtx) Backward(rec *vk.Recorder, g []*vk.Tensor) ([]*vk.Tensor, []*vk.Tensor, error) {
@@ -214,7 +250,7 @@ func (c *mlpCtx) Backward(rec *vk.Recorder, g []*vk.Tensor) ([]*vk.Tensor, []*vk
 	if err != nil {
 		return nil, nil, err
 	}
-	return []*vk.Tensor{dx}, gradsOf(pg[:]), nil
+	return []*vk.Tensor{dx}, gradsOf(c.vars, pg[:]), nil
 }
 
 func (c *mlpCtx) Release() { c.saved.Release() }

@@ -56,6 +56,7 @@ type runner struct {
 	// pending downloads after Submit: key → tensor
 	outs map[string]*vk.Tensor
 	got  map[string][]float32
+	ps   []*lora.Projection // the case's projections, in its order
 }
 
 func (r *runner) release() {
@@ -160,6 +161,7 @@ func (r *runner) run() error {
 			return err
 		}
 	}
+	r.ps = ps
 	switch c.Op {
 	case "matmul_lora":
 		err = r.matmulLoRA(in, ps[0])
@@ -215,10 +217,17 @@ func (r *runner) layer(in map[string]*vk.Tensor, fn autograd.Function, ys ...str
 	for _, t := range dx {
 		r.out("grad.X", t)
 	}
-	// Five per projection, in autograd.ProjVars' order; nil where absent.
-	names := []string{"lora_A", "lora_B", "lora_B.bias", "lora_magnitude", "bias"}
+	// In the Function's Params order (autograd.ParamNames per projection).
+	var keys []string
+	for i, p := range r.ps {
+		for _, n := range autograd.ParamNames(p) {
+			keys = append(keys, fmt.Sprintf("grad.%s.%s", r.c.Projections[i], n))
+		}
+	}
 	for i, t := range params {
-		r.out(fmt.Sprintf("grad.%s.%s", r.c.Projections[i/len(names)], names[i%len(names)]), t)
+		if i < len(keys) {
+			r.out(keys[i], t)
+		}
 	}
 	return err
 }
