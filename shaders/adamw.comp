@@ -9,7 +9,8 @@
 //   p = p·decay                param.mul_(1 − lr·wd), decay = f32(1 − lr·wd)
 //   m = lerp(m, g, w1)         exp_avg.lerp_(grad, 1 − β1), w1 = f32(1 − β1):
 //                              fma(w1, g − m, m) when |w1| < 0.5, else
-//                              fma(w1 − 1, g − m, g) (ATen's lerp_vec)
+//                              fma(w1 − 1, g − m, g) (ATen's lerp_vec;
+//                              fused, one rounding: fma_rn)
 //   v = v·β2; v = v + (c2·g)·g exp_avg_sq.mul_(β2).addcmul_(g, g, value=c2),
 //                              c2 = f32(1 − β2)
 //   d = sqrt(v) / bc2s + eps   (exp_avg_sq.sqrt() / bias_correction2_sqrt)
@@ -19,10 +20,12 @@
 //
 // The host computes the scalars in float64 as Python does and rounds each to
 // f32 once, as torch does with a Python scalar. Every product, sum, quotient
-// and square root is `precise` (one f32 operation, never contracted): on a
-// driver whose division and sqrt are correctly rounded (lavapipe) the bits
-// equal a float32 CPU evaluation of the same steps; Vulkan allows OpFDiv and
-// sqrt a few ulp elsewhere. The lerp is an explicit fma, as in ATen.
+// and square root is `precise` (one f32 operation, never contracted). The
+// lerp's fused multiply-add is emulated (fma_rn) from adds and multiplies,
+// which Vulkan requires correctly rounded, because GLSL's fma() may be
+// unfused (lavapipe's is): so on a driver whose division and sqrt are
+// correctly rounded (lavapipe) the bits equal a float32 CPU evaluation of
+// the same steps; Vulkan allows OpFDiv and sqrt a few ulp elsewhere.
 //
 // 16-bit parameters (MASTER) keep an f32 master copy: p is read from and
 // written to the master, and the parameter receives the master rounded to
@@ -73,6 +76,54 @@ layout(set = 0, binding = 4, std430) readonly buffer BufClip { float clipv[]; };
 layout(set = 0, binding = 5, std430) buffer BufMaster { float master[]; };
 #endif
 
+// two_sum: s + e = a + b exactly, s = RN(a + b) (Knuth).
+void two_sum(float a, float b, out float s, out float e) {
+	precise float ss = a + b;
+	precise float bb = ss - a;
+	precise float ea = a - (ss - bb);
+	precise float eb = b - bb;
+	precise float ee = ea + eb;
+	s = ss;
+	e = ee;
+}
+
+// split: hi + lo = a, each half of a's 24-bit significand (Veltkamp, 2^12 + 1).
+void split(float a, out float hi, out float lo) {
+	precise float g = 4097.0 * a;
+	precise float h = g - (g - a);
+	precise float l = a - h;
+	hi = h;
+	lo = l;
+}
+
+// fma_rn is a·b + c rounded once to nearest even, from correctly rounded
+// adds and multiplies only: Dekker's exact product, an exact sum, the low
+// parts added with rounding to odd, then one rounding (Boldo & Melquiond,
+// "Emulation of FMA and correctly rounded sums: proved algorithms using
+// rounding to odd", IEEE TC 2008). Exact barring overflow (|a|, |b| beyond
+// 2^115) and underflow of the low parts (results near 2^-100), which an
+// optimizer's moments do not reach.
+float fma_rn(float a, float b, float c) {
+	precise float uh = a * b;
+	float ah, al, bh, bl;
+	split(a, ah, al);
+	split(b, bh, bl);
+	precise float p1 = ah * bh - uh;
+	precise float p2 = ah * bl;
+	precise float p3 = al * bh;
+	precise float p4 = al * bl;
+	precise float ul = ((p1 + p2) + p3) + p4;
+	float th, tl, v, ve;
+	two_sum(c, uh, th, tl);
+	two_sum(tl, ul, v, ve);
+	uint bits = floatBitsToUint(v);
+	if (ve != 0.0 && (bits & 1u) == 0u) { // round to odd: step toward the exact value
+		bits = (ve > 0.0) == (v > 0.0) ? bits + 1u : bits - 1u;
+	}
+	precise float z = th + uintBitsToFloat(bits);
+	return z;
+}
+
 void main() {
 	float coef = pc.clip != 0u ? clipv[2] : 1.0;
 	bool small = abs(pc.w1) < 0.5;
@@ -90,7 +141,7 @@ void main() {
 
 		float m0 = m[i];
 		precise float dm = gi - m0;
-		precise float m1 = small ? fma(pc.w1, dm, m0) : fma(w1m, dm, gi);
+		float m1 = small ? fma_rn(pc.w1, dm, m0) : fma_rn(w1m, dm, gi);
 
 		precise float v1 = v[i] * pc.beta2;
 		precise float cg = pc.c2 * gi;
