@@ -12,7 +12,7 @@ mkdir -p .devcarry/bin
 # Stripped, and gzipped below (about 45% of the size), to keep what is
 # copied to the GPU machine small; scripts/gpu/gpu-env.sh unpacks them there.
 go build -ldflags="-s -w" -o .devcarry/bin/lorabench ./cmd/lorabench
-for p in vk kernels lora quant autograd conformance cmd/lorabench; do
+for p in vk kernels lora quant autograd conformance optim cmd/lorabench; do
 	[ -d "$p" ] || continue
 	go test -c -ldflags="-s -w" -o ".devcarry/bin/$(basename "$p").test" "./$p"
 done
