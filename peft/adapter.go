@@ -78,6 +78,9 @@ func (c *Config) NewModule(path string, in, out int, d dtype.DType) (*Module, er
 	if in < 1 || out < 1 {
 		return nil, fmt.Errorf("peft: NewModule %s: in %d and out %d must be ≥ 1: %w", path, in, out, lora.ErrBadInput)
 	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("peft: NewModule %s: %w", path, err)
+	}
 	m := &Module{Path: path}
 	if err := c.fillModule(m); err != nil {
 		return nil, fmt.Errorf("peft: NewModule %s: %w", path, err)
@@ -185,7 +188,7 @@ func (c *Config) checkModule(m *Module) error {
 	case m.R != want.R || m.Alpha != want.Alpha:
 		return fmt.Errorf("r %d and alpha %v differ from the config's %d and %v (r, lora_alpha, rank_pattern, alpha_pattern): %w",
 			m.R, m.Alpha, want.R, want.Alpha, lora.ErrBadInput)
-	case m.Scale != want.Scale && !(math.IsNaN(m.Scale) && math.IsNaN(want.Scale)):
+	case m.Scale != want.Scale:
 		return fmt.Errorf("scale %v differs from PEFT's %v for r %d, alpha %v, use_rslora %v: %w",
 			m.Scale, want.Scale, m.R, m.Alpha, c.UseRSLoRA, lora.ErrBadInput)
 	case m.UseRSLoRA != want.UseRSLoRA || m.Dropout != want.Dropout || m.UseDoRA != want.UseDoRA ||

@@ -26,6 +26,9 @@ type DeviceModule struct {
 // when d is narrower than a tensor's stored dtype). The caller releases
 // the result.
 func (m *Module) Upload(dev *vk.Device, d dtype.DType) (*DeviceModule, error) {
+	if m == nil {
+		return nil, fmt.Errorf("peft: Upload: module is nil: %w", lora.ErrBadInput)
+	}
 	dm, err := m.upload(dev, d)
 	if err != nil {
 		return nil, fmt.Errorf("peft: Upload %s: %w", m.Path, err)

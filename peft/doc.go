@@ -41,24 +41,38 @@
 //
 // # What is refused
 //
-// Load checks every key and tensor and refuses, naming the key: unknown
-// config keys (Options.AllowUnknownKeys makes them warnings); keys that turn
-// on features the engine lacks (modules_to_save, target_parameters,
-// layer_replication, use_qalora, trainable tokens, Megatron, LoRA-GA, aLoRA,
-// VeLoRA, MonteCLoRA, BD-LoRA, Arrow, KaSA, and initialisations that rewrite
-// the base weight: PiSSA, OLoRA, CorDA, LoftQ) with lora.ErrNotImplemented;
-// use_dora with lora_bias, as PEFT does; tensors of the wrong shape, of
-// modules the config does not target, of Embedding or Conv LoRA layers, or
-// of whole saved modules; and malformed JSON or safetensors, with
-// lora.ErrBadInput. No input makes it panic or allocate more than the
-// files promise.
+// Load checks every key and tensor and refuses, naming the key or tensor
+// and the file: with lora.ErrNotImplemented, unknown config keys
+// (Options.AllowUnknownKeys makes them warnings), keys that turn on
+// features the engine lacks (modules_to_save, target_parameters,
+// layer_replication, use_qalora, trainable tokens, Megatron, LoRA-GA,
+// aLoRA, VeLoRA, MonteCLoRA, BD-LoRA, Arrow, KaSA, and initialisations
+// that rewrite the base weight: PiSSA, OLoRA, CorDA, LoftQ), Embedding
+// LoRA layers and whole saved modules; with lora.ErrBadInput, what PEFT
+// itself refuses or cannot mean: use_dora with lora_bias, tensors of the
+// wrong shape (a Conv layer's included), tensors of modules the config
+// does not target, malformed JSON or safetensors. No input makes it panic
+// or allocate more than the files promise.
 //
 // # Round trips
 //
 // Tensors keep their stored dtype (F32, F16 or BF16) and are widened to
 // float32 exactly, NaN payloads included, so Save(Load(dir)) writes back
 // the same tensor bytes, and for a config PEFT wrote the same JSON bytes;
-// Load(Save(a)) equals a. On the device, Module.Upload and
-// DeviceModule.LoRALinear build the engine's layer, and
-// DeviceModule.Download brings trained tensors back for Save.
+// Load(Save(a)) equals a.
+//
+// # On the device
+//
+// Adapter.Upload (or Module.Upload) puts the tensors on a device in the
+// base weights' dtype. DeviceModule.LoRALinear builds the engine's
+// lora.LoRALinear over a base weight; DeviceModules.Adapter gives the same
+// layer without its base, as package hf's layer loader asks for it:
+//
+//	ms, err := a.Upload(dev, dtype.BF16)
+//	attn, mlp, err := lw.Modules(func(i int, m hf.Module) (*lora.LoRALinear, error) {
+//		return ms.Adapter(hf.Prefix(i, m))
+//	})
+//
+// After training, DeviceModules.Download returns the adapter with the
+// trained tensors, each rounded to its stored dtype, ready for Save.
 package peft

@@ -144,10 +144,11 @@ func classify(cfg *Config, key string) (path string, r role, other bool, err err
 			return p, s.role, false, nil
 		}
 	}
+	loraPart := slices.ContainsFunc(strings.Split(rest, "."), func(seg string) bool { return strings.HasPrefix(seg, "lora_") })
 	switch {
-	case strings.Contains(rest, "lora_embedding_"):
+	case strings.Contains(rest, ".lora_embedding_"):
 		return "", 0, false, fmt.Errorf("tensor %q is a LoRA Embedding's, which is not implemented (Linear layers only): %w", key, lora.ErrNotImplemented)
-	case strings.Contains(rest, "lora_"):
+	case loraPart:
 		return "", 0, false, fmt.Errorf("tensor %q is not a parameter of a LoRA Linear (lora_A, lora_B, lora_magnitude_vector): %w", key, lora.ErrNotImplemented)
 	case cfg.Bias == BiasAll && strings.HasSuffix(rest, suffixBias) && len(rest) > len(suffixBias):
 		return strings.TrimSuffix(rest, suffixBias), 0, true, nil
@@ -158,7 +159,7 @@ func classify(cfg *Config, key string) (path string, r role, other bool, err err
 // fromTensors builds the adapter from the parsed weights, checking every
 // tensor against the config.
 func fromTensors(cfg *Config, f *safetensors.File) (*Adapter, error) {
-	a := &Adapter{Config: *cfg, Modules: map[string]*Module{}}
+	a := &Adapter{Config: cfg.Clone(), Modules: map[string]*Module{}}
 	keys := map[string]*[5]string{} // module path → key per role
 	for _, key := range f.Names() {
 		path, r, other, err := classify(cfg, key)

@@ -20,18 +20,54 @@ import (
 
 // compileMatch is re.match(pattern, s): anchored at the start only.
 func compileMatch(pattern string) (*regexp.Regexp, error) {
-	if _, err := regexp.Compile(pattern); err != nil {
-		return nil, fmt.Errorf("%q is not a regular expression Go's RE2 accepts: %v", pattern, err)
-	}
-	return regexp.MustCompile(`^(?:` + pattern + `)`), nil
+	return compileAnchored(pattern, `^(?:`+pattern+`)`)
 }
 
 // compileFull is re.fullmatch(pattern, s).
 func compileFull(pattern string) (*regexp.Regexp, error) {
+	return compileAnchored(pattern, `^(?:`+pattern+`)$`)
+}
+
+func compileAnchored(pattern, anchored string) (*regexp.Regexp, error) {
+	if err := pythonSyntax(pattern); err != nil {
+		return nil, err
+	}
+	// The pattern alone first, so that one with a stray ")" is refused as
+	// Python refuses it, rather than closing the anchoring group.
 	if _, err := regexp.Compile(pattern); err != nil {
 		return nil, fmt.Errorf("%q is not a regular expression Go's RE2 accepts: %v", pattern, err)
 	}
-	return regexp.MustCompile(`^(?:` + pattern + `)$`), nil
+	re, err := regexp.Compile(anchored)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a regular expression Go's RE2 accepts: %v", pattern, err)
+	}
+	return re, nil
+}
+
+// pythonSyntax refuses what RE2 reads but Python's re does not, or reads
+// otherwise: \Q…\E quoting, \p{…} classes, \z, \C, POSIX [[:alpha:]]
+// classes (a nested set to Python) and the ungreedy flag (?U).
+func pythonSyntax(pattern string) error {
+	for i := 0; i < len(pattern); i++ {
+		switch {
+		case pattern[i] == '\\' && i+1 < len(pattern):
+			if strings.IndexByte("QEpPzC", pattern[i+1]) >= 0 {
+				return fmt.Errorf("%q uses \\%c, which Python's re does not read as RE2 does", pattern, pattern[i+1])
+			}
+			i++
+		case strings.HasPrefix(pattern[i:], "[[:"):
+			return fmt.Errorf("%q uses a POSIX class [[:…:]], which Python's re reads as a nested set", pattern)
+		case strings.HasPrefix(pattern[i:], "(?"):
+			j := i + 2
+			for j < len(pattern) && (pattern[j] == '-' || pattern[j] >= 'a' && pattern[j] <= 'z' || pattern[j] >= 'A' && pattern[j] <= 'Z') {
+				if pattern[j] == 'U' {
+					return fmt.Errorf("%q uses the flag U, which Python's re does not have", pattern)
+				}
+				j++
+			}
+		}
+	}
+	return nil
 }
 
 // compilePatternKey is get_pattern_key's test of one rank_pattern or

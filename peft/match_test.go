@@ -38,6 +38,11 @@ func TestPatternKeyMatchesPython(t *testing.T) {
 	}
 	_, err := patternMatches("(?=q)q_proj", "q_proj")
 	require.ErrorContains(t, err, "is not a regular expression Go's RE2 accepts")
+	// RE2 syntax that Python lacks or reads otherwise is refused, not run.
+	for _, key := range []string{`self_attn\Qx`, `\pLq`, `[[:alpha:]]_proj`, `(?U)q.+`, `q\z`} {
+		_, err := patternMatches(key, "q_proj")
+		require.ErrorContains(t, err, "Python's re", key)
+	}
 }
 
 func TestLayerIndexMatchesPython(t *testing.T) {
