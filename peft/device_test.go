@@ -36,7 +36,9 @@ func TestUploadLoRALinear(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, []any{m.R, m.Alpha, m.UseRSLoRA, m.Dropout, false}, []any{l.R, l.Alpha, l.UseRSLoRA, l.Dropout, l.BiasTrainable})
 		require.Nil(t, l.Bias)
-		// GetLoRAParameters takes no dropout; the example's 0.05 is for training.
+		_, err = lora.GetLoRAParameters(l) // with the example's lora_dropout 0.05
+		require.NoError(t, err)
+		// Dropout makes the forward random: compare the deterministic one.
 		l.Dropout = 0
 		p, err := lora.GetLoRAParameters(l)
 		require.NoError(t, err)
