@@ -1,10 +1,11 @@
 package hf
 
 import (
+	"errors"
 	"fmt"
-	"io"
 	"os"
-	"syscall"
+
+	"github.com/vklora/vklora/internal/fsutil"
 )
 
 // Size limits for the JSON files, far above any real one (a config.json is a
@@ -15,33 +16,14 @@ const (
 	maxIndexBytes  = 64 << 20
 )
 
-// readSmallFile reads a regular file of at most limit bytes. Like
-// safetensors.Open it opens without blocking and refuses FIFOs and devices.
+// readSmallFile reads a regular file of at most limit bytes (fsutil.ReadSmall:
+// no blocking on a FIFO, no device); a refusal is a bad checkpoint.
 func readSmallFile(path string, limit int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
+	b, err := fsutil.ReadSmall(path, limit)
+	if errors.Is(err, fsutil.ErrNotRegular) || errors.Is(err, fsutil.ErrTooLarge) {
+		return nil, fmt.Errorf("%w: %w", err, ErrBadCheckpoint)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file (mode %s): %w", path, st.Mode().Type(), ErrBadCheckpoint)
-	}
-	if st.Size() > limit {
-		return nil, fmt.Errorf("%s has %d bytes, more than the %d this file may have: %w", path, st.Size(), limit, ErrBadCheckpoint)
-	}
-	// The file may grow after Stat: read one byte past the limit to see it.
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s has more than %d bytes: %w", path, limit, ErrBadCheckpoint)
-	}
-	return b, nil
+	return b, err
 }
 
 // isFile reports whether path names something (following links) that is

@@ -3,7 +3,6 @@ package peft
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/vklora/vklora/internal/fsutil"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/safetensors"
 )
@@ -78,36 +78,30 @@ func LoadWith(dir string, opts Options) (*Adapter, []string, error) {
 	return a, warnings, nil
 }
 
-// readBounded reads a file of at most limit bytes.
+// readBounded reads a regular file of at most limit bytes (fsutil.ReadSmall:
+// no blocking on a FIFO, no device); a refusal is bad input.
 func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+	data, err := fsutil.ReadSmall(path, limit)
+	if errors.Is(err, fsutil.ErrNotRegular) || errors.Is(err, fsutil.ErrTooLarge) {
+		return nil, fmt.Errorf("%w: %w", err, lora.ErrBadInput)
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s: larger than the %d-byte limit: %w", path, limit, lora.ErrBadInput)
-	}
-	return data, nil
+	return data, err
 }
 
 // readSafetensors parses the weights with safetensors.Read, which checks
 // the header before it allocates, so a truncated or corrupt file fails
-// with an error instead of a huge allocation.
+// with an error instead of a huge allocation. The file is opened with
+// fsutil.OpenRegular, so a FIFO or device named like it is refused, not
+// read.
 func readSafetensors(path string) (*safetensors.File, error) {
-	fh, err := os.Open(path)
+	fh, st, err := fsutil.OpenRegular(path)
+	if errors.Is(err, fsutil.ErrNotRegular) {
+		return nil, fmt.Errorf("%w: %w", err, lora.ErrBadInput)
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer fh.Close()
-	st, err := fh.Stat()
-	if err != nil {
-		return nil, err
-	}
 	f, err := safetensors.Read(fh, st.Size())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v: %w", path, err, lora.ErrBadInput)

@@ -9,8 +9,9 @@ import (
 	"os"
 	"sort"
 	"sync"
-	"syscall"
 	"unicode/utf8"
+
+	"github.com/vklora/vklora/internal/fsutil"
 )
 
 // Reader is a safetensors file opened for reading one tensor at a time: Open
@@ -51,21 +52,9 @@ func (i TensorInfo) NumElements() int { return Tensor{Shape: i.Shape}.NumElement
 // bytes without end, and has no size to check offsets against. The caller
 // closes the Reader.
 func Open(path string) (*Reader, error) {
-	// O_NONBLOCK keeps the open itself from blocking on a FIFO with no
-	// writer; the fstat below then refuses it. It changes nothing for
-	// regular files.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, st, err := fsutil.OpenRegular(path)
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %w", err)
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("safetensors: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("safetensors: %s is not a regular file (mode %s)", path, st.Mode().Type())
 	}
 	r, err := NewReader(f, st.Size(), path)
 	if err != nil {
