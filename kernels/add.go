@@ -99,15 +99,13 @@ func CheckBias(bias *vk.Tensor, out int, d dtype.DType, of string) error {
 	return nil
 }
 
-// dispatchAdd records add.comp over dst seen as [rows, cols]. The grid is
-// at most addGrid (and the device's limit); the shader loops over the rest.
+// dispatchAdd records add.comp over dst seen as [rows, cols], on the
+// elementwise kernels' grid (elementGrid).
 func (e *Dispatcher) dispatchAdd(rec *vk.Recorder, key shaders.AddKey, rows, cols int, alpha float32, dst, src *vk.Tensor) error {
 	k, err := e.dev.ShaderKernel(key, addWG)
 	if err != nil {
 		return err
 	}
-	gx := min(ceilDiv(cols, addWG), addGrid[0], int(e.dev.Caps().MaxWorkgroupCount[0]))
-	gy := min(int(e.gridRows(rows)), addGrid[1])
 	p := shaders.AddPush{Rows: uint32(rows), Cols: uint32(cols), Alpha: alpha}
-	return rec.Dispatch(k, [3]uint32{uint32(gx), uint32(gy), 1}, vk.PushBytes(&p), dst.Binding(), src.Binding())
+	return rec.Dispatch(k, e.elementGrid(rows, cols), vk.PushBytes(&p), dst.Binding(), src.Binding())
 }

@@ -234,7 +234,9 @@ func rowsCols(t *vk.Tensor) (int, int) {
 	return t.Dim(0), t.Dim(1)
 }
 
-// elementGrid is the (x, y) grid of the strided elementwise kernels.
+// elementGrid is the (x, y) grid of the strided elementwise kernels (add,
+// dropout, colscale): at most addGrid and the device's limit; the shaders
+// loop over the rest.
 func (e *Dispatcher) elementGrid(rows, cols int) [3]uint32 {
 	gx := min(ceilDiv(cols, addWG), addGrid[0], int(e.dev.Caps().MaxWorkgroupCount[0]))
 	gy := min(int(e.gridRows(rows)), addGrid[1])

@@ -2,7 +2,6 @@ package lora
 
 import (
 	"fmt"
-	"math"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -56,15 +55,9 @@ func (f *fixture) extend(d dtype.DType, p *Projection, rp *ref.Proj, m int, ft f
 		p.BiasTrainable, rp.BiasTrainable = true, true
 	}
 	if ft.dora {
-		v := append([]float64(nil), rp.W...)
-		ref.MatmulAcc(v, rp.B, rp.A, rp.Out, rp.In, rp.R, false, false, rp.S, 1)
-		mag := make([]float64, rp.Out)
+		mag := ref.DoRANorms(rp)
 		for o := range mag {
-			var n2 float64
-			for _, w := range v[o*rp.In : (o+1)*rp.In] {
-				n2 += w * w
-			}
-			mag[o] = math.Sqrt(n2) * (0.5 + f.RNG.Float64())
+			mag[o] *= 0.5 + f.RNG.Float64()
 		}
 		rp.Magnitude = ref.RoundTo(d, mag)
 		p.Magnitude = f.Upload(d, rp.Magnitude, rp.Out)
@@ -109,24 +102,7 @@ func TestOExtensions(t *testing.T) {
 					f := f.inOwn(t)
 					p, rp := f.proj(d, c.out, c.in, c.r, 1.7)
 					f.extend(d, p, rp, c.m, ft)
-					x := f.Random(d, c.m*c.in, 1)
-					gy := f.Random(d, c.m*c.out, 1)
-					layer := &O{Engine: f.eng, Proj: p}
-					rec := f.Recorder()
-					y, saved, err := layer.Forward(rec, f.Upload(d, x, c.m, c.in))
-					require.NoError(t, err)
-					defer saved.Release()
-					f.Keep(y)
-					dx, grads, err := layer.Backward(rec, saved, f.Upload(d, gy, c.m, c.out))
-					require.NoError(t, err)
-					f.Keep(dx)
-					f.keepGrads(grads)
-					require.NoError(t, rec.Submit())
-					wantDX, wantG := ref.LinearBackward(x, gy, c.m, rp)
-					bound := ref.Tolerance(d).Layer
-					vktest.ExpectClose(t, "Y", f.Download(y), ref.LinearForward(x, c.m, rp), c.out, bound)
-					vktest.ExpectClose(t, "dX", f.Download(dx), wantDX, c.in, bound)
-					f.checkGrads("o", grads, wantG, rp, bound)
+					f.checkO(d, p, rp, c.m, false) // the backward records its own barrier
 				})
 			}
 		}

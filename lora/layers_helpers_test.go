@@ -3,6 +3,8 @@ package lora
 import (
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk"
@@ -72,4 +74,34 @@ func (f *fixture) checkGrads(name string, got ProjGrad, want ref.Grads, rp *ref.
 	}
 	vktest.ExpectClose(f.T, name+" dA", f.Download(got.A), want.DA, rp.In, bound)
 	vktest.ExpectClose(f.T, name+" dB", f.Download(got.B), want.DB, rp.R, bound)
+}
+
+// checkO runs O's forward and backward in one recording on random X [m,
+// in] and upstream gradient [m, out] (with a barrier between the passes
+// when barrier is set) and compares Y, dX and every gradient with the
+// reference twin rp.
+func (f *fixture) checkO(d dtype.DType, p *Projection, rp *ref.Proj, m int, barrier bool) {
+	t := f.T
+	t.Helper()
+	x := f.Random(d, m*rp.In, 1)
+	gy := f.Random(d, m*rp.Out, 1)
+	layer := &O{Engine: f.eng, Proj: p}
+	rec := f.Recorder()
+	y, saved, err := layer.Forward(rec, f.Upload(d, x, m, rp.In))
+	require.NoError(t, err)
+	defer saved.Release()
+	f.Keep(y)
+	if barrier {
+		rec.Barrier()
+	}
+	dx, grads, err := layer.Backward(rec, saved, f.Upload(d, gy, m, rp.Out))
+	require.NoError(t, err)
+	f.Keep(dx)
+	f.keepGrads(grads)
+	require.NoError(t, rec.Submit())
+	wantDX, wantG := ref.LinearBackward(x, gy, m, rp)
+	bound := ref.Tolerance(d).Layer
+	vktest.ExpectClose(t, "Y", f.Download(y), ref.LinearForward(x, m, rp), rp.Out, bound)
+	vktest.ExpectClose(t, "dX", f.Download(dx), wantDX, rp.In, bound)
+	f.checkGrads("o", grads, wantG, rp, bound)
 }

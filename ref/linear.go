@@ -70,17 +70,27 @@ func (p *Proj) dropped(x []float64) []float64 {
 	return xd
 }
 
-// doraScale is c = m / ‖W + S·B·A‖ per output row.
-func (p *Proj) doraScale() []float64 {
+// DoRANorms returns ‖W + S·B·A‖₂ of each output row of p (DoRA's n),
+// from the explicit [Out, In] matrix.
+func DoRANorms(p *Proj) []float64 {
 	v := append([]float64(nil), p.W...)
 	MatmulAcc(v, p.B, p.A, p.Out, p.In, p.R, false, false, p.S, 1)
-	c := make([]float64, p.Out)
-	for o := range c {
+	n := make([]float64, p.Out)
+	for o := range n {
 		var n2 float64
 		for _, w := range v[o*p.In : (o+1)*p.In] {
 			n2 += w * w
 		}
-		c[o] = p.Magnitude[o] / math.Sqrt(n2)
+		n[o] = math.Sqrt(n2)
+	}
+	return n
+}
+
+// doraScale is c = m / ‖W + S·B·A‖ per output row.
+func (p *Proj) doraScale() []float64 {
+	c := DoRANorms(p)
+	for o, n := range c {
+		c[o] = p.Magnitude[o] / n
 	}
 	return c
 }
