@@ -39,19 +39,38 @@ func (e *Dispatcher) AddTo(rec *vk.Recorder, dst, src *vk.Tensor, alpha float32)
 // y's dtype (f32, f16 or bf16): the base-layer bias of a Linear, added in
 // fp32 and rounded once to the dtype. The result is valid after rec.Submit.
 func (e *Dispatcher) AddBiasTo(rec *vk.Recorder, y, bias *vk.Tensor) error {
+	if err := e.addBias(rec, y, bias, 1); err != nil {
+		return fmt.Errorf("kernels: AddBiasTo: %w", err)
+	}
+	return nil
+}
+
+// AddScaledBiasTo is AddBiasTo of alpha·bias (the product in fp32, exact
+// for alpha = 1): PEFT's lora_B bias, which the LoRA scale multiplies.
+func (e *Dispatcher) AddScaledBiasTo(rec *vk.Recorder, y, bias *vk.Tensor, alpha float32) error {
+	if !finite32(alpha) {
+		return fmt.Errorf("kernels: AddScaledBiasTo: alpha %v is not finite: %w", alpha, ErrBadInput)
+	}
+	if err := e.addBias(rec, y, bias, alpha); err != nil {
+		return fmt.Errorf("kernels: AddScaledBiasTo: %w", err)
+	}
+	return nil
+}
+
+func (e *Dispatcher) addBias(rec *vk.Recorder, y, bias *vk.Tensor, alpha float32) error {
 	if rec == nil {
-		return fmt.Errorf("kernels: AddBiasTo: recorder is nil: %w", ErrBadInput)
+		return fmt.Errorf("recorder is nil: %w", ErrBadInput)
 	}
 	if err := checkOperand("Y", y); err != nil {
-		return fmt.Errorf("kernels: AddBiasTo: %w", err)
+		return err
 	}
 	if y.Rank() != 2 {
-		return fmt.Errorf("kernels: AddBiasTo: Y %s must be 2-D [M,N]: %w", y, ErrBadInput)
+		return fmt.Errorf("Y %s must be 2-D [M,N]: %w", y, ErrBadInput)
 	}
 	if err := CheckBias(bias, y.Dim(1), y.DType(), "Y "+y.String()); err != nil {
-		return fmt.Errorf("kernels: AddBiasTo: %w", err)
+		return err
 	}
-	return e.dispatchAdd(rec, shaders.AddKey{D: y.DType(), Bias: true}, y.Dim(0), y.Dim(1), 0, y, bias)
+	return e.dispatchAdd(rec, shaders.AddKey{D: y.DType(), Bias: true}, y.Dim(0), y.Dim(1), alpha, y, bias)
 }
 
 func checkAdd(rec *vk.Recorder, dst, src *vk.Tensor, alpha float32) error {

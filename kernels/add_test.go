@@ -141,6 +141,34 @@ func TestAddBiasTo(t *testing.T) {
 	}
 }
 
+// AddScaledBiasTo adds alpha·bias: the product and the sum each one f32
+// rounding, then one rounding to the dtype; a non-finite alpha is refused.
+func TestAddScaledBiasTo(t *testing.T) {
+	f := newFixture(t)
+	const alpha = float32(0.37)
+	for _, d := range dtype.Floats {
+		t.Run(d.String(), func(t *testing.T) {
+			f := f.in(t)
+			const m, n = 5, 77
+			y, b := f.Random(d, m*n, 1), f.Random(d, n, 2)
+			yt, bt := f.Upload(d, y, m, n), f.Upload(d, b, n)
+			rec := f.Recorder()
+			require.NoError(t, f.eng.AddScaledBiasTo(rec, yt, bt, alpha))
+			require.NoError(t, rec.Submit())
+			want, exact := make([]float64, len(y)), make([]float64, len(y))
+			for i := range y {
+				want[i] = float64(dtype.Round(d, float32(y[i])+alpha*float32(b[i%n])))
+				exact[i] = y[i] + float64(alpha)*b[i%n]
+			}
+			f.expectAdd("Y", d, yt, want, exact, n)
+			rec = f.Recorder()
+			err := f.eng.AddScaledBiasTo(rec, yt, bt, float32(math.Inf(1)))
+			require.ErrorIs(t, err, ErrBadInput)
+			require.ErrorContains(t, err, "kernels: AddScaledBiasTo: alpha +Inf is not finite")
+		})
+	}
+}
+
 // TestAddLoops shrinks the grid to 2×3 workgroups so that both loops of
 // add.comp (columns past gx·256, rows past gy) run on small tensors, and
 // adds a bias over more rows than any device's grid y extent (65535)

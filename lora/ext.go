@@ -103,11 +103,10 @@ func (c *dropCache) dropped(e *Engine, rec *vk.Recorder, x *vk.Tensor, src kerne
 	if t, ok := c.xd[src]; ok {
 		return t, nil
 	}
-	xd, err := e.newOut("Xd (dropout)", x.DType(), x.Shape()...)
+	xd, err := e.temp(rec, "Xd (dropout)", x.DType(), x.Shape()...)
 	if err != nil {
 		return nil, err
 	}
-	rec.Hold(xd)
 	if err := e.k.Dropout(rec, shaders.DropoutForward, xd, x, src); err != nil {
 		return nil, err
 	}
@@ -137,7 +136,7 @@ func (e *Engine) extForward(rec *vk.Recorder, x *vk.Tensor, p *Projection, r int
 	lx := x // the LoRA branch's input
 	var res *vk.Tensor
 	dora := r > 0 && p.Magnitude != nil
-	// Phase 1: the dropped input, DoRA's ingredients, the bias vector.
+	// Phase 1: the dropped input and DoRA's ingredients.
 	if r > 0 && p.Dropout.active() {
 		src, err := drops.source(p.Dropout, x)
 		if err != nil {
@@ -163,18 +162,10 @@ func (e *Engine) extForward(rec *vk.Recorder, x *vk.Tensor, p *Projection, r int
 			return fail(err)
 		}
 	}
-	var tb *vk.Tensor
-	if p.LoRABias != nil {
-		var err error
-		if tb, err = e.temp(rec, "s·lora_B bias", d, out); err != nil {
-			return fail(err)
-		}
-		if err := rec.Fill(tb.Binding(), 0); err != nil {
-			return fail(err)
-		}
+	if s.drop != nil || dora {
+		rec.Barrier()
 	}
-	rec.Barrier()
-	// Phase 2: c, x·Aᵀ, the scaled lora_B bias.
+	// Phase 2: c and x·Aᵀ.
 	var err error
 	if dora {
 		if s.rn, err = e.newOut("DoRA 1/n", dtype.F32, out); err != nil {
@@ -184,11 +175,6 @@ func (e *Engine) extForward(rec *vk.Recorder, x *vk.Tensor, p *Projection, r int
 			return fail(err)
 		}
 		if err := e.k.DoraNorm(rec, s.rn, s.c, wsq, aw, aa, p.B, p.Magnitude, float32(p.Scale)); err != nil {
-			return fail(err)
-		}
-	}
-	if tb != nil {
-		if err := e.k.AddTo(rec, tb, p.LoRABias, float32(p.Scale)); err != nil {
 			return fail(err)
 		}
 	}
@@ -221,13 +207,16 @@ func (e *Engine) extForward(rec *vk.Recorder, x *vk.Tensor, p *Projection, r int
 			return fail(err)
 		}
 	}
-	// Phase 4: the biases, one add each.
-	for _, b := range []*vk.Tensor{p.Bias, tb} {
-		if b == nil {
+	// Phase 4: the biases, b and s·b_B, one add each.
+	for _, b := range []struct {
+		t     *vk.Tensor
+		scale float64
+	}{{p.Bias, 1}, {p.LoRABias, p.Scale}} {
+		if b.t == nil {
 			continue
 		}
 		rec.Barrier()
-		if err := e.k.AddBiasTo(rec, y, b); err != nil {
+		if err := e.k.AddScaledBiasTo(rec, y, b.t, float32(b.scale)); err != nil {
 			return fail(err)
 		}
 	}

@@ -2,7 +2,7 @@
 // add: elementwise accumulation into dst, in fp32, one rounding to D_TYPE.
 //
 // BIAS undefined: dst[i] = dst[i] + alpha·src[i]       (dst, src: count elements)
-// BIAS defined:   dst[m,n] = dst[m,n] + bias[n]         (dst [rows, cols], bias [cols])
+// BIAS defined:   dst[m,n] = dst[m,n] + alpha·bias[n]   (dst [rows, cols], bias [cols])
 //
 // The product and the sum are `precise` (each one correctly rounded f32
 // operation, never fused into an FMA), and the narrowing to f16/bf16 is the
@@ -12,7 +12,7 @@
 // Defines: D_TYPE (storage type of every buffer), BIAS.
 // Bindings: 0 dst (read and written), 1 src or bias. src may be bound over
 // dst: each invocation reads its element before writing it.
-// Push: uint rows; uint cols; float alpha (unused with BIAS). The plain add
+// Push: uint rows; uint cols; float alpha. The plain add
 // sees its count elements as one row (rows = 1, cols = count).
 // Specialization constant 0: workgroup size.
 // Dispatch: any (gx, gy, 1) with gx, gy ≥ 1. Invocation x walks the columns
@@ -45,7 +45,7 @@ void main() {
 	uint xstride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
 	for (uint n = gl_GlobalInvocationID.x; n < pc.cols; n += xstride) {
 #ifdef BIAS
-		float b = loadS(n);
+		precise float b = pc.alpha * loadS(n);
 #endif
 		for (uint m = gl_WorkGroupID.y; m < pc.rows; m += gl_NumWorkGroups.y) {
 			uint i = m * pc.cols + n;
