@@ -30,9 +30,17 @@ func (s DropoutSource) Threshold() uint32 {
 // torch's dropout does.
 func (s DropoutSource) Inv() float32 { return float32(1 / (1 - s.P)) }
 
+// CheckDropoutP refuses a dropout probability outside [0, 1).
+func CheckDropoutP(p float64) error {
+	if math.IsNaN(p) || p < 0 || p >= 1 {
+		return fmt.Errorf("dropout probability %v must be in [0, 1): %w", p, ErrBadInput)
+	}
+	return nil
+}
+
 func (s DropoutSource) check(x *vk.Tensor) error {
-	if math.IsNaN(s.P) || s.P < 0 || s.P >= 1 {
-		return fmt.Errorf("dropout probability %v must be in [0, 1): %w", s.P, ErrBadInput)
+	if err := CheckDropoutP(s.P); err != nil {
+		return err
 	}
 	if s.Mask == nil {
 		return nil

@@ -2,7 +2,6 @@ package lora
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/vklora/vklora/kernels"
 	"github.com/vklora/vklora/vk"
@@ -42,8 +41,8 @@ func (d *Dropout) check(name string) error {
 	if d == nil {
 		return nil
 	}
-	if math.IsNaN(d.P) || d.P < 0 || d.P >= 1 {
-		return fmt.Errorf("projection %s: dropout probability %v must be in [0, 1): %w", name, d.P, ErrBadInput)
+	if err := kernels.CheckDropoutP(d.P); err != nil {
+		return fmt.Errorf("projection %s: %w", name, err)
 	}
 	return nil
 }
