@@ -2,6 +2,7 @@ package lora
 
 import (
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -229,5 +230,42 @@ func TestMLPExtensions(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// Bad extension settings are refused with a named error before anything is
+// recorded, and the engine stays usable.
+func TestExtensionErrors(t *testing.T) {
+	f := newFixture(t)
+	const d, m, in, out, r = dtype.F32, 9, 20, 12, 3
+	cases := []struct {
+		name string
+		edit func(p *Projection)
+		want string
+	}{
+		{"dropout of 1", func(p *Projection) { p.Dropout = &Dropout{P: 1} }, "dropout probability 1 must be in [0, 1)"},
+		{"dropout NaN", func(p *Projection) { p.Dropout = &Dropout{P: math.NaN()} }, "dropout probability NaN"},
+		{"mask shape", func(p *Projection) {
+			p.Dropout = &Dropout{P: 0.5, Mask: f.uploadMask(make([]float64, m*(in-1)), m, in-1)}
+		}, "dropout mask"},
+		{"dora with lora_B bias", func(p *Projection) {
+			p.Magnitude, p.LoRABias = f.Upload(d, f.Random(d, out, 1), out), f.Upload(d, f.Random(d, out, 1), out)
+		}, "as PEFT refuses use_dora with lora_bias"},
+		{"lora_B bias shape", func(p *Projection) { p.LoRABias = f.Upload(d, f.Random(d, out+1, 1), out+1) }, "lora_B bias"},
+		{"magnitude dtype", func(p *Projection) { p.Magnitude = f.Upload(dtype.F16, f.Random(dtype.F16, out, 1), out) }, "DoRA magnitude"},
+		{"trainable bias without bias", func(p *Projection) { p.BiasTrainable = true }, "BiasTrainable without a bias"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := f.in(t)
+			p, rp := f.proj(d, out, in, r, 0.5)
+			c.edit(p)
+			rec := f.Recorder()
+			_, _, err := (&O{Engine: f.eng, Proj: p}).Forward(rec, f.Upload(d, f.Random(d, m*in, 1), m, in))
+			require.ErrorIs(t, err, ErrBadInput)
+			require.ErrorContains(t, err, c.want)
+			// The engine still runs a plain projection afterwards.
+			f.checkO(d, &Projection{W: p.W, A: p.A, B: p.B, Scale: p.Scale}, rp, m, false)
+		})
 	}
 }
