@@ -9,7 +9,15 @@ import (
 // CoopTile is one configuration of the subgroup-scope cooperative-matrix
 // matmul (shaders/matmul_coopmat.comp): a BM×BN output tile per workgroup,
 // K consumed BK at a time, one WM×WN tile per subgroup.
-type CoopTile struct{ BM, BN, BK, WM, WN int }
+type CoopTile struct {
+	BM, BN, BK, WM, WN int
+	// Tuning knobs, zero by default: OneBuf stages one tile buffer even
+	// where two fit (two barriers per K step instead of one), and
+	// NoPrefetch issues the next tile's global loads after the current
+	// tile's multiplies instead of before (fewer registers live across
+	// them, so more workgroups may be resident to hide the latency).
+	OneBuf, NoPrefetch bool
+}
 
 // coopConfig is a subgroup-scope tile in units of the device's matrix
 // shape TM×TN×TK: SGM×SGN subgroups, each holding FM×FN accumulators (one
@@ -68,7 +76,7 @@ func (t CoopTile) bufBytes() int {
 
 // twoBufs reports whether the shader double-buffers the tile on a device
 // with maxShared bytes of shared memory: where two buffers fit.
-func (t CoopTile) twoBufs(maxShared int) bool { return 2*t.bufBytes() <= maxShared }
+func (t CoopTile) twoBufs(maxShared int) bool { return !t.OneBuf && 2*t.bufBytes() <= maxShared }
 
 // sharedBytes is the shader's shared memory on such a device.
 func (t CoopTile) sharedBytes(maxShared int) int {
@@ -94,7 +102,7 @@ type coopLayout struct{ aKF, bKF bool }
 func (t CoopTile) spec(c *coopSupport, l coopLayout) []uint32 {
 	return []uint32{uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.WM), uint32(t.WN),
 		uint32(t.subgroups() * c.subgroup), c.shape.M, c.shape.N, c.shape.K, b32(l.aKF), b32(l.bKF),
-		b32(t.twoBufs(c.maxShared))}
+		b32(t.twoBufs(c.maxShared)), b32(!t.NoPrefetch)}
 }
 
 // coopInput is a layer dtype the cooperative kernels can multiply: its
@@ -148,9 +156,6 @@ func probeCoopMat(c *vk.Caps, o Options) map[dtype.DType]*coopSupport {
 		required = c.SubgroupSize
 	}
 	maxShared := int(c.MaxSharedMemory)
-	if sharedCap > 0 {
-		maxShared = min(maxShared, sharedCap)
-	}
 	for _, in := range coopInputs(c) {
 		for _, s := range c.CoopMatShapes {
 			if !s.Multiplies(in.comp, vk.ComponentF32) {
@@ -208,8 +213,3 @@ func (e *Dispatcher) pickCoopTile(d dtype.DType, m, n int) (CoopTile, *coopSuppo
 func scratchFits(t CoopTile, s vk.CoopMatShape, maxShared int) bool {
 	return t.subgroups()*int(s.M*s.N)*4 <= t.sharedBytes(maxShared)
 }
-
-// sharedCap, when positive, caps the shared memory the subgroup-scope
-// tiles may use below the device's. A variable so that tests can reach
-// the single-buffered form with a small tile, as gridRowCap does for rows.
-var sharedCap int

@@ -288,12 +288,19 @@ func TestCoopMatEveryGrid(t *testing.T) {
 		grids = append(grids, grid{fmt.Sprintf("f%d%d", fr[0], fr[1]),
 			coopConfig{SGM: 2, SGN: 2, FM: int(fr[0]), FN: int(fr[1]), BK: 32}.tile(s)})
 	}
-	// The single-buffered form with the smallest grid, forced by capping
-	// the shared memory below its two buffers (a long K step instead makes
-	// one pipeline take minutes to compile on CPU drivers).
+	// The single-buffered form and the late global loads (the tuning knobs)
+	// with the smallest grid (a long K step instead makes one pipeline take
+	// minutes to compile on CPU drivers).
 	one := coopConfig{SGM: 2, SGN: 2, FM: 2, FN: 2, BK: 32}.tile(s)
 	require.True(t, one.twoBufs(maxShared))
-	grids = append(grids, grid{"f22-single", one})
+	for _, k := range []struct {
+		name             string
+		oneBuf, noPrefet bool
+	}{{"f22-single", true, false}, {"f22-late-loads", false, true}, {"f22-single-late-loads", true, true}} {
+		v := one
+		v.OneBuf, v.NoPrefetch = k.oneBuf, k.noPrefet
+		grids = append(grids, grid{k.name, v})
+	}
 	// Sixteen subgroups on a one-matrix K step: fewer staging chunks than
 	// invocations, so the last staging round is partial (guarded).
 	partial := coopConfig{SGM: 4, SGN: 4, FM: 2, FN: 2, BK: max(8, int(s.K))}.tile(s)
@@ -302,14 +309,8 @@ func TestCoopMatEveryGrid(t *testing.T) {
 	for _, g := range grids {
 		tile := g.tile
 		t.Run(g.name, func(t *testing.T) {
-			if g.name == "f22-single" {
-				sharedCap = tile.bufBytes()
-				defer func() { sharedCap = 0 }()
-			}
 			f := newFixtureWith(t, Options{CoopMatTile: &tile, DisableCoopMat2: true})
-			if g.name == "f22-single" {
-				require.False(t, f.eng.coop[d].tiles[0].twoBufs(f.eng.coop[d].maxShared), "the single-buffered form must run")
-			}
+			require.Equal(t, !tile.OneBuf, f.eng.coop[d].tiles[0].twoBufs(f.eng.coop[d].maxShared), "the buffering asked for must run")
 			require.True(t, f.eng.CoopMat(d), "tile %+v at shape %+v refused", tile, s)
 			m, n, k := max(2*tile.BM, 64)+7, max(tile.BN, 64)+5, tile.BK+43
 			a, b, c0 := f.Random(d, m*k, 1), f.Random(d, n*k, 1), f.Random(d, m*n, 1)

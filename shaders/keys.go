@@ -200,6 +200,8 @@ const (
 	PeakCopy                        // 16-byte device-memory copy
 	PeakCoopMat                     // register-resident subgroup-scope cooperative matrices
 	PeakCM2                         // register-resident workgroup-scope cooperative matrices
+	PeakTile                        // the subgroup-scope matmul's tile loop, fed from shared memory
+	PeakDirect                      // the subgroup-scope matmul without shared memory
 )
 
 // PeakInput is the input component type of a peak kernel.
@@ -215,15 +217,17 @@ const (
 )
 
 // PeakKey is a kernel of `lorabench peak`: kind, input type and, for the
-// f16 cooperative kernel, an f16 accumulator (C16) instead of f32/int32.
+// f16 cooperative kernel, an f16 accumulator (C16) instead of f32/int32;
+// for PeakTile, the fragment grid (one of CoopFrags).
 type PeakKey struct {
-	Kind PeakKind
-	In   PeakInput
-	C16  bool
+	Kind   PeakKind
+	In     PeakInput
+	C16    bool
+	FM, FN uint8
 }
 
-// Name is peak_fma_f32, peak_copy_u32, peak_coopmat_<in>[_c16] or
-// peak_cm2_<in>.
+// Name is peak_fma_f32, peak_copy_u32, peak_coopmat_<in>[_c16],
+// peak_cm2_<in>, peak_tile_<in>_f<FM><FN> or peak_direct_<in>_f<FM><FN>.
 func (k PeakKey) Name() string {
 	op := "peak_kind?"
 	switch k.Kind {
@@ -235,16 +239,24 @@ func (k PeakKey) Name() string {
 		op = "peak_coopmat"
 	case PeakCM2:
 		op = "peak_cm2"
+	case PeakTile, PeakDirect:
+		op = pick(k.Kind == PeakTile, "peak_tile", "peak_direct")
+		return variantName(op, false, string(k.In), "f"+string(rune('0'+k.FM))+string(rune('0'+k.FN)))
 	}
 	return variantName(op, false, string(k.In), pick(k.C16, "c16", ""))
 }
 
 // PeakKeys lists every peak kernel, in table order.
 func PeakKeys() []PeakKey {
-	return []PeakKey{{Kind: PeakFMA, In: PeakF32}, {Kind: PeakCopy, In: PeakU32},
+	ks := []PeakKey{{Kind: PeakFMA, In: PeakF32}, {Kind: PeakCopy, In: PeakU32},
 		{Kind: PeakCoopMat, In: PeakF16}, {Kind: PeakCoopMat, In: PeakF16, C16: true}, {Kind: PeakCoopMat, In: PeakBF16},
 		{Kind: PeakCoopMat, In: PeakI8}, {Kind: PeakCoopMat, In: PeakU8},
 		{Kind: PeakCM2, In: PeakF16}, {Kind: PeakCM2, In: PeakBF16}}
+	for _, f := range CoopFrags {
+		ks = append(ks, PeakKey{Kind: PeakTile, In: PeakF16, FM: f[0], FN: f[1]},
+			PeakKey{Kind: PeakDirect, In: PeakF16, FM: f[0], FN: f[1]})
+	}
+	return ks
 }
 
 func (PeakKey) sealed() {}

@@ -60,9 +60,23 @@ type DoraNormKey struct{ D dtype.DType }
 // Name is dora_norm_<D>.
 func (k DoraNormKey) Name() string { return variantName("dora_norm", false, k.D.String(), "") }
 
+// RowScaleKey is the DoRA merge kernel (rowscale.comp) for weight dtype D:
+// w = v[i]·(w + alpha·a) row by row, or with Inverse w = w/v[i] + alpha·a
+// (the unmerge).
+type RowScaleKey struct {
+	D       dtype.DType
+	Inverse bool
+}
+
+// Name is rowscale_<D>[_inv].
+func (k RowScaleKey) Name() string {
+	return variantName("rowscale", false, k.D.String(), pick(k.Inverse, "inv", ""))
+}
+
 func (DropoutKey) sealed()  {}
 func (ColKey) sealed()      {}
 func (DoraNormKey) sealed() {}
+func (RowScaleKey) sealed() {}
 
 // ExtKeys lists every extension kernel's key.
 func ExtKeys() []Key {
@@ -75,7 +89,7 @@ func ExtKeys() []Key {
 		for _, prod := range []bool{false, true} {
 			ks = append(ks, ColKey{Op: ColSum, D: d, Prod: prod}, ColKey{Op: ColSum, D: d, C32: true, Prod: prod})
 		}
-		ks = append(ks, DoraNormKey{D: d})
+		ks = append(ks, DoraNormKey{D: d}, RowScaleKey{D: d}, RowScaleKey{D: d, Inverse: true})
 	}
 	return ks
 }
@@ -112,5 +126,13 @@ func extVariants(t *variantTable) {
 		col(ColKey{Op: RowSquares, D: d, C32: true}, map[string]string{"OP_ROWSQ": "", "C_TYPE": "TYPE_F32"})
 		t.add(DoraNormKey{D: d}, Variant{Source: "dora_norm.comp", Defines: map[string]string{"D_TYPE": td},
 			Buffers: 7, PushSize: sizeOf[DoraNormPush]()})
+		for _, inv := range []bool{false, true} {
+			defs := map[string]string{"D_TYPE": td}
+			if inv {
+				defs["INVERSE"] = ""
+			}
+			t.add(RowScaleKey{D: d, Inverse: inv}, Variant{Source: "rowscale.comp", Defines: defs,
+				Buffers: 3, PushSize: sizeOf[RowScalePush]()})
+		}
 	}
 }

@@ -24,7 +24,7 @@
 // (subgroup tile: FM·TM × FN·TN), 5 workgroup size = (BM/WM)·(BN/WN)·
 // subgroup size, 6 TM, 7 TN, 8 TK (cooperative matrix shape), 9 A_KF (A's k
 // index is contiguous, else its m index), 10 B_KF (B's k index is
-// contiguous, else its n index). The layouts are constants so that the
+// contiguous, else its n index), 11 TWO_BUFS and 12 PREFETCH (below). The layouts are constants so that the
 // driver compiles each multiply loop without branches between
 // cooperative-matrix operations.
 //
@@ -56,6 +56,11 @@ layout(constant_id = 10) const bool B_KF = true;
 // while the current one is read (one barrier per K step); false for one
 // buffer (two barriers per step), where two do not fit in shared memory.
 layout(constant_id = 11) const bool TWO_BUFS = true;
+// 12 PREFETCH: the next tile's global loads are issued before the current
+// tile's multiplies, into registers live across them (latency hidden in
+// one workgroup); false issues them after, just before the shared stores
+// (fewer registers; other resident workgroups hide the latency).
+layout(constant_id = 12) const bool PREFETCH = true;
 
 // Raw 16-bit views of A and B, and 128-bit views for aligned chunks.
 layout(set = 0, binding = 0, std430) readonly buffer BufA { uint16_t a16[]; };
@@ -74,26 +79,8 @@ layout(set = 0, binding = 1, std430) readonly buffer BufB4 { uvec4 b128[]; };
 layout(set = 0, binding = 3, std430) readonly buffer BufA2 { float a2[]; };
 layout(set = 0, binding = 4, std430) readonly buffer BufB2 { uint16_t b2[]; };
 
-// Shared tiles in uvec4 units (8 elements), in the operand's memory order:
-// A [BM][BK] when A_KF else [BK][BM]; B [BN][BK] when B_KF else [BK][BN].
-// Rows are padded by one uvec4 so that the rows one coopMatLoad reads start
-// in different banks.
-const uint A_ROWS = A_KF ? BM : BK, A_COLS = A_KF ? BK : BM;
-const uint B_ROWS = B_KF ? BN : BK, B_COLS = B_KF ? BK : BN;
-const uint A_STRIDE = A_COLS / 8 + 1, B_STRIDE = B_COLS / 8 + 1;
-const uint A_WORDS = A_ROWS * A_STRIDE, B_WORDS = B_ROWS * B_STRIDE;
-const uint BUF_WORDS = A_WORDS + B_WORDS;
+#include "coop_tile.glsl"
 shared uvec4 sh[(TWO_BUFS ? 2u : 1u) * BUF_WORDS];
-
-const uint WG = gl_WorkGroupSize.x;
-// Each invocation stages chunks tid, tid + WG, ...; where a tile has fewer
-// chunks than a multiple of WG (a short K step on many subgroups) the last
-// round is guarded. The guards fold away when WG divides the count.
-const uint A_CHUNKS = A_ROWS * A_COLS / 8, B_CHUNKS = B_ROWS * B_COLS / 8;
-const uint A_PER_THREAD = (A_CHUNKS + WG - 1) / WG;
-const uint B_PER_THREAD = (B_CHUNKS + WG - 1) / WG;
-#define A_IN(c) (A_CHUNKS % WG == 0u || (c) < A_CHUNKS)
-#define B_IN(c) (B_CHUNKS % WG == 0u || (c) < B_CHUNKS)
 
 #include "coop_stage.glsl"
 
@@ -144,40 +131,6 @@ uvec4 lora_b_chunk(uint c, uint n0, uint j0) {
 	return pack8(e);
 }
 
-// The FOR_* macros expand F for every fragment row i < FM, column j < FN,
-// or pair (i, j): the fragment grid unrolled at compile time.
-#if FM > 1
-#define IF_M1(x) x
-#else
-#define IF_M1(x)
-#endif
-#if FM > 2
-#define IF_M23(x) x
-#else
-#define IF_M23(x)
-#endif
-#if FN > 1
-#define IF_N1(x) x
-#else
-#define IF_N1(x)
-#endif
-#if FN > 2
-#define IF_N23(x) x
-#else
-#define IF_N23(x)
-#endif
-#define FOR_I(F) F(0) IF_M1(F(1)) IF_M23(F(2) F(3))
-#define FOR_J(F) F(0) IF_N1(F(1)) IF_N23(F(2) F(3))
-#define FOR_ROW(F, i) F(i, 0) IF_N1(F(i, 1)) IF_N23(F(i, 2) F(i, 3))
-#define FOR_ALL(F) FOR_ROW(F, 0) IF_M1(FOR_ROW(F, 1)) IF_M23(FOR_ROW(F, 2) FOR_ROW(F, 3))
-
-#define ACC_T coopmat<float, gl_ScopeSubgroup, TM, TN, gl_MatrixUseAccumulator>
-#define DECL_ACC(i, j) ACC_T acc##i##j = ACC_T(0.0);
-#define DECL_FA(i) coopmat<float16_t, gl_ScopeSubgroup, TM, TK, gl_MatrixUseA> fa##i;
-#define DECL_FB(j) coopmat<float16_t, gl_ScopeSubgroup, TK, TN, gl_MatrixUseB> fb##j;
-#define MMA(i, j) acc##i##j = coopMatMulAdd(fa##i, fb##j, acc##i##j);
-#define SCALE(i, j) acc##i##j = acc##i##j * pc.alpha;
-
 void main() {
 	const uint tid = gl_LocalInvocationID.x;
 	const uint sg = gl_SubgroupID, lane = gl_SubgroupInvocationID, sgsize = gl_SubgroupSize;
@@ -191,29 +144,6 @@ void main() {
 	FOR_J(DECL_FB)
 	uvec4 ra[A_PER_THREAD], rb[B_PER_THREAD];
 
-	// Multiply the tiles staged at shared word `base` into the accumulators.
-#define LOAD_FA(i)                                                                                              \
-	if (A_KF) {                                                                                                 \
-		coopMatLoad(fa##i, sh, (base_) + (wm0 + i * TM) * A_STRIDE + kk / 8, A_STRIDE, gl_CooperativeMatrixLayoutRowMajor); \
-	} else {                                                                                                    \
-		coopMatLoad(fa##i, sh, (base_) + kk * A_STRIDE + (wm0 + i * TM) / 8, A_STRIDE, gl_CooperativeMatrixLayoutColumnMajor); \
-	}
-#define LOAD_FB(j)                                                                                              \
-	if (B_KF) {                                                                                                 \
-		coopMatLoad(fb##j, sh, (base_) + A_WORDS + (wn0 + j * TN) * B_STRIDE + kk / 8, B_STRIDE, gl_CooperativeMatrixLayoutColumnMajor); \
-	} else {                                                                                                    \
-		coopMatLoad(fb##j, sh, (base_) + A_WORDS + kk * B_STRIDE + (wn0 + j * TN) / 8, B_STRIDE, gl_CooperativeMatrixLayoutRowMajor); \
-	}
-#define TILE_MMA(base)                                                                                          \
-	{                                                                                                           \
-		const uint base_ = (base);                                                                              \
-		[[unroll]] for (uint kk = 0; kk < BK; kk += TK) {                                                       \
-			FOR_I(LOAD_FA)                                                                                      \
-			FOR_J(LOAD_FB)                                                                                      \
-			FOR_ALL(MMA)                                                                                        \
-		}                                                                                                       \
-	}
-
 #define GLOBAL_LOAD(k0)                                                                       \
 	[[unroll]] for (uint i = 0; i < A_PER_THREAD; i++) {                                      \
 		uint g, n;                                                                            \
@@ -226,14 +156,6 @@ void main() {
 		rb[i] = (n == 0u || !B_IN(tid + i * WG)) ? uvec4(0) : load_b_chunk(g, n);             \
 	}
 
-#define SHARED_STORE(base)                                                                    \
-	[[unroll]] for (uint i = 0; i < A_PER_THREAD; i++)                                        \
-		if (A_IN(tid + i * WG))                                                               \
-			sh[(base) + chunk_word(tid + i * WG, A_COLS / 8, A_STRIDE)] = ra[i];              \
-	[[unroll]] for (uint i = 0; i < B_PER_THREAD; i++)                                        \
-		if (B_IN(tid + i * WG))                                                               \
-			sh[(base) + A_WORDS + chunk_word(tid + i * WG, B_COLS / 8, B_STRIDE)] = rb[i];
-
 	uint buf = 0;
 	if (kbeg < kend) {
 		GLOBAL_LOAD(kbeg)
@@ -242,12 +164,15 @@ void main() {
 	}
 	for (uint k0 = kbeg; k0 < kend; k0 += BK) {
 		const bool more = k0 + BK < kend;
-		if (more) {
+		if (more && PREFETCH) {
 			GLOBAL_LOAD(k0 + BK)
 		}
 		TILE_MMA(buf)
 		if (TWO_BUFS) {
 			if (more) {
+				if (!PREFETCH) {
+					GLOBAL_LOAD(k0 + BK)
+				}
 				SHARED_STORE(BUF_WORDS - buf)
 			}
 			barrier();
@@ -255,6 +180,9 @@ void main() {
 		} else {
 			barrier();
 			if (more) {
+				if (!PREFETCH) {
+					GLOBAL_LOAD(k0 + BK)
+				}
 				SHARED_STORE(0)
 			}
 			barrier();

@@ -98,11 +98,20 @@ type PeakFMAPush struct {
 // (the latter reads no strides).
 type PeakCoopPush struct{ Iters, Slots, AStride, BStride uint32 }
 
+// PeakTilePush mirrors peak_tile.comp's block: Zero must be 0 (the tile's
+// base word is iteration·Zero, which keeps the loads inside the loop).
+type PeakTilePush struct{ Iters, Slots, Zero, Pad uint32 }
+
+// PeakDirectPush mirrors peak_direct.comp's block: C = A·Bᵀ of M×N×K.
+type PeakDirectPush struct{ M, N, K, Pad uint32 }
+
 // PeakCopyPush mirrors peak_copy.comp's block.
 type PeakCopyPush struct{ N uint32 }
 
 var (
 	_ [16]byte = [unsafe.Sizeof(PeakFMAPush{})]byte{}
 	_ [16]byte = [unsafe.Sizeof(PeakCoopPush{})]byte{}
+	_ [16]byte = [unsafe.Sizeof(PeakTilePush{})]byte{}
+	_ [16]byte = [unsafe.Sizeof(PeakDirectPush{})]byte{}
 	_ [4]byte  = [unsafe.Sizeof(PeakCopyPush{})]byte{}
 )

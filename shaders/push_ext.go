@@ -22,9 +22,16 @@ type DoraNormPush struct {
 	S      float32
 }
 
+// RowScalePush mirrors rowscale.comp's block.
+type RowScalePush struct {
+	Rows, Cols uint32
+	Alpha      float32
+}
+
 // The sizes the shaders declare; a field added on one side only fails here.
 var (
 	_ [32]byte = [unsafe.Sizeof(DropoutPush{})]byte{}
 	_ [16]byte = [unsafe.Sizeof(ColPush{})]byte{}
 	_ [12]byte = [unsafe.Sizeof(DoraNormPush{})]byte{}
+	_ [12]byte = [unsafe.Sizeof(RowScalePush{})]byte{}
 )

@@ -198,6 +198,12 @@ func peakVariants(t *variantTable) {
 		case PeakCM2:
 			t.add(k, Variant{Source: "peak_cm2.comp", NoOptimize: true, Spirv: "vulkan1.3", BFloat16: k.In == PeakBF16,
 				Buffers: 3, PushSize: sizeOf[PeakCoopPush]()})
+		case PeakTile: // built as matmul_coopmat is, so both run one loop
+			t.add(k, Variant{Source: "peak_tile.comp", Defines: map[string]string{"FM": fmt.Sprint(k.FM), "FN": fmt.Sprint(k.FN)},
+				NoOptimize: true, Spirv: "vulkan1.3", Buffers: 3, PushSize: sizeOf[PeakTilePush]()})
+		case PeakDirect:
+			t.add(k, Variant{Source: "peak_direct.comp", Defines: map[string]string{"FM": fmt.Sprint(k.FM), "FN": fmt.Sprint(k.FN)},
+				NoOptimize: true, Spirv: "vulkan1.3", Buffers: 4, PushSize: sizeOf[PeakDirectPush]()})
 		}
 	}
 }

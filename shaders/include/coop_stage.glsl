@@ -9,6 +9,8 @@
 #ifndef VKLORA_COOP_STAGE_GLSL
 #define VKLORA_COOP_STAGE_GLSL
 
+#include "chunk_word.glsl"
+
 // f32 → the 16-bit pattern of D, rounded to nearest even.
 uint to_d_bits(float v) {
 #if D_TYPE == TYPE_BF16
@@ -64,8 +66,5 @@ void b_chunk(uint c, uint n0, uint k0, uint kend, out uint g, out uint n) {
 		n = k < kend ? valid8(nn, pc.N) : 0u;
 	}
 }
-
-// Shared-memory word of chunk c in a tile whose rows hold cols8 chunks.
-uint chunk_word(uint c, uint cols8, uint stride) { return (c / cols8) * stride + c % cols8; }
 
 #endif
