@@ -17,7 +17,7 @@ const (
 	envDisableCoopMat  = "VKLORA_DISABLE_COOPMAT"  // 1: scalar and narrow kernels only
 	envDisableCoopMat2 = "VKLORA_DISABLE_COOPMAT2" // 1: no VK_NV_cooperative_matrix2
 	envDisableNarrow   = "VKLORA_DISABLE_NARROW"   // 1: rank products on the tiled kernels
-	envCoopMatTile     = "VKLORA_COOPMAT_TILE"     // "BM,BN,BK,WM,WN": the only subgroup-scope tile
+	envCoopMatTile     = "VKLORA_COOPMAT_TILE"     // "BM,BN,BK,WM,WN[,BUFS,PREFETCH]": the only subgroup-scope tile
 	envCoopMat2Tile    = "VKLORA_COOPMAT2_TILE"    // "BM,BN,BK,WG": the only workgroup-scope tile
 	envCoopMatShape    = "VKLORA_COOPMAT_SHAPE"    // "M,N,K": the only subgroup-scope matrix shape
 )
@@ -38,11 +38,10 @@ func engineOptions(getenv func(string) string) (lora.Options, error) {
 			return o, fmt.Errorf("%s=%q: want 1 or 0", b.name, v)
 		}
 	}
-	var ct lora.CoopTile
-	if set, err := tileFromEnv(getenv, envCoopMatTile, &ct.BM, &ct.BN, &ct.BK, &ct.WM, &ct.WN); err != nil {
+	if ct, err := coopTileFromEnv(getenv); err != nil {
 		return o, err
-	} else if set {
-		o.CoopMatTile = &ct
+	} else if ct != nil {
+		o.CoopMatTile = ct
 	}
 	var sh [3]int
 	if set, err := tileFromEnv(getenv, envCoopMatShape, &sh[0], &sh[1], &sh[2]); err != nil {
@@ -57,6 +56,32 @@ func engineOptions(getenv func(string) string) (lora.Options, error) {
 		o.CoopMat2Tile = &c2
 	}
 	return o, nil
+}
+
+// coopTileFromEnv reads VKLORA_COOPMAT_TILE: "BM,BN,BK,WM,WN", or with
+// two tuning fields more, BUFS (1: one tile buffer; 2: two where they
+// fit, the default) and PREFETCH (1: the next tile's loads before the
+// multiplies, the default; 0: after them).
+func coopTileFromEnv(getenv func(string) string) (*lora.CoopTile, error) {
+	v := getenv(envCoopMatTile)
+	if v == "" {
+		return nil, nil
+	}
+	var ct lora.CoopTile
+	parts := strings.Split(v, ",")
+	if len(parts) == 7 {
+		bufs, pre := strings.TrimSpace(parts[5]), strings.TrimSpace(parts[6])
+		if (bufs != "1" && bufs != "2") || (pre != "0" && pre != "1") {
+			return nil, fmt.Errorf("%s=%q: BUFS (field 6) must be 1 or 2 and PREFETCH (field 7) 0 or 1", envCoopMatTile, v)
+		}
+		ct.OneBuf, ct.NoPrefetch = bufs == "1", pre == "0"
+		parts = parts[:5]
+	}
+	short := func(string) string { return strings.Join(parts, ",") }
+	if _, err := tileFromEnv(short, envCoopMatTile, &ct.BM, &ct.BN, &ct.BK, &ct.WM, &ct.WN); err != nil {
+		return nil, fmt.Errorf("%w (or BM,BN,BK,WM,WN,BUFS,PREFETCH)", err)
+	}
+	return &ct, nil
 }
 
 // tileFromEnv reads "a,b,c,..." of len(fields) positive integers from the

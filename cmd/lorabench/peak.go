@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/kernels"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
@@ -802,7 +803,7 @@ func humanSize(n uint64) string {
 
 // ---- The command ----
 
-const peakSynopsis = "[-fresh] [-cache DIR] [-reps N] [-device SEL] [-json]"
+const peakSynopsis = "[-fresh] [-cache DIR] [-reps N] [-device SEL] [-json] [-tiles BM,BN,BK,WM,WN;...]"
 
 func cmdPeak(args []string, stdout, stderr io.Writer) (err error) {
 	fs := newFlags("peak", peakSynopsis, stderr)
@@ -811,6 +812,8 @@ func cmdPeak(args []string, stdout, stderr io.Writer) (err error) {
 	reps := fs.Int("reps", 0, "timed repeats per ceiling (default 10 on a GPU, 5 on a CPU device)")
 	device := fs.String("device", "", "device index or name substring (default $VKLORA_DEVICE, else the first discrete GPU)")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object (the cache file's content, with cached and file)")
+	tiles := fs.String("tiles", "", "instead of the ceilings, time the subgroup-scope matmul's K loop at these tiles, fed from shared memory,\n"+
+		"stage by stage (not cached; with the driver's compile statistics where it reports them)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: lorabench peak %s\n", peakSynopsis)
 		fmt.Fprintf(fs.Output(), "Measures the device's ceilings: cooperative-matrix TFLOP/s per reported shape (subgroup and\n"+
@@ -828,11 +831,17 @@ func cmdPeak(args []string, stdout, stderr io.Writer) (err error) {
 	if *reps < 0 {
 		return usagef("-reps must be ≥ 0 (got %d)", *reps)
 	}
+	var tileList []kernels.CoopTile
+	if *tiles != "" {
+		if tileList, err = parseTiles(*tiles); err != nil {
+			return err
+		}
+	}
 	dir, err := peakCacheDir(*cache)
 	if err != nil {
 		return err
 	}
-	dev, err := openDevice(*device)
+	dev, err := openDeviceWith(*device, tileList != nil)
 	if err != nil {
 		return err
 	}
@@ -845,6 +854,20 @@ func cmdPeak(args []string, stdout, stderr io.Writer) (err error) {
 		}
 	}()
 	vk.ValidationMessages()
+	if tileList != nil {
+		rows, err := measureTiles(dev, tileList, *reps)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(map[string]any{"device": dev.Info().String(), "rows": rows})
+		}
+		writeTileTable(stdout, dev, rows)
+		if dev.Caps().PipelineStatistics {
+			printKernelStats(dev, stdout)
+		}
+		return nil
+	}
 	var status io.Writer // one line per measurement, on a terminal only
 	if isTerminal(stderr) {
 		status = stderr

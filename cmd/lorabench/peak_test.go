@@ -588,3 +588,47 @@ func TestPeakFailureIsContained(t *testing.T) {
 		t.Errorf("the measurement after a failure: %v, %+v", err, fma)
 	}
 }
+
+// TestPeakTiles: `peak -tiles` times the matmul's K loop stage by stage
+// and the shared-memory-free form, each validated against its closed form;
+// a tile the device cannot run gives a row with the reason; bad lists are
+// usage errors.
+func TestPeakTiles(t *testing.T) {
+	for _, bad := range []string{"1,2", "0,64,32,32,32", "64,64,32,32,x", ";"} {
+		if code, _, stderr := runCmd(t, "peak", "-tiles", bad); code != exitUsage || !strings.Contains(stderr, "-tiles") {
+			t.Errorf("peak -tiles %q: exit %d, %q; want a usage error", bad, code, stderr)
+		}
+	}
+	dev, _ := openEngine(t)
+	s, ok := tileShape(dev.Caps())
+	if !dev.Caps().CoopMat || !ok {
+		code, _, stderr := runCmd(t, "peak", "-tiles", "64,64,32,32,32")
+		if code != exitError || !strings.Contains(stderr, "no subgroup-scope") {
+			t.Errorf("without cooperative matrices: exit %d, %q; want a runtime error saying why", code, stderr)
+		}
+		return
+	}
+	// Two by two subgroups of two by two fragments, and a grid no variant has.
+	wm, wn, bk := 2*int(s.M), 2*int(s.N), max(2*int(s.K), 16)
+	good := fmt.Sprintf("%d,%d,%d,%d,%d", 2*wm, 2*wn, bk, wm, wn)
+	wide := fmt.Sprintf("%d,%d,%d,%d,%d", 8*int(s.M), 8*int(s.N), bk, 8*int(s.M), 8*int(s.N))
+	code, out, stderr := runCmd(t, "peak", "-tiles", good+";"+wide, "-json", "-reps", "1")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var doc struct{ Rows []peakRow }
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("bad JSON %q: %v", out, err)
+	}
+	if len(doc.Rows) != len(tileStages)+2 {
+		t.Fatalf("%d rows, want %d stages + direct + the refused tile: %+v", len(doc.Rows), len(tileStages)+2, doc.Rows)
+	}
+	for i, r := range doc.Rows[:len(tileStages)+1] {
+		if !r.Validated || !(r.TFLOPs > 0) || r.Subgroup == 0 || r.Groups == 0 {
+			t.Errorf("row %d (%s): validated %v, %g TFLOP/s, subgroup %d, %d groups: %s", i, r.Types, r.Validated, r.TFLOPs, r.Subgroup, r.Groups, r.Error)
+		}
+	}
+	if last := doc.Rows[len(doc.Rows)-1]; last.Validated || !strings.Contains(last.Error, "fragment grid 8×8") {
+		t.Errorf("the 8×8-fragment tile: %+v; want a row saying no variant has its grid", last)
+	}
+}
