@@ -40,6 +40,16 @@
 // callback for each projection's LoRA adapter, so that the adapter format
 // (package peft) stays out of this package.
 //
+// # Writing a merged checkpoint
+//
+// Checkpoint.WriteMerged writes a new dense checkpoint directory with the
+// adapters merged into the projections on the device
+// (lora.Engine.MergedWeight; NF4 weights are dequantized and written
+// dense), config.json without quantization_config, and every other tensor
+// copied and converted to the dtype, one tensor at a time through
+// safetensors.Writer. It writes into a temporary directory that takes the
+// final name only when complete (docs/MERGE.md).
+//
 // # Errors and ownership
 //
 // Errors name the file and the tensor or config field at fault and wrap

@@ -40,6 +40,21 @@
 // (or its SwiGLU/GEGLU-checking forms) build the layers from Attention and
 // GatedMLP modules, choosing the activation from the model's hidden_act.
 //
+// # Merging
+//
+// Engine.Merge folds a layer's adapter into its dense base weight and
+// bias in place, as PEFT's merge does: W + s·B·A, for DoRA c ⊙ (W + s·B·A)
+// with c = m/‖W + s·B·A‖ per output row, and b + s·b_B. It sets
+// LoRALinear.Merged, so the layer then runs as the plain base matmul;
+// Unmerge takes the adapter out again, dividing a DoRA weight by the
+// factor Merge kept in LoRALinear.DoRAFactor. MergedWeight writes the
+// merged weight and bias to new tensors and leaves the layer alone; it
+// also takes an NF4 base, which it dequantizes on the device first
+// (Merge refuses one). The product s·B·A is a rank-r matmul accumulated
+// in f32 and the merged weight is rounded once to the dtype.
+// docs/MERGE.md has the details, and package hf writes a whole merged
+// checkpoint (Checkpoint.WriteMerged).
+//
 // # Recording and ownership
 //
 // Ops are recorded on a vk.Recorder and run at rec.Submit; results are valid

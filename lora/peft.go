@@ -43,6 +43,12 @@ type LoRALinear struct {
 	// Disabled (PEFT's disable_adapters) and Merged (B·A already added into
 	// W) both make the layer the plain base matmul.
 	Disabled, Merged bool
+	// DoRAFactor is the DoRA factor m/‖W + s·B·A‖ (f32 [out]) that
+	// Engine.Merge kept from the unmerged weight for Unmerge, as PEFT
+	// caches the weight norm; nil otherwise. Unlike the layer's other
+	// tensors it is owned by the layer: Unmerge releases it, and a caller
+	// that drops a merged DoRA layer releases it.
+	DoRAFactor *vk.Tensor
 }
 
 // LoRAScale is PEFT's scaling: alpha/r, or alpha/√r with rsLoRA.

@@ -30,28 +30,38 @@ func (f *File) Put(name, dtype string, shape []int, data []byte) error {
 
 // check validates an in-memory tensor before it is written.
 func (t Tensor) check(name string) error {
-	if name == metadataKey {
-		return fmt.Errorf("safetensors: %q is reserved for metadata and cannot name a tensor", name)
+	n, err := byteSize(name, t.DType, t.Shape)
+	if err != nil {
+		return err
 	}
-	size, ok := dtypeSizes[t.DType]
-	if !ok {
-		return fmt.Errorf("safetensors: tensor %q has unknown dtype %q", name, t.DType)
-	}
-	n := uint64(size)
-	for _, d := range t.Shape {
-		if d < 0 {
-			return fmt.Errorf("safetensors: tensor %q: shape %v has a negative dimension", name, t.Shape)
-		}
-		hi, lo := bits.Mul64(n, uint64(d))
-		if hi != 0 || lo > math.MaxInt {
-			return fmt.Errorf("safetensors: tensor %q: shape %v overflows the byte count", name, t.Shape)
-		}
-		n = lo
-	}
-	if n != uint64(len(t.Data)) {
+	if n != len(t.Data) {
 		return fmt.Errorf("safetensors: tensor %q: shape %v of %s needs %d bytes, got %d", name, t.Shape, t.DType, n, len(t.Data))
 	}
 	return nil
+}
+
+// byteSize is the byte count of a tensor of dtype and shape, checked: a
+// known dtype, no negative dimension, no overflow, and not the metadata key.
+func byteSize(name, dtype string, shape []int) (int, error) {
+	if name == metadataKey {
+		return 0, fmt.Errorf("safetensors: %q is reserved for metadata and cannot name a tensor", name)
+	}
+	size, ok := dtypeSizes[dtype]
+	if !ok {
+		return 0, fmt.Errorf("safetensors: tensor %q has unknown dtype %q", name, dtype)
+	}
+	n := uint64(size)
+	for _, d := range shape {
+		if d < 0 {
+			return 0, fmt.Errorf("safetensors: tensor %q: shape %v has a negative dimension", name, shape)
+		}
+		hi, lo := bits.Mul64(n, uint64(d))
+		if hi != 0 || lo > math.MaxInt {
+			return 0, fmt.Errorf("safetensors: tensor %q: shape %v overflows the byte count", name, shape)
+		}
+		n = lo
+	}
+	return int(n), nil
 }
 
 // writeOrder sorts names by element size, largest first, then by name: the
@@ -59,10 +69,16 @@ func (t Tensor) check(name string) error {
 // at a multiple of its element size, so readers may map it in place.
 func (f *File) writeOrder() []string {
 	names := f.Names()
-	sort.SliceStable(names, func(i, j int) bool {
-		return dtypeSizes[f.Tensors[names[i]].DType] > dtypeSizes[f.Tensors[names[j]].DType]
-	})
+	bySize(names, func(n string) string { return f.Tensors[n].DType })
 	return names
+}
+
+// bySize stably sorts sorted names by the element size of their dtype,
+// largest first.
+func bySize(names []string, dtypeOf func(string) string) {
+	sort.SliceStable(names, func(i, j int) bool {
+		return dtypeSizes[dtypeOf(names[i])] > dtypeSizes[dtypeOf(names[j])]
+	})
 }
 
 // Write encodes f deterministically (see the package doc) to w.
@@ -86,48 +102,66 @@ func Write(w io.Writer, f *File) error {
 // with json.Marshal of a map so that the metadata comes first and tensors
 // appear in buffer order, as in files from the reference writer.
 func (f *File) header() ([]byte, error) {
+	names := f.writeOrder()
+	es := make([]Entry, len(names))
+	for i, name := range names {
+		t := f.Tensors[name]
+		if err := t.check(name); err != nil {
+			return nil, err
+		}
+		es[i] = Entry{Name: name, DType: t.DType, Shape: t.Shape}
+	}
+	h, _, err := encodeHeader(f.Metadata, es)
+	return h, err
+}
+
+// encodeHeader builds the padded JSON header of tensors es, laid out in
+// that order, and returns each one's byte span in the data buffer.
+func encodeHeader(metadata map[string]string, es []Entry) ([]byte, [][2]int, error) {
 	var h bytes.Buffer
 	h.WriteByte('{')
 	first := true
-	if len(f.Metadata) > 0 {
-		md, err := json.Marshal(f.Metadata) // sorts keys
+	if len(metadata) > 0 {
+		md, err := json.Marshal(metadata) // sorts keys
 		if err != nil {
-			return nil, fmt.Errorf("safetensors: metadata: %w", err)
+			return nil, nil, fmt.Errorf("safetensors: metadata: %w", err)
 		}
 		h.WriteString(`"` + metadataKey + `":`)
 		h.Write(md)
 		first = false
 	}
 	off := 0
-	for _, name := range f.writeOrder() {
-		t := f.Tensors[name]
-		if err := t.check(name); err != nil {
-			return nil, err
+	spans := make([][2]int, len(es))
+	for i, e := range es {
+		size, err := byteSize(e.Name, e.DType, e.Shape)
+		if err != nil {
+			return nil, nil, err
 		}
 		if !first {
 			h.WriteByte(',')
 		}
 		first = false
-		key, _ := json.Marshal(name)
+		key, _ := json.Marshal(e.Name)
 		h.Write(key)
-		h.WriteString(`:{"dtype":"` + t.DType + `","shape":[`)
-		for i, d := range t.Shape {
+		h.WriteString(`:{"dtype":"` + e.DType + `","shape":[`)
+		for i, d := range e.Shape {
 			if i > 0 {
 				h.WriteByte(',')
 			}
 			h.WriteString(strconv.Itoa(d))
 		}
-		h.WriteString(`],"data_offsets":[` + strconv.Itoa(off) + "," + strconv.Itoa(off+len(t.Data)) + "]}")
-		off += len(t.Data)
+		h.WriteString(`],"data_offsets":[` + strconv.Itoa(off) + "," + strconv.Itoa(off+size) + "]}")
+		spans[i] = [2]int{off, off + size}
+		off += size
 	}
 	h.WriteByte('}')
 	for h.Len()%8 != 0 {
 		h.WriteByte(' ')
 	}
 	if h.Len() > MaxHeaderSize {
-		return nil, fmt.Errorf("safetensors: header of %d bytes exceeds the %d-byte limit", h.Len(), MaxHeaderSize)
+		return nil, nil, fmt.Errorf("safetensors: header of %d bytes exceeds the %d-byte limit", h.Len(), MaxHeaderSize)
 	}
-	return h.Bytes(), nil
+	return h.Bytes(), spans, nil
 }
 
 // Marshal returns the encoded file as one byte slice.
