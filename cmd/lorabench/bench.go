@@ -100,7 +100,8 @@ type selection struct {
 	weights   []weightFormat
 	passes    []string
 	valRows   int
-	keepSaved bool // -keep-saved: the MLP runs as mlp_keep_saved
+	keepSaved bool     // -keep-saved: the MLP runs as mlp_keep_saved
+	ext       layerExt // -dropout, -lora-bias, -dora: on every projection of the layer ops
 }
 
 // benchOps is the suite `lorabench bench` runs, in order.
@@ -136,7 +137,7 @@ func layerSweep(name string) func(sel *selection) []benchCase {
 						continue
 					}
 					for _, w := range sel.weights {
-						cs = append(cs, layerCase(op, s, d, p, w, sel.valRows))
+						cs = append(cs, layerCaseExt(op, s, d, p, w, sel.valRows, sel.ext))
 					}
 				}
 			}
@@ -191,7 +192,7 @@ func matmulSweep(sel *selection) []benchCase {
 	return cs
 }
 
-const benchSynopsis = "[-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A] [-dtype D,...] [-weight dense,nf4 [-blocksize B] [-double-quant=BOOL]] [-pass fwd|fwdbwd|both] [-keep-saved] [-val-rows N] [-reps N] [-warmup N] [-warmup-ms MS] [-seed S] [-device SEL] [-json] [-plot FILE.png|FILE.svg [-plot-metric tflops|ms|peak]] [-profile] [-stats] [-no-peak]"
+const benchSynopsis = "[-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A] [-dtype D,...] [-weight dense,nf4 [-blocksize B] [-double-quant=BOOL]] [-pass fwd|fwdbwd|both] [-keep-saved] [-dropout P] [-lora-bias] [-dora] [-val-rows N] [-reps N] [-warmup N] [-warmup-ms MS] [-seed S] [-device SEL] [-json] [-plot FILE.png|FILE.svg [-plot-metric tflops|ms|peak]] [-profile] [-stats] [-no-peak]"
 
 func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench", benchSynopsis, stderr)
@@ -209,6 +210,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	pass := fs.String("pass", "both", "layer ops: fwd (forward), fwdbwd (forward+backward) or both")
 	valRows := fs.Int("val-rows", 64, "layer ops are validated by running the complete problem again on the first min(M, val-rows) rows of X (and of the upstream gradients) against the float64 reference")
 	keepSaved := fs.Bool("keep-saved", false, "run the MLP with KeepSaved (lora.MLP.KeepSaved: its backward allocates de and dg instead of overwriting the saved e and g, so the context could serve another backward; more memory), reported as mlp_keep_saved")
+	dropout := fs.Float64("dropout", 0, "layer ops: LoRA dropout with probability P in [0, 1) on every projection's LoRA input (PEFT lora_dropout, in training: each projection its own mask from the device's Philox generator, fresh every step; validated with the masks regenerated on the host)")
+	loraBias := fs.Bool("lora-bias", false, "layer ops: a random lora_B bias on every projection (PEFT lora_bias=True); not with -dora")
+	dora := fs.Bool("dora", false, "layer ops: DoRA on every projection (PEFT use_dora=True), the magnitude the row norms of W + s·B·A times a random factor in [0.6, 1.4); not with -lora-bias")
 	wf := addWeightFlags(fs)
 	o := addRunFlags(fs)
 	if err := parse(fs, args); err != nil {
@@ -221,9 +225,13 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	set := setFlags(fs)
-	sel := &selection{quick: *quick, valRows: *valRows, keepSaved: *keepSaved}
+	sel := &selection{quick: *quick, valRows: *valRows, keepSaved: *keepSaved,
+		ext: layerExt{Dropout: *dropout, LoRABias: *loraBias, DoRA: *dora}}
 	if sel.valRows < 1 {
 		return usagef("-val-rows must be ≥ 1 (got %d)", sel.valRows)
+	}
+	if err := sel.ext.check(); err != nil {
+		return err
 	}
 	weights, err := wf.parse(set)
 	if err != nil {
@@ -336,7 +344,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	if len(cases) == 0 {
 		return usagef("nothing to run: matmul_lora has no backward (-pass fwdbwd)")
 	}
-	return runCases(cases, o, stdout, stderr)
+	return runSelected(cases, o, stdout, stderr)
 }
 
 // splitList splits a comma-separated flag value, trimming spaces and
@@ -479,6 +487,11 @@ func isLimit(err error) bool {
 	// so only in its message (with ErrInvalidArgument).
 	return errors.Is(err, vk.ErrInvalidArgument) && strings.Contains(err.Error(), "workgroup count")
 }
+
+// runSelected runs the cases a command line selected (bench, matmul):
+// runCases, a variable so that the flag fuzz target (fuzz_test.go) can take
+// the cases instead, without a device.
+var runSelected = runCases
 
 // runCases opens the device, validates and times each case and reports it.
 // Before a case allocates anything, it is checked against the device's

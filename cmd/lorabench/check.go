@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/vklora/vklora/conformance"
 	"github.com/vklora/vklora/safetensors"
@@ -19,9 +21,10 @@ const checkSynopsis = "[-device SEL] [-json] FILE|DIR..."
 
 // cmdCheck runs conformance cases (safetensors files of inputs, weights and
 // the outputs and gradients PyTorch computed, written by
-// scripts/torch_reference.py; the format is docs/CONFORMANCE.md) on the
+// conformance/gen/make_vectors.py, or by PEFT for its extensions,
+// conformance/gen/peft_vectors.py; the format is docs/CONFORMANCE.md) on the
 // device: one row per expected tensor with its relative error, tolerance and
-// verdict. Any tensor outside its tolerance exits 3; a file that cannot be
+// verdict, the case's extensions named after its file name. Any tensor outside its tolerance exits 3; a file that cannot be
 // read or run, or Vulkan validation-layer messages, exit 1.
 func cmdCheck(args []string, stdout, stderr io.Writer) (err error) {
 	flags := newFlags("check", checkSynopsis, stderr)
@@ -72,7 +75,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) (err error) {
 	}
 	if !*asJSON {
 		fmt.Fprintf(stdout, "device: %s\n", dev.Info())
-		fmt.Fprintf(stdout, "%-58s %-22s %10s %10s  %s\n", "case", "tensor", "rel err", "tol", "result")
+		fmt.Fprintf(stdout, "%-58s %-28s %10s %10s  %s\n", "case", "tensor", "rel err", "tol", "result")
 	}
 	failed := 0
 	worst := map[string]float64{} // op/dtype → worst relative error, for the summary
@@ -81,8 +84,12 @@ func cmdCheck(args []string, stdout, stderr io.Writer) (err error) {
 		if err == nil {
 			var res []conformance.Result
 			if res, err = conformance.Run(eng, c); err == nil {
-				failed += printResults(stdout, *asJSON, filepath.Base(p), res)
+				feats := caseFeatures(c)
+				failed += printResults(stdout, *asJSON, filepath.Base(p), feats, res)
 				k := c.Op + "/" + c.DType.String()
+				if feats != "" {
+					k += "/ext" // PEFT's extensions apart from the plain cases
+				}
 				for _, r := range res {
 					worst[k] = max(worst[k], r.Err)
 				}
@@ -240,7 +247,14 @@ func promisedData(header []byte) (int64, error) {
 	return end, nil
 }
 
-func printResults(w io.Writer, asJSON bool, name string, res []conformance.Result) (failed int) {
+// printResults prints one row per result of the case file name; a case with
+// PEFT's extensions shows them after the name ("name [features]"; in JSON
+// the field "features").
+func printResults(w io.Writer, asJSON bool, name, features string, res []conformance.Result) (failed int) {
+	row := name
+	if features != "" {
+		row += " [" + features + "]"
+	}
 	for _, r := range res {
 		verdict := "PASS"
 		if !r.Pass {
@@ -248,13 +262,64 @@ func printResults(w io.Writer, asJSON bool, name string, res []conformance.Resul
 			failed++
 		}
 		if asJSON {
-			b, _ := json.Marshal(map[string]any{"case": name, "tensor": r.Key, "rel_err": jsonNum(r.Err), "tol": r.Tol, "pass": r.Pass})
+			m := map[string]any{"case": name, "tensor": r.Key, "rel_err": jsonNum(r.Err), "tol": r.Tol, "pass": r.Pass}
+			if features != "" {
+				m["features"] = features
+			}
+			b, _ := json.Marshal(m)
 			fmt.Fprintln(w, string(b))
 			continue
 		}
-		fmt.Fprintf(w, "%-58s %-22s %10.3g %10.3g  %s\n", name, r.Key, r.Err, r.Tol, verdict)
+		fmt.Fprintf(w, "%-58s %-28s %10.3g %10.3g  %s\n", row, r.Key, r.Err, r.Tol, verdict)
 	}
 	return failed
+}
+
+// caseFeatures names the PEFT extensions of a case (docs/CONFORMANCE.md,
+// "Extensions"), e.g. "dropout=0.2 mask=shared dora bias=trainable"; one
+// that only some projections have lists them, as in "bias=frozen(q,v)".
+// It is "" for a plain case.
+func caseFeatures(c *conformance.Case) string {
+	var order []string
+	on := map[string][]string{} // feature → the projections that have it
+	add := func(f, proj string) {
+		if _, ok := on[f]; !ok {
+			order = append(order, f)
+		}
+		on[f] = append(on[f], proj)
+	}
+	dropout := false
+	for _, n := range c.Projections {
+		x := c.Proj[n].Ext
+		if x.Mask != nil {
+			add("dropout="+strconv.FormatFloat(x.Dropout, 'g', -1, 64), n)
+			dropout = true
+		}
+		if x.LoRABias != nil {
+			add("lora_bias", n)
+		}
+		if x.Magnitude != nil {
+			add("dora", n)
+		}
+		switch {
+		case x.BiasTrainable:
+			add("bias=trainable", n)
+		case x.Bias != nil:
+			add("bias=frozen", n)
+		}
+	}
+	var fs []string
+	for _, f := range order {
+		if ps := on[f]; len(ps) < len(c.Projections) {
+			f += "(" + strings.Join(ps, ",") + ")"
+		}
+		fs = append(fs, f)
+		if dropout && strings.HasPrefix(f, "dropout=") && c.Metadata["dropout_mask"] == "shared" {
+			dropout = false // once, after the first dropout item
+			fs = append(fs, "mask=shared")
+		}
+	}
+	return strings.Join(fs, " ")
 }
 
 func sortedKeys(m map[string]float64) []string {

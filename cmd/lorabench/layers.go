@@ -130,7 +130,7 @@ var layerOps = map[string]*layerOp{
 				return [][]float64{y}
 			}
 			dx, g := ref.LinearBackward(x, gys[0], m, ps[0])
-			return [][]float64{y, dx, g.DA, g.DB}
+			return append([][]float64{y, dx}, gradOuts(g)...)
 		},
 	},
 	"qkv": {
@@ -147,7 +147,7 @@ var layerOps = map[string]*layerOp{
 				return [][]float64{q, k, v}
 			}
 			dx, dq, dk, dv := ref.QKVBackward(x, gys[0], gys[1], gys[2], m, ps[0], ps[1], ps[2])
-			return [][]float64{q, k, v, dx, dq.DA, dq.DB, dk.DA, dk.DB, dv.DA, dv.DB}
+			return append([][]float64{q, k, v, dx}, gradOuts(dq, dk, dv)...)
 		},
 	},
 	"mlp": {
@@ -164,7 +164,7 @@ var layerOps = map[string]*layerOp{
 				return [][]float64{y}
 			}
 			dx, dg, du, dd := ref.MLPBackward(x, gys[0], m, ps[0], ps[1], ps[2], act)
-			return [][]float64{y, dx, dg.DA, dg.DB, du.DA, du.DB, dd.DA, dd.DB}
+			return append([][]float64{y, dx}, gradOuts(dg, du, dd)...)
 		},
 	},
 }
@@ -188,13 +188,37 @@ func layerStep(newFn func(eng *lora.Engine, ps []*lora.Projection, act ref.Activ
 	}
 }
 
-// outNames names the outputs op.gpu and op.ref return.
-func (op *layerOp) outNames(s shape, bwd bool) []string {
+// gradOuts lists each projection's gradients in the order of the autograd
+// Function's parameters (autograd.ParamNames): dA, dB, then those of its
+// extensions, the lora_B bias's, DoRA's magnitude's and the base bias's,
+// where it has them.
+func gradOuts(gs ...ref.Grads) [][]float64 {
+	var out [][]float64
+	for _, g := range gs {
+		out = append(out, g.DA, g.DB)
+		for _, x := range [][]float64{g.DLoRABias, g.DMagnitude, g.DBias} {
+			if x != nil {
+				out = append(out, x)
+			}
+		}
+	}
+	return out
+}
+
+// outNames names the outputs op.gpu and op.ref return with extensions ext
+// on every projection.
+func (op *layerOp) outNames(s shape, bwd bool, ext layerExt) []string {
 	ns := append([]string(nil), op.yNames...)
 	if bwd {
 		ns = append(ns, "dX")
 		for _, p := range op.projs(s) {
 			ns = append(ns, "dA_"+p.name, "dB_"+p.name)
+			if ext.LoRABias {
+				ns = append(ns, "dbB_"+p.name)
+			}
+			if ext.DoRA {
+				ns = append(ns, "dm_"+p.name)
+			}
 		}
 	}
 	return ns
@@ -261,6 +285,12 @@ func projWeightBytes(ps []projDim, w weightFormat, d dtype.DType) float64 {
 // every output of that complete smaller problem, adapter gradients
 // included, is compared with the float64 reference.
 func layerCase(op *layerOp, s shape, d dtype.DType, pass string, w weightFormat, valRows int) benchCase {
+	return layerCaseExt(op, s, d, pass, w, valRows, layerExt{})
+}
+
+// layerCaseExt is layerCase with PEFT's extensions ext on every projection
+// (bench -dropout, -lora-bias, -dora); the form names them.
+func layerCaseExt(op *layerOp, s shape, d dtype.DType, pass string, w weightFormat, valRows int, ext layerExt) benchCase {
 	bwd := pass == passFwdBwd
 	n, k := 0, op.xWidth(s)
 	for _, w := range op.yWidths(s) {
@@ -270,28 +300,28 @@ func layerCase(op *layerOp, s shape, d dtype.DType, pass string, w weightFormat,
 		n, k = s.H, s.I
 	}
 	c := benchCase{
-		Op: op.name, Form: s.Name + " " + pass, DType: d, M: s.M, N: n, K: k, Weight: w,
+		Op: op.name, Form: s.Name + " " + pass + ext.formSuffix(), DType: d, M: s.M, N: n, K: k, Weight: w,
 		FLOPs:       layerFLOPs(op.projs(s), s.M, s.R, bwd),
 		Bytes:       layerBytes(op, s, d, w, bwd),
 		WeightBytes: projWeightBytes(op.projs(s), w, d),
-		Layer:       &layerInfo{Shape: s, Pass: pass},
-		Need:        layerNeeds(op, s, d, w, bwd, valRows),
+		Layer:       &layerInfo{Shape: s, Pass: pass, Ext: ext},
+		Need:        layerNeeds(op, s, d, w, bwd, valRows, ext),
 		Setup: func(eng *lora.Engine, rng *rand.Rand) (*benchRun, error) {
-			return setupLayer(eng, rng, op, s, d, w, bwd, valRows)
+			return setupLayer(eng, rng, op, s, d, w, bwd, valRows, ext)
 		},
 	}
 	// Hints when it does not fit: fewer tokens (-m), then NF4 weights.
 	c.Smaller = append([]resize{{"-m", s.M, func(v int) benchCase {
 		t := s
 		t.M = v
-		return layerCase(op, t, d, pass, w, valRows)
-	}, nil}}, nf4Resize(c, func() benchCase { return layerCase(op, s, d, pass, nf4Default, valRows) })...)
+		return layerCaseExt(op, t, d, pass, w, valRows, ext)
+	}, nil}}, nf4Resize(c, func() benchCase { return layerCaseExt(op, s, d, pass, nf4Default, valRows, ext) })...)
 	return c
 }
 
 // layerNeeds is what setupLayer allocates and one step of the op (forward,
 // and for bwd backward) allocates and dispatches, see needs.
-func layerNeeds(op *layerOp, s shape, d dtype.DType, w weightFormat, bwd bool, valRows int) needs {
+func layerNeeds(op *layerOp, s shape, d dtype.DType, w weightFormat, bwd bool, valRows int, ext layerExt) needs {
 	var nd needs
 	ds := float64(d.Size())
 	fm, r := float64(s.M), float64(s.R)
@@ -322,6 +352,7 @@ func layerNeeds(op *layerOp, s shape, d dtype.DType, w weightFormat, bwd bool, v
 			nd.products = append(nd.products, [2]float64{fm, in}, [2]float64{r, in}, [2]float64{out, r})
 			gradElems += r*in + out*r
 		}
+		ext.needs(&nd, p, s.M, d, w, bwd)
 	}
 	xw := float64(op.xWidth(s))
 	nd.buf(fmt.Sprintf("X [%d,%d] %s", s.M, op.xWidth(s), d), ds, fm, xw)
@@ -370,6 +401,7 @@ func layerNeeds(op *layerOp, s shape, d dtype.DType, w weightFormat, bwd bool, v
 type layerInfo struct {
 	Shape shape
 	Pass  string
+	Ext   layerExt
 }
 
 // tensors is a list of device tensors released together.
@@ -390,7 +422,7 @@ func (ts tensors) Release() {
 	}
 }
 
-func setupLayer(eng *lora.Engine, rng *rand.Rand, op *layerOp, s shape, d dtype.DType, wf weightFormat, bwd bool, valRows int) (*benchRun, error) {
+func setupLayer(eng *lora.Engine, rng *rand.Rand, op *layerOp, s shape, d dtype.DType, wf weightFormat, bwd bool, valRows int, ext layerExt) (*benchRun, error) {
 	dev := eng.Device()
 	var held tensors
 	var weights []lora.Weight
@@ -432,6 +464,9 @@ func setupLayer(eng *lora.Engine, rng *rand.Rand, op *layerOp, s shape, d dtype.
 			return fail(err)
 		}
 		rps[i], gps[i] = rp, &lora.Projection{W: w, A: a, B: b, Scale: loraScale}
+		if err := ext.setup(dev, &held, rng, d, rp, gps[i]); err != nil {
+			return fail(err)
+		}
 	}
 	xw := op.xWidth(s)
 	xv := ref.RoundTo(d, ref.Random(rng, s.M*xw, 1))
@@ -467,6 +502,9 @@ func setupLayer(eng *lora.Engine, rng *rand.Rand, op *layerOp, s shape, d dtype.
 			return err
 		},
 		Validate: func() (float64, float64, string, error) {
+			// The masks the sliced run draws: its forward starts at each
+			// generator's current offset.
+			vps := ext.validationProjs(rps, gps, mv)
 			got, err := runSliced(eng, op, gps, s, d, xv, gyv, mv, bwd)
 			if err != nil {
 				return 0, 0, "", err
@@ -477,8 +515,11 @@ func setupLayer(eng *lora.Engine, rng *rand.Rand, op *layerOp, s shape, d dtype.
 					gyr = append(gyr, gyv[i][:mv*w])
 				}
 			}
-			want := op.ref(xv[:mv*xw], gyr, mv, rps, s.Act, bwd)
-			names := op.outNames(s, bwd)
+			want := op.ref(xv[:mv*xw], gyr, mv, vps, s.Act, bwd)
+			names := op.outNames(s, bwd, ext)
+			if len(got) != len(want) || len(names) != len(want) {
+				return 0, 0, "", fmt.Errorf("%s: the device returned %d outputs, the reference %d (%d names)", op.name, len(got), len(want), len(names))
+			}
 			worst, wi := math.Inf(-1), 0
 			var parts []string
 			for i := range want {
@@ -489,8 +530,8 @@ func setupLayer(eng *lora.Engine, rng *rand.Rand, op *layerOp, s shape, d dtype.
 				}
 			}
 			cols := len(want[wi]) / max(1, mv)
-			if strings.HasPrefix(names[wi], "dA_") || strings.HasPrefix(names[wi], "dB_") {
-				cols = 0 // not [rows, cols] of X
+			if n := names[wi]; strings.HasPrefix(n, "d") && n != "dX" {
+				cols = 0 // a parameter's gradient: not [rows, cols] of X
 			}
 			detail := fmt.Sprintf("validated the first %d of %d rows as a complete problem; rel err %s; worst %s: %s",
 				mv, s.M, strings.Join(parts, ", "), names[wi], ref.MismatchesRC(got[wi], want[wi], cols, 3))

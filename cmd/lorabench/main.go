@@ -3,7 +3,8 @@
 //	lorabench devices [-json]
 //	lorabench matmul  [-m M -n N -k K | -sizes S,S,...] [-dtype f32|f16|bf16] [-form nt|nn|tn] [-weight dense,nf4] ...
 //	lorabench bench   [-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A]
-//	                  [-dtype D,...] [-weight dense,nf4] [-pass fwd|fwdbwd|both] [-keep-saved] [-json] [-plot FILE.png] [-device SEL]
+//	                  [-dtype D,...] [-weight dense,nf4] [-pass fwd|fwdbwd|both] [-keep-saved]
+//	                  [-dropout P] [-lora-bias] [-dora] [-json] [-plot FILE.png] [-device SEL]
 //	lorabench check   [-device SEL] [-json] FILE|DIR...
 //	lorabench peak    [-fresh] [-cache DIR] [-json]
 //
@@ -19,7 +20,8 @@
 // Files: main.go (dispatch, usage, exit codes), devices.go, matmul.go (the
 // matmul op and its reference), bench.go (the op table and flags of
 // `bench`: add ops there; runCases), layers.go (the LoRA layer ops
-// matmul_lora, o, qkv, mlp at the presets or a custom shape), weight.go
+// matmul_lora, o, qkv, mlp at the presets or a custom shape), layer_ext.go
+// (-dropout, -lora-bias, -dora: PEFT's extensions on the layer ops), weight.go
 // (-weight: dense or NF4 base weights), fit.go (device and host limits,
 // skips and their hints), timing.go (timeGPU), report.go (table and JSON
 // lines), compare.go (NF4 vs dense ratios), plot.go (-plot), progress.go

@@ -106,7 +106,7 @@ func cmdMatmul(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
-	return runCases(cases, o, stdout, stderr)
+	return runSelected(cases, o, stdout, stderr)
 }
 
 // matmulCase is C[M,N] = op(A)[M,K]·op(B)[K,N] with every operand in d, or

@@ -70,6 +70,11 @@ type result struct {
 	KV     int    `json:"kv,omitempty"`
 	R      int    `json:"r,omitempty"`
 	Act    string `json:"act,omitempty"`
+	// Layer ops with PEFT's extensions on every projection (bench
+	// -dropout, -lora-bias, -dora); the form names them too.
+	Dropout  float64 `json:"dropout,omitempty"`
+	LoRABias bool    `json:"lora_bias,omitempty"`
+	DoRA     bool    `json:"dora,omitempty"`
 }
 
 // jsonNum encodes a non-finite float as null (encoding/json rejects them).
@@ -104,6 +109,7 @@ func newResult(c benchCase, dev vk.DeviceInfo) result {
 		if isMLPOp(c.Op) {
 			r.Act = s.Act.String()
 		}
+		r.Dropout, r.LoRABias, r.DoRA = l.Ext.Dropout, l.Ext.LoRABias, l.Ext.DoRA
 	}
 	return r
 }
