@@ -57,6 +57,11 @@ type runner struct {
 	outs map[string]*vk.Tensor
 	got  map[string][]float32
 	ps   []*lora.Projection // the case's projections, in its order
+	// drops maps a dropout (p and mask bytes) to the one *lora.Dropout
+	// that every projection with that same mask shares: a "shared" case's
+	// q, k and v (gate and up) then run the engine's shared-mask path,
+	// which computes the dropped input once.
+	drops map[string]*lora.Dropout
 }
 
 func (r *runner) release() {
@@ -103,7 +108,7 @@ func (r *runner) projection(name string) (*lora.Projection, error) {
 }
 
 // extensions sets lp's PEFT extensions from the case; the dropout uses the
-// case's own mask.
+// case's own mask, one *lora.Dropout per distinct mask.
 func (r *runner) extensions(p *Projection, lp *lora.Projection) error {
 	var err error
 	x := p.Ext
@@ -121,6 +126,11 @@ func (r *runner) extensions(p *Projection, lp *lora.Projection) error {
 	if x.Mask == nil {
 		return nil
 	}
+	key := fmt.Sprintf("%v %v ", x.Dropout, x.MaskShape) + string(x.Mask)
+	if d, ok := r.drops[key]; ok {
+		lp.Dropout = d
+		return nil
+	}
 	mask, err := r.dev.NewTensor(dtype.U8, x.MaskShape...)
 	if err != nil {
 		return err
@@ -130,6 +140,10 @@ func (r *runner) extensions(p *Projection, lp *lora.Projection) error {
 		return err
 	}
 	lp.Dropout = &lora.Dropout{P: x.Dropout, Mask: mask}
+	if r.drops == nil {
+		r.drops = map[string]*lora.Dropout{}
+	}
+	r.drops[key] = lp.Dropout
 	return nil
 }
 
