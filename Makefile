@@ -67,6 +67,7 @@ shaders-check:
 
 build:
 	$(GO) build -o bin/lorabench ./cmd/lorabench
+	$(GO) build -o bin/lorafit ./cmd/lorafit
 
 fmt:
 	@files="$(GOFILES)"; [ -z "$$files" ] || gofmt -w $$files

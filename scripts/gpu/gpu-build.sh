@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # gpu-build.sh: builds, on this machine, everything a GPU machine without a
-# Go toolchain needs: lorabench and the test binaries of the GPU packages
+# Go toolchain needs: lorabench, lorafit and the test binaries of the GPU packages
 # into .devcarry/bin, the Vulkan loader packages into .gl/ (both
 # git-ignored). Copy the working tree with .gl and .devcarry to the GPU
 # machine and run scripts/gpu/gpu-remote.sh (or another scripts/gpu/gpu-*.sh)
@@ -12,7 +12,8 @@ mkdir -p .devcarry/bin
 # Stripped, and gzipped below (about 45% of the size), to keep what is
 # copied to the GPU machine small; scripts/gpu/gpu-env.sh unpacks them there.
 go build -ldflags="-s -w" -o .devcarry/bin/lorabench ./cmd/lorabench
-for p in vk kernels lora quant autograd conformance optim cmd/lorabench; do
+go build -ldflags="-s -w" -o .devcarry/bin/lorafit ./cmd/lorafit
+for p in vk kernels lora quant autograd conformance optim finetune cmd/lorabench cmd/lorafit; do
 	[ -d "$p" ] || continue
 	go test -c -ldflags="-s -w" -o ".devcarry/bin/$(basename "$p").test" "./$p"
 done

@@ -11,6 +11,7 @@ for t in "$B"/*.test; do
 	name=$(basename "$t" .test)
 	dir=$name
 	[ "$name" = lorabench ] && dir=cmd/lorabench
+	[ "$name" = lorafit ] && dir=cmd/lorafit
 	run=("$t" -test.count=1 -test.timeout=8m)
 	if [ "$name" = lorabench ]; then
 		# lorabench's tests run the CLI end to end; one process per test

@@ -1,0 +1,304 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/finetune"
+	"github.com/vklora/vklora/hf"
+	"github.com/vklora/vklora/lora"
+	"github.com/vklora/vklora/optim"
+	"github.com/vklora/vklora/peft"
+	"github.com/vklora/vklora/vk"
+)
+
+// fitConfig is a parsed command line: everything train needs.
+type fitConfig struct {
+	model       string // checkpoint directory
+	preset      string // the -make-model preset, "" for a user's checkpoint
+	layers      int    // the first N decoder layers
+	r           int
+	alpha       float64
+	dropout     float64
+	targets     []string
+	initAdapter string // start from this PEFT adapter instead
+	teacherRank int
+	teacherStd  float64 // σ of the teacher's delta outputs
+	lr          float64
+	warmup      int
+	minLR       float64 // the cosine schedule's floor, a fraction of lr
+	weightDecay float64
+	maxGradNorm float64
+	steps       int
+	tokens      int // M, rows of every step's inputs
+	pool        int
+	dtype       dtype.DType // 0: the checkpoint's
+	seed        uint64
+	out         string // the adapter directory
+	plot        string // the loss curve PNG
+	dump        string // inputs and outputs for scripts/gpu/lorafit_peft.py, or ""
+}
+
+// result is what a run measured.
+type result struct {
+	Device      string
+	DType       dtype.DType
+	Layers      []int
+	Params      int // trainable elements
+	Losses      []float64
+	Seconds     float64 // the whole loop
+	TimedSteps  int     // the steps StepsPerSec is measured over (after warm-up)
+	StepsPerSec float64
+}
+
+// warmSteps are left out of the rate: the first steps build pipelines and
+// grow the driver's pools.
+func warmSteps(steps int) int { return min(3, steps/3) }
+
+// trainer is one run's state on the device.
+type trainer struct {
+	eng      *lora.Engine
+	m        *finetune.Model
+	teachers []*teacher
+	pool     *inputPool
+	loss     *lossOp
+	opt      *optim.AdamW
+}
+
+func (tr *trainer) release() {
+	tr.opt.Release()
+	tr.loss.release()
+	tr.pool.release()
+	for _, t := range tr.teachers {
+		t.release()
+	}
+	tr.m.Release()
+}
+
+// train runs the fine-tune of c on eng, reporting each step to prog, and
+// writes the adapter, the loss curve and the dump.
+func train(eng *lora.Engine, c *fitConfig, prog *progress) (*result, error) {
+	tr, err := newTrainer(eng, c)
+	if err != nil {
+		return nil, err
+	}
+	defer tr.release()
+	res := &result{Device: eng.Device().Info().Name, DType: tr.m.DType}
+	for _, l := range tr.m.Layers {
+		res.Layers = append(res.Layers, l.Index)
+	}
+	for _, p := range tr.m.Params() {
+		res.Params += p.Tensor.Numel()
+	}
+	rec, err := eng.Device().NewRecorder()
+	if err != nil {
+		return nil, err
+	}
+	defer rec.Release()
+	prog.begin(c.steps)
+	start := time.Now()
+	var warmAt time.Time
+	for t := 0; t < c.steps; t++ {
+		if t == warmSteps(c.steps) {
+			warmAt = time.Now()
+		}
+		loss, err := tr.step(rec, t)
+		if err != nil {
+			return nil, fmt.Errorf("step %d: %w", t, err)
+		}
+		res.Losses = append(res.Losses, loss)
+		prog.step(t, loss)
+	}
+	prog.end()
+	res.Seconds = time.Since(start).Seconds()
+	if res.TimedSteps = c.steps - warmSteps(c.steps); res.TimedSteps > 0 {
+		res.StepsPerSec = float64(res.TimedSteps) / time.Since(warmAt).Seconds()
+	}
+	if err := tr.m.Save(c.out); err != nil {
+		return nil, err
+	}
+	if c.dump != "" {
+		if err := tr.dump(rec, c.dump, c.seed); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func newTrainer(eng *lora.Engine, c *fitConfig) (tr *trainer, err error) {
+	ck, err := hf.Open(c.model)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	cfg := ck.Config()
+	if c.layers > cfg.NumHiddenLayers {
+		return nil, fmt.Errorf("-layers %d: %s has %d decoder layers", c.layers, c.model, cfg.NumHiddenLayers)
+	}
+	o := finetune.Options{DType: c.dtype, Seed: c.seed, AdapterDir: c.initAdapter}
+	for i := 0; i < c.layers; i++ {
+		o.Layers = append(o.Layers, i)
+	}
+	if c.initAdapter == "" {
+		pc := peft.DefaultConfig()
+		pc.R, pc.LoRAAlpha, pc.LoRADropout = c.r, c.alpha, c.dropout
+		pc.TargetModules = &peft.ModuleSet{Names: c.targets}
+		pc.TaskType = "CAUSAL_LM"
+		o.Config = &pc
+	}
+	tr = &trainer{eng: eng}
+	defer func() {
+		if err != nil {
+			tr.release()
+		}
+	}()
+	if tr.m, err = finetune.Load(eng, ck, o); err != nil {
+		return tr, err
+	}
+	rng := rand.New(rand.NewPCG(c.seed, 0x7465616368)) // "teach"
+	var widths []int
+	for _, l := range tr.m.Layers {
+		t, err := newTeacher(eng, l, c.teacherRank, c.teacherStd, rng)
+		if err != nil {
+			return tr, err
+		}
+		tr.teachers = append(tr.teachers, t)
+		widths = append(widths, outWidth(l.QKV.Q), outWidth(l.QKV.K), outWidth(l.QKV.V), cfg.HiddenSize, cfg.HiddenSize)
+	}
+	qw := cfg.NumAttentionHeads * cfg.HeadDim
+	if tr.pool, err = newInputPool(eng.Device(), tr.m.DType, c.tokens, cfg.HiddenSize, qw, c.pool, c.seed); err != nil {
+		return tr, err
+	}
+	if tr.loss, err = newLossOp(eng, c.tokens, widths); err != nil {
+		return tr, err
+	}
+	var sched optim.Schedule = optim.LinearWarmupCosine(c.warmup, c.steps, c.minLR)
+	tr.opt, err = optim.NewAdamW(eng.Device(), tr.m.Params(), optim.AdamWConfig{
+		LR: c.lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: c.weightDecay,
+		MaxGradNorm: c.maxGradNorm, Schedule: sched})
+	return tr, err
+}
+
+// outWidth is a projection's output width.
+func outWidth(p *lora.Projection) int {
+	if p.W.Dense != nil {
+		return p.W.Dense.Dim(0)
+	}
+	return p.W.NF4.Out
+}
+
+// step records and submits one training step on step's batch and returns
+// its loss (before the update).
+func (tr *trainer) step(rec *vk.Recorder, t int) (float64, error) {
+	b, err := tr.pool.get(t)
+	if err != nil {
+		return 0, err
+	}
+	fw, err := tr.forward(rec, b)
+	if err != nil {
+		return 0, err
+	}
+	rec.Barrier()
+	if err := tr.loss.record(rec, fw.ys, fw.ts); err != nil {
+		return 0, err
+	}
+	gs := make([]finetune.LayerGrads, len(tr.m.Layers))
+	for i, l := range tr.m.Layers {
+		g := &gs[i]
+		rec.Hold(g)
+		y := fw.ys[5*i:]
+		dx, qkv, err := l.QKV.Backward(rec, fw.saved[i].qkv, y[0], y[1], y[2])
+		g.QKV = qkv
+		if err != nil {
+			return 0, err
+		}
+		rec.Hold(dx)
+		dx, og, err := l.O.Backward(rec, fw.saved[i].o, y[3])
+		g.O = og
+		if err != nil {
+			return 0, err
+		}
+		rec.Hold(dx)
+		dx, mg, err := l.MLP.Backward(rec, fw.saved[i].mlp, y[4])
+		g.MLP = mg
+		if err != nil {
+			return 0, err
+		}
+		rec.Hold(dx)
+	}
+	grads, err := tr.m.Grads(gs)
+	if err != nil {
+		return 0, err
+	}
+	if err := tr.opt.Step(rec, grads); err != nil {
+		return 0, err
+	}
+	if err := rec.Submit(); err != nil {
+		return 0, err
+	}
+	return tr.loss.value()
+}
+
+// saved is one layer's forward contexts.
+type saved struct {
+	qkv *lora.QKVSaved
+	o   *lora.OSaved
+	mlp *lora.MLPSaved
+}
+
+// forwardOut is a step's outputs: per layer q, k, v, o and the MLP's, of
+// the student (ys) and the teacher (ts), and the student's contexts.
+type forwardOut struct {
+	ys, ts []*vk.Tensor
+	saved  []saved
+}
+
+// forward records the teacher's and the student's forward of every layer
+// on b; every tensor it makes is held by rec.
+func (tr *trainer) forward(rec *vk.Recorder, b batch) (*forwardOut, error) {
+	fw := &forwardOut{}
+	hold := func(rs ...vk.Releaser) {
+		for _, r := range rs {
+			rec.Hold(r)
+		}
+	}
+	for i, l := range tr.m.Layers {
+		te := tr.teachers[i]
+		tq, tk, tv, tsq, err := te.qkv.Forward(rec, b.x)
+		if err != nil {
+			return nil, err
+		}
+		hold(tq, tk, tv, tsq)
+		to, tso, err := te.o.Forward(rec, b.z)
+		if err != nil {
+			return nil, err
+		}
+		hold(to, tso)
+		tm, tsm, err := te.mlp.Forward(rec, b.x)
+		if err != nil {
+			return nil, err
+		}
+		hold(tm, tsm)
+		yq, yk, yv, sq, err := l.QKV.Forward(rec, b.x)
+		if err != nil {
+			return nil, err
+		}
+		hold(yq, yk, yv, sq)
+		yo, so, err := l.O.Forward(rec, b.z)
+		if err != nil {
+			return nil, err
+		}
+		hold(yo, so)
+		ym, sm, err := l.MLP.Forward(rec, b.x)
+		if err != nil {
+			return nil, err
+		}
+		hold(ym, sm)
+		fw.ys = append(fw.ys, yq, yk, yv, yo, ym)
+		fw.ts = append(fw.ts, tq, tk, tv, to, tm)
+		fw.saved = append(fw.saved, saved{sq, so, sm})
+	}
+	return fw, nil
+}
