@@ -129,17 +129,70 @@ func (e *Dispatcher) ColSum(rec *vk.Recorder, out, a, b, v *vk.Tensor, alpha flo
 		}
 		vBind, useV = v.Binding(), 1
 	}
-	key := shaders.ColKey{Op: shaders.ColSum, D: a.DType(), C32: out.DType() == dtype.F32 && a.DType() != dtype.F32, Prod: b != nil}
-	kern, err := e.dev.ShaderKernel(key)
-	if err != nil {
-		return err
-	}
 	second := a.Binding()
 	if b != nil {
 		second = b.Binding()
 	}
-	p := shaders.ColPush{Rows: uint32(rows), Cols: uint32(cols), Alpha: alpha, K: useV}
-	return rec.Dispatch(kern, [3]uint32{uint32(ceilDiv(cols, 64)), 1, 1}, vk.PushBytes(&p), out.Binding(), a.Binding(), second, vBind)
+	gx := ceilDiv(cols, 64)
+	chunk := e.colSumChunk(rows, gx)
+	if chunk == 0 {
+		key := shaders.ColKey{Op: shaders.ColSum, D: a.DType(), C32: out.DType() == dtype.F32 && a.DType() != dtype.F32, Prod: b != nil}
+		kern, err := e.dev.ShaderKernel(key)
+		if err != nil {
+			return err
+		}
+		p := shaders.ColPush{Rows: uint32(rows), Cols: uint32(cols), Alpha: alpha, K: useV}
+		return rec.Dispatch(kern, [3]uint32{uint32(gx), 1, 1}, vk.PushBytes(&p), out.Binding(), a.Binding(), second, vBind)
+	}
+	// Split: each workgroup row sums chunk rows into f32 partials [gy,
+	// cols]; a second pass sums the partials, scales and rounds once.
+	gy := ceilDiv(rows, chunk)
+	partial, ok := rec.Reuse(dtype.F32, gy, cols)
+	if !ok {
+		var err error
+		if partial, err = e.dev.NewTensor(dtype.F32, gy, cols); err != nil {
+			return fmt.Errorf("kernels: ColSum partial sums: %w", err)
+		}
+		rec.Hold(partial)
+	}
+	first, err := e.dev.ShaderKernel(shaders.ColKey{Op: shaders.ColSum, D: a.DType(), C32: a.DType() != dtype.F32, Prod: b != nil})
+	if err != nil {
+		return err
+	}
+	p := shaders.ColPush{Rows: uint32(rows), Cols: uint32(cols), Alpha: 1, Chunk: uint32(chunk)}
+	if err := rec.Dispatch(first, [3]uint32{uint32(gx), uint32(gy), 1}, vk.PushBytes(&p), partial.Binding(), a.Binding(), second, a.Binding()); err != nil {
+		return err
+	}
+	rec.Barrier()
+	k2 := shaders.ColKey{Op: shaders.ColSum, D: out.DType(), A32: out.DType() != dtype.F32}
+	kern, err := e.dev.ShaderKernel(k2)
+	if err != nil {
+		return err
+	}
+	p = shaders.ColPush{Rows: uint32(gy), Cols: uint32(cols), Alpha: alpha, K: useV}
+	if err := rec.Dispatch(kern, [3]uint32{uint32(gx), 1, 1}, vk.PushBytes(&p), out.Binding(), partial.Binding(), partial.Binding(), vBind); err != nil {
+		return err
+	}
+	return rec.Recycle(partial)
+}
+
+// colSumMinChunk is the fewest rows one workgroup row of a split column
+// sum adds (64 per lane): fewer would make the partials, which the second
+// pass reads, outweigh the split. A variable so that tests can split small
+// matrices.
+var colSumMinChunk = 256
+
+// colSumChunk is the rows per workgroup row of a column sum over rows×cols
+// with gx workgroups across, or 0 to sum every row in one pass: the sum
+// splits its rows until the grid reaches the dispatcher's target, since
+// one workgroup per 64 columns (gx) alone leaves most of a GPU idle, each
+// invocation adding thousands of rows in sequence.
+func (e *Dispatcher) colSumChunk(rows, gx int) int {
+	want := min(ceilDiv(e.targetGroups(), gx), ceilDiv(rows, colSumMinChunk), int(e.dev.Caps().MaxWorkgroupCount[1]))
+	if want <= 1 {
+		return 0
+	}
+	return ceilDiv(rows, want)
 }
 
 // RowSquares records out[i] = Σ_j a[i,j]² (f32) for a [M, N].

@@ -4,20 +4,24 @@
 //
 // OP_SCALE:  out[i,j] = alpha·out[i,j] + (v[j] + k)·a[i,j]
 //            DoRA's c ⊙ z, G ⊙ c and G ⊙ (c − 1); v is f32 [cols].
-// OP_COLSUM: out[j] = alpha·Σ_i a[i,j]·(PROD: b[i,j]), times v[j] when
-//            k ≠ 0: bias gradients s·Σ_i G and DoRA's Σ_i G ⊙ z / n; a workgroup
-//            sums 64 columns over 4 lanes of rows, then adds the lanes.
+// OP_COLSUM: out[y·cols + j] = alpha·Σ_i a[i,j]·(PROD: b[i,j]), times v[j]
+//            when k ≠ 0, over the rows i of workgroup row y (chunk rows
+//            each; all of them when chunk is 0): bias gradients s·Σ_i G and
+//            DoRA's Σ_i G ⊙ z / n; a workgroup sums 64 columns over 4 lanes
+//            of rows, then adds the lanes. With several workgroup rows it is
+//            the first pass of a split sum, into f32 partials [y, cols];
+//            the second sums those (A32: a is f32) into out.
 // OP_ROWSQ:  out[i] = Σ_j a[i,j]²
 //            ‖W_o‖² of a dense weight; a workgroup sums one row.
 // All sums are f32; out of OP_SCALE is D, of the sums C_TYPE.
 //
 // Defines: D_TYPE (a, b, and out of OP_SCALE), C_TYPE (the sums' out), one
-// OP_*, PROD (OP_COLSUM only).
+// OP_*, PROD (OP_COLSUM only), A32 (OP_COLSUM only: a is f32).
 // Bindings: 0 out, 1 a, 2 b (PROD; else a dummy), 3 v (f32; a dummy where
 // unused).
-// Push: rows, cols, alpha, k.
+// Push: rows, cols, alpha, k, chunk, pad.
 // Dispatch: OP_SCALE any (gx, gy, 1), invocations stride; OP_COLSUM
-// (⌈cols/64⌉, 1, 1) with workgroup 64×4; OP_ROWSQ (g, 1, 1), workgroups
+// (⌈cols/64⌉, ⌈rows/chunk⌉, 1) with workgroup 64×4; OP_ROWSQ (g, 1, 1), workgroups
 // stride over rows, workgroup 256.
 #include "types.glsl"
 
@@ -34,6 +38,8 @@ layout(push_constant, std430) uniform Push {
 	uint cols;
 	float alpha;
 	float k;
+	uint chunk;
+	uint pad;
 } pc;
 
 #ifdef OP_SCALE
@@ -44,7 +50,11 @@ layout(push_constant, std430) uniform Push {
 
 #define IN_NAME as
 #define IN_LOAD loadA
+#ifdef A32
+#define IN_TYPE TYPE_F32
+#else
 #define IN_TYPE D_TYPE
+#endif
 #define IN_BINDING 1
 #define IN_BLOCK BufA
 #include "in_buf.glsl"
@@ -76,9 +86,11 @@ void main() {
 #elif defined(OP_COLSUM)
 	uint n = gl_WorkGroupID.x * 64u + gl_LocalInvocationID.x;
 	uint lane = gl_LocalInvocationID.y;
+	uint m0 = pc.chunk == 0u ? 0u : gl_WorkGroupID.y * pc.chunk;
+	uint m1 = pc.chunk == 0u ? pc.rows : min(pc.rows, m0 + pc.chunk);
 	float acc = 0.0;
 	if (n < pc.cols) {
-		for (uint m = lane; m < pc.rows; m += 4u) {
+		for (uint m = m0 + lane; m < m1; m += 4u) {
 			uint i = m * pc.cols + n;
 #ifdef PROD
 			acc += loadA(i) * loadB(i);
@@ -95,7 +107,7 @@ void main() {
 		if (pc.k != 0.0) {
 			s *= v[n];
 		}
-		storeC(n, pc.alpha * s);
+		storeC(gl_WorkGroupID.y * pc.cols + n, pc.alpha * s);
 	}
 #else
 	uint t = gl_LocalInvocationID.x;

@@ -35,21 +35,24 @@ const (
 )
 
 // ColKey is a colvec.comp kernel over inputs of dtype D. C32 marks an f32
-// output of the sums (else D); Prod the product form of ColSum.
+// output of the sums (else D); Prod the product form of ColSum; A32 a
+// ColSum of f32 inputs into D (the second pass of a split column sum,
+// over the first pass's f32 partial sums; f16 and bf16 only).
 type ColKey struct {
 	Op   ColOp
 	D    dtype.DType
 	C32  bool
 	Prod bool
+	A32  bool
 }
 
-// Name is colscale_<D>, colsum[_prod]_<D>[_c32] or rowsq_<D>_c32.
+// Name is colscale_<D>, colsum[_prod]_<D>[_c32|_a32] or rowsq_<D>_c32.
 func (k ColKey) Name() string {
 	switch k.Op {
 	case ColScale:
 		return variantName("colscale", false, k.D.String(), "")
 	case ColSum:
-		return variantName(pick(k.Prod, "colsum_prod", "colsum"), false, k.D.String(), pick(k.C32, "c32", ""))
+		return variantName(pick(k.Prod, "colsum_prod", "colsum"), false, k.D.String(), pick(k.C32, "c32", pick(k.A32, "a32", "")))
 	}
 	return variantName("rowsq", false, k.D.String(), "c32")
 }
@@ -89,6 +92,9 @@ func ExtKeys() []Key {
 		for _, prod := range []bool{false, true} {
 			ks = append(ks, ColKey{Op: ColSum, D: d, Prod: prod}, ColKey{Op: ColSum, D: d, C32: true, Prod: prod})
 		}
+		if d != dtype.F32 {
+			ks = append(ks, ColKey{Op: ColSum, D: d, A32: true})
+		}
 		ks = append(ks, DoraNormKey{D: d}, RowScaleKey{D: d}, RowScaleKey{D: d, Inverse: true})
 	}
 	return ks
@@ -122,6 +128,9 @@ func extVariants(t *variantTable) {
 				}
 				col(ColKey{Op: ColSum, D: d, C32: c32, Prod: prod}, defs)
 			}
+		}
+		if d != dtype.F32 {
+			col(ColKey{Op: ColSum, D: d, A32: true}, map[string]string{"OP_COLSUM": "", "C_TYPE": td, "A32": ""})
 		}
 		col(ColKey{Op: RowSquares, D: d, C32: true}, map[string]string{"OP_ROWSQ": "", "C_TYPE": "TYPE_F32"})
 		t.add(DoraNormKey{D: d}, Variant{Source: "dora_norm.comp", Defines: map[string]string{"D_TYPE": td},

@@ -10,10 +10,12 @@ type DropoutPush struct {
 	OffLo, OffHi          uint32
 }
 
-// ColPush mirrors colvec.comp's block.
+// ColPush mirrors colvec.comp's block. Chunk is OP_COLSUM's rows per
+// workgroup row (0: all of them).
 type ColPush struct {
 	Rows, Cols uint32
 	Alpha, K   float32
+	Chunk, Pad uint32
 }
 
 // DoraNormPush mirrors dora_norm.comp's block.
@@ -31,7 +33,7 @@ type RowScalePush struct {
 // The sizes the shaders declare; a field added on one side only fails here.
 var (
 	_ [32]byte = [unsafe.Sizeof(DropoutPush{})]byte{}
-	_ [16]byte = [unsafe.Sizeof(ColPush{})]byte{}
+	_ [24]byte = [unsafe.Sizeof(ColPush{})]byte{}
 	_ [12]byte = [unsafe.Sizeof(DoraNormPush{})]byte{}
 	_ [12]byte = [unsafe.Sizeof(RowScalePush{})]byte{}
 )
