@@ -12,9 +12,11 @@ import (
 
 // DropoutSource is where a dropout mask comes from: an explicit keep mask
 // (U8, 1 keep and 0 drop, the shape of the input) or the counter-based
-// generator at (Seed, Offset): element e of the input keeps when
-// Philox-4x32-10(counter Offset+e, key Seed) ≥ round(P·2³²). P is the drop
-// probability in [0, 1).
+// generator at (Seed, Offset): element e of the input (row-major) keeps
+// when word (Offset+e) mod 4 of Philox-4x32-10 at counter ⌊(Offset+e)/4⌋
+// under key Seed is ≥ round(P·2³²), so one draw decides four elements (as
+// cuRAND's dropout uses the generator). P is the drop probability in
+// [0, 1).
 type DropoutSource struct {
 	P            float64
 	Seed, Offset uint64
@@ -73,7 +75,7 @@ func (e *Dispatcher) Dropout(rec *vk.Recorder, mode shaders.DropoutMode, out, x 
 	}
 	p := shaders.DropoutPush{Rows: uint32(rows), Cols: uint32(cols), Threshold: src.Threshold(), Inv: src.Inv(),
 		SeedLo: uint32(src.Seed), SeedHi: uint32(src.Seed >> 32), OffLo: uint32(src.Offset), OffHi: uint32(src.Offset >> 32)}
-	return rec.Dispatch(k, e.elementGrid(rows, cols), vk.PushBytes(&p), out.Binding(), x.Binding(), mask)
+	return rec.Dispatch(k, e.elementGrid(rows, ceilDiv(cols, 4)), vk.PushBytes(&p), out.Binding(), x.Binding(), mask)
 }
 
 // ColScale records out[i,j] = alpha·out[i,j] + (v[j] + k)·a[i,j] for a and

@@ -10,14 +10,17 @@
 //
 // The mask is either an explicit U8 tensor (binding 2, read as packed
 // words: buffers are 16-byte rounded) or generated from a counter-based
-// RNG: element e of the tensor keeps when philox(seed, offset + e) ≥
-// threshold, threshold = round(p·2³²). The same (seed, offset) gives the
+// RNG: element e of the tensor keeps when word (offset + e) mod 4 of
+// Philox-4x32-10 at counter ⌊(offset + e)/4⌋ under seed is ≥ threshold,
+// threshold = round(p·2³²). The same (seed, offset) gives the
 // same mask in the forward and the backward, so nothing is saved.
 //
 // Defines: D_TYPE (out and x), MODE, MASK (defined: explicit mask).
 // Bindings: 0 out, 1 x, 2 mask (a dummy without MASK).
 // Push: rows, cols, threshold, inv, seed_lo, seed_hi, off_lo, off_hi.
-// Dispatch: any (gx, gy, 1); invocations stride over columns and rows.
+// Dispatch: any (gx, gy, 1); the invocations, counted row-major over the
+// grid, stride over the groups of four elements.
+#extension GL_EXT_control_flow_attributes : enable
 #include "types.glsl"
 #include "philox.glsl"
 
@@ -47,24 +50,45 @@ layout(push_constant, std430) uniform Push {
 
 layout(set = 0, binding = 2, std430) readonly buffer BufM { uint mask_words[]; };
 
-bool keep(uint i) {
-#ifdef MASK
-	return ((mask_words[i >> 2] >> ((i & 3u) * 8u)) & 0xffu) != 0u;
-#else
-	// The 64-bit counter offset + i, carried by hand.
-	uint lo = pc.off_lo + i;
-	uint hi = pc.off_hi + (lo < i ? 1u : 0u);
-	return philox_u32(uvec2(lo, hi), uvec2(pc.seed_lo, pc.seed_hi)) >= pc.threshold;
-#endif
-}
-
+// One invocation handles the four elements of one counter group: the
+// elements e with ⌊(offset + e)/4⌋ equal, word (offset + e) mod 4 of the
+// group's Philox draw deciding each (cuRAND's use of the generator: one
+// draw, four words). The first and last groups of an unaligned offset are
+// partial. With an explicit mask the groups are four elements from 0.
 void main() {
-	uint xstride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
-	for (uint n = gl_GlobalInvocationID.x; n < pc.cols; n += xstride) {
-		for (uint m = gl_WorkGroupID.y; m < pc.rows; m += gl_NumWorkGroups.y) {
-			uint i = m * pc.cols + n;
+	const uint numel = pc.rows * pc.cols;
+#ifdef MASK
+	const uint o3 = 0u;
+#else
+	const uint o3 = pc.off_lo & 3u;
+	// ⌊offset/4⌋, 64 bits as two words.
+	const uint base_lo = (pc.off_lo >> 2) | (pc.off_hi << 30), base_hi = pc.off_hi >> 2;
+#endif
+	const uint groups = (numel + o3 + 3u) / 4u;
+	const uint width = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+	const uint stride = width * gl_NumWorkGroups.y;
+	for (uint g = gl_GlobalInvocationID.y * width + gl_GlobalInvocationID.x; g < groups; g += stride) {
+#ifdef MASK
+		const uint bits = mask_words[g];
+#else
+		uint lo = base_lo + g;
+		const uvec4 words = philox4(uvec2(lo, base_hi + (lo < g ? 1u : 0u)), uvec2(pc.seed_lo, pc.seed_hi));
+#endif
+		[[unroll]] for (uint w = 0u; w < 4u; w++) {
+			if (4u * g + w < o3) {
+				continue; // before the first element
+			}
+			const uint i = 4u * g + w - o3;
+			if (i >= numel) {
+				break;
+			}
+#ifdef MASK
+			const bool keep = ((bits >> (w * 8u)) & 0xffu) != 0u;
+#else
+			const bool keep = words[w] >= pc.threshold;
+#endif
 			float x = loadX(i);
-			precise float d = keep(i) ? x * pc.inv : 0.0;
+			precise float d = keep ? x * pc.inv : 0.0;
 #if MODE == 0
 			storeC(i, d);
 #elif MODE == 1
