@@ -1,4 +1,4 @@
-# vklora: make deps | shaders | build | test | race | fuzz | bench | fmt | vet | clean
+# vklora: make deps | shaders | build | test | race | fuzz | soak | bench | fmt | vet | clean
 #
 # CI runs `make test` (via .ci/run) with CI=true on a fresh Debian 12 clone.
 
@@ -22,7 +22,7 @@ endif
 # Go files the go tool would see: skip .dirs, _dirs and testdata.
 GOFILES = $(shell find . -mindepth 1 \( -name '.*' -o -name '_*' -o -name testdata \) -prune -o -name '*.go' -print)
 
-.PHONY: all deps shaders shaders-check build test race fuzz bench fmt fmt-check vet clean distclean
+.PHONY: all deps shaders shaders-check build test race fuzz soak bench fmt fmt-check vet clean distclean
 
 all: test
 
@@ -128,7 +128,9 @@ test-coopmat: deps
 		echo "test-coopmat: FAILED after $$(( $$(date +%s) - fetched ))s (fetch $$(( fetched - start ))s)"; exit 1; \
 	fi
 
-# Each fuzz target for FUZZTIME (the plain suite runs their seed corpora).
+# Each fuzz target for FUZZTIME (the plain suite runs their seed corpora):
+# every func Fuzz* of a _test.go file, found by name (the safetensors, NF4,
+# PEFT, HF-config and conformance loaders, and lorabench's command lines).
 FUZZTIME ?= 30s
 fuzz: deps
 	@set -e; for t in $$(grep -rlE '^func Fuzz' --include='*_test.go' . | xargs -n1 dirname | sort -u); do \
@@ -137,6 +139,19 @@ fuzz: deps
 			$(GO) test $$t -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME); \
 		done; \
 	done
+
+# The soaks of package lora (TestSoak*) at a length the plain suite does
+# not run: SOAK_STEPS MLP forward+backward steps (each with its recorder, a
+# tensor, an NF4 weight and an engine made and released) and SOAK_CYCLES
+# cycles of a device with its engine, tensors, kernels and a step. Each
+# logs one line (-v): bytes per step or cycle of C heap, Go heap, RSS and
+# device memory, and fails where they grow. About 3 minutes on lavapipe,
+# bounded by SOAK_TIMEOUT. The GPU machine: make soak SOAK_STEPS=100000.
+SOAK_STEPS ?= 20000
+SOAK_CYCLES ?= 200
+SOAK_TIMEOUT ?= 60m
+soak: deps
+	VKLORA_SOAK_STEPS=$(SOAK_STEPS) VKLORA_SOAK_CYCLES=$(SOAK_CYCLES) $(GO) test -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak' -v ./lora
 
 # The concurrency tests under the race detector, on the system lavapipe.
 race: deps

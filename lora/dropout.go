@@ -10,13 +10,15 @@ import (
 // Dropout is the inverted dropout of one projection's LoRA branch in
 // training (PEFT's lora_dropout): the branch sees Xd = X ⊙ M / (1 − P)
 // while the base product sees X. The mask M is generated on the device
-// from (Seed, Offset) by a counter-based generator (Philox-4x32-10, as
-// kernels.Philox32 reproduces on the host) and regenerated in the
+// from (Seed, Offset) by a counter-based generator (Philox-4x32-10, one
+// draw for four elements, as kernels.DropoutSource.Keep reproduces on the
+// host) and regenerated in the
 // backward, so no mask or Xd is kept between the passes.
 //
 // Each forward uses the counters [Offset, Offset + M·in) and then advances
 // Offset past them, so successive steps draw fresh masks and a run is
-// reproducible from its seed. Projections that share one *Dropout share
+// reproducible from its seed. A forward that returns an error leaves
+// Offset as it was. Projections that share one *Dropout share
 // one mask per forward (axolotl's fused QKV and gate/up); separate values,
 // PEFT's behaviour and the default of GetLoRAParameters, draw their own.
 // A Dropout is not safe for concurrent forwards.

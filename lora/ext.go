@@ -97,6 +97,19 @@ func (c *dropCache) source(d *Dropout, x *vk.Tensor) (kernels.DropoutSource, err
 	return s, nil
 }
 
+// undo gives back the generator counters this pass drew: a forward that
+// fails leaves each Dropout's Offset where it found it, so that running it
+// again draws the masks it would have drawn.
+func (c *dropCache) undo() {
+	for d, s := range c.src {
+		if s.Mask == nil { // take advanced Offset only then
+			d.Offset = s.Offset
+		}
+	}
+	clear(c.src)
+	clear(c.xd)
+}
+
 // dropped records Xd = D(x) for src (once per source), held by rec until
 // it completes; the caller records a barrier before reading it.
 func (c *dropCache) dropped(e *Engine, rec *vk.Recorder, x *vk.Tensor, src kernels.DropoutSource) (*vk.Tensor, error) {
@@ -131,6 +144,7 @@ func (e *Engine) extForward(rec *vk.Recorder, x *vk.Tensor, p *Projection, r int
 	s := &extSaved{}
 	fail := func(err error) (*extSaved, error) {
 		s.Release()
+		drops.undo() // the layer's forward fails: every draw of the pass
 		return nil, err
 	}
 	lx := x // the LoRA branch's input

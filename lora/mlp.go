@@ -102,10 +102,15 @@ func (l *MLP) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *MLPSaved, er
 	e := l.Engine
 	s := &MLPSaved{x: x}
 	var y, h *vk.Tensor
+	// The dropout masks of gate and up (shared where they share a
+	// *Dropout), and of down, which sees h.
+	drops, downDrops := newDropCache(), newDropCache()
 	fail := func(err error) (*vk.Tensor, *MLPSaved, error) {
 		s.Release()
 		y.Release()
 		h.Release()
+		drops.undo()
+		downDrops.undo()
 		return nil, nil, err
 	}
 	for i, p := range []*Projection{l.Gate, l.Up} {
@@ -143,7 +148,6 @@ func (l *MLP) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *MLPSaved, er
 	if err := e.addBiases(rec, plain, plainYs); err != nil {
 		return fail(err)
 	}
-	drops := newDropCache()
 	for i, p := range []*Projection{l.Gate, l.Up} {
 		if p.ext() {
 			if s.ext[i], err = e.extForward(rec, x, p, info[i].r, [2]*vk.Tensor{s.e, s.g}[i], drops); err != nil {
@@ -163,7 +167,7 @@ func (l *MLP) Forward(rec *vk.Recorder, x *vk.Tensor) (*vk.Tensor, *MLPSaved, er
 		return fail(err)
 	}
 	if l.Down.ext() {
-		if s.ext[2], err = e.extForward(rec, h, l.Down, info[2].r, y, newDropCache()); err != nil {
+		if s.ext[2], err = e.extForward(rec, h, l.Down, info[2].r, y, downDrops); err != nil {
 			return fail(err)
 		}
 	} else {

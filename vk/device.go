@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	vulkan "github.com/vulkan-go/vulkan"
@@ -46,7 +47,8 @@ type Device struct {
 	layouts map[layoutKey]*pipelineLayout
 	kernels map[string]*Kernel
 	staging *stagingArea
-	stats   bool // pipelines capture their statistics (Options.KernelStatistics)
+	stats   bool                          // pipelines capture their statistics (Options.KernelStatistics)
+	faults  atomic.Pointer[FaultInjector] // the fault-injection test hook (fault.go); nil in production
 
 	qmu sync.Mutex // the queue: one submit at a time
 	kmu sync.Mutex // kernels and layouts
@@ -110,15 +112,12 @@ func (d *Device) init() error {
 	var queue vulkan.Queue
 	vulkan.GetDeviceQueue(d.dev, d.info.Caps.QueueFamily, 0, &queue)
 	d.queue = queue
-	var cache vulkan.PipelineCache
-	err := check("vkCreatePipelineCache", vulkan.CreatePipelineCache(d.dev, &vulkan.PipelineCacheCreateInfo{
-		SType: vulkan.StructureTypePipelineCacheCreateInfo,
-	}, nil, &cache))
-	if err != nil {
+	var cache C.VkPipelineCache
+	if err := check("vkCreatePipelineCache", vulkan.Result(C.vkl_create_pipeline_cache(d.cdev(), &cache))); err != nil {
 		return err
 	}
-	d.cache = cache
-	d.mem = probeMemoryTypes(vulkan.PhysicalDevice(unsafe.Pointer(d.phys)), d.info.Type)
+	d.cache = vulkan.PipelineCache(unsafe.Pointer(cache))
+	d.mem = probeMemoryTypes(d.phys, d.info.Type)
 	return nil
 }
 

@@ -36,6 +36,13 @@
 //     area) has its own command pool, queue submits are serialized, the
 //     kernel cache is locked. One Recorder is for one goroutine at a time.
 //
+// Device.Faults is a test hook (fault.go): it counts the device's buffer
+// creations, memory allocations and mappings, shader-module and pipeline
+// creations and queue submits, and makes the k-th of one kind fail with
+// the result a driver would return (VK_ERROR_OUT_OF_DEVICE_MEMORY and so
+// on), so that tests reach every error path; until a test installs it, it
+// costs one atomic load per such call.
+//
 // # Which calls bypass vulkan-go
 //
 // vulkan-go converts each Go create-info struct into C memory that some of
@@ -46,7 +53,9 @@
 // through the shim with its structs on the C stack: buffer creation,
 // allocation, binding, mapping and destruction, command pools and buffers,
 // fences, query pools, begin, submit, wait, barriers and copies
-// (vkl_create_buffer … vkl_cmd_copy in shim.c). vulkan-go still serves the
-// calls with scalar arguments and the one-time set-up; the instance,
-// device, pipelines and dispatches were already the shim's.
+// (vkl_create_buffer … vkl_cmd_copy in shim.c). So does each device's
+// set-up: its wrappers of vkGetPhysicalDeviceMemoryProperties and
+// vkCreatePipelineCache kept their C copies, 2.7 KB per Open. vulkan-go
+// still serves the calls with scalar arguments and the instance's set-up;
+// the instance, device, pipelines and dispatches were already the shim's.
 package vk

@@ -12,6 +12,7 @@ var (
 	ErrDeviceLost         = errors.New("device lost")
 	ErrOutOfDeviceMemory  = errors.New("out of device memory")
 	ErrOutOfHostMemory    = errors.New("out of host memory")
+	ErrMemoryMapFailed    = errors.New("memory map failed")
 	ErrNoDevice           = errors.New("no Vulkan device")
 	ErrUnsupported        = errors.New("not supported by this device")
 	ErrTooLarge           = errors.New("too large for this device")
@@ -40,6 +41,8 @@ func (e *ResultError) Is(target error) bool {
 		return e.Result == int32(vulkan.ErrorOutOfDeviceMemory)
 	case ErrOutOfHostMemory:
 		return e.Result == int32(vulkan.ErrorOutOfHostMemory)
+	case ErrMemoryMapFailed:
+		return e.Result == int32(vulkan.ErrorMemoryMapFailed)
 	}
 	return false
 }

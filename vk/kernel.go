@@ -110,10 +110,22 @@ func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 	}
 	code := C.CBytes(u32Bytes(spec.SPIRV))
 	defer C.free(code)
+	// A test's injected failure (fault.go) stands in for one of the two
+	// calls; the shim destroys the module when the pipeline fails.
+	failModule, failPipeline := d.fault(FaultCreateShaderModule), vulkan.Success
+	if failModule == vulkan.Success {
+		failPipeline = d.fault(FaultCreatePipeline)
+	}
+	var stage C.int
 	r := C.vkl_create_pipeline(d.cdev(), C.VkPipelineCache(unsafe.Pointer(d.cache)), l.layout,
 		(*C.uint32_t)(code), C.size_t(4*len(spec.SPIRV)), specPtr, C.uint32_t(len(spec.Spec)),
-		C.uint32_t(spec.SubgroupSize), C.int(b2i(d.stats)), &k.pipeline, &k.module)
-	if err := check("vkCreateComputePipelines", vulkan.Result(r)); err != nil {
+		C.uint32_t(spec.SubgroupSize), C.int(b2i(d.stats)), C.VkResult(failModule), C.VkResult(failPipeline),
+		&k.pipeline, &k.module, &stage)
+	call := "vkCreateComputePipelines"
+	if stage == 1 {
+		call = "vkCreateShaderModule"
+	}
+	if err := check(call, vulkan.Result(r)); err != nil {
 		return nil, fmt.Errorf("%w (kernel %s, spec %v)", err, spec.Name, spec.Spec)
 	}
 	d.kernels[key] = k

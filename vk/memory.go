@@ -17,15 +17,12 @@ type memoryTypes struct {
 	preferHost bool // CPU and integrated devices: device-local memory is host memory
 }
 
-func probeMemoryTypes(phys vulkan.PhysicalDevice, t DeviceType) memoryTypes {
-	var props vulkan.PhysicalDeviceMemoryProperties
-	vulkan.GetPhysicalDeviceMemoryProperties(phys, &props)
-	props.Deref()
+func probeMemoryTypes(phys C.VkPhysicalDevice, t DeviceType) memoryTypes {
+	var flags [C.VK_MAX_MEMORY_TYPES]C.uint32_t
+	n := C.vkl_memory_types(phys, &flags[0])
 	m := memoryTypes{preferHost: t == DeviceCPU || t == DeviceIntegrated}
-	for i := uint32(0); i < props.MemoryTypeCount; i++ {
-		mt := props.MemoryTypes[i]
-		mt.Deref()
-		m.flags = append(m.flags, mt.PropertyFlags)
+	for _, f := range flags[:n] {
+		m.flags = append(m.flags, vulkan.MemoryPropertyFlags(f))
 	}
 	return m
 }
@@ -112,10 +109,12 @@ func (d *Device) newBuffer(size uint64, usage vulkan.BufferUsageFlags, want, pre
 	var vbuf C.VkBuffer
 	var reqSize C.VkDeviceSize
 	var reqBits C.uint32_t
-	err := check("vkCreateBuffer", vulkan.Result(C.vkl_create_buffer(d.cdev(), C.VkDeviceSize(size), C.VkBufferUsageFlags(usage),
-		&vbuf, &reqSize, &reqBits)))
-	if err != nil {
-		return nil, err
+	r := d.fault(FaultCreateBuffer)
+	if r == vulkan.Success {
+		r = vulkan.Result(C.vkl_create_buffer(d.cdev(), C.VkDeviceSize(size), C.VkBufferUsageFlags(usage), &vbuf, &reqSize, &reqBits))
+	}
+	if err := check("vkCreateBuffer", r); err != nil {
+		return nil, fmt.Errorf("%w (%d bytes)", err, size)
 	}
 	b.buf = vulkan.Buffer(unsafe.Pointer(vbuf))
 	ti := d.mem.pick(uint32(reqBits), want, prefer, avoid)
@@ -124,17 +123,29 @@ func (d *Device) newBuffer(size uint64, usage vulkan.BufferUsageFlags, want, pre
 		return nil, fmt.Errorf("vk: no memory type with flags %#x for a %d-byte buffer: %w", want, size, ErrUnsupported)
 	}
 	var mem C.VkDeviceMemory
-	err = check("vkAllocateMemory", vulkan.Result(C.vkl_allocate_bind(d.cdev(), vbuf, reqSize, C.uint32_t(ti), &mem)))
+	call := "vkAllocateMemory"
+	r = d.fault(FaultAllocateMemory)
+	if r == vulkan.Success {
+		var bound C.int
+		r = vulkan.Result(C.vkl_allocate_bind(d.cdev(), vbuf, reqSize, C.uint32_t(ti), &mem, &bound))
+		if bound != 0 {
+			call = "vkBindBufferMemory"
+		}
+	}
 	b.mem = vulkan.DeviceMemory(unsafe.Pointer(mem))
-	if err != nil {
+	if err := check(call, r); err != nil {
 		b.destroy() // frees the memory too when only the bind failed
 		return nil, fmt.Errorf("%w (%d bytes)", err, size)
 	}
 	if d.mem.flags[ti]&(memHostVisible|memHostCoherent) == memHostVisible|memHostCoherent {
 		var p unsafe.Pointer
-		if err := check("vkMapMemory", vulkan.Result(C.vkl_map(d.cdev(), C.VkDeviceMemory(unsafe.Pointer(b.mem)), C.VkDeviceSize(size), &p))); err != nil {
+		r = d.fault(FaultMapMemory)
+		if r == vulkan.Success {
+			r = vulkan.Result(C.vkl_map(d.cdev(), C.VkDeviceMemory(unsafe.Pointer(b.mem)), C.VkDeviceSize(size), &p))
+		}
+		if err := check("vkMapMemory", r); err != nil {
 			b.destroy()
-			return nil, err
+			return nil, fmt.Errorf("%w (%d bytes)", err, size)
 		}
 		b.mapped = p
 	}

@@ -55,6 +55,7 @@ static PFN_vkDestroyCommandPool p_DestroyCommandPool;
 static PFN_vkMapMemory p_MapMemory;
 static PFN_vkUnmapMemory p_UnmapMemory;
 static PFN_vkDestroyBuffer p_DestroyBuffer;
+static PFN_vkCreatePipelineCache p_CreatePipelineCache;
 static PFN_vkFreeMemory p_FreeMemory;
 static PFN_vkGetPipelineExecutablePropertiesKHR p_GetPipelineExecutablePropertiesKHR;
 static PFN_vkGetPipelineExecutableStatisticsKHR p_GetPipelineExecutableStatisticsKHR;
@@ -221,6 +222,7 @@ VkResult vkl_create_instance(int validation, VkInstance *out, VkDebugUtilsMessen
 	LOAD(inst, MapMemory);
 	LOAD(inst, UnmapMemory);
 	LOAD(inst, DestroyBuffer);
+	LOAD(inst, CreatePipelineCache);
 	LOAD(inst, FreeMemory);
 	LOAD(inst, GetPipelineExecutablePropertiesKHR); // NULL without the extension
 	LOAD(inst, GetPipelineExecutableStatisticsKHR);
@@ -293,11 +295,16 @@ VkResult vkl_create_layout(VkDevice dev, uint32_t bindings, uint32_t push_size, 
 
 VkResult vkl_create_pipeline(VkDevice dev, VkPipelineCache cache, VkPipelineLayout layout, const uint32_t *code,
 			     size_t code_bytes, const uint32_t *spec, uint32_t nspec, uint32_t required_subgroup,
-			     int capture, VkPipeline *pipeline, VkShaderModule *module) {
+			     int capture, VkResult fail_module, VkResult fail_pipeline, VkPipeline *pipeline,
+			     VkShaderModule *module, int *stage) {
 	VkShaderModuleCreateInfo mi = {
 	    .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = code_bytes, .pCode = code};
-	VkResult r = p_CreateShaderModule(dev, &mi, NULL, module);
+	*stage = 1;
+	*module = VK_NULL_HANDLE;
+	*pipeline = VK_NULL_HANDLE;
+	VkResult r = fail_module != VK_SUCCESS ? fail_module : p_CreateShaderModule(dev, &mi, NULL, module);
 	if (r != VK_SUCCESS) return r;
+	*stage = 2;
 	VkSpecializationMapEntry entries[32];
 	if (nspec > 32) nspec = 32;
 	for (uint32_t i = 0; i < nspec; i++)
@@ -317,8 +324,9 @@ VkResult vkl_create_pipeline(VkDevice dev, VkPipelineCache cache, VkPipelineLayo
 		      .pSpecializationInfo = nspec ? &si : NULL},
 	    .layout = layout};
 	if (capture) ci.flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
-	r = p_CreateComputePipelines(dev, cache, 1, &ci, NULL, pipeline);
+	r = fail_pipeline != VK_SUCCESS ? fail_pipeline : p_CreateComputePipelines(dev, cache, 1, &ci, NULL, pipeline);
 	if (r != VK_SUCCESS) {
+		*pipeline = VK_NULL_HANDLE;
 		p_DestroyShaderModule(dev, *module, NULL);
 		*module = VK_NULL_HANDLE;
 	}
@@ -397,11 +405,17 @@ VkResult vkl_create_buffer(VkDevice dev, VkDeviceSize size, VkBufferUsageFlags u
 	return VK_SUCCESS;
 }
 
-VkResult vkl_allocate_bind(VkDevice dev, VkBuffer buf, VkDeviceSize size, uint32_t type, VkDeviceMemory *mem) {
+VkResult vkl_allocate_bind(VkDevice dev, VkBuffer buf, VkDeviceSize size, uint32_t type, VkDeviceMemory *mem,
+			   int *bound) {
 	VkMemoryAllocateInfo ai = {
 	    .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = size, .memoryTypeIndex = type};
+	*bound = 0;
 	VkResult r = p_AllocateMemory(dev, &ai, NULL, mem);
-	if (r != VK_SUCCESS) return r;
+	if (r != VK_SUCCESS) {
+		*mem = VK_NULL_HANDLE; // the spec leaves it undefined on failure
+		return r;
+	}
+	*bound = 1;
 	return p_BindBufferMemory(dev, buf, *mem, 0);
 }
 
@@ -472,4 +486,16 @@ void vkl_destroy_buffer(VkDevice dev, VkBuffer buf, VkDeviceMemory mem, int mapp
 	if (mapped) p_UnmapMemory(dev, mem);
 	if (buf) p_DestroyBuffer(dev, buf, NULL);
 	if (mem) p_FreeMemory(dev, mem, NULL);
+}
+
+VkResult vkl_create_pipeline_cache(VkDevice dev, VkPipelineCache *cache) {
+	VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
+	return p_CreatePipelineCache(dev, &ci, NULL, cache);
+}
+
+uint32_t vkl_memory_types(VkPhysicalDevice phys, uint32_t flags[VK_MAX_MEMORY_TYPES]) {
+	VkPhysicalDeviceMemoryProperties mp;
+	p_GetPhysicalDeviceMemoryProperties(phys, &mp);
+	for (uint32_t i = 0; i < mp.memoryTypeCount; i++) flags[i] = mp.memoryTypes[i].propertyFlags;
+	return mp.memoryTypeCount;
 }

@@ -118,10 +118,15 @@ VkResult vkl_create_layout(VkDevice dev, uint32_t bindings, uint32_t push_size, 
 			   VkPipelineLayout *layout);
 // capture asks the driver to keep the pipeline's statistics (registers,
 // spills, ...; VK_KHR_pipeline_executable_properties, enabled by
-// vkl_create_device when caps->pipeline_stats).
+// vkl_create_device when caps->pipeline_stats). fail_module and
+// fail_pipeline, when not VK_SUCCESS, are returned instead of calling
+// vkCreateShaderModule or vkCreateComputePipelines (the fault-injection
+// test hook, fault.go). *stage says which call failed: 1 the shader
+// module, 2 the pipeline.
 VkResult vkl_create_pipeline(VkDevice dev, VkPipelineCache cache, VkPipelineLayout layout, const uint32_t *code,
 			     size_t code_bytes, const uint32_t *spec, uint32_t nspec, uint32_t required_subgroup,
-			     int capture, VkPipeline *pipeline, VkShaderModule *module);
+			     int capture, VkResult fail_module, VkResult fail_pipeline, VkPipeline *pipeline,
+			     VkShaderModule *module, int *stage);
 
 // One statistic of one executable of a pipeline, as a double.
 #define VKL_STAT_NAME 64
@@ -148,7 +153,10 @@ void vkl_cmd_dispatch(VkDevice dev, VkCommandBuffer cb, VkPipeline pipe, VkPipel
 // ---- Per-step calls (vk/doc.go says why these bypass vulkan-go) ----
 VkResult vkl_create_buffer(VkDevice dev, VkDeviceSize size, VkBufferUsageFlags usage, VkBuffer *buf,
 			   VkDeviceSize *req_size, uint32_t *req_bits);
-VkResult vkl_allocate_bind(VkDevice dev, VkBuffer buf, VkDeviceSize size, uint32_t type, VkDeviceMemory *mem);
+// vkl_allocate_bind allocates memory and binds buf to it; *bound is 1 when
+// the allocation succeeded and the bind failed (*mem is then to be freed).
+VkResult vkl_allocate_bind(VkDevice dev, VkBuffer buf, VkDeviceSize size, uint32_t type, VkDeviceMemory *mem,
+			   int *bound);
 VkResult vkl_new_submission(VkDevice dev, uint32_t family, VkCommandPool *pool, VkCommandBuffer *cb, VkFence *fence);
 VkResult vkl_create_query_pool(VkDevice dev, uint32_t count, VkQueryPool *qp);
 VkResult vkl_begin(VkCommandBuffer cb);
@@ -156,6 +164,12 @@ VkResult vkl_submit(VkQueue queue, VkCommandBuffer cb, VkFence fence);
 VkResult vkl_wait_reset(VkDevice dev, VkFence fence);
 void vkl_cmd_barrier(VkCommandBuffer cb);
 VkResult vkl_map(VkDevice dev, VkDeviceMemory mem, VkDeviceSize size, void **p);
+// ---- Once per device, also without vulkan-go: its wrappers of these leaked
+// their C copies of the structs (about 2.7 KB per Open) ----
+VkResult vkl_create_pipeline_cache(VkDevice dev, VkPipelineCache *cache);
+// vkl_memory_types writes the property flags of each memory type and
+// returns their count.
+uint32_t vkl_memory_types(VkPhysicalDevice phys, uint32_t flags[VK_MAX_MEMORY_TYPES]);
 void vkl_destroy_buffer(VkDevice dev, VkBuffer buf, VkDeviceMemory mem, int mapped);
 void vkl_cmd_copy(VkCommandBuffer cb, VkBuffer src, VkBuffer dst, VkDeviceSize src_off, VkDeviceSize dst_off,
 		  VkDeviceSize size);

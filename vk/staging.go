@@ -25,7 +25,7 @@ func (d *Device) stagingFor(n uint64) (*stagingArea, error) {
 		n = stagingChunk
 	}
 	s := d.staging
-	if s != nil && s.buf.size >= n {
+	if s != nil && s.buf != nil && s.buf.size >= n {
 		return s, nil
 	}
 	if s == nil {
@@ -38,7 +38,7 @@ func (d *Device) stagingFor(n uint64) (*stagingArea, error) {
 	}
 	if s.buf != nil {
 		s.buf.destroy()
-		s.buf = nil
+		s.buf = nil // stays nil if the larger one fails: the next transfer tries again
 	}
 	size := uint64(1 << 20)
 	for size < n {
@@ -148,8 +148,11 @@ func (d *Device) submitAndWait(s submission) error {
 	// The queue is externally synchronized: one submit at a time. Waiting
 	// on the fence needs no lock, so recordings run concurrently.
 	d.qmu.Lock()
-	err := check("vkQueueSubmit", vulkan.Result(C.vkl_submit(C.VkQueue(unsafe.Pointer(d.queue)),
-		C.VkCommandBuffer(unsafe.Pointer(s.cb)), C.VkFence(unsafe.Pointer(s.fence)))))
+	r := d.fault(FaultQueueSubmit)
+	if r == vulkan.Success {
+		r = vulkan.Result(C.vkl_submit(C.VkQueue(unsafe.Pointer(d.queue)), C.VkCommandBuffer(unsafe.Pointer(s.cb)), C.VkFence(unsafe.Pointer(s.fence))))
+	}
+	err := check("vkQueueSubmit", r)
 	d.qmu.Unlock()
 	if err != nil {
 		return err
