@@ -25,15 +25,23 @@ var defaultTargets = []string{"q_proj", "v_proj"}
 // target_modules becomes PEFT's default for the architecture (q_proj,
 // v_proj) and "all-linear" the seven projections, so that the saved config
 // names the modules PEFT would adapt. c itself is not changed.
+//
+// With bias "all" or "lora_only" the modules train their base biases but
+// carry none (BaseBias nil): they start at the checkpoint's, which Load
+// copies in. A use_dora config is refused (lora.ErrBadInput): its
+// magnitude starts at the base weight's row norms, so a fresh DoRA adapter
+// comes from Load or Open with Options.Config, which compute them.
 func NewAdapter(c peft.Config, cfg *hf.Config, layers []int, d dtype.DType, seed uint64) (*peft.Adapter, error) {
-	a, err := newAdapter(c, cfg, layers, d, seed)
+	a, err := newAdapter(c, cfg, layers, d, seed, false)
 	if err != nil {
 		return nil, fmt.Errorf("finetune: NewAdapter: %w", err)
 	}
 	return a, nil
 }
 
-func newAdapter(c peft.Config, cfg *hf.Config, layers []int, d dtype.DType, seed uint64) (*peft.Adapter, error) {
+// newAdapter is NewAdapter; with dora, a use_dora config gets modules whose
+// magnitude is peft.NewModule's placeholder (ones), for Load to set.
+func newAdapter(c peft.Config, cfg *hf.Config, layers []int, d dtype.DType, seed uint64, dora bool) (*peft.Adapter, error) {
 	if cfg == nil {
 		return nil, fmt.Errorf("checkpoint config is nil: %w", lora.ErrBadInput)
 	}
@@ -41,8 +49,8 @@ func newAdapter(c peft.Config, cfg *hf.Config, layers []int, d dtype.DType, seed
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	if c.UseDoRA {
-		return nil, fmt.Errorf("use_dora: PEFT starts the magnitude at the base weight's row norms, which a fresh adapter here does not compute (train DoRA from a saved adapter): %w", lora.ErrNotImplemented)
+	if c.UseDoRA && !dora {
+		return nil, fmt.Errorf("use_dora: PEFT starts the magnitude at the base weight's row norms ‖W + s·B·A‖, which NewAdapter has no weights for: pass the config as Options.Config to Load or Open, which compute them on the device: %w", lora.ErrBadInput)
 	}
 	init, err := initOf(c.InitLoRAWeights)
 	if err != nil {

@@ -30,13 +30,38 @@
 // every family package hf reads), and "all-linear" the seven projections,
 // written out so that PEFT loads the saved adapter onto the same modules.
 //
+// # Trained base biases
+//
+// PEFT's bias "lora_only" trains the base bias of every adapted projection,
+// "all" every bias of the model: here the biases of the seven projections
+// of the loaded layers, adapted or not. A bias the adapter carries (saved
+// by PEFT) is used; otherwise it starts at the checkpoint's. Either way it
+// is a copy the Model owns (in peft.DeviceModule.BaseBias, or
+// Model.OtherBiases for a projection without adapter), so the layer's own
+// stays frozen. Params lists it after the projection's adapter tensors as
+// "P.base_layer.bias" (adapted) or "P.bias" (not), Grads takes
+// lora.ProjGrad.Bias, and Save writes it under those keys, as
+// save_pretrained does. A projection without a bias (every one of Llama's,
+// by default) has nothing to train, as in PEFT.
+//
+// # Fresh DoRA
+//
+// With use_dora Load starts each fresh module's magnitude where PEFT's
+// DoraLinearLayer.update_layer does, at the row norms ‖W + s·B·A‖ of the
+// base weight with the initial low-rank term (‖W‖ when lora_B is zero, as
+// after init true or "gaussian"), computed on the device (an NF4 weight is
+// dequantized for it) and rounded to the adapter's dtype. NewAdapter, which
+// has no weights, refuses use_dora; a loaded adapter keeps its saved
+// magnitude.
+//
 // # Shapes, dtypes and ownership
 //
 // The layers run in one dtype (Options.DType, default the checkpoint's);
 // the adapter is uploaded in it. A fresh adapter is stored in that dtype,
 // a loaded one keeps its stored dtypes when saved (peft.DeviceModules
-// rounds back). The Model owns the base weights (hf.LayerWeights) and the
-// adapter's device tensors (peft.DeviceModules); its layers borrow them, and
+// rounds back). The Model owns the base weights (hf.LayerWeights), the
+// adapter's device tensors (peft.DeviceModules) and the trained biases of
+// projections without adapter (OtherBiases); its layers borrow them, and
 // Release frees everything once. The optimizer updates the adapter's
 // tensors in place, so Save writes what the layers compute with.
 //
@@ -44,9 +69,9 @@
 //
 // Errors wrap lora.ErrBadInput (arguments, or an adapter that does not fit
 // the checkpoint: a module of no loaded projection, a lora_A or lora_B of
-// the wrong shape) or lora.ErrNotImplemented: trained base biases (bias
-// "all" or "lora_only"), whose gradients the Model does not collect;
-// fan_in_fan_out, which no checkpoint package hf reads has; a fresh DoRA
-// adapter, whose magnitude PEFT starts at the base weight's row norms.
-// Nothing is allocated when an error is returned.
+// the wrong shape, a trained bias of a projection the checkpoint gives
+// none) or lora.ErrNotImplemented: fan_in_fan_out, which no checkpoint
+// package hf reads has, and initialisations other than true, false and
+// "gaussian" for a fresh adapter. Nothing is allocated when an error is
+// returned.
 package finetune

@@ -3,12 +3,14 @@ package finetune
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/hf"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/peft"
+	"github.com/vklora/vklora/vk"
 )
 
 // Options say which layers to load, in which dtype, and with which adapter:
@@ -26,8 +28,8 @@ type Options struct {
 	// AdapterDir continues training the adapter saved in this directory
 	// (peft.Load): PeftModel.from_pretrained(model, dir, is_trainable=True).
 	AdapterDir string
-	// Config starts a fresh adapter (NewAdapter with Seed):
-	// get_peft_model(model, config).
+	// Config starts a fresh adapter (NewAdapter with Seed; with use_dora,
+	// the magnitudes from the base weights): get_peft_model(model, config).
 	Config *peft.Config
 	// Seed draws a fresh adapter's lora_A and every projection's dropout
 	// masks, so that a run is reproducible.
@@ -60,11 +62,20 @@ type Model struct {
 	Layers []*Layer
 	// Adapter is the host adapter the model started from (config, module
 	// paths, ranks, stored dtypes); its tensors are the starting values, not
-	// the trained ones (Trained downloads those).
+	// the trained ones (Trained downloads those), including what Load filled
+	// in: the checkpoint's biases where the config trains biases the adapter
+	// does not carry, and a fresh DoRA adapter's magnitudes. It is a copy
+	// with maps of its own: Options.Adapter is never changed.
 	Adapter *peft.Adapter
 	// Modules are the adapter's tensors on the device, by module path: the
-	// parameters the optimizer updates.
+	// parameters the optimizer updates, with OtherBiases.
 	Modules peft.DeviceModules
+	// OtherBiases are, with bias "all", the trained base biases of the loaded
+	// projections that have no adapter, on the device in the layer dtype, by
+	// module path (peft.Adapter.OtherBiases; saved as "P.bias"). The Model
+	// owns them; the trained biases of adapted projections are in Modules
+	// (peft.DeviceModule.BaseBias).
+	OtherBiases map[string]*vk.Tensor
 }
 
 // Open is Load of the checkpoint in dir, which it closes again: every
@@ -79,9 +90,11 @@ func Open(eng *lora.Engine, dir string, o Options) (*Model, error) {
 }
 
 // Load uploads the chosen decoder layers of ck in the chosen dtype with the
-// adapter Options names (loaded, or fresh from NewAdapter) and builds the
-// engine's layers over them. The adapter is checked against the checkpoint
-// before anything is uploaded. The caller releases the Model.
+// adapter Options names (loaded, or fresh as NewAdapter makes it, a DoRA
+// magnitude computed from the base weights) and builds the engine's layers
+// over them, with the base biases trainable where the adapter's bias says
+// so. The adapter is checked against the checkpoint before anything is
+// uploaded. The caller releases the Model.
 func Load(eng *lora.Engine, ck *hf.Checkpoint, o Options) (*Model, error) {
 	m, err := load(eng, ck, o)
 	if err != nil {
@@ -106,16 +119,16 @@ func load(eng *lora.Engine, ck *hf.Checkpoint, o Options) (*Model, error) {
 	if !d.IsFloat() {
 		return nil, fmt.Errorf("dtype %v is not f32, f16 or bf16: %w", d, lora.ErrBadInput)
 	}
-	a, err := chooseAdapter(o, &cfg, layers, d)
+	a, fresh, err := chooseAdapter(o, &cfg, layers, d)
 	if err != nil {
 		return nil, err
 	}
 	if err := checkAdapter(a, &cfg); err != nil {
 		return nil, err
 	}
-	m := &Model{Config: cfg, DType: d, Adapter: a, Modules: peft.DeviceModules{}}
+	m := &Model{Config: cfg, DType: d, Adapter: shallowCopy(a), Modules: peft.DeviceModules{}, OtherBiases: map[string]*vk.Tensor{}}
 	for _, i := range layers {
-		l, err := m.loadLayer(eng, ck, i, o.Seed)
+		l, err := m.loadLayer(eng, ck, i, o.Seed, fresh)
 		if err != nil {
 			m.Release()
 			return nil, fmt.Errorf("layer %d: %w", i, err)
@@ -148,8 +161,9 @@ func layerList(req []int, n int) ([]int, error) {
 	return slices.Clone(req), nil
 }
 
-// chooseAdapter returns the adapter Options names, loading or making it.
-func chooseAdapter(o Options, cfg *hf.Config, layers []int, d dtype.DType) (*peft.Adapter, error) {
+// chooseAdapter returns the adapter Options names, loading or making it,
+// and whether it is fresh (made from Options.Config).
+func chooseAdapter(o Options, cfg *hf.Config, layers []int, d dtype.DType) (*peft.Adapter, bool, error) {
 	set := 0
 	for _, b := range []bool{o.Adapter != nil, o.AdapterDir != "", o.Config != nil} {
 		if b {
@@ -157,28 +171,39 @@ func chooseAdapter(o Options, cfg *hf.Config, layers []int, d dtype.DType) (*pef
 		}
 	}
 	if set != 1 {
-		return nil, fmt.Errorf("set exactly one of Adapter, AdapterDir and Config (%d set): %w", set, lora.ErrBadInput)
+		return nil, false, fmt.Errorf("set exactly one of Adapter, AdapterDir and Config (%d set): %w", set, lora.ErrBadInput)
 	}
 	switch {
 	case o.Adapter != nil:
 		if err := o.Adapter.Validate(); err != nil {
-			return nil, fmt.Errorf("adapter: %w", err)
+			return nil, false, fmt.Errorf("adapter: %w", err)
 		}
-		return o.Adapter, nil
+		return o.Adapter, false, nil
 	case o.AdapterDir != "":
-		return peft.Load(o.AdapterDir)
+		a, err := peft.Load(o.AdapterDir)
+		return a, false, err
 	}
-	return NewAdapter(*o.Config, cfg, layers, d, o.Seed)
+	// A fresh DoRA module's magnitude is a placeholder here: loadLayer
+	// sets it from the base weight (initDoRA).
+	a, err := newAdapter(*o.Config, cfg, layers, d, o.Seed, true)
+	if err != nil {
+		return nil, false, fmt.Errorf("fresh adapter: %w", err)
+	}
+	return a, true, nil
+}
+
+// shallowCopy is a with maps of its own, so that the Model can put in the
+// starting values it fills in (base biases, DoRA magnitudes) without
+// touching the caller's adapter: a changed module is replaced by a copy,
+// never edited.
+func shallowCopy(a *peft.Adapter) *peft.Adapter {
+	return &peft.Adapter{Config: a.Config.Clone(), Modules: maps.Clone(a.Modules), OtherBiases: maps.Clone(a.OtherBiases)}
 }
 
 // checkAdapter refuses what the Model cannot train and modules that do not
 // fit the checkpoint, naming the module.
 func checkAdapter(a *peft.Adapter, cfg *hf.Config) error {
-	c := &a.Config
-	switch {
-	case c.Bias != peft.BiasNone:
-		return fmt.Errorf("adapter bias %q: training base biases is not supported (use \"none\"): %w", c.Bias, lora.ErrNotImplemented)
-	case c.FanInFanOut:
+	if a.Config.FanInFanOut {
 		return fmt.Errorf("adapter fan_in_fan_out: the checkpoint's projections are nn.Linear, stored [out, in]: %w", lora.ErrNotImplemented)
 	}
 	known := projectionPaths(cfg)
@@ -192,6 +217,21 @@ func checkAdapter(a *peft.Adapter, cfg *hf.Config) error {
 		if mod.In() != in || mod.Out() != out {
 			return fmt.Errorf("adapter module %s: lora_A %v and lora_B %v do not fit the base weight [out=%d, in=%d]: %w",
 				p, mod.A.Shape, mod.B.Shape, out, in, lora.ErrBadInput)
+		}
+		if mod.BaseBias != nil && !cfg.HasBias(pm) {
+			return fmt.Errorf("adapter module %s has a trained base bias (base_layer.bias) but the checkpoint's %s has no bias (%s): %w",
+				p, pm, cfg.ModelType, lora.ErrBadInput)
+		}
+	}
+	for _, p := range slices.Sorted(maps.Keys(a.OtherBiases)) {
+		pm, ok := known[p]
+		if !ok || !cfg.HasBias(pm) {
+			return fmt.Errorf("adapter bias %s.bias is not the bias of a decoder-layer projection of this checkpoint (%s, %d layers): %w",
+				p, cfg.ModelType, cfg.NumHiddenLayers, lora.ErrBadInput)
+		}
+		out, _ := cfg.Shape(pm)
+		if t := a.OtherBiases[p]; len(t.Shape) != 1 || t.Shape[0] != out {
+			return fmt.Errorf("adapter bias %s.bias has shape %v, want [out=%d]: %w", p, t.Shape, out, lora.ErrBadInput)
 		}
 	}
 	return nil
@@ -210,37 +250,106 @@ func projectionPaths(cfg *hf.Config) map[string]hf.Module {
 }
 
 // loadLayer uploads layer i and the adapter's modules of it, and builds the
-// layers. On error what it allocated is released (the modules stay in
-// m.Modules for m.Release).
-func (m *Model) loadLayer(eng *lora.Engine, ck *hf.Checkpoint, i int, seed uint64) (*Layer, error) {
-	for _, pm := range hf.Modules {
-		p := hf.Prefix(i, pm)
-		mod := m.Adapter.Modules[p]
-		if mod == nil {
-			continue
-		}
-		dm, err := mod.Upload(eng.Device(), m.DType)
-		if err != nil {
-			return nil, err
-		}
-		m.Modules[p] = dm
-	}
-	lw, err := ck.Layer(i, eng.Device(), m.DType)
+// layers. A trainable base bias the adapter does not carry starts at the
+// checkpoint's, copied into the adapter's tensors (the layer's own stays
+// frozen and unused); a fresh DoRA module's magnitude starts at PEFT's row
+// norms (initDoRA). On error what it allocated is released (the modules
+// and biases stay in m.Modules and m.OtherBiases for m.Release).
+func (m *Model) loadLayer(eng *lora.Engine, ck *hf.Checkpoint, i int, seed uint64, fresh bool) (*Layer, error) {
+	dev := eng.Device()
+	lw, err := ck.Layer(i, dev, m.DType)
 	if err != nil {
 		return nil, err
 	}
-	l, err := buildLayer(eng, lw, m.Modules, seed)
-	if err != nil {
+	fail := func(err error) (*Layer, error) {
 		lw.Release()
 		return nil, err
+	}
+	for _, pm := range hf.Modules {
+		p := hf.Prefix(i, pm)
+		base := lw.Linear(pm)
+		mod := m.Adapter.Modules[p]
+		if mod == nil {
+			if err := m.otherBias(dev, p, base.Bias); err != nil {
+				return fail(err)
+			}
+			continue
+		}
+		if mod.BiasTrainable && mod.BaseBias == nil && base.Bias != nil {
+			t, err := hostBias(base.Bias, m.DType)
+			if err != nil {
+				return fail(fmt.Errorf("%s: base bias: %w", p, err))
+			}
+			c := *mod
+			c.BaseBias = t
+			mod = &c
+			m.Adapter.Modules[p] = mod
+		}
+		dm, err := mod.Upload(dev, m.DType)
+		if err != nil {
+			return fail(err)
+		}
+		m.Modules[p] = dm
+		if fresh && mod.UseDoRA {
+			if err := m.initDoRA(eng, base.Weight, p); err != nil {
+				return fail(fmt.Errorf("%s: DoRA magnitude: %w", p, err))
+			}
+		}
+	}
+	l, err := buildLayer(eng, lw, m.Modules, m.OtherBiases, seed)
+	if err != nil {
+		return fail(err)
 	}
 	return l, nil
 }
 
-// buildLayer makes the engine's layers over lw with the adapter's modules.
-func buildLayer(eng *lora.Engine, lw *hf.LayerWeights, ms peft.DeviceModules, seed uint64) (*Layer, error) {
+// otherBias puts the trainable bias of projection p, which has no adapter,
+// on the device when the config trains every bias (bias "all") and the
+// projection has one: the adapter's saved value if it has one, else a copy
+// of the checkpoint's (recorded in m.Adapter.OtherBiases as the starting
+// value, in the layer dtype).
+func (m *Model) otherBias(dev *vk.Device, p string, base *vk.Tensor) error {
+	if m.Adapter.Config.Bias != peft.BiasAll || base == nil {
+		return nil
+	}
+	h := m.Adapter.OtherBiases[p]
+	if h == nil {
+		var err error
+		if h, err = hostBias(base, m.DType); err != nil {
+			return fmt.Errorf("%s: base bias: %w", p, err)
+		}
+		if m.Adapter.OtherBiases == nil {
+			m.Adapter.OtherBiases = map[string]*peft.Tensor{}
+		}
+		m.Adapter.OtherBiases[p] = h
+	}
+	t, err := dev.TensorFrom(m.DType, h.Data, h.Shape...)
+	if err != nil {
+		return fmt.Errorf("%s: bias %v: %w", p, h.Shape, err)
+	}
+	m.OtherBiases[p] = t
+	return nil
+}
+
+// hostBias downloads a checkpoint bias (in the layer dtype d) as a host
+// tensor stored as d: PEFT saves a trained bias in the model's dtype.
+func hostBias(b *vk.Tensor, d dtype.DType) (*peft.Tensor, error) {
+	data, err := b.Float32()
+	if err != nil {
+		return nil, err
+	}
+	return &peft.Tensor{Shape: b.Shape(), DType: d, Data: data}, nil
+}
+
+// buildLayer makes the engine's layers over lw with the adapter's modules
+// and the trainable biases of the projections without adapter.
+func buildLayer(eng *lora.Engine, lw *hf.LayerWeights, ms peft.DeviceModules, others map[string]*vk.Tensor, seed uint64) (*Layer, error) {
 	attn, mlp, err := lw.Modules(func(i int, pm hf.Module) (*lora.LoRALinear, error) {
-		return ms.Adapter(hf.Prefix(i, pm))
+		p := hf.Prefix(i, pm)
+		if b := others[p]; b != nil {
+			return &lora.LoRALinear{Bias: b, BiasTrainable: true}, nil
+		}
+		return ms.Adapter(p)
 	})
 	if err != nil {
 		return nil, err
@@ -280,8 +389,9 @@ func mix(xs ...uint64) uint64 {
 	return h
 }
 
-// Release frees the base weights and the adapter's device tensors; safe to
-// call twice and on nil. The layers built over them are unusable after it.
+// Release frees the base weights, the adapter's device tensors and the
+// trainable biases; safe to call twice and on nil. The layers built over
+// them are unusable after it.
 func (m *Model) Release() {
 	if m == nil {
 		return
@@ -290,7 +400,10 @@ func (m *Model) Release() {
 		l.Weights.Release()
 	}
 	m.Modules.Release()
-	m.Layers, m.Modules = nil, nil
+	for _, t := range m.OtherBiases {
+		t.Release()
+	}
+	m.Layers, m.Modules, m.OtherBiases = nil, nil, nil
 }
 
 // errNoLayers is returned by the methods of a released Model.

@@ -2,7 +2,10 @@ package finetune
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
+	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/hf"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/optim"
@@ -41,10 +44,20 @@ type trainable struct {
 }
 
 // trainables lists a projection's trainable tensors in Params order:
-// lora_A, lora_B, then lora_B's bias and DoRA's magnitude where present.
+// lora_A, lora_B, then lora_B's bias and DoRA's magnitude where present,
+// then the base bias where it is trained ("base_layer.bias" of an adapted
+// projection, "bias" of one without adapter, as PEFT names them).
 func trainables(p *lora.Projection) []trainable {
-	if p == nil || !p.HasAdapter() {
+	if p == nil {
 		return nil
+	}
+	bias := trainable{"base_layer.bias", p.Bias, func(g *lora.ProjGrad) *vk.Tensor { return g.Bias }}
+	if !p.HasAdapter() {
+		if !p.BiasTrainable {
+			return nil
+		}
+		bias.suffix = "bias"
+		return []trainable{bias}
 	}
 	out := []trainable{
 		{"lora_A.weight", p.A, func(g *lora.ProjGrad) *vk.Tensor { return g.A }},
@@ -56,15 +69,22 @@ func trainables(p *lora.Projection) []trainable {
 	if p.Magnitude != nil {
 		out = append(out, trainable{"lora_magnitude_vector", p.Magnitude, func(g *lora.ProjGrad) *vk.Tensor { return g.Magnitude }})
 	}
+	if p.BiasTrainable {
+		out = append(out, bias)
+	}
 	return out
 }
 
 // Params lists the adapter's trainable tensors for optim.NewAdamW, layer by
 // layer in Layers order, each layer's projections in hf.Modules order (q, k,
 // v, o, gate, up, down), each projection's lora_A, lora_B, then its lora_B
-// bias and DoRA magnitude where it has them. Names are the tensors' keys in
+// bias and DoRA magnitude where it has them, then its base bias where the
+// config trains it (bias "lora_only": the adapted projections'; "all":
+// every projection's, adapter or not). Names are the tensors' keys in
 // adapter_model.safetensors without "base_model.model.", e.g.
-// "model.layers.0.self_attn.q_proj.lora_A.weight".
+// "model.layers.0.self_attn.q_proj.lora_A.weight",
+// "model.layers.0.self_attn.q_proj.base_layer.bias" and, for a projection
+// without adapter, "model.layers.0.self_attn.k_proj.bias".
 func (m *Model) Params() []optim.Param {
 	if m == nil {
 		return nil
@@ -107,7 +127,8 @@ func (m *Model) Grads(g []LayerGrads) ([]*vk.Tensor, error) {
 }
 
 // Trained downloads the adapter's current (trained) tensors into a copy of
-// Adapter, each in its stored dtype, ready for peft.Save; modules of layers
+// Adapter, each in its stored dtype, ready for peft.Save: the modules, with
+// their trained base biases, and OtherBiases; modules and biases of layers
 // that were not loaded keep their starting values.
 func (m *Model) Trained() (*peft.Adapter, error) {
 	if m == nil || m.Modules == nil {
@@ -116,6 +137,15 @@ func (m *Model) Trained() (*peft.Adapter, error) {
 	a, err := m.Modules.Download(m.Adapter)
 	if err != nil {
 		return nil, fmt.Errorf("finetune: Trained: %w", err)
+	}
+	for _, p := range slices.Sorted(maps.Keys(m.OtherBiases)) {
+		h := m.Adapter.OtherBiases[p]
+		data, err := m.OtherBiases[p].Float32()
+		if err != nil {
+			return nil, fmt.Errorf("finetune: Trained: %s.bias: %w", p, err)
+		}
+		dtype.RoundSlice(h.DType, data)
+		a.OtherBiases[p] = &peft.Tensor{Shape: slices.Clone(h.Shape), DType: h.DType, Data: data}
 	}
 	return a, nil
 }
