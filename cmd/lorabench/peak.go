@@ -621,15 +621,10 @@ func (m *peakMeter) coopmat(c coopCase) (peakRow, error) {
 			return rec.Dispatch(k, [3]uint32{groups, 1, 1}, vk.PushBytes(&push), bs[0].Whole(), bs[1].Whole(), bs[2].Whole())
 		},
 		check: func(groups uint32) (float64, error) {
-			info, err := download(bs[2], 8)
+			nsg, err := reportedSubgroups(&row, bs[2], wg)
 			if err != nil {
 				return 0, err
 			}
-			nsg, sgSize := int(binary.LittleEndian.Uint32(info)), int(binary.LittleEndian.Uint32(info[4:]))
-			if nsg < 1 || nsg*sgSize != wg {
-				return 0, fmt.Errorf("%s: the kernel reports %d subgroups of %d in a workgroup of %d", row.Kernel, nsg, sgSize, wg)
-			}
-			row.Subgroup = sgSize
 			out, err := download(bs[1], uint64(slots*tile*accBytes))
 			if err != nil {
 				return 0, err
@@ -683,6 +678,22 @@ func (m *peakMeter) cm2(c cm2Case) (peakRow, error) {
 		},
 	})
 	return row, err
+}
+
+// reportedSubgroups reads the subgroup count and size a peak kernel wrote
+// to its info buffer, requires them to fill the workgroup of wg
+// invocations, and sets the row's subgroup size.
+func reportedSubgroups(row *peakRow, info *vk.Buffer, wg int) (int, error) {
+	b, err := download(info, 8)
+	if err != nil {
+		return 0, err
+	}
+	nsg, size := int(binary.LittleEndian.Uint32(b)), int(binary.LittleEndian.Uint32(b[4:]))
+	if nsg < 1 || nsg*size != wg {
+		return 0, fmt.Errorf("%s: the kernel reports %d subgroups of %d in a workgroup of %d", row.Kernel, nsg, size, wg)
+	}
+	row.Subgroup = size
+	return nsg, nil
 }
 
 // checkConst requires the first n elements of type t in b to equal want.

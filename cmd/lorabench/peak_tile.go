@@ -11,7 +11,6 @@ package main
 // cached: it is a diagnosis, not a ceiling frac_peak divides by.
 
 import (
-	"encoding/binary"
 	"fmt"
 	"io"
 	"strconv"
@@ -169,15 +168,10 @@ func (m *peakMeter) tile(t kernels.CoopTile, s vk.CoopMatShape, fm, fn uint8, wg
 			return rec.Dispatch(k, [3]uint32{groups, 1, 1}, vk.PushBytes(&push), bs[0].Whole(), bs[1].Whole(), bs[2].Whole())
 		},
 		check: func(groups uint32) (float64, error) {
-			info, err := download(bs[2], 8)
+			nsg, err := reportedSubgroups(&row, bs[2], wg)
 			if err != nil {
 				return 0, err
 			}
-			nsg, sgSize := int(binary.LittleEndian.Uint32(info)), int(binary.LittleEndian.Uint32(info[4:]))
-			if nsg < 1 || nsg*sgSize != wg {
-				return 0, fmt.Errorf("%s: the kernel reports %d subgroups of %d in a workgroup of %d", row.Kernel, nsg, sgSize, wg)
-			}
-			row.Subgroup = sgSize
 			out, err := download(bs[1], uint64(slots*tileElems*4))
 			if err != nil {
 				return 0, err
@@ -237,15 +231,10 @@ func (m *peakMeter) direct(t kernels.CoopTile, s vk.CoopMatShape, fm, fn uint8, 
 			return rec.Dispatch(k, grid, vk.PushBytes(&push), bs[0].Whole(), bs[1].Whole(), bs[2].Whole(), bs[3].Whole())
 		},
 		check: func(uint32) (float64, error) {
-			info, err := download(bs[3], 8)
+			_, err := reportedSubgroups(&row, bs[3], wg)
 			if err != nil {
 				return 0, err
 			}
-			nsg, sgSize := int(binary.LittleEndian.Uint32(info)), int(binary.LittleEndian.Uint32(info[4:]))
-			if nsg < 1 || nsg*sgSize != wg {
-				return 0, fmt.Errorf("%s: the kernel reports %d subgroups of %d in a workgroup of %d", row.Kernel, nsg, sgSize, wg)
-			}
-			row.Subgroup = sgSize
 			out, err := download(bs[2], cBytes)
 			if err != nil {
 				return 0, err
