@@ -207,25 +207,17 @@ def suite(name):
     return SMALL if name == "small" else full_suite()
 
 
+# A case's per-projection values, weight shapes and output widths: make_vectors.py's.
 def per_proj(v, name):
-    return v[name] if isinstance(v, dict) else v
+    return _mv().per_proj(v, name)
 
 
 def proj_shapes(c):
-    op, K, N = c["op"], c["K"], c["N"]
-    if op in ("matmul_lora", "lora_o"):
-        return {PROJ[op][0]: (N, K)}
-    if op == "lora_qkv":
-        kv = c["kv"] or N
-        return {"q": (N, K), "k": (kv, K), "v": (kv, K)}
-    return {"gate": (N, K), "up": (N, K), "down": (K, N)}
+    return _mv().proj_shapes(c)
 
 
 def out_dims(c):
-    op = c["op"]
-    if op == "lora_qkv":
-        return {"Q": c["N"], "K": c["kv"] or c["N"], "V": c["kv"] or c["N"]}
-    return {"Y": c["K"] if op == "lora_mlp" else c["N"]}
+    return _mv().out_dims(c)
 
 
 def has_bias(c, name):
