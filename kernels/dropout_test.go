@@ -2,11 +2,13 @@ package kernels
 
 import (
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk/vktest"
 )
@@ -58,4 +60,76 @@ func TestDropoutGenerated(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestDropoutExpand: out += D(s·G·A) against float64 with the host's mask
+// (generated at an unaligned offset, and explicit), every dtype, a rank
+// that is not a power of two, odd shapes; and its refusals.
+func TestDropoutExpand(t *testing.T) {
+	f := newFixture(t)
+	const m, n, r, s = 11, 21, 5, 0.7
+	for _, d := range dtype.Floats {
+		for _, explicit := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/explicit=%v", d, explicit), func(t *testing.T) {
+				f := f.inOwn(t)
+				src := DropoutSource{P: 0.25, Seed: 77, Offset: 6}
+				keep := make([]bool, m*n)
+				for i := range keep {
+					keep[i] = src.Keep(uint64(i))
+				}
+				if explicit {
+					bits := make([]byte, m*n)
+					for i := range bits {
+						keep[i] = i%3 != 0
+						if keep[i] {
+							bits[i] = 1
+						}
+					}
+					mask, err := f.Dev.NewTensor(dtype.U8, m, n)
+					require.NoError(t, err)
+					t.Cleanup(mask.Release)
+					require.NoError(t, mask.UploadBytes(bits))
+					src.Mask = mask
+				}
+				o0, g, a := f.Random(d, m*n, 1), f.Random(dtype.F32, m*r, 1), f.Random(d, r*n, 1)
+				out := f.Upload(d, o0, m, n)
+				rec := f.Recorder()
+				require.NoError(t, f.eng.DropoutExpand(rec, out, f.Upload(dtype.F32, g, m, r), f.Upload(d, a, r, n), s, src))
+				require.NoError(t, rec.Submit())
+				want := append([]float64(nil), o0...)
+				for i := range want {
+					if !keep[i] {
+						continue
+					}
+					row, col := i/n, i%n
+					t := 0.0
+					for j := 0; j < r; j++ {
+						t += g[row*r+j] * a[j*n+col]
+					}
+					want[i] += s * t * float64(src.Inv())
+				}
+				vktest.ExpectClose(t, "out", f.Download(out), ref.RoundTo(d, want), n, ref.Tolerance(d).Product)
+			})
+		}
+	}
+	t.Run("refusals", func(t *testing.T) {
+		out := f.Upload(dtype.BF16, f.Random(dtype.BF16, m*n, 1), m, n)
+		g := f.Upload(dtype.F32, f.Random(dtype.F32, m*r, 1), m, r)
+		a := f.Upload(dtype.BF16, f.Random(dtype.BF16, r*n, 1), r, n)
+		a16 := f.Upload(dtype.F16, f.Random(dtype.F16, r*n, 1), r, n)
+		gT := f.Upload(dtype.F32, f.Random(dtype.F32, m*r, 1), r, m)
+		rec := f.Recorder()
+		src := DropoutSource{P: 0.1}
+		for name, err := range map[string]error{
+			"A dtype":  f.eng.DropoutExpand(rec, out, g, a16, s, src),
+			"G shape":  f.eng.DropoutExpand(rec, out, gT, a, s, src),
+			"scale":    f.eng.DropoutExpand(rec, out, g, a, float32(math.Inf(1)), src),
+			"p":        f.eng.DropoutExpand(rec, out, g, a, s, DropoutSource{P: 1}),
+			"nil":      f.eng.DropoutExpand(nil, out, g, a, s, src),
+			"old call": f.eng.Dropout(rec, shaders.DropoutExpand, out, out, src),
+		} {
+			require.ErrorIs(t, err, ErrBadInput, name)
+		}
+		require.NoError(t, rec.Submit())
+	})
 }

@@ -58,6 +58,9 @@ func (s DropoutSource) check(x *vk.Tensor) error {
 // (DropoutAdd), with D(x) = x ⊙ mask · 1/(1−P). out and x share shape and
 // dtype; out must not alias x.
 func (e *Dispatcher) Dropout(rec *vk.Recorder, mode shaders.DropoutMode, out, x *vk.Tensor, src DropoutSource) error {
+	if mode > shaders.DropoutAdd {
+		return fmt.Errorf("kernels: Dropout: mode %d is not forward, residual or add (DropoutExpand has its own call): %w", mode, ErrBadInput)
+	}
 	if err := checkElementwise(rec, "out", out, "x", x); err != nil {
 		return fmt.Errorf("kernels: Dropout: %w", err)
 	}
@@ -73,9 +76,57 @@ func (e *Dispatcher) Dropout(rec *vk.Recorder, mode shaders.DropoutMode, out, x 
 	if src.Mask != nil {
 		mask = src.Mask.Binding()
 	}
-	p := shaders.DropoutPush{Rows: uint32(rows), Cols: uint32(cols), Threshold: src.Threshold(), Inv: src.Inv(),
-		SeedLo: uint32(src.Seed), SeedHi: uint32(src.Seed >> 32), OffLo: uint32(src.Offset), OffHi: uint32(src.Offset >> 32)}
+	p := src.push(rows, cols)
 	return rec.Dispatch(k, e.elementGrid(rows, ceilDiv(cols, 4)), vk.PushBytes(&p), out.Binding(), x.Binding(), mask)
+}
+
+// DropoutExpand records out += D(s·G·A) for out [M, N], G f32 [M, r] and
+// A [r, N] of out's dtype, with the mask of src over out's elements: the
+// LoRA part of a dropout layer's input gradient, each kept element's sum
+// taken in f32 in the kernel, so the [M, N] product is never stored.
+func (e *Dispatcher) DropoutExpand(rec *vk.Recorder, out, g, a *vk.Tensor, scale float32, src DropoutSource) error {
+	if rec == nil {
+		return fmt.Errorf("kernels: DropoutExpand: recorder is nil: %w", ErrBadInput)
+	}
+	for _, op := range []struct {
+		name string
+		t    *vk.Tensor
+	}{{"out", out}, {"G", g}, {"A", a}} {
+		if err := checkOperand(op.name, op.t); err != nil || op.t.Rank() != 2 {
+			return fmt.Errorf("kernels: DropoutExpand: %s %s must be a 2-D float tensor (%v): %w", op.name, op.t, err, ErrBadInput)
+		}
+	}
+	m, n, r := out.Dim(0), out.Dim(1), g.Dim(1)
+	if g.DType() != dtype.F32 || g.Dim(0) != m || a.DType() != out.DType() || a.Dim(0) != r || a.Dim(1) != n {
+		return fmt.Errorf("kernels: DropoutExpand: want G f32[%d r] and A %s[r %d] for out %s; got G %s, A %s: %w",
+			m, out.DType(), n, out, g, a, ErrBadInput)
+	}
+	if vk.Overlaps(out, g) || vk.Overlaps(out, a) {
+		return fmt.Errorf("kernels: DropoutExpand: out %s shares memory with G or A: %w", out, ErrBadInput)
+	}
+	if !finite32(scale) {
+		return fmt.Errorf("kernels: DropoutExpand: scale %v is not finite: %w", scale, ErrBadInput)
+	}
+	if err := src.check(out); err != nil {
+		return fmt.Errorf("kernels: DropoutExpand: %w", err)
+	}
+	k, err := e.dev.ShaderKernel(shaders.DropoutKey{D: out.DType(), Mode: shaders.DropoutExpand, Mask: src.Mask != nil}, addWG)
+	if err != nil {
+		return err
+	}
+	mask := out.Binding()
+	if src.Mask != nil {
+		mask = src.Mask.Binding()
+	}
+	p := src.push(m, n)
+	p.R, p.Scale = uint32(r), scale
+	return rec.Dispatch(k, e.elementGrid(m, ceilDiv(n, 4)), vk.PushBytes(&p), out.Binding(), out.Binding(), mask, g.Binding(), a.Binding())
+}
+
+// push is the dropout kernels' push block for src over [rows, cols].
+func (s DropoutSource) push(rows, cols int) shaders.DropoutPush {
+	return shaders.DropoutPush{Rows: uint32(rows), Cols: uint32(cols), Threshold: s.Threshold(), Inv: s.Inv(),
+		SeedLo: uint32(s.Seed), SeedHi: uint32(s.Seed >> 32), OffLo: uint32(s.Offset), OffHi: uint32(s.Offset >> 32)}
 }
 
 // ColScale records out[i,j] = alpha·out[i,j] + (v[j] + k)·a[i,j] for a and

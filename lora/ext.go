@@ -321,16 +321,16 @@ func (e *Engine) extBackInput(rec *vk.Recorder, s *extSaved, g *vk.Tensor, p *Pr
 	if err := e.inputGrad(rec, g, nil, p, dx, beta); err != nil {
 		return nil, err
 	}
+	if gm1 == nil {
+		// T's elements are summed in the kernel that adds them, never stored.
+		rec.Barrier()
+		return bk, e.k.DropoutExpand(rec, dx, bk.gb, p.A, float32(p.Scale), *s.drop)
+	}
 	t, err := e.temp(rec, "dropout backward T", d, m, in)
 	if err != nil {
 		return nil, err
 	}
-	if gm1 != nil {
-		err = e.inputGrad(rec, gm1, bk.gb, p, t, 0)
-	} else {
-		err = e.k.Gemm(rec, kernels.Gemm{C: t, A: Dense(bk.gb), B: Dense(p.A), Alpha: float32(p.Scale)})
-	}
-	if err != nil {
+	if err := e.inputGrad(rec, gm1, bk.gb, p, t, 0); err != nil {
 		return nil, err
 	}
 	rec.Barrier()

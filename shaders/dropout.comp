@@ -5,6 +5,9 @@
 //   MODE 0 (forward):  out = x ⊙ M · inv             (Xd, the LoRA input)
 //   MODE 1 (residual): out = x − x ⊙ M · inv         (X − Xd, DoRA's base)
 //   MODE 2 (backward): out = out + x ⊙ M · inv       (dX += D(T))
+//   MODE 3 (expand):   out = out + T ⊙ M · inv, T = s·G·A for G f32 [rows,
+//                      r] and A [r, cols] (dX's LoRA part, summed per kept
+//                      element in f32 and never stored)
 // with inv = 1/(1 − p) rounded to f32 once on the host, as torch's
 // dropout scales. Each product is `precise` f32, then one rounding to D.
 //
@@ -16,8 +19,10 @@
 // same mask in the forward and the backward, so nothing is saved.
 //
 // Defines: D_TYPE (out and x), MODE, MASK (defined: explicit mask).
-// Bindings: 0 out, 1 x, 2 mask (a dummy without MASK).
-// Push: rows, cols, threshold, inv, seed_lo, seed_hi, off_lo, off_hi.
+// Bindings: 0 out, 1 x (a dummy in MODE 3), 2 mask (a dummy without MASK),
+// 3 G and 4 A (MODE 3 only).
+// Push: rows, cols, threshold, inv, seed_lo, seed_hi, off_lo, off_hi, r,
+// scale (r and scale: MODE 3).
 // Dispatch: any (gx, gy, 1); the invocations, counted row-major over the
 // grid, stride over the groups of four elements.
 #extension GL_EXT_control_flow_attributes : enable
@@ -35,6 +40,8 @@ layout(push_constant, std430) uniform Push {
 	uint seed_hi;
 	uint off_lo;
 	uint off_hi;
+	uint r;
+	float scale;
 } pc;
 
 #define C_TYPE D_TYPE
@@ -49,6 +56,25 @@ layout(push_constant, std430) uniform Push {
 #include "in_buf.glsl"
 
 layout(set = 0, binding = 2, std430) readonly buffer BufM { uint mask_words[]; };
+#if MODE == 3
+layout(set = 0, binding = 3, std430) readonly buffer BufG { float gs[]; };
+#define IN_NAME as
+#define IN_LOAD loadA
+#define IN_TYPE D_TYPE
+#define IN_BINDING 4
+#define IN_BLOCK BufA
+#include "in_buf.glsl"
+
+// T[i] = s·Σ_j G[m, j]·A[j, n] for element i = (m, n), in f32.
+float lora_part(uint i) {
+	const uint m = i / pc.cols, n = i - m * pc.cols;
+	float t = 0.0;
+	for (uint j = 0u; j < pc.r; j++) {
+		t += gs[m * pc.r + j] * loadA(j * pc.cols + n);
+	}
+	return pc.scale * t;
+}
+#endif
 
 // One invocation handles the four elements of one counter group: the
 // elements e with ⌊(offset + e)/4⌋ equal, word (offset + e) mod 4 of the
@@ -87,8 +113,12 @@ void main() {
 #else
 			const bool keep = words[w] >= pc.threshold;
 #endif
+#if MODE == 3
+			precise float d = keep ? lora_part(i) * pc.inv : 0.0;
+#else
 			float x = loadX(i);
 			precise float d = keep ? x * pc.inv : 0.0;
+#endif
 #if MODE == 0
 			storeC(i, d);
 #elif MODE == 1

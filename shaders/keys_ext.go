@@ -9,7 +9,11 @@ const (
 	DropoutForward  DropoutMode = iota // out = D(x)
 	DropoutResidual                    // out = x − D(x)
 	DropoutAdd                         // out += D(x)
+	DropoutExpand                      // out += D(s·G·A): dX's LoRA part, never formed
 )
+
+// dropoutModes lists every DropoutMode.
+var dropoutModes = []DropoutMode{DropoutForward, DropoutResidual, DropoutAdd, DropoutExpand}
 
 // DropoutKey is the dropout kernel for dtype D, in mode Mode, with the mask
 // from an explicit U8 tensor (Mask) or from the counter-based RNG.
@@ -19,9 +23,9 @@ type DropoutKey struct {
 	Mask bool
 }
 
-// Name is dropout[_resid|_add]_<D>[_mask].
+// Name is dropout[_resid|_add|_expand]_<D>[_mask].
 func (k DropoutKey) Name() string {
-	op := [...]string{"dropout", "dropout_resid", "dropout_add"}[k.Mode]
+	op := [...]string{"dropout", "dropout_resid", "dropout_add", "dropout_expand"}[k.Mode]
 	return variantName(op, false, k.D.String(), pick(k.Mask, "mask", ""))
 }
 
@@ -85,7 +89,7 @@ func (RowScaleKey) sealed() {}
 func ExtKeys() []Key {
 	var ks []Key
 	for _, d := range []dtype.DType{dtype.F32, dtype.F16, dtype.BF16} {
-		for _, mode := range []DropoutMode{DropoutForward, DropoutResidual, DropoutAdd} {
+		for _, mode := range dropoutModes {
 			ks = append(ks, DropoutKey{D: d, Mode: mode}, DropoutKey{D: d, Mode: mode, Mask: true})
 		}
 		ks = append(ks, ColKey{Op: ColScale, D: d}, ColKey{Op: RowSquares, D: d, C32: true})
@@ -105,14 +109,18 @@ func ExtKeys() []Key {
 func extVariants(t *variantTable) {
 	for _, d := range []dtype.DType{dtype.F32, dtype.F16, dtype.BF16} {
 		td := typeDefine(d.String())
-		for _, mode := range []DropoutMode{DropoutForward, DropoutResidual, DropoutAdd} {
+		for _, mode := range dropoutModes {
 			for _, mask := range []bool{false, true} {
 				defs := map[string]string{"D_TYPE": td, "MODE": string(rune('0' + mode))}
 				if mask {
 					defs["MASK"] = ""
 				}
+				bufs := 3
+				if mode == DropoutExpand {
+					bufs = 5 // and G, A
+				}
 				t.add(DropoutKey{D: d, Mode: mode, Mask: mask}, Variant{Source: "dropout.comp", Defines: defs,
-					Buffers: 3, PushSize: sizeOf[DropoutPush]()})
+					Buffers: bufs, PushSize: sizeOf[DropoutPush]()})
 			}
 		}
 		col := func(k ColKey, defs map[string]string) {

@@ -2,12 +2,15 @@ package shaders
 
 import "unsafe"
 
-// DropoutPush mirrors dropout.comp's block.
+// DropoutPush mirrors dropout.comp's block. R and Scale are DropoutExpand's
+// rank and s.
 type DropoutPush struct {
 	Rows, Cols, Threshold uint32
 	Inv                   float32
 	SeedLo, SeedHi        uint32
 	OffLo, OffHi          uint32
+	R                     uint32
+	Scale                 float32
 }
 
 // ColPush mirrors colvec.comp's block. Chunk is OP_COLSUM's rows per
@@ -32,7 +35,7 @@ type RowScalePush struct {
 
 // The sizes the shaders declare; a field added on one side only fails here.
 var (
-	_ [32]byte = [unsafe.Sizeof(DropoutPush{})]byte{}
+	_ [40]byte = [unsafe.Sizeof(DropoutPush{})]byte{}
 	_ [24]byte = [unsafe.Sizeof(ColPush{})]byte{}
 	_ [12]byte = [unsafe.Sizeof(DoraNormPush{})]byte{}
 	_ [12]byte = [unsafe.Sizeof(RowScalePush{})]byte{}
