@@ -95,6 +95,12 @@ func TestTinyFineTune(t *testing.T) {
 	require.Equal(t, "tiny", rep.Preset)
 	require.Equal(t, 4, rep.TeacherRank)
 	require.Greater(t, rep.StepsPerSec, 0.0)
+	// The step's time split: GPU time from timestamps (lavapipe has them),
+	// the host's recording, both within the wall time.
+	require.Greater(t, rep.StepGPUMs, 0.0)
+	require.Greater(t, rep.StepRecordMs, 0.0)
+	require.LessOrEqual(t, rep.StepRecordMs, rep.StepWallMs)
+	require.LessOrEqual(t, rep.StepGPUMs, rep.StepWallMs)
 
 	checkDump(t, dump, a, ck)
 }

@@ -135,6 +135,10 @@ func finish(c *fitConfig, res *result, stdout io.Writer) error {
 	first, last := res.Losses[0], res.Losses[len(res.Losses)-1]
 	fmt.Fprintf(stdout, "lorafit: %d steps in %.1fs (%.3g step/s after %d warm-up steps): loss %.3e → %.3e (%.3gx lower); %d trainable parameters\n",
 		len(res.Losses), res.Seconds, res.StepsPerSec, warmSteps(len(res.Losses)), first, last, first/last, res.Params)
+	if res.GPUMs > 0 {
+		fmt.Fprintf(stdout, "lorafit: a step takes %.3g ms (median): %.3g ms recording it on the host, %.3g ms of GPU work, %.3g ms the rest (submit, wait, read-back)\n",
+			res.WallMs, res.RecordMs, res.GPUMs, max(0, res.WallMs-res.RecordMs-res.GPUMs))
+	}
 	fmt.Fprintf(stdout, "lorafit: adapter in %s (PEFT: PeftModel.from_pretrained(model, %q)), loss curve %s\n", c.out, c.out, c.plot)
 	return nil
 }

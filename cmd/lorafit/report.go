@@ -17,27 +17,32 @@ const reportName = "lorafit.json"
 // report is lorafit.json: the settings, every step's loss and the rate,
 // for scripts (scripts/gpu/lorafit_peft.py puts the rate beside PyTorch's).
 type report struct {
-	Version      string    `json:"vklora_version"`
-	Device       string    `json:"device"`
-	Model        string    `json:"model"`
-	Preset       string    `json:"preset,omitempty"`
-	Layers       []int     `json:"layers"`
-	DType        string    `json:"dtype"`
-	Tokens       int       `json:"tokens"`
-	R            int       `json:"r,omitempty"` // a fresh adapter's
-	Alpha        float64   `json:"alpha,omitempty"`
-	InitAdapter  string    `json:"init_adapter,omitempty"`
-	Targets      []string  `json:"target_modules,omitempty"`
-	TeacherRank  int       `json:"teacher_rank"`
-	TeacherScale float64   `json:"teacher_scale"`
-	LR           float64   `json:"lr"`
-	Steps        int       `json:"steps"`
-	Pool         int       `json:"pool"`
-	Seed         uint64    `json:"seed"`
-	Params       int       `json:"trainable_params"`
-	Seconds      float64   `json:"seconds"`
-	WarmSteps    int       `json:"warm_steps"`
-	StepsPerSec  float64   `json:"steps_per_second"`
+	Version      string   `json:"vklora_version"`
+	Device       string   `json:"device"`
+	Model        string   `json:"model"`
+	Preset       string   `json:"preset,omitempty"`
+	Layers       []int    `json:"layers"`
+	DType        string   `json:"dtype"`
+	Tokens       int      `json:"tokens"`
+	R            int      `json:"r,omitempty"` // a fresh adapter's
+	Alpha        float64  `json:"alpha,omitempty"`
+	InitAdapter  string   `json:"init_adapter,omitempty"`
+	Targets      []string `json:"target_modules,omitempty"`
+	TeacherRank  int      `json:"teacher_rank"`
+	TeacherScale float64  `json:"teacher_scale"`
+	LR           float64  `json:"lr"`
+	Steps        int      `json:"steps"`
+	Pool         int      `json:"pool"`
+	Seed         uint64   `json:"seed"`
+	Params       int      `json:"trainable_params"`
+	Seconds      float64  `json:"seconds"`
+	WarmSteps    int      `json:"warm_steps"`
+	StepsPerSec  float64  `json:"steps_per_second"`
+	// Medians over the timed steps: the whole step, its recording on the
+	// host (allocations included), and its GPU time.
+	StepWallMs   float64   `json:"step_wall_ms"`
+	StepRecordMs float64   `json:"step_record_ms"`
+	StepGPUMs    float64   `json:"step_gpu_ms"`
 	LossRatio    float64   `json:"loss_ratio"` // loss of the first step / of the last
 	Losses       []float64 `json:"loss"`
 }
@@ -46,7 +51,8 @@ func writeReport(path string, c *fitConfig, res *result) error {
 	r := report{Version: lora.Version, Device: res.Device, Model: c.model, Preset: c.preset, Layers: res.Layers,
 		DType: res.DType.String(), Tokens: c.tokens, InitAdapter: c.initAdapter, TeacherRank: c.teacherRank,
 		TeacherScale: c.teacherStd, LR: c.lr, Steps: c.steps, Pool: c.pool, Seed: c.seed, Params: res.Params,
-		Seconds: res.Seconds, WarmSteps: warmSteps(c.steps), StepsPerSec: res.StepsPerSec, Losses: slices.Clone(res.Losses)}
+		Seconds: res.Seconds, WarmSteps: warmSteps(c.steps), StepsPerSec: res.StepsPerSec, Losses: slices.Clone(res.Losses),
+		StepWallMs: res.WallMs, StepRecordMs: res.RecordMs, StepGPUMs: res.GPUMs}
 	if c.initAdapter == "" {
 		r.R, r.Alpha, r.Targets = c.r, c.alpha, c.targets
 	}

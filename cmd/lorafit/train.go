@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/vklora/vklora/dtype"
@@ -51,7 +52,15 @@ type result struct {
 	Seconds     float64 // the whole loop
 	TimedSteps  int     // the steps StepsPerSec is measured over (after warm-up)
 	StepsPerSec float64
+	// Medians over the timed steps, ms: the whole step (wall), recording
+	// it on the host, and the GPU time of its commands (timestamps; 0 on a
+	// device without them). Wall minus GPU is what the host and the
+	// driver add (allocations, recording, submit and wait).
+	WallMs, RecordMs, GPUMs float64
 }
+
+// stepTimes is one step's time split.
+type stepTimes struct{ wall, record, gpu time.Duration }
 
 // warmSteps are left out of the rate: the first steps build pipelines and
 // grow the driver's pools.
@@ -100,17 +109,24 @@ func train(eng *lora.Engine, c *fitConfig, prog *progress) (*result, error) {
 	prog.begin(c.steps)
 	start := time.Now()
 	var warmAt time.Time
+	var timed []stepTimes
 	for t := 0; t < c.steps; t++ {
 		if t == warmSteps(c.steps) {
 			warmAt = time.Now()
 		}
-		loss, err := tr.step(rec, t)
+		loss, st, err := tr.step(rec, t)
 		if err != nil {
 			return nil, fmt.Errorf("step %d: %w", t, err)
+		}
+		if t >= warmSteps(c.steps) {
+			timed = append(timed, st)
 		}
 		res.Losses = append(res.Losses, loss)
 		prog.step(t, loss)
 	}
+	res.WallMs = medianMs(timed, func(s stepTimes) time.Duration { return s.wall })
+	res.RecordMs = medianMs(timed, func(s stepTimes) time.Duration { return s.record })
+	res.GPUMs = medianMs(timed, func(s stepTimes) time.Duration { return s.gpu })
 	prog.end()
 	res.Seconds = time.Since(start).Seconds()
 	if res.TimedSteps = c.steps - warmSteps(c.steps); res.TimedSteps > 0 {
@@ -191,18 +207,56 @@ func outWidth(p *lora.Projection) int {
 
 // step records and submits one training step on step's batch and returns
 // its loss (before the update).
-func (tr *trainer) step(rec *vk.Recorder, t int) (float64, error) {
+func (tr *trainer) step(rec *vk.Recorder, t int) (float64, stepTimes, error) {
+	start := time.Now()
+	loss, stamps, submitted, err := tr.record(rec, t)
+	if err != nil {
+		return 0, stepTimes{}, err
+	}
+	st := stepTimes{record: submitted.Sub(start), wall: time.Since(start)}
+	if stamps[1] > stamps[0] {
+		if st.gpu, err = rec.Elapsed(stamps[0], stamps[1]); err != nil {
+			return 0, stepTimes{}, err
+		}
+	}
+	return loss, st, nil
+}
+
+// medianMs is the median of the durations f picks from ts, in ms (0 for none).
+func medianMs(ts []stepTimes, f func(stepTimes) time.Duration) float64 {
+	if len(ts) == 0 {
+		return 0
+	}
+	ds := make([]time.Duration, len(ts))
+	for i, t := range ts {
+		ds[i] = f(t)
+	}
+	slices.Sort(ds)
+	return float64(ds[len(ds)/2]) / float64(time.Millisecond)
+}
+
+// record records step t and submits it: the loss, the step's first and
+// last timestamps (both 0 on a device without timestamps) and when the
+// recording was done.
+func (tr *trainer) record(rec *vk.Recorder, t int) (loss float64, stamps [2]int, submitted time.Time, err error) {
+	fail := func(err error) (float64, [2]int, time.Time, error) { return 0, [2]int{}, time.Time{}, err }
+	timing := tr.eng.Device().Caps().TimestampValidBits > 0
+	if timing {
+		if stamps[0], err = rec.Timestamp(); err != nil {
+			return fail(err)
+		}
+	}
 	b, err := tr.pool.get(t)
 	if err != nil {
-		return 0, err
+		return fail(err)
 	}
 	fw, err := tr.forward(rec, b)
 	if err != nil {
-		return 0, err
+		return fail(err)
 	}
 	rec.Barrier()
 	if err := tr.loss.record(rec, fw.ys, fw.ts); err != nil {
-		return 0, err
+		return fail(err)
 	}
 	gs := make([]finetune.LayerGrads, len(tr.m.Layers))
 	for i, l := range tr.m.Layers {
@@ -212,33 +266,40 @@ func (tr *trainer) step(rec *vk.Recorder, t int) (float64, error) {
 		dx, qkv, err := l.QKV.Backward(rec, fw.saved[i].qkv, y[0], y[1], y[2])
 		g.QKV = qkv
 		if err != nil {
-			return 0, err
+			return fail(err)
 		}
 		rec.Hold(dx)
 		dx, og, err := l.O.Backward(rec, fw.saved[i].o, y[3])
 		g.O = og
 		if err != nil {
-			return 0, err
+			return fail(err)
 		}
 		rec.Hold(dx)
 		dx, mg, err := l.MLP.Backward(rec, fw.saved[i].mlp, y[4])
 		g.MLP = mg
 		if err != nil {
-			return 0, err
+			return fail(err)
 		}
 		rec.Hold(dx)
 	}
 	grads, err := tr.m.Grads(gs)
 	if err != nil {
-		return 0, err
+		return fail(err)
 	}
 	if err := tr.opt.Step(rec, grads); err != nil {
-		return 0, err
+		return fail(err)
 	}
+	if timing {
+		if stamps[1], err = rec.Timestamp(); err != nil {
+			return fail(err)
+		}
+	}
+	submitted = time.Now()
 	if err := rec.Submit(); err != nil {
-		return 0, err
+		return fail(err)
 	}
-	return tr.loss.value()
+	loss, err = tr.loss.value()
+	return loss, stamps, submitted, err
 }
 
 // saved is one layer's forward contexts.
