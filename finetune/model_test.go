@@ -198,25 +198,7 @@ func TestTrainSaveResume(t *testing.T) {
 	rec := vktest.Recorder(t, f.dev)
 	var g LayerGrads
 	defer g.Release()
-	yq, yk, yv, sq, err := l.QKV.Forward(rec, x)
-	require.NoError(t, err)
-	yo, so, err := l.O.Forward(rec, z)
-	require.NoError(t, err)
-	ym, sm, err := l.MLP.Forward(rec, x)
-	require.NoError(t, err)
-	for _, r := range []vk.Releaser{yq, yk, yv, yo, ym, sq, so, sm} {
-		rec.Hold(r)
-	}
-	var dx [3]*vk.Tensor
-	dx[0], g.QKV, err = l.QKV.Backward(rec, sq, gq, gk, gv)
-	require.NoError(t, err)
-	dx[1], g.O, err = l.O.Backward(rec, so, gy)
-	require.NoError(t, err)
-	dx[2], g.MLP, err = l.MLP.Backward(rec, sm, gm)
-	require.NoError(t, err)
-	for _, d := range dx {
-		rec.Hold(d)
-	}
+	recordLayerStep(t, rec, l, x, z, [5]*vk.Tensor{gq, gk, gv, gy, gm}, &g)
 	_, err = m.Grads(nil)
 	require.ErrorIs(t, err, lora.ErrBadInput)
 	missing := g
@@ -397,25 +379,7 @@ func layerStep(t *testing.T, dev *vk.Device, rec *vk.Recorder, m *Model, l *Laye
 	gy, gm := up(&io.gy, cfg.HiddenSize), up(&io.gm, cfg.HiddenSize)
 	g := &LayerGrads{}
 	t.Cleanup(g.Release)
-	yq, yk, yv, sq, err := l.QKV.Forward(rec, x)
-	require.NoError(t, err)
-	yo, so, err := l.O.Forward(rec, z)
-	require.NoError(t, err)
-	ym, sm, err := l.MLP.Forward(rec, x)
-	require.NoError(t, err)
-	for _, r := range []vk.Releaser{yq, yk, yv, yo, ym, sq, so, sm} {
-		rec.Hold(r)
-	}
-	var dx [3]*vk.Tensor
-	dx[0], g.QKV, err = l.QKV.Backward(rec, sq, gq, gk, gv)
-	require.NoError(t, err)
-	dx[1], g.O, err = l.O.Backward(rec, so, gy)
-	require.NoError(t, err)
-	dx[2], g.MLP, err = l.MLP.Backward(rec, sm, gm)
-	require.NoError(t, err)
-	for _, t := range dx {
-		rec.Hold(t)
-	}
+	recordLayerStep(t, rec, l, x, z, [5]*vk.Tensor{gq, gk, gv, gy, gm}, g)
 	require.NoError(t, rec.Submit())
 	return g, io
 }
@@ -768,5 +732,31 @@ func TestFreshDoRA(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, trained.Modules, again.Modules, "a loaded magnitude is kept, not recomputed")
 		})
+	}
+}
+
+// recordLayerStep records layer l's forwards (QKV and the MLP on x, O on z)
+// and their backwards with the upstream gradients up (q, k, v, O's, the
+// MLP's) into g; rec holds every other tensor the step makes.
+func recordLayerStep(t *testing.T, rec *vk.Recorder, l *Layer, x, z *vk.Tensor, up [5]*vk.Tensor, g *LayerGrads) {
+	t.Helper()
+	yq, yk, yv, sq, err := l.QKV.Forward(rec, x)
+	require.NoError(t, err)
+	yo, so, err := l.O.Forward(rec, z)
+	require.NoError(t, err)
+	ym, sm, err := l.MLP.Forward(rec, x)
+	require.NoError(t, err)
+	for _, r := range []vk.Releaser{yq, yk, yv, yo, ym, sq, so, sm} {
+		rec.Hold(r)
+	}
+	var dx [3]*vk.Tensor
+	dx[0], g.QKV, err = l.QKV.Backward(rec, sq, up[0], up[1], up[2])
+	require.NoError(t, err)
+	dx[1], g.O, err = l.O.Backward(rec, so, up[3])
+	require.NoError(t, err)
+	dx[2], g.MLP, err = l.MLP.Backward(rec, sm, up[4])
+	require.NoError(t, err)
+	for _, d := range dx {
+		rec.Hold(d)
 	}
 }
