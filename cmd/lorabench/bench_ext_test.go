@@ -11,29 +11,6 @@ import (
 	"github.com/vklora/vklora/vk"
 )
 
-// TestBenchExtFlagsUsage: a dropout probability outside [0, 1) (or not a
-// number) and DoRA with a lora_B bias, which PEFT refuses, are usage
-// errors (exit 2) naming the flags, before any device is opened.
-func TestBenchExtFlagsUsage(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"-dropout", "1"}, "-dropout 1: want a probability in [0, 1)"},
-		{[]string{"-dropout", "-0.1"}, "-dropout -0.1: want a probability in [0, 1)"},
-		{[]string{"-dropout", "NaN"}, "-dropout NaN: want a probability in [0, 1)"},
-		{[]string{"-dropout", "+Inf"}, "-dropout +Inf: want a probability in [0, 1)"},
-		{[]string{"-dropout", "half"}, "-dropout"},
-		{[]string{"-dora", "-lora-bias"}, "-dora and -lora-bias are exclusive"},
-		{[]string{"-quick", "-lora-bias", "-dropout", "0.5", "-dora"}, "PEFT refuses use_dora with lora_bias"},
-	} {
-		code, _, stderr := runCmd(t, append([]string{"bench"}, tc.args...)...)
-		if code != exitUsage || !strings.Contains(stderr, tc.want) {
-			t.Errorf("bench %v: exit %d, stderr %q; want exit %d mentioning %q", tc.args, code, stderr, exitUsage, tc.want)
-		}
-	}
-}
-
 // TestBenchExtensions: with -dropout, -lora-bias and -dora every layer
 // row carries the features on every projection, in its form and JSON, and
 // validates against the float64 reference (dropout with the device's

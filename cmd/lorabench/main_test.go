@@ -523,6 +523,15 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"-act", "relu"}, "-act"},
 		{[]string{"-hidden", "0"}, "-hidden must be ≥ 1"},
 		{[]string{"-op", "matmul_lora", "-pass", "fwdbwd", "-quick"}, "no backward"},
+		// PEFT's extensions: a dropout probability outside [0, 1) or not a
+		// number, and DoRA with a lora_B bias, which PEFT refuses.
+		{[]string{"-dropout", "1"}, "-dropout 1: want a probability in [0, 1)"},
+		{[]string{"-dropout", "-0.1"}, "-dropout -0.1: want a probability in [0, 1)"},
+		{[]string{"-dropout", "NaN"}, "-dropout NaN: want a probability in [0, 1)"},
+		{[]string{"-dropout", "+Inf"}, "-dropout +Inf: want a probability in [0, 1)"},
+		{[]string{"-dropout", "half"}, "-dropout"},
+		{[]string{"-dora", "-lora-bias"}, "-dora and -lora-bias are exclusive"},
+		{[]string{"-quick", "-lora-bias", "-dropout", "0.5", "-dora"}, "PEFT refuses use_dora with lora_bias"},
 	} {
 		code, _, stderr := runCmd(t, append([]string{"bench"}, tc.args...)...)
 		if code != exitUsage || !strings.Contains(stderr, tc.want) {
