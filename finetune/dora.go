@@ -7,7 +7,6 @@ import (
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/peft"
-	"github.com/vklora/vklora/quant"
 	"github.com/vklora/vklora/vk"
 )
 
@@ -19,8 +18,8 @@ import (
 //
 // which is ‖W_o‖ when lora_B is zero (init_lora_weights true or
 // "gaussian"). The terms with W, which lives on the device (an NF4 weight
-// is dequantized as PEFT's dequantize_module_weight does), are the DoRA
-// forward's own: ‖W_o‖² from the RowSquares kernel and A·Wᵀ from one
+// decoded as PEFT's dequantize_module_weight does, in the kernel), are the
+// DoRA forward's own: ‖W_o‖² from the row-squares kernel and A·Wᵀ from one
 // f32-accumulated matmul; the [out]-sized rest is summed on the host in
 // float64 from the module's A and B, and m is rounded to the module's
 // dtype, both on the host and on the device.
@@ -40,19 +39,14 @@ func (m *Model) initDoRA(eng *lora.Engine, w lora.Weight, p string) error {
 		return err
 	}
 	defer wsq.Release()
-	dense, wm := w.Dense, lora.Dense(w.Dense)
+	wm := lora.Dense(w.Dense)
 	if w.NF4 != nil {
 		wm = lora.NF4(w.NF4)
-		if dense, err = dev.NewTensor(w.NF4.DType, w.NF4.Out, w.NF4.In); err != nil {
-			return err
-		}
-		rec.Hold(dense)
-		if err := quant.DequantizeOnDevice(dev, rec, w.NF4, dense); err != nil {
-			return err
-		}
-		rec.Barrier()
+		err = eng.Kernels().RowSquaresNF4(rec, wsq, w.NF4) // decoded in the kernel
+	} else {
+		err = eng.Kernels().RowSquares(rec, wsq, w.Dense)
 	}
-	if err := eng.Kernels().RowSquares(rec, wsq, dense); err != nil {
+	if err != nil {
 		return err
 	}
 	zeroB := !slices.ContainsFunc(mod.B.Data, func(x float32) bool { return x != 0 })

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/quant"
 	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 )
@@ -267,6 +268,32 @@ func (e *Dispatcher) RowSquares(rec *vk.Recorder, out, a *vk.Tensor) error {
 	p := shaders.ColPush{Rows: uint32(rows), Cols: uint32(cols)}
 	g := min(rows, int(e.dev.Caps().MaxWorkgroupCount[0]), 65535)
 	return rec.Dispatch(kern, [3]uint32{uint32(g), 1, 1}, vk.PushBytes(&p), out.Binding(), a.Binding(), a.Binding(), a.Binding())
+}
+
+// RowSquaresNF4 records out[i] = Σ_j w[i,j]² (f32 [Out]) for an NF4 weight,
+// decoding each value in the kernel and rounding it to w.DType as
+// dequantizing it would, so no dense [Out, In] copy is made (DoRA's
+// ‖W_o‖² of an NF4 base).
+func (e *Dispatcher) RowSquaresNF4(rec *vk.Recorder, out *vk.Tensor, w *quant.DeviceNF4) error {
+	if rec == nil {
+		return fmt.Errorf("kernels: RowSquaresNF4: recorder is nil: %w", ErrBadInput)
+	}
+	if w == nil {
+		return fmt.Errorf("kernels: RowSquaresNF4: weight is nil: %w", ErrBadInput)
+	}
+	if err := w.Check(); err != nil {
+		return fmt.Errorf("kernels: RowSquaresNF4: %v: %w", err, ErrBadInput)
+	}
+	if err := checkVector("out", out, w.Out, dtype.F32); err != nil {
+		return fmt.Errorf("kernels: RowSquaresNF4: %w", err)
+	}
+	kern, err := e.dev.ShaderKernel(shaders.ColKey{Op: shaders.RowSquares, D: w.DType, C32: true, NF4: true})
+	if err != nil {
+		return err
+	}
+	p := shaders.ColPush{Rows: uint32(w.Out), Cols: uint32(w.In), Blocksize: uint32(w.Blocksize)}
+	g := min(w.Out, int(e.dev.Caps().MaxWorkgroupCount[0]), 65535)
+	return rec.Dispatch(kern, [3]uint32{uint32(g), 1, 1}, vk.PushBytes(&p), out.Binding(), w.Packed.Binding(), w.Packed.Binding(), w.State.Binding())
 }
 
 // DoraNorm records DoRA's reciprocal row norm 1/n [out] and scale c = m/n [out] (both

@@ -5,7 +5,6 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/kernels"
-	"github.com/vklora/vklora/quant"
 	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 )
@@ -238,8 +237,8 @@ func (e *Engine) extForward(rec *vk.Recorder, x *vk.Tensor, p *Projection, r int
 }
 
 // doraInputs records ‖W_o‖² (f32 [out]), A·Wᵀ (f32 [r, out]) and A·Aᵀ (f32
-// [r, r]), held by rec. An NF4 W is dequantized into a held temporary for
-// its row norms.
+// [r, r]), held by rec. An NF4 W's row norms decode it in the kernel, and
+// A·Wᵀ decodes its tiles, so no [out, in] matrix is made.
 func (e *Engine) doraInputs(rec *vk.Recorder, p *Projection, r, out int) (wsq, aw, aa *vk.Tensor, err error) {
 	if wsq, err = e.temp(rec, "DoRA ‖W‖²", dtype.F32, out); err != nil {
 		return nil, nil, nil, err
@@ -250,13 +249,12 @@ func (e *Engine) doraInputs(rec *vk.Recorder, p *Projection, r, out int) (wsq, a
 	if aa, err = e.temp(rec, "DoRA A·Aᵀ", dtype.F32, r, r); err != nil {
 		return nil, nil, nil, err
 	}
-	w := p.W.Dense
-	if w == nil {
-		if w, err = e.dequantized(rec, p); err != nil {
-			return nil, nil, nil, err
-		}
+	if p.W.Dense != nil {
+		err = e.k.RowSquares(rec, wsq, p.W.Dense)
+	} else {
+		err = e.k.RowSquaresNF4(rec, wsq, p.W.NF4) // decoded in the kernel: no [out, in] copy
 	}
-	if err = e.k.RowSquares(rec, wsq, w); err != nil {
+	if err != nil {
 		return nil, nil, nil, err
 	}
 	if err = e.k.Gemm(rec, kernels.Gemm{C: aw, A: Dense(p.A), B: p.W.mat().T(), Alpha: 1}); err != nil {
@@ -389,20 +387,4 @@ func (e *Engine) extBackParams(rec *vk.Recorder, x *vk.Tensor, s *extSaved, g *v
 		pg.A, pg.B = ag.A, ag.B
 	}
 	return pg, nil
-}
-
-// dequantized records the dense form of p's NF4 weight into a held
-// temporary, then a barrier. Only DoRA's row norms read it: the W·Aᵀ
-// product decodes NF4 tiles itself.
-func (e *Engine) dequantized(rec *vk.Recorder, p *Projection) (*vk.Tensor, error) {
-	w := p.W.NF4
-	t, err := e.temp(rec, "dequantized W (DoRA norms)", p.A.DType(), w.Out, w.In)
-	if err != nil {
-		return nil, err
-	}
-	if err := quant.DequantizeOnDevice(e.dev, rec, w, t); err != nil {
-		return nil, fmt.Errorf("lora: DoRA norms: %w", err)
-	}
-	rec.Barrier()
-	return t, nil
 }

@@ -12,14 +12,18 @@
 //            the first pass of a split sum, into f32 partials [y, cols];
 //            the second sums those (A32: a is f32) into out.
 // OP_ROWSQ:  out[i] = Σ_j a[i,j]²
-//            ‖W_o‖² of a dense weight; a workgroup sums one row.
+//            ‖W_o‖² of a dense weight, or (NF4_A) of an NF4 weight decoded
+//            element by element, each value rounded to D as dequantizing
+//            it would, so no dense copy is made; a workgroup sums one row.
 // All sums are f32; out of OP_SCALE is D, of the sums C_TYPE.
 //
 // Defines: D_TYPE (a, b, and out of OP_SCALE), C_TYPE (the sums' out), one
-// OP_*, PROD (OP_COLSUM only), A32 (OP_COLSUM only: a is f32).
+// OP_*, PROD (OP_COLSUM only), A32 (OP_COLSUM only: a is f32), NF4_A
+// (OP_ROWSQ only: a is NF4, binding 1 its packed words, binding 3 its
+// state: the code map, then one absmax per block).
 // Bindings: 0 out, 1 a, 2 b (PROD; else a dummy), 3 v (f32; a dummy where
 // unused).
-// Push: rows, cols, alpha, k, chunk, pad.
+// Push: rows, cols, alpha, k, chunk, blocksize (NF4_A).
 // Dispatch: OP_SCALE any (gx, gy, 1), invocations stride; OP_COLSUM
 // (⌈cols/64⌉, ⌈rows/chunk⌉, 1) with workgroup 64×4; OP_ROWSQ (g, 1, 1), workgroups
 // stride over rows, workgroup 256.
@@ -39,7 +43,7 @@ layout(push_constant, std430) uniform Push {
 	float alpha;
 	float k;
 	uint chunk;
-	uint pad;
+	uint blocksize;
 } pc;
 
 #ifdef OP_SCALE
@@ -48,6 +52,13 @@ layout(push_constant, std430) uniform Push {
 #define C_BINDING 0
 #include "out_c.glsl"
 
+#ifdef NF4_A
+layout(set = 0, binding = 1, std430) readonly buffer BufW { uint nf4w[]; };
+layout(set = 0, binding = 3, std430) readonly buffer BufQ { float qstate[]; };
+#define ROUND_TYPE D_TYPE
+#include "nf4.glsl"
+float loadA(uint i) { return nf4_value(nf4w[i >> 3], i, pc.blocksize); }
+#else
 #define IN_NAME as
 #define IN_LOAD loadA
 #ifdef A32
@@ -58,6 +69,7 @@ layout(push_constant, std430) uniform Push {
 #define IN_BINDING 1
 #define IN_BLOCK BufA
 #include "in_buf.glsl"
+#endif
 
 #define IN_NAME bs
 #define IN_LOAD loadB
@@ -65,7 +77,9 @@ layout(push_constant, std430) uniform Push {
 #define IN_BINDING 2
 #define IN_BLOCK BufB
 #include "in_buf.glsl"
+#ifndef NF4_A
 layout(set = 0, binding = 3, std430) readonly buffer BufV { float v[]; };
+#endif
 
 #ifndef OP_SCALE
 shared float part[256];

@@ -41,16 +41,18 @@ const (
 // ColKey is a colvec.comp kernel over inputs of dtype D. C32 marks an f32
 // output of the sums (else D); Prod the product form of ColSum; A32 a
 // ColSum of f32 inputs into D (the second pass of a split column sum,
-// over the first pass's f32 partial sums; f16 and bf16 only).
+// over the first pass's f32 partial sums; f16 and bf16 only); NF4 a
+// RowSquares of an NF4 weight whose values are rounded to D.
 type ColKey struct {
 	Op   ColOp
 	D    dtype.DType
 	C32  bool
 	Prod bool
 	A32  bool
+	NF4  bool
 }
 
-// Name is colscale_<D>, colsum[_prod]_<D>[_c32|_a32] or rowsq_<D>_c32.
+// Name is colscale_<D>, colsum[_prod]_<D>[_c32|_a32] or rowsq_<D>[_nf4]_c32.
 func (k ColKey) Name() string {
 	switch k.Op {
 	case ColScale:
@@ -58,7 +60,7 @@ func (k ColKey) Name() string {
 	case ColSum:
 		return variantName(pick(k.Prod, "colsum_prod", "colsum"), false, k.D.String(), pick(k.C32, "c32", pick(k.A32, "a32", "")))
 	}
-	return variantName("rowsq", false, k.D.String(), "c32")
+	return variantName("rowsq", false, k.D.String(), pick(k.NF4, "nf4_c32", "c32"))
 }
 
 // DoraNormKey is DoRA's row-norm kernel for adapter dtype D.
@@ -92,7 +94,7 @@ func ExtKeys() []Key {
 		for _, mode := range dropoutModes {
 			ks = append(ks, DropoutKey{D: d, Mode: mode}, DropoutKey{D: d, Mode: mode, Mask: true})
 		}
-		ks = append(ks, ColKey{Op: ColScale, D: d}, ColKey{Op: RowSquares, D: d, C32: true})
+		ks = append(ks, ColKey{Op: ColScale, D: d}, ColKey{Op: RowSquares, D: d, C32: true}, ColKey{Op: RowSquares, D: d, C32: true, NF4: true})
 		for _, prod := range []bool{false, true} {
 			ks = append(ks, ColKey{Op: ColSum, D: d, Prod: prod}, ColKey{Op: ColSum, D: d, C32: true, Prod: prod})
 		}
@@ -141,6 +143,7 @@ func extVariants(t *variantTable) {
 			col(ColKey{Op: ColSum, D: d, A32: true}, map[string]string{"OP_COLSUM": "", "C_TYPE": td, "A32": ""})
 		}
 		col(ColKey{Op: RowSquares, D: d, C32: true}, map[string]string{"OP_ROWSQ": "", "C_TYPE": "TYPE_F32"})
+		col(ColKey{Op: RowSquares, D: d, C32: true, NF4: true}, map[string]string{"OP_ROWSQ": "", "C_TYPE": "TYPE_F32", "NF4_A": ""})
 		t.add(DoraNormKey{D: d}, Variant{Source: "dora_norm.comp", Defines: map[string]string{"D_TYPE": td},
 			Buffers: 7, PushSize: sizeOf[DoraNormPush]()})
 		for _, inv := range []bool{false, true} {

@@ -14,11 +14,11 @@ type DropoutPush struct {
 }
 
 // ColPush mirrors colvec.comp's block. Chunk is OP_COLSUM's rows per
-// workgroup row (0: all of them).
+// workgroup row (0: all of them); Blocksize an NF4 weight's (OP_ROWSQ).
 type ColPush struct {
-	Rows, Cols uint32
-	Alpha, K   float32
-	Chunk, Pad uint32
+	Rows, Cols       uint32
+	Alpha, K         float32
+	Chunk, Blocksize uint32
 }
 
 // DoraNormPush mirrors dora_norm.comp's block.
