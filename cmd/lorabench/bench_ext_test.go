@@ -1,14 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"strings"
 	"testing"
 
 	"github.com/vklora/vklora/dtype"
-	"github.com/vklora/vklora/lora"
-	"github.com/vklora/vklora/ref"
-	"github.com/vklora/vklora/vk"
 )
 
 // TestBenchExtensions: with -dropout, -lora-bias and -dora every layer
@@ -59,25 +55,10 @@ func TestBenchExtensions(t *testing.T) {
 // so the extensions' gradients are compared, not only produced.
 func TestBenchExtValidation(t *testing.T) {
 	needGPU(t)
-	op := *layerOps["mlp"]
-	gpu := op.gpu
-	op.gpu = func(eng *lora.Engine, rec *vk.Recorder, ps []*lora.Projection, act ref.Activation, x *vk.Tensor, gys []*vk.Tensor, bwd bool) ([]*vk.Tensor, []vk.Releaser, error) {
-		outs, saved, err := gpu(eng, rec, ps, act, x, gys, bwd)
-		if err == nil {
-			rec.Barrier()
-			err = rec.Fill(outs[len(outs)-1].Binding(), 0)
-		}
-		return outs, saved, err
-	}
 	s := quickShape
 	s.M = 24
-	bad := layerCaseExt(&op, s, dtype.F32, passFwdBwd, denseWeights, 64, layerExt{Dropout: 0.2, DoRA: true})
-	var out, errb bytes.Buffer
-	err := runCases([]benchCase{bad}, &runFlags{reps: 1, seed: 1}, &out, &errb)
-	t.Logf("stdout:\n%sstderr:\n%s", out.String(), errb.String())
-	if code := exitCode(err, "bench", &errb); code != exitValidate {
-		t.Fatalf("exit %d (%v), want %d", code, err, exitValidate)
-	}
+	_, errb := runFailingValidation(t, layerCaseExt(mlpLastOutputZeroed(), s, dtype.F32, passFwdBwd, denseWeights, 64,
+		layerExt{Dropout: 0.2, DoRA: true}), 1)
 	if !strings.Contains(errb.String(), "worst dm_down") {
 		t.Errorf("the failure of dm_down is not reported")
 	}

@@ -442,6 +442,20 @@ func TestBenchCustomQKV(t *testing.T) {
 // projection) of a layer op: the case must fail validation, not be timed.
 func TestBenchLayerValidation(t *testing.T) {
 	needGPU(t)
+	op := mlpLastOutputZeroed()
+	s := quickShape
+	s.M = 100 // validated on a 64-row slice
+	out, errb := runFailingValidation(t, layerCase(op, s, dtype.F32, passFwdBwd, denseWeights, 64), 2)
+	if !strings.Contains(out.String(), "FAILED") || !strings.Contains(errb.String(), "dB_down") ||
+		!strings.Contains(errb.String(), "first 64 of 100 rows") {
+		t.Errorf("failure of dB_down not reported")
+	}
+}
+
+// mlpLastOutputZeroed is the MLP layer op with its last output (the down
+// projection's last gradient in a fwdbwd case) zeroed after the step, a
+// result validation must catch.
+func mlpLastOutputZeroed() *layerOp {
 	op := *layerOps["mlp"]
 	gpu := op.gpu
 	op.gpu = func(eng *lora.Engine, rec *vk.Recorder, ps []*lora.Projection, act ref.Activation, x *vk.Tensor, gys []*vk.Tensor, bwd bool) ([]*vk.Tensor, []vk.Releaser, error) {
@@ -452,19 +466,20 @@ func TestBenchLayerValidation(t *testing.T) {
 		}
 		return outs, saved, err
 	}
-	s := quickShape
-	s.M = 100 // validated on a 64-row slice
-	bad := layerCase(&op, s, dtype.F32, passFwdBwd, denseWeights, 64)
+	return &op
+}
+
+// runFailingValidation runs c with reps repeats and requires the exit code
+// of a validation failure; it returns stdout and stderr.
+func runFailingValidation(t *testing.T, c benchCase, reps int) (stdout, stderr *bytes.Buffer) {
+	t.Helper()
 	var out, errb bytes.Buffer
-	err := runCases([]benchCase{bad}, &runFlags{reps: 2, seed: 1}, &out, &errb)
+	err := runCases([]benchCase{c}, &runFlags{reps: reps, seed: 1}, &out, &errb)
 	t.Logf("stdout:\n%sstderr:\n%s", out.String(), errb.String())
 	if code := exitCode(err, "bench", &errb); code != exitValidate {
 		t.Fatalf("exit %d (%v), want %d", code, err, exitValidate)
 	}
-	if !strings.Contains(out.String(), "FAILED") || !strings.Contains(errb.String(), "dB_down") ||
-		!strings.Contains(errb.String(), "first 64 of 100 rows") {
-		t.Errorf("failure of dB_down not reported")
-	}
+	return &out, &errb
 }
 
 // TestTimeGPUChunksHolds times a layer step whose outputs the recorder
