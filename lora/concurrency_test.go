@@ -12,7 +12,7 @@ import (
 )
 
 // mlpStep runs one MLP forward and backward on a recorder of its own and
-// returns every result's bytes (Y, dX, dA and dB of the three projections).
+// returns every result's bytes (stepBytes).
 func mlpStep(l *MLP, dev *vk.Device, x, gy *vk.Tensor) ([][]byte, error) {
 	rec, err := dev.NewRecorder()
 	if err != nil {
@@ -23,6 +23,14 @@ func mlpStep(l *MLP, dev *vk.Device, x, gy *vk.Tensor) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return stepBytes(rec, l, y, saved, gy)
+}
+
+// stepBytes records l's backward after a forward that gave y and saved,
+// submits rec and returns every result's bytes: Y, dX, then each
+// projection's dA, dB, d(lora_B bias), dm and d(bias) (nil where the
+// projection has none); it releases them all.
+func stepBytes(rec *vk.Recorder, l *MLP, y *vk.Tensor, saved *MLPSaved, gy *vk.Tensor) ([][]byte, error) {
 	defer y.Release()
 	defer saved.Release()
 	dx, grads, err := l.Backward(rec, saved, gy)
@@ -38,10 +46,14 @@ func mlpStep(l *MLP, dev *vk.Device, x, gy *vk.Tensor) ([][]byte, error) {
 	}
 	ts := []*vk.Tensor{y, dx}
 	for _, g := range grads {
-		ts = append(ts, g.A, g.B)
+		ts = append(ts, g.A, g.B, g.LoRABias, g.Magnitude, g.Bias)
 	}
 	var out [][]byte
 	for _, t := range ts {
+		if t == nil {
+			out = append(out, nil)
+			continue
+		}
 		b, err := t.RawBytes()
 		if err != nil {
 			return nil, err

@@ -134,36 +134,7 @@ func (fl *faultLayer) step(rec *vk.Recorder) ([][]byte, error) {
 		}
 		return nil, err
 	}
-	defer y.Release()
-	defer saved.Release()
-	dx, grads, err := fl.l.Backward(rec, saved, fl.gy)
-	if err != nil {
-		return nil, err
-	}
-	defer dx.Release()
-	for i := range grads {
-		defer grads[i].Release()
-	}
-	if err := rec.Submit(); err != nil {
-		return nil, err
-	}
-	ts := []*vk.Tensor{y, dx}
-	for _, g := range grads {
-		ts = append(ts, g.A, g.B, g.LoRABias, g.Magnitude, g.Bias)
-	}
-	var out [][]byte
-	for _, t := range ts {
-		if t == nil {
-			out = append(out, nil)
-			continue
-		}
-		b, err := t.RawBytes()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, b)
-	}
-	return out, nil
+	return stepBytes(rec, fl.l, y, saved, fl.gy)
 }
 
 // freshStep is step on a recorder of its own, released after it.
