@@ -11,18 +11,16 @@ adapter's gradients and dX, as lorabench's fwdbwd does, for each feature set.
 Usage: python3 scripts/gpu/torch_peft_ext.py [--preset llama3-8b] [--dropout 0.05] [--reps 10]
 Prints one JSON line per (op, features) and a ratio table against plain LoRA.
 """
-import argparse, json
+import argparse, json, os, sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import peft
 
-PRESETS = {  # tokens M, hidden H, intermediate I, q out, kv out, rank r, activation (torch_reference.py's)
-    "llama3-8b": dict(M=8192, H=4096, I=14336, Q=4096, KV=1024, r=16, act="swiglu"),
-    "gemma-2b": dict(M=8192, H=2048, I=16384, Q=2048, KV=256, r=16, act="geglu"),
-    "qwen2.5-0.5b": dict(M=4096, H=896, I=4864, Q=896, KV=128, r=16, act="swiglu"),
-}
+# The presets and the CUDA-event timer are torch_reference.py's, beside this file.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_reference import PRESETS, bench  # noqa: E402
 
 
 class Layer(nn.Module):
@@ -36,19 +34,6 @@ class Layer(nn.Module):
 
     def forward(self, x):
         return x
-
-
-def bench(fn, reps, warm=3):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record(); fn(); e.record(); torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
-    ts.sort()
-    return ts[len(ts) // 2]
 
 
 def main():
@@ -77,7 +62,7 @@ def main():
         for op, fn, nin, nout in (("mlp", mlp, p["H"], p["H"]), ("qkv", qkv, p["H"], p["Q"] + 2 * p["KV"]), ("o", o, p["Q"], p["H"])):
             X = torch.randn(p["M"], nin, device="cuda", dtype=torch.bfloat16, requires_grad=True)
             dY = torch.randn(p["M"], nout, device="cuda", dtype=torch.bfloat16)
-            ms = bench(lambda: fn(X).backward(dY), a.reps)
+            ms = bench(lambda: fn(X).backward(dY), reps=a.reps, warm=3)
             rows[(op, fname)] = ms
             print(json.dumps(dict(preset=a.preset, op=op, features=fname, fwdbwd_ms=round(ms, 3), peft=peft.__version__,
                                   torch=torch.__version__, device=torch.cuda.get_device_name())), flush=True)
