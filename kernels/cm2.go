@@ -8,8 +8,9 @@ import (
 // CM2Tile is one configuration of the workgroup-scope matmul
 // (shaders/matmul_cm2.comp): a BM×BN output tile per workgroup of WG
 // invocations, K consumed BK at a time. The driver stages the tiles in
-// shared memory itself, so there is no subgroup tiling to choose.
-type CM2Tile struct{ BM, BN, BK, WG int }
+// shared memory itself, so there is no subgroup tiling to choose. Unroll
+// is the number of K steps the in-range loop unrolls (0 means 1).
+type CM2Tile struct{ BM, BN, BK, WG, Unroll int }
 
 // cm2Tiles, in order of preference; each must match a flexible-dimension
 // configuration the device reports (granularities and invocation count).
@@ -37,7 +38,7 @@ func (t CM2Tile) nf4SharedBytes() int {
 }
 
 func (t CM2Tile) spec(l coopLayout) []uint32 {
-	return []uint32{uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.WG), b32(l.aKF), b32(l.bKF)}
+	return []uint32{uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.WG), b32(l.aKF), b32(l.bKF), uint32(max(t.Unroll, 1))}
 }
 
 // cm2Tiles is the workgroup-scope tile list: the override alone, or the table.

@@ -30,7 +30,8 @@ type Options struct {
 	// the device cannot run leaves that kernel unused.
 	CoopMatTile *CoopTile
 	// CoopMat2Tile, when set, is the only workgroup-scope tile tried, with
-	// the same rule.
+	// the same rule, and that kernel runs before the subgroup-scope one
+	// wherever it can.
 	CoopMat2Tile *CM2Tile
 	// CoopMatShape, when set, is the only subgroup-scope matrix shape
 	// (M, N, K) tried, of those the device reports with fp32 accumulation;
@@ -83,7 +84,7 @@ func (o Options) check() error {
 	if t := o.CoopMatTile; t != nil && (min(t.BM, t.BN, t.BK, t.WM, t.WN) <= 0 || t.BM%t.WM != 0 || t.BN%t.WN != 0 || t.BM%8 != 0 || t.BN%8 != 0) {
 		return fmt.Errorf("CoopMatTile %+v: fields must be positive, BM a multiple of WM and of 8, BN of WN and of 8: %w", *t, ErrBadInput)
 	}
-	if t := o.CoopMat2Tile; t != nil && min(t.BM, t.BN, t.BK, t.WG) <= 0 {
+	if t := o.CoopMat2Tile; t != nil && (min(t.BM, t.BN, t.BK, t.WG) <= 0 || t.Unroll < 0) {
 		return fmt.Errorf("CoopMat2Tile %+v: fields must be positive: %w", *t, ErrBadInput)
 	}
 	if o.NF4SlabBytes < 0 {

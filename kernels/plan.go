@@ -103,12 +103,16 @@ func (e *Dispatcher) takeCoopMat(p *problem) (plan, bool) {
 
 // takeCoopMatWide takes a dense product whose output the subgroup-scope
 // kernel's first (widest) tile covers with enough workgroups to fill the
-// device, unless the narrow kernel would take it. Smaller outputs fall
+// device, unless the narrow kernel would take it or an explicit
+// workgroup-scope tile (Options.CoopMat2Tile) asks to time that kernel. Smaller outputs fall
 // to the later candidates, where the workgroup-scope kernel's 128×128
 // tile gives more workgroups than the subgroup-scope kernel's narrower
 // fallbacks, which are slower per workgroup.
 func (e *Dispatcher) takeCoopMatWide(p *problem) (plan, bool) {
 	if p.g.B.nf4 != nil || !e.CoopMat(p.d) || min(p.m, p.n) <= narrowMax {
+		return plan{}, false
+	}
+	if e.opt.CoopMat2Tile != nil && e.CoopMat2(p.d) {
 		return plan{}, false
 	}
 	t := e.coop[p.d].tiles[0]

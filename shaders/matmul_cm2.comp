@@ -23,7 +23,10 @@
 //
 // Specialization constants: 0 BM, 1 BN, 2 BK (workgroup tile), 3 workgroup
 // size, 4 A_KF (A's k index is contiguous, else its m index), 5 B_KF (B's k
-// index is contiguous, else its n index).
+// index is contiguous, else its n index), 6 UNROLL (K steps per unrolled
+// group in the in-range loop: unrolled, the next step's tile loads are
+// independent of this step's multiply, so the driver can issue them early;
+// a rolled loop waits for each step's loads before its multiply).
 #extension GL_EXT_control_flow_attributes : enable
 #extension GL_KHR_cooperative_matrix : require
 #extension GL_NV_cooperative_matrix2 : require
@@ -38,6 +41,7 @@ layout(constant_id = 2) const uint BK = 32;
 layout(local_size_x_id = 3, local_size_y = 1, local_size_z = 1) in;
 layout(constant_id = 4) const bool A_KF = true;
 layout(constant_id = 5) const bool B_KF = true;
+layout(constant_id = 6) const uint UNROLL = 1;
 
 layout(set = 0, binding = 0, std430) readonly buffer BufA { uint16_t a16[]; };
 #if B_TYPE == TYPE_NF4
@@ -82,11 +86,11 @@ shared uvec4 shb[B_ROWS * B_STRIDE];
 #define MAT_B coopmat<float16_t, gl_ScopeWorkgroup, BK, BN, gl_MatrixUseB>
 #define CLAMP gl_CooperativeMatrixClampModeConstantNV
 
-// K loop over [k0, kend) with A and B read through layouts la and lb
-// (memory order: A [M,K] when A_KF else [K,M]; B [N,K] when B_KF else
-// [K,N]); tr transposes the operands whose memory order is not the use's.
-#define K_LOOP(la, lb, k0, kend)                                                                          \
-	for (uint k = (k0); k < (kend); k += BK) {                                                            \
+// One K step at k with A and B read through layouts la and lb (memory
+// order: A [M,K] when A_KF else [K,M]; B [N,K] when B_KF else [K,N]); tr
+// transposes the operands whose memory order is not the use's.
+#define K_STEP(la, lb, k, kend)                                                                           \
+	{                                                                                                     \
 		MAT_A ma;                                                                                         \
 		MAT_B mb;                                                                                         \
 		if (A_KF) {                                                                                       \
@@ -97,6 +101,21 @@ shared uvec4 shb[B_ROWS * B_STRIDE];
 		LOAD_B(mb, lb, k, kend)                                                                           \
 		sum = coopMatMulAdd(ma, mb, sum);                                                                 \
 		B_DONE                                                                                            \
+	}
+
+// K loop over [k0, kend): groups of UNROLL steps, unrolled, then the rest.
+#define K_LOOP(la, lb, k0, kend)                                                                          \
+	{                                                                                                     \
+		uint k = (k0);                                                                                    \
+		for (; k + UNROLL * BK <= (kend);) {                                                              \
+			[[unroll]] for (uint u = 0; u < UNROLL; ++u) {                                                \
+				K_STEP(la, lb, k, kend)                                                                   \
+				k += BK;                                                                                  \
+			}                                                                                             \
+		}                                                                                                 \
+		for (; k < (kend); k += BK) {                                                                     \
+			K_STEP(la, lb, k, kend)                                                                       \
+		}                                                                                                 \
 	}
 
 #if B_TYPE == TYPE_NF4

@@ -18,7 +18,7 @@ const (
 	envDisableCoopMat2 = "VKLORA_DISABLE_COOPMAT2" // 1: no VK_NV_cooperative_matrix2
 	envDisableNarrow   = "VKLORA_DISABLE_NARROW"   // 1: rank products on the tiled kernels
 	envCoopMatTile     = "VKLORA_COOPMAT_TILE"     // "BM,BN,BK,WM,WN[,BUFS,PREFETCH]": the only subgroup-scope tile
-	envCoopMat2Tile    = "VKLORA_COOPMAT2_TILE"    // "BM,BN,BK,WG": the only workgroup-scope tile
+	envCoopMat2Tile    = "VKLORA_COOPMAT2_TILE"    // "BM,BN,BK,WG[,UNROLL]": the only workgroup-scope tile
 	envCoopMatShape    = "VKLORA_COOPMAT_SHAPE"    // "M,N,K": the only subgroup-scope matrix shape
 )
 
@@ -49,11 +49,10 @@ func engineOptions(getenv func(string) string) (lora.Options, error) {
 	} else if set {
 		o.CoopMatShape = &sh
 	}
-	var c2 lora.CM2Tile
-	if set, err := tileFromEnv(getenv, envCoopMat2Tile, &c2.BM, &c2.BN, &c2.BK, &c2.WG); err != nil {
+	if c2, err := cm2TileFromEnv(getenv); err != nil {
 		return o, err
-	} else if set {
-		o.CoopMat2Tile = &c2
+	} else if c2 != nil {
+		o.CoopMat2Tile = c2
 	}
 	return o, nil
 }
@@ -82,6 +81,24 @@ func coopTileFromEnv(getenv func(string) string) (*lora.CoopTile, error) {
 		return nil, fmt.Errorf("%w (or BM,BN,BK,WM,WN,BUFS,PREFETCH)", err)
 	}
 	return &ct, nil
+}
+
+// cm2TileFromEnv reads VKLORA_COOPMAT2_TILE: "BM,BN,BK,WG", or with a
+// fifth field UNROLL, the K steps the kernel's in-range loop unrolls.
+func cm2TileFromEnv(getenv func(string) string) (*lora.CM2Tile, error) {
+	v := getenv(envCoopMat2Tile)
+	if v == "" {
+		return nil, nil
+	}
+	var t lora.CM2Tile
+	fields := []*int{&t.BM, &t.BN, &t.BK, &t.WG}
+	if strings.Count(v, ",") == 4 {
+		fields = append(fields, &t.Unroll)
+	}
+	if _, err := tileFromEnv(getenv, envCoopMat2Tile, fields...); err != nil {
+		return nil, fmt.Errorf("%w (or BM,BN,BK,WG,UNROLL)", err)
+	}
+	return &t, nil
 }
 
 // tileFromEnv reads "a,b,c,..." of len(fields) positive integers from the

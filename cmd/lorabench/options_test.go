@@ -27,8 +27,12 @@ func TestEngineOptionsFromEnv(t *testing.T) {
 	require.Equal(t, &lora.CoopTile{BM: 64, BN: 64, BK: 32, WM: 32, WN: 32}, o.CoopMatTile)
 	require.Equal(t, &[3]int{16, 8, 16}, o.CoopMatShape)
 
+	o, err = engineOptions(envOf(map[string]string{envCoopMat2Tile: "128,256,64,256,8"}))
+	require.NoError(t, err)
+	require.Equal(t, &lora.CM2Tile{BM: 128, BN: 256, BK: 64, WG: 256, Unroll: 8}, o.CoopMat2Tile)
+
 	for name, bad := range map[string][]string{
-		envCoopMat2Tile:   {"64,128,32", "64,128,32,256,1", "64,0,32,128", "64,x,32,128"},
+		envCoopMat2Tile:   {"64,128,32", "64,128,32,256,1,1", "64,128,32,256,0", "64,0,32,128", "64,x,32,128"},
 		envCoopMatTile:    {"0,64,32,32,32", "64,64,32,32"},
 		envDisableCoopMat: {"yes", "2"},
 		envCoopMatShape:   {"16x16x16", "16,16"},
