@@ -1,6 +1,8 @@
 package kernels
 
 import (
+	"slices"
+
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/vk"
 )
@@ -14,13 +16,16 @@ type CM2Tile struct{ BM, BN, BK, WG, Unroll int }
 
 // cm2Tiles, in order of preference; each must match a flexible-dimension
 // configuration the device reports (granularities and invocation count).
-// The large tile amortises staging over the most outputs; the small one
-// keeps mid-sized outputs spread over enough workgroups. A 128×128 tile
-// with 256 invocations measured slower than with 128 (docs/PERFORMANCE.md),
-// so it is not listed.
+// The large tile amortises staging over the most outputs; the smaller ones
+// keep mid-sized outputs spread over enough workgroups. All unroll eight K
+// steps: on the H200 that took bf16 8192³ from 195 to 261 TFLOP/s at
+// 128×256×64 and from 196 to 251 at 128×128×32 (docs/PERFORMANCE.md).
+// A 128×128 tile with 256 invocations measured slower than with 128, so
+// it is not listed.
 var cm2Tiles = []CM2Tile{
-	{BM: 128, BN: 128, BK: 32, WG: 128},
-	{BM: 64, BN: 64, BK: 32, WG: 128},
+	{BM: 128, BN: 256, BK: 64, WG: 256, Unroll: 8},
+	{BM: 128, BN: 128, BK: 32, WG: 128, Unroll: 8},
+	{BM: 64, BN: 64, BK: 32, WG: 128, Unroll: 8},
 }
 
 // cm2NarrowTiles serve products whose output has at most narrowMax
@@ -35,6 +40,14 @@ var cm2NarrowTiles = []CM2Tile{
 // in either memory order (the larger of the two).
 func (t CM2Tile) nf4SharedBytes() int {
 	return 16 * max(t.BN*(t.BK/8+1), t.BK*(t.BN/8+1))
+}
+
+// nf4Fits reports whether the NF4 variant's staged B tile fits beside
+// what the driver stages for A (a BM×BK tile of 16-bit values) and keeps
+// for itself. The dense variants need no such check: the driver stages
+// both of their tiles, and every listed tile compiles.
+func (t CM2Tile) nf4Fits(c *vk.Caps) bool {
+	return fits(c, t.nf4SharedBytes()+2*t.BM*t.BK+int(c.CoopMat2ReservedShared), t.WG)
 }
 
 func (t CM2Tile) spec(l coopLayout) []uint32 {
@@ -66,9 +79,7 @@ func probeCoopMat2(c *vk.Caps, tiles []CM2Tile) map[dtype.DType][]CM2Tile {
 			if c.CoopMat2MaxDimension > 0 && max(t.BM, t.BN, t.BK) > int(c.CoopMat2MaxDimension) {
 				continue
 			}
-			// The driver keeps some shared memory for workgroup scope; the
-			// NF4 variant stages its B tile in what is left.
-			if !fits(c, t.nf4SharedBytes()+int(c.CoopMat2ReservedShared), t.WG) {
+			if !fits(c, int(c.CoopMat2ReservedShared), t.WG) {
 				continue
 			}
 			for _, s := range c.CoopMat2Shapes {
@@ -84,16 +95,21 @@ func probeCoopMat2(c *vk.Caps, tiles []CM2Tile) map[dtype.DType][]CM2Tile {
 }
 
 // pickCM2Tile chooses the workgroup-scope tile for an [m, n] output of
-// dtype d, or reports that another kernel should run. An output of at
+// dtype d (with an NF4 B when nf4, which takes only tiles whose staged B
+// fits), or reports that another kernel should run. An output of at
 // most narrowMax columns takes the narrowest cm2NarrowTiles tile that
 // covers them; one of fewer than 64 rows or other columns another kernel.
 // Like the scalar kernel's pickTile it takes the first tile (in table
 // order) that gives enough workgroups to fill the device, else the one
 // giving the most: a small output in large tiles leaves most
 // multiprocessors idle.
-func (e *Dispatcher) pickCM2Tile(d dtype.DType, m, n int) (CM2Tile, bool) {
+func (e *Dispatcher) pickCM2Tile(d dtype.DType, m, n int, nf4 bool) (CM2Tile, bool) {
 	ts := e.cm2[d]
-	if !e.CoopMat2(d) || m < 64 {
+	if nf4 {
+		c := e.dev.Caps()
+		ts = slices.DeleteFunc(slices.Clone(ts), func(t CM2Tile) bool { return !t.nf4Fits(c) })
+	}
+	if !e.CoopMat2(d) || m < 64 || len(ts) == 0 {
 		return CM2Tile{}, false
 	}
 	if n <= narrowMax {

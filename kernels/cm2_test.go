@@ -11,7 +11,8 @@ import (
 // The workgroup-scope tile: the first in table order that fills the
 // device, else the one with the most workgroups; for outputs of at most
 // 32 columns the narrowest narrow tile that covers them; nothing for
-// 33..63 columns, fewer than 64 rows, or when the path is off. Runs on any device (the tile list is
+// 33..63 columns, fewer than 64 rows, or when the path is off; with an
+// NF4 B only tiles whose staged B fits. Runs on any device (the tile list is
 // set by hand; nothing is dispatched).
 func TestPickCM2Tile(t *testing.T) {
 	f := newFixture(t)
@@ -28,14 +29,14 @@ func TestPickCM2Tile(t *testing.T) {
 		return s * tile
 	}
 	fills := side(128, target) // 128×128 tiles fill the device
-	got, ok := e.pickCM2Tile(dtype.BF16, fills, fills)
+	got, ok := e.pickCM2Tile(dtype.BF16, fills, fills, false)
 	require.True(t, ok)
 	require.Equal(t, big, got)
 	few := max(64, side(128, target)/2) // 128×128 tiles leave it idle; 64×64 ones give 4× more
-	got, ok = e.pickCM2Tile(dtype.BF16, few, few)
+	got, ok = e.pickCM2Tile(dtype.BF16, few, few, false)
 	require.True(t, ok)
 	require.Equal(t, small, got, "m = n = %d, target %d workgroups", few, target)
-	_, ok = e.pickCM2Tile(dtype.BF16, 4096, 16)
+	_, ok = e.pickCM2Tile(dtype.BF16, 4096, 16, false)
 	require.False(t, ok, "no narrow tiles: a rank-r output goes to another kernel")
 	n16, n32 := CM2Tile{BM: 128, BN: 16, BK: 32, WG: 128}, CM2Tile{BM: 128, BN: 32, BK: 32, WG: 128}
 	e.cm2Narrow = map[dtype.DType][]CM2Tile{dtype.BF16: {n16, n32}}
@@ -44,13 +45,22 @@ func TestPickCM2Tile(t *testing.T) {
 		want CM2Tile
 		ok   bool
 	}{{4096, 16, n16, true}, {4096, 5, n16, true}, {4096, 17, n32, true}, {4096, 32, n32, true}, {4096, 33, CM2Tile{}, false}, {63, 16, CM2Tile{}, false}} {
-		got, ok := e.pickCM2Tile(dtype.BF16, c.m, c.n)
+		got, ok := e.pickCM2Tile(dtype.BF16, c.m, c.n, false)
 		require.Equal(t, c.ok, ok, "[%d, %d]", c.m, c.n)
 		require.Equal(t, c.want, got, "[%d, %d]", c.m, c.n)
 	}
-	_, ok = e.pickCM2Tile(dtype.F16, 4096, 4096)
+	huge := CM2Tile{BM: 256, BN: 256, BK: 256, WG: 128} // its NF4 B tile alone is 130 KiB
+	require.False(t, huge.nf4Fits(f.Dev.Caps()))
+	e.cm2[dtype.BF16] = []CM2Tile{huge, big}
+	hugeFills := side(256, target)
+	got, ok = e.pickCM2Tile(dtype.BF16, hugeFills, hugeFills, true)
+	require.True(t, ok)
+	require.Equal(t, big, got, "an NF4 B skips tiles whose staged B tile does not fit")
+	got, _ = e.pickCM2Tile(dtype.BF16, hugeFills, hugeFills, false)
+	require.Equal(t, huge, got, "a dense B takes any listed tile")
+	_, ok = e.pickCM2Tile(dtype.F16, 4096, 4096, false)
 	require.False(t, ok, "no tiles for f16")
 	e.opt.DisableCoopMat2 = true
-	_, ok = e.pickCM2Tile(dtype.BF16, 4096, 4096)
+	_, ok = e.pickCM2Tile(dtype.BF16, 4096, 4096, false)
 	require.False(t, ok)
 }

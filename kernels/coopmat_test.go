@@ -363,16 +363,15 @@ func TestCoopMatEveryShape(t *testing.T) {
 	}
 }
 
-// On a device with both cooperative scopes the subgroup-scope kernel takes
-// a product first only where its widest tile alone fills the device; other
-// outputs keep the workgroup-scope kernel, and rank-sized ones the narrow
-// paths. The device's workgroup-scope tiles are invented here: planning
-// never dispatches them.
+// The subgroup-scope kernel takes a product first where its widest tile
+// alone fills the device, unless the device offers the workgroup-scope
+// kernel, which then takes every large output; rank-sized outputs keep the
+// narrow paths either way. The workgroup-scope tiles are invented here:
+// planning never dispatches them.
 func TestPlanPrefersWideCoopMat(t *testing.T) {
 	const d = dtype.F16
 	f := coopFixture(t, d) // its own dispatcher, changed here
 	eng := f.eng
-	eng.cm2 = map[dtype.DType][]CM2Tile{d: cm2Tiles}
 	eng.cm2Narrow = map[dtype.DType][]CM2Tile{}
 	wide := eng.coop[d].tiles[0]
 	groups := eng.targetGroups()
@@ -384,7 +383,11 @@ func TestPlanPrefersWideCoopMat(t *testing.T) {
 		return name
 	}
 	big := wide.BM * groups // m × BN columns give exactly the target count
-	require.Equal(t, "coopmat", kernelAt(big, wide.BN, 32), "a wide output that fills the device")
-	require.Equal(t, "cm2", kernelAt(big/2, wide.BN, 32), "half that: too few wide tiles")
+	eng.cm2 = map[dtype.DType][]CM2Tile{}
+	require.Equal(t, "coopmat", kernelAt(big, wide.BN, 32), "a wide output that fills the device, no workgroup scope")
+	require.Equal(t, "narrow", kernelAt(big, 16, 32), "a rank-sized output")
+	eng.cm2 = map[dtype.DType][]CM2Tile{d: cm2Tiles}
+	require.Equal(t, "cm2", kernelAt(big, wide.BN, 32), "the same output with workgroup scope offered")
+	require.Equal(t, "cm2", kernelAt(big/2, wide.BN, 32), "half that")
 	require.Equal(t, "narrow", kernelAt(big, 16, 32), "a rank-sized output")
 }

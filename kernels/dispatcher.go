@@ -30,8 +30,7 @@ type Options struct {
 	// the device cannot run leaves that kernel unused.
 	CoopMatTile *CoopTile
 	// CoopMat2Tile, when set, is the only workgroup-scope tile tried, with
-	// the same rule, and that kernel runs before the subgroup-scope one
-	// wherever it can.
+	// the same rule.
 	CoopMat2Tile *CM2Tile
 	// CoopMatShape, when set, is the only subgroup-scope matrix shape
 	// (M, N, K) tried, of those the device reports with fp32 accumulation;

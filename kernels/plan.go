@@ -40,9 +40,9 @@ type candidate struct {
 //   - NF4 weights at large M on a workgroup-scope device: dense slabs on
 //     that kernel beat decoding 4-bit tiles inside it (nf4slab.go);
 //   - subgroup-scope cooperative matrices on the device's widest tile,
-//     where that tile alone fills the device: on the H200 its 256×128
-//     tile beats the workgroup-scope kernel by 4–9% at llama3-8b's
-//     products in the X·Wᵀ and G·W forms (docs/PERFORMANCE.md);
+//     where that tile alone fills the device and the workgroup-scope
+//     kernel is not offered (it was ahead of the rolled workgroup-scope
+//     kernel, and is behind the unrolled one: docs/PERFORMANCE.md);
 //   - workgroup-scope cooperative matrices (VK_NV_cooperative_matrix2),
 //     including their narrow tiles for [M, r] outputs;
 //   - the narrow kernel for outputs with a side of at most narrowMax (the
@@ -74,7 +74,7 @@ func (e *Dispatcher) takeNF4Slabs(p *problem) (plan, bool) {
 
 func (e *Dispatcher) takeCM2(p *problem) (plan, bool) {
 	coop := p.g.coopLayout(p.d)
-	t, ok := e.pickCM2Tile(p.d, p.m, p.n)
+	t, ok := e.pickCM2Tile(p.d, p.m, p.n, p.g.B.nf4 != nil)
 	if !ok || coop == nil || !p.g.cm2Fits() {
 		return plan{}, false
 	}
@@ -103,8 +103,12 @@ func (e *Dispatcher) takeCoopMat(p *problem) (plan, bool) {
 
 // takeCoopMatWide takes a dense product whose output the subgroup-scope
 // kernel's first (widest) tile covers with enough workgroups to fill the
-// device, unless the narrow kernel would take it or an explicit
-// workgroup-scope tile (Options.CoopMat2Tile) asks to time that kernel. Smaller outputs fall
+// device, unless the narrow kernel would take it or the device runs the
+// workgroup-scope kernel for d: unrolled, that kernel beats the
+// subgroup-scope one at every large product measured (H200: 261 against
+// 222 TFLOP/s at bf16 8192³; docs/PERFORMANCE.md). On devices with
+// VK_KHR_cooperative_matrix only (AMD, Intel) this puts the wide tile
+// ahead of the narrow kernel's neighbours. Smaller outputs fall
 // to the later candidates, where the workgroup-scope kernel's 128×128
 // tile gives more workgroups than the subgroup-scope kernel's narrower
 // fallbacks, which are slower per workgroup.
@@ -112,7 +116,7 @@ func (e *Dispatcher) takeCoopMatWide(p *problem) (plan, bool) {
 	if p.g.B.nf4 != nil || !e.CoopMat(p.d) || min(p.m, p.n) <= narrowMax {
 		return plan{}, false
 	}
-	if e.opt.CoopMat2Tile != nil && e.CoopMat2(p.d) {
+	if e.CoopMat2(p.d) {
 		return plan{}, false
 	}
 	t := e.coop[p.d].tiles[0]

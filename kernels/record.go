@@ -115,9 +115,11 @@ func (e *Dispatcher) ScratchBound(m, n, k int) uint64 {
 	t := e.pickTile(m, n)
 	most, _ := e.pickSplit(t.BM, t.BN, t.BK, m, n, k)
 	for _, d := range []dtype.DType{dtype.F16, dtype.BF16} {
-		if t, ok := e.pickCM2Tile(d, m, n); ok {
-			s, _ := e.pickSplit(t.BM, t.BN, t.BK, m, n, k)
-			most = max(most, s)
+		for _, nf4 := range []bool{false, true} {
+			if t, ok := e.pickCM2Tile(d, m, n, nf4); ok {
+				s, _ := e.pickSplit(t.BM, t.BN, t.BK, m, n, k)
+				most = max(most, s)
+			}
 		}
 		if t, _, ok := e.pickCoopTile(d, m, n); ok {
 			s, _ := e.pickSplit(t.BM, t.BN, t.BK, m, n, k)
