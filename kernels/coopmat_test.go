@@ -365,8 +365,8 @@ func TestCoopMatEveryShape(t *testing.T) {
 
 // The subgroup-scope kernel takes a product first where its widest tile
 // alone fills the device, unless the device offers the workgroup-scope
-// kernel, which then takes every large output; rank-sized outputs keep the
-// narrow paths either way. The workgroup-scope tiles are invented here:
+// kernel and the product is at least cm2DeepK deep; rank-sized outputs
+// keep the narrow paths either way. The workgroup-scope tiles are invented here:
 // planning never dispatches them.
 func TestPlanPrefersWideCoopMat(t *testing.T) {
 	const d = dtype.F16
@@ -387,7 +387,8 @@ func TestPlanPrefersWideCoopMat(t *testing.T) {
 	require.Equal(t, "coopmat", kernelAt(big, wide.BN, 32), "a wide output that fills the device, no workgroup scope")
 	require.Equal(t, "narrow", kernelAt(big, 16, 32), "a rank-sized output")
 	eng.cm2 = map[dtype.DType][]CM2Tile{d: cm2Tiles}
-	require.Equal(t, "cm2", kernelAt(big, wide.BN, 32), "the same output with workgroup scope offered")
-	require.Equal(t, "cm2", kernelAt(big/2, wide.BN, 32), "half that")
+	require.Equal(t, "coopmat", kernelAt(big, wide.BN, 32), "a shallow one with workgroup scope offered")
+	require.Equal(t, "cm2", kernelAt(big, wide.BN, cm2DeepK), "a deep one")
+	require.Equal(t, "cm2", kernelAt(big/2, wide.BN, 32), "half the output: too few wide tiles")
 	require.Equal(t, "narrow", kernelAt(big, 16, 32), "a rank-sized output")
 }

@@ -40,9 +40,9 @@ type candidate struct {
 //   - NF4 weights at large M on a workgroup-scope device: dense slabs on
 //     that kernel beat decoding 4-bit tiles inside it (nf4slab.go);
 //   - subgroup-scope cooperative matrices on the device's widest tile,
-//     where that tile alone fills the device and the workgroup-scope
-//     kernel is not offered (it was ahead of the rolled workgroup-scope
-//     kernel, and is behind the unrolled one: docs/PERFORMANCE.md);
+//     where that tile alone fills the device, unless the product is deep
+//     enough for the unrolled workgroup-scope kernel to win
+//     (docs/PERFORMANCE.md);
 //   - workgroup-scope cooperative matrices (VK_NV_cooperative_matrix2),
 //     including their narrow tiles for [M, r] outputs;
 //   - the narrow kernel for outputs with a side of at most narrowMax (the
@@ -103,20 +103,20 @@ func (e *Dispatcher) takeCoopMat(p *problem) (plan, bool) {
 
 // takeCoopMatWide takes a dense product whose output the subgroup-scope
 // kernel's first (widest) tile covers with enough workgroups to fill the
-// device, unless the narrow kernel would take it or the device runs the
-// workgroup-scope kernel for d: unrolled, that kernel beats the
-// subgroup-scope one at every large product measured (H200: 261 against
-// 222 TFLOP/s at bf16 8192³; docs/PERFORMANCE.md). On devices with
-// VK_KHR_cooperative_matrix only (AMD, Intel) this puts the wide tile
-// ahead of the narrow kernel's neighbours. Smaller outputs fall
-// to the later candidates, where the workgroup-scope kernel's 128×128
-// tile gives more workgroups than the subgroup-scope kernel's narrower
-// fallbacks, which are slower per workgroup.
+// device, unless the narrow kernel would take it or the workgroup-scope
+// kernel runs it faster: on a device that has that kernel for d, a product
+// at least cm2DeepK deep goes to it. Unrolled, the workgroup-scope kernel
+// beat the wide tile by 11–17% at llama3-8b's products (K = 4096 and
+// 14336) and lost by 2–30% at gemma-2b's and qwen2.5-0.5b's shallower ones
+// (K = 2048 and 896), where its eight-step groups barely run
+// (docs/PERFORMANCE.md). Smaller outputs fall to the later candidates,
+// where the workgroup-scope kernel's 128×128 tile gives more workgroups
+// than the subgroup-scope kernel's narrower fallbacks.
 func (e *Dispatcher) takeCoopMatWide(p *problem) (plan, bool) {
 	if p.g.B.nf4 != nil || !e.CoopMat(p.d) || min(p.m, p.n) <= narrowMax {
 		return plan{}, false
 	}
-	if e.CoopMat2(p.d) {
+	if e.CoopMat2(p.d) && p.k >= cm2DeepK {
 		return plan{}, false
 	}
 	t := e.coop[p.d].tiles[0]
@@ -125,6 +125,11 @@ func (e *Dispatcher) takeCoopMatWide(p *problem) (plan, bool) {
 	}
 	return e.takeCoopMat(p)
 }
+
+// cm2DeepK is the depth from which the workgroup-scope kernel runs a
+// product the wide subgroup-scope tile could take (see takeCoopMatWide):
+// the shallowest product measured where it won.
+const cm2DeepK = 4096
 
 func (e *Dispatcher) takeTiled(p *problem) (plan, bool) {
 	t := e.pickTile(p.m, p.n)

@@ -129,8 +129,15 @@ func TestSoakMLPStepsLeakNothing(t *testing.T) {
 	}
 	start := time.Now()
 	s0 := sampleMemory(t, f.Dev)
+	tenth := max(steps/10, 1)
 	for s := 0; s < steps; s++ {
 		step()
+		// A tenth of the way at a time, the growth so far, so that a long
+		// run cut short (a GPU machine's time limit) still shows its trend.
+		if done := s + 1; done%tenth == 0 && done < steps {
+			t.Logf("soak: %d of %d steps in %v, per step: %s", done, steps,
+				time.Since(start).Round(time.Millisecond), growthPer(s0, sampleMemory(t, f.Dev), done))
+		}
 	}
 	g := growthPer(s0, sampleMemory(t, f.Dev), steps)
 	t.Logf("soak: %d MLP steps in %v, per step: %s", steps, time.Since(start).Round(time.Millisecond), g)
