@@ -148,10 +148,11 @@ func (fl *faultLayer) freshStep(dev *vk.Device) ([][]byte, error) {
 }
 
 // openFaultDevice opens a device of its own (cold kernels) with the test
-// device's selection.
+// device's selection and no buffer cache, so that every buffer of a step
+// is an allocation a fault can hit.
 func openFaultDevice(t *testing.T) *vk.Device {
 	t.Helper()
-	dev, err := vk.Open(vk.Options{Select: os.Getenv("VKLORA_DEVICE"), Validation: true})
+	dev, err := vk.Open(vk.Options{Select: os.Getenv("VKLORA_DEVICE"), Validation: true, BufferCacheBytes: -1})
 	require.NoError(t, err)
 	return dev
 }

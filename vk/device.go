@@ -30,6 +30,14 @@ type Options struct {
 	// for Kernel.Statistics. Only where Caps.PipelineStatistics; it may
 	// slow pipeline creation, so it is off by default.
 	KernelStatistics bool
+	// BufferCacheBytes bounds the device memory that released buffers keep
+	// for reuse by later buffers of the same size (CachedBytes,
+	// FreeCachedBuffers): a training loop's temporaries recur every step.
+	// 0 means a quarter of the largest device-local heap on a GPU with
+	// memory of its own and none on CPU and integrated devices, whose
+	// device memory is host memory; negative means no cache. A buffer that
+	// cannot be allocated frees the cache and tries once more.
+	BufferCacheBytes int64
 }
 
 // Device is an open logical device with one compute queue. A Device and the
@@ -47,6 +55,7 @@ type Device struct {
 	layouts map[layoutKey]*pipelineLayout
 	kernels map[string]*Kernel
 	staging *stagingArea
+	bufs    bufferCache                   // released buffers' memory, for reuse (bufcache.go)
 	stats   bool                          // pipelines capture their statistics (Options.KernelStatistics)
 	faults  atomic.Pointer[FaultInjector] // the fault-injection test hook (fault.go); nil in production
 
@@ -105,6 +114,7 @@ func open(opts Options) (*Device, error) {
 		d.destroy()
 		return nil, err
 	}
+	d.bufs.limit = bufferCacheLimit(opts.BufferCacheBytes, d.mem, &d.info.Caps)
 	return d, nil
 }
 
@@ -119,6 +129,18 @@ func (d *Device) init() error {
 	d.cache = vulkan.PipelineCache(unsafe.Pointer(cache))
 	d.mem = probeMemoryTypes(d.phys, d.info.Type)
 	return nil
+}
+
+// bufferCacheLimit is Options.BufferCacheBytes resolved for memory m of a
+// device with caps c.
+func bufferCacheLimit(o int64, m memoryTypes, c *Caps) uint64 {
+	switch {
+	case o < 0:
+		return 0
+	case o == 0:
+		return defaultBufferCache(m, c)
+	}
+	return uint64(o)
 }
 
 // selectDevice applies Options.Select, or the default order.
@@ -239,6 +261,7 @@ func (d *Device) destroy() {
 		d.staging.release(d)
 		d.staging = nil
 	}
+	d.bufs.flush(d)
 	for k, kern := range d.kernels {
 		kern.destroy(d)
 		delete(d.kernels, k)

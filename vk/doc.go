@@ -10,6 +10,10 @@
 //     flexible-dimension configurations, bf16).
 //   - Buffer and Tensor: device-local storage, uploads and downloads through
 //     staging; Tensor.View borrows a tensor's memory under another shape.
+//     A released buffer's memory waits in the device's buffer cache for a
+//     later buffer of the same size (Options.BufferCacheBytes; on by
+//     default on GPUs with memory of their own), so that a training loop's
+//     per-step temporaries are not allocated afresh every step.
 //   - Kernel (Device.ShaderKernel): a compute pipeline from the embedded
 //     SPIR-V registry, with its specialization constants; cached per device.
 //   - Recorder: dispatches, barriers and timestamps in one command buffer;

@@ -4,6 +4,7 @@ package vk
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"unsafe"
@@ -92,10 +93,18 @@ func (d *Device) NewBuffer(size uint64) (*Buffer, error) {
 	if d.mem.preferHost {
 		prefer, avoid = memHostVisible|memHostCoherent, 0
 	}
-	usage := vulkan.BufferUsageStorageBufferBit | vulkan.BufferUsageTransferSrcBit | vulkan.BufferUsageTransferDstBit
-	b, err := d.newBuffer(size, vulkan.BufferUsageFlags(usage), want, prefer, avoid)
-	if err != nil {
-		return nil, err
+	b := d.bufs.take(d, size)
+	if b == nil {
+		usage := vulkan.BufferUsageFlags(vulkan.BufferUsageStorageBufferBit | vulkan.BufferUsageTransferSrcBit | vulkan.BufferUsageTransferDstBit)
+		var err error
+		b, err = d.newBuffer(size, usage, want, prefer, avoid)
+		if errors.Is(err, ErrOutOfDeviceMemory) && d.bufs.flush(d) > 0 {
+			// Cached blocks of other sizes may be what the device lacks.
+			b, err = d.newBuffer(size, usage, want, prefer, avoid)
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	b.kind = "buffer"
 	d.track(b.kind, 1)
@@ -155,13 +164,17 @@ func (d *Device) newBuffer(size uint64, usage vulkan.BufferUsageFlags, want, pre
 // Size is the buffer's size in bytes.
 func (b *Buffer) Size() uint64 { return b.size }
 
-// Release frees the buffer. It is safe to call more than once.
+// Release frees the buffer, or hands its memory to the device's buffer
+// cache (Options.BufferCacheBytes) for a later buffer of the same size. It
+// is safe to call more than once.
 func (b *Buffer) Release() {
 	if b == nil || b.buf == nil {
 		return
 	}
 	d := b.dev
-	b.destroy()
+	if b.kind != "buffer" || !d.bufs.keep(d, b) {
+		b.destroy()
+	}
 	if b.kind != "" {
 		d.track(b.kind, -1)
 		d.account(-int64(b.size))

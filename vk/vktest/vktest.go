@@ -17,6 +17,9 @@ import (
 	"github.com/vklora/vklora/vk"
 )
 
+// testBufferCache is the shared test device's Options.BufferCacheBytes.
+const testBufferCache = 64 << 20
+
 var shared struct {
 	once sync.Once
 	dev  *vk.Device
@@ -30,7 +33,11 @@ var shared struct {
 func Device(t testing.TB) *vk.Device {
 	t.Helper()
 	shared.once.Do(func() {
-		shared.dev, shared.err = vk.Open(vk.Options{Select: os.Getenv("VKLORA_DEVICE"), Validation: true})
+		// A buffer cache on every device, lavapipe included (where it is off
+		// by default): tests then run on reused memory holding earlier
+		// tests' data, which catches kernels that read what they never wrote.
+		shared.dev, shared.err = vk.Open(vk.Options{Select: os.Getenv("VKLORA_DEVICE"), Validation: true,
+			BufferCacheBytes: testBufferCache})
 	})
 	if shared.err != nil {
 		if os.Getenv("VKLORA_SKIP_GPU") == "1" && os.Getenv("CI") != "true" {
