@@ -17,7 +17,7 @@ import (
 // sentinel), and the device works on afterwards with nothing left live.
 // Counting starts when the injector is installed; Reset zeroes it.
 func TestFaultInjector(t *testing.T) {
-	vktest.Device(t) // the cleanup checks the validation messages
+	vktest.Device(t)                                    // the cleanup checks the validation messages
 	d, err := vk.Open(vk.Options{BufferCacheBytes: -1}) // every NewTensor allocates
 	require.NoError(t, err)
 	defer func() { require.NoError(t, d.Release()) }()
