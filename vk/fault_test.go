@@ -17,8 +17,9 @@ import (
 // sentinel), and the device works on afterwards with nothing left live.
 // Counting starts when the injector is installed; Reset zeroes it.
 func TestFaultInjector(t *testing.T) {
-	vktest.Device(t)                                    // the cleanup checks the validation messages
-	d, err := vk.Open(vk.Options{BufferCacheBytes: -1}) // every NewTensor allocates
+	vktest.Device(t) // the cleanup checks the validation messages
+	// No buffer cache: every NewTensor allocates.
+	d, err := vk.Open(vk.Options{BufferCacheBytes: -1})
 	require.NoError(t, err)
 	defer func() { require.NoError(t, d.Release()) }()
 	inj := d.Faults()
