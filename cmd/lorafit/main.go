@@ -97,7 +97,7 @@ func fit(c *fitConfig, device string, stdout, stderr io.Writer) (err error) {
 	if _, err := hf.ReadConfig(c.model); err != nil {
 		return err
 	}
-	dev, err := vk.Open(vk.Options{Select: device})
+	dev, err := vk.Open(vk.Options{Select: device, BufferCacheBytes: c.bufferCache})
 	if err != nil {
 		return err
 	}
@@ -176,6 +176,7 @@ func parse(args []string, stderr io.Writer) (*fitConfig, string, error) {
 	fs.StringVar(&c.out, "out", "lorafit-out", "write the PEFT adapter, loss.png and lorafit.json to `DIR`")
 	fs.StringVar(&c.plot, "plot", "", "loss curve `FILE.png` (default: -out's loss.png)")
 	fs.StringVar(&c.dump, "dump", "", "write a batch's inputs and the trained outputs to `FILE.safetensors` (scripts/gpu/lorafit_peft.py reads it)")
+	fs.Int64Var(&c.bufferCache, "buffer-cache", 0, "`BYTES` of released buffers' memory kept for reuse (0: the device's default, a quarter of a GPU's memory, none on CPU devices; -1: none)")
 	fs.StringVar(&device, "device", os.Getenv("VKLORA_DEVICE"), "Vulkan device: index or name substring (default $VKLORA_DEVICE, else the first discrete GPU)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: lorafit -model DIR | -make-model DIR [-preset P] [flags]")

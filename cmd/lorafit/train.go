@@ -40,6 +40,7 @@ type fitConfig struct {
 	out         string // the adapter directory
 	plot        string // the loss curve PNG
 	dump        string // inputs and outputs for scripts/gpu/lorafit_peft.py, or ""
+	bufferCache int64  // vk.Options.BufferCacheBytes
 }
 
 // result is what a run measured.
