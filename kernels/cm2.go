@@ -99,7 +99,7 @@ func probeCoopMat2(c *vk.Caps, tiles []CM2Tile) map[dtype.DType][]CM2Tile {
 
 // pickCM2Tile chooses the workgroup-scope tile for an [m, n] output of
 // dtype d (with an NF4 B when nf4, which takes only tiles whose staged B
-// fits), or reports that another kernel should run. An output of at
+// fits, rolled), or reports that another kernel should run. An output of at
 // most narrowMax columns takes the narrowest cm2NarrowTiles tile that
 // covers them; one of fewer than 64 rows or other columns another kernel.
 // Like the scalar kernel's pickTile it takes the first tile (in table
@@ -109,8 +109,13 @@ func probeCoopMat2(c *vk.Caps, tiles []CM2Tile) map[dtype.DType][]CM2Tile {
 func (e *Dispatcher) pickCM2Tile(d dtype.DType, m, n int, nf4 bool) (CM2Tile, bool) {
 	ts := e.cm2[d]
 	if nf4 {
+		// Rolled: the NF4 variant decodes each step's B tile between two
+		// barriers, and only its rolled loop has run on a GPU.
 		c := e.dev.Caps()
 		ts = slices.DeleteFunc(slices.Clone(ts), func(t CM2Tile) bool { return !t.nf4Fits(c) })
+		for i := range ts {
+			ts[i].Unroll = 0
+		}
 	}
 	if !e.CoopMat2(d) || m < 64 || len(ts) == 0 {
 		return CM2Tile{}, false
