@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -73,6 +74,10 @@ type benchRun struct {
 	Record   func(rec *vk.Recorder) error
 	Validate func() (relErr, tol float64, detail string, err error)
 	Release  func()
+	// SetEngine makes Record and Validate use eng from now on (the run's
+	// tensors belong to the device, not to an engine): -sweep times one
+	// set-up on several engines. Nil when the run has no engine to swap.
+	SetEngine func(eng *lora.Engine)
 }
 
 func (c benchCase) String() string {
@@ -371,6 +376,8 @@ type runFlags struct {
 	profile      bool      // -profile: per-dispatch times of one step
 	noPeak       bool      // -no-peak: no frac_peak (peak.go)
 	stats        bool      // -stats: the driver's compile statistics of every kernel that ran (kstats.go)
+	sweepFlag    string    // -sweep NAME=V1;V2;... (sweep.go)
+	sweep        sweep     // sweepFlag parsed by check
 	profileOut   io.Writer // where runCases sends them (stderr)
 }
 
@@ -388,6 +395,7 @@ func addRunFlags(fs *flag.FlagSet) *runFlags {
 	fs.BoolVar(&o.profile, "profile", false, "after timing, run one step with every dispatch timed and list them on stderr")
 	fs.BoolVar(&o.noPeak, "no-peak", false, "no frac_peak column: do not read or measure the device's peak (lorabench peak)")
 	fs.BoolVar(&o.stats, "stats", false, "list the driver's compile statistics (registers, spills, ...) of every kernel that ran, on stderr")
+	fs.StringVar(&o.sweepFlag, "sweep", "", "`NAME=V1;V2;...`: time every case once per value of the engine switch NAME ("+strings.Join(sweepVars, ", ")+"), set up once, in one process")
 	return o
 }
 
@@ -414,6 +422,11 @@ func (o *runFlags) check() error {
 	if o.warmupMs < 0 || o.warmupMs > maxWarmupMs {
 		return usagef("-warmup-ms must be in [0, %d] (got %d)", maxWarmupMs, o.warmupMs)
 	}
+	sw, err := parseSweep(o.sweepFlag, os.Getenv)
+	if err != nil {
+		return err
+	}
+	o.sweep = sw
 	return checkPlot(o.plot, o.plotMetric)
 }
 
@@ -518,10 +531,11 @@ func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err err
 		}
 	}()
 	validationMessages() // start clean
-	eng, err := newEngine(dev)
+	variants, err := o.sweep.variants(dev)
 	if err != nil {
 		return err
 	}
+	eng := variants[0].eng
 	rec, err := dev.NewRecorder()
 	if err != nil {
 		return err
@@ -529,54 +543,84 @@ func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err err
 	defer func() { rec.Release() }()
 	info := dev.Info()
 	pk := runPeak(dev, o, stderr) // nil with -no-peak
-	rep := newReporter(stdout, o.json, info, cases)
+	rep := newReporter(stdout, o.json, info, o.sweep.widen(cases))
 	prog := newProgress(stderr, len(cases))
 	prog.start()
 	defer prog.finish()
 	var t tally
-	for i, c := range cases {
-		prog.startCase(i, c.String())
-		if why, tip := fitCase(c, info); why != "" {
-			t.skipped++
-			prog.printf("%s\n", skipLine(c, why, tip))
-			continue
-		}
-		res, err := runCase(eng, rec, c, o, uint64(i), prog)
-		pk.annotate(&res, eng)
+	total := len(cases) * len(variants)
+	// account records one variant's outcome of case c; it renews the
+	// recorder after an error (the recording may have stopped halfway) and
+	// reports a lost device, after which nothing more runs.
+	account := func(c benchCase, v variant, res result, err error) (lost bool) {
+		name := c.String() + sweepForm("", v.value)
 		switch {
 		case err == nil:
 			t.ran++
 			prog.do(func() { rep.row(res) })
-			continue
+			return false
 		case errors.Is(err, errValidation):
 			t.invalid++
-			t.bad = append(t.bad, c.String()+" (validation)")
+			t.bad = append(t.bad, name+" (validation)")
 			prog.do(func() {
 				fmt.Fprintf(stderr, "%v\n", err)
 				rep.row(res)
 			})
-			continue
+			return false
 		case isLimit(err):
 			t.skipped++
 			prog.printf("%s\n", skipLine(c, "at run time: "+err.Error(), hint(c, deviceLimits(info, memAvailable()))))
 		default:
 			t.failed++
-			t.bad = append(t.bad, c.String()+" (error)")
-			prog.printf("FAIL %s: %v\n", c, err)
+			t.bad = append(t.bad, name+" (error)")
+			prog.printf("FAIL %s: %v\n", name, err)
 		}
-		// The recording may have stopped halfway: go on with a new recorder.
 		rec.Release()
 		if errors.Is(err, vk.ErrDeviceLost) {
-			t.notRun = len(cases) - i - 1
-			break
+			return true
 		}
-		if rec, err = dev.NewRecorder(); err != nil {
-			return err
+		var rerr error
+		if rec, rerr = dev.NewRecorder(); rerr != nil {
+			lost = true // reported through t.notRun
 		}
+		return lost
+	}
+cases:
+	for i, c := range cases {
+		prog.startCase(i, c.String())
+		if why, tip := fitCase(c, info); why != "" {
+			t.skipped += len(variants)
+			prog.printf("%s\n", skipLine(c, why, tip))
+			continue
+		}
+		res := newResult(c, info)
+		r, err := setupCase(eng, c, o, uint64(i), prog)
+		if err != nil {
+			if account(c, variants[0], res, err) {
+				t.notRun = total - (i+1)*len(variants)
+				break
+			}
+			continue
+		}
+		for j, v := range variants {
+			if r.SetEngine != nil {
+				r.SetEngine(v.eng)
+			}
+			res := newResult(c, info)
+			res.Form, res.Sweep = sweepForm(c.Form, v.value), sweepLabel(o.sweep.name, v.value)
+			err := measureCase(v.eng, rec, r, c, &res, o, prog)
+			pk.annotate(&res, v.eng)
+			if account(c, v, res, err) {
+				r.Release()
+				t.notRun = total - i*len(variants) - j - 1
+				break cases
+			}
+		}
+		r.Release()
 	}
 	prog.finish()
 	rep.done()
-	sum := "summary: " + t.summary(len(cases))
+	sum := "summary: " + t.summary(total)
 	if o.json {
 		fmt.Fprintln(stderr, sum) // stdout holds JSON lines only
 	} else {
@@ -584,13 +628,13 @@ func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err err
 	}
 	if o.plot != "" {
 		if err := writePlot(o.plot, o.plotMetric, info.Name, rep.rows); err != nil {
-			if t.err(len(cases)) == nil {
+			if t.err(total) == nil {
 				return err
 			}
 			fmt.Fprintf(stderr, "%v\n", err) // the failed cases decide the exit status
 		}
 	}
-	return t.err(len(cases))
+	return t.err(total)
 }
 
 // fitCase checks c against the device's limits and the host memory
@@ -613,18 +657,31 @@ func fitCase(c benchCase, info vk.DeviceInfo) (why, hintText string) {
 // runCase sets the case up, runs it once and validates the output against
 // the reference, and only then times it. prog (nil: none) hears its phases.
 func runCase(eng *lora.Engine, rec *vk.Recorder, c benchCase, o *runFlags, i uint64, prog *progress) (result, error) {
+	res := newResult(c, eng.Device().Info())
+	r, err := setupCase(eng, c, o, i, prog)
+	if err != nil {
+		return res, err
+	}
+	defer r.Release()
+	return res, measureCase(eng, rec, r, c, &res, o, prog)
+}
+
+// setupCase draws case i's inputs and uploads them on eng's device.
+func setupCase(eng *lora.Engine, c benchCase, o *runFlags, i uint64, prog *progress) (*benchRun, error) {
+	if prog != nil {
+		prog.phase("setup")
+	}
+	return c.Setup(eng, rand.New(rand.NewPCG(o.seed, i)))
+}
+
+// measureCase runs r once (measuring the memory a step allocates), checks
+// it against the reference and times it on eng, into res.
+func measureCase(eng *lora.Engine, rec *vk.Recorder, r *benchRun, c benchCase, res *result, o *runFlags, prog *progress) error {
 	phase := func(string) {}
 	var report timeProgress
 	if prog != nil {
 		phase, report = prog.phase, prog.timing
 	}
-	res := newResult(c, eng.Device().Info())
-	phase("setup")
-	r, err := c.Setup(eng, rand.New(rand.NewPCG(o.seed, i)))
-	if err != nil {
-		return res, err
-	}
-	defer r.Release()
 	// One step outside the timing loop: it measures the device memory the
 	// step allocates above what the case holds (its outputs, saved contexts
 	// and temporaries, freed at Submit).
@@ -633,10 +690,10 @@ func runCase(eng *lora.Engine, rec *vk.Recorder, c benchCase, o *runFlags, i uin
 	dev.ResetPeak()
 	before, _ := dev.MemoryStats()
 	if err := r.Record(rec); err != nil {
-		return res, err
+		return err
 	}
 	if err := rec.Submit(); err != nil {
-		return res, err
+		return err
 	}
 	_, peak := dev.MemoryStats()
 	extra := peak - before
@@ -645,16 +702,16 @@ func runCase(eng *lora.Engine, rec *vk.Recorder, c benchCase, o *runFlags, i uin
 	phase("validate")
 	relErr, tol, detail, err := r.Validate()
 	if err != nil {
-		return res, err
+		return err
 	}
 	res.RelErr, res.Tol = jsonNum(relErr), tol
 	if !(relErr <= tol) {
-		return res, fmt.Errorf("%s: relative error %.3g > tolerance %.3g, not timed\n  %s: %w", c, relErr, tol, detail, errValidation)
+		return fmt.Errorf("%s: relative error %.3g > tolerance %.3g, not timed\n  %s: %w", c, relErr, tol, detail, errValidation)
 	}
 	res.Validated = true
 	st, err := timeGPUChunks(rec, dev, o.warm(), o.reps, stepsPerSubmit(dev, before, extra), r.Record, report)
 	if err != nil {
-		return res, err
+		return err
 	}
 	res.setStats(st, c)
 	if o.profile {
@@ -666,16 +723,16 @@ func runCase(eng *lora.Engine, rec *vk.Recorder, c benchCase, o *runFlags, i uin
 		}
 		rec.SetProfile(false)
 		if err != nil {
-			return res, err
+			return err
 		}
-		write := func() { writeProfile(o.profileOut, c.String(), rec.Profile()) }
+		write := func() { writeProfile(o.profileOut, c.String()+sweepForm("", res.Sweep), rec.Profile()) }
 		if prog != nil {
 			prog.do(write)
 		} else {
 			write()
 		}
 	}
-	return res, nil
+	return nil
 }
 
 // stepsPerSubmit bounds the steps recorded into one submission so that what

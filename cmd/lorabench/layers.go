@@ -537,7 +537,8 @@ func setupLayer(eng *lora.Engine, rng *rand.Rand, op *layerOp, s shape, d dtype.
 				mv, s.M, strings.Join(parts, ", "), names[wi], ref.MismatchesRC(got[wi], want[wi], cols, 3))
 			return worst, ref.Tolerance(d).Layer, detail, nil
 		},
-		Release: release,
+		Release:   release,
+		SetEngine: func(e *lora.Engine) { eng = e },
 	}, nil
 }
 

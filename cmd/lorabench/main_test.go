@@ -170,6 +170,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"matmul", "-dtype", "u8"}, exitUsage, "-dtype"},
 		{[]string{"matmul", "-form", "tt"}, exitUsage, "-form"},
 		{[]string{"matmul", "-reps", "0"}, exitUsage, "-reps"},
+		{[]string{"matmul", "-sweep", "VKLORA_BOGUS=1"}, exitUsage, "VKLORA_COOPMAT2_TILE"},
+		{[]string{"matmul", "-sweep", "VKLORA_DISABLE_NARROW"}, exitUsage, "NAME=V1;V2"},
+		{[]string{"matmul", "-sweep", "VKLORA_DISABLE_NARROW=0;;1"}, exitUsage, "empty value"},
+		{[]string{"matmul", "-sweep", "VKLORA_COOPMAT2_TILE=128,128,32"}, exitUsage, "VKLORA_COOPMAT2_TILE"},
 		{[]string{"bench", "extra"}, exitUsage, "unexpected arguments"},
 		{[]string{"devices", "-x"}, exitUsage, "-x"},
 		{[]string{"check"}, exitUsage, "name at least one"},
@@ -593,5 +597,44 @@ func TestBenchKeepSavedMLP(t *testing.T) {
 	want := 2 * 24 * 72 * 2 / float64(1<<20)
 	if d := q.PeakExtraMiB - p.PeakExtraMiB; math.Abs(d-want) > 1e-9 {
 		t.Errorf("keep-saved step allocates %.6f MiB more than the in-place one, want %.6f", d, want)
+	}
+}
+
+// -sweep times every case once per value, on one set-up: a row per case
+// and value, the value in the form and in JSON, every row validated (the
+// rank-sized product runs the narrow kernel under 0 and the tiled one
+// under 1), and the layer ops of bench sweep too.
+func TestSweep(t *testing.T) {
+	needGPU(t)
+	code, out, errb := runCmd(t, "matmul", "-m", "300", "-n", "16", "-k", "520", "-dtype", "f32", "-reps", "2",
+		"-warmup", "0", "-warmup-ms", "0", "-no-peak", "-json", "-profile", "-sweep", "VKLORA_DISABLE_NARROW=0;1")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errb)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d JSON lines, want 2 (one case × 2 values):\n%s", len(lines), out)
+	}
+	for i, want := range []string{"0", "1"} {
+		var r result
+		if err := json.Unmarshal([]byte(lines[i]), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Sweep != "VKLORA_DISABLE_NARROW="+want || r.Form != "nt ["+want+"]" || !r.Validated {
+			t.Errorf("row %d: sweep %q, form %q, validated %v", i, r.Sweep, r.Form, r.Validated)
+		}
+	}
+	if !strings.Contains(errb, "2 cases: 2 ran") {
+		t.Errorf("summary: %s", errb)
+	}
+	// Each value's engine ran its row: the profiles name the kernels.
+	on, off, ok := strings.Cut(errb, "[VKLORA_DISABLE_NARROW=1]")
+	if !ok || !strings.Contains(on, "[VKLORA_DISABLE_NARROW=0]") || !strings.Contains(on, "_narrow") || strings.Contains(off, "_narrow") {
+		t.Errorf("profiles: the narrow kernel should run under 0 only:\n%s", errb)
+	}
+	code, out, _ = runCmd(t, "bench", "-quick", "-op", "o", "-pass", "fwd", "-reps", "1", "-warmup", "0", "-warmup-ms", "0",
+		"-no-peak", "-sweep", "VKLORA_DISABLE_NARROW=1;0")
+	if code != exitOK || !strings.Contains(out, "quick fwd [1]") || !strings.Contains(out, "quick fwd [0]") {
+		t.Errorf("bench -sweep: exit %d:\n%s", code, out)
 	}
 }

@@ -209,6 +209,8 @@ func setupMatmul(eng *lora.Engine, rng *rand.Rand, m, n, k int, d dtype.DType, t
 		return fail(err)
 	}
 	held = append(held, c)
+	rows := sampleRows(m, maxRefRows)
+	var want []float64 // the reference rows, computed once: -sweep validates every engine
 	return &benchRun{
 		Record: func(rec *vk.Recorder) error { return eng.MatmulTo(rec, c, am, bm, 1, 0) },
 		Validate: func() (float64, float64, string, error) {
@@ -216,18 +218,20 @@ func setupMatmul(eng *lora.Engine, rng *rand.Rand, m, n, k int, d dtype.DType, t
 			if err != nil {
 				return 0, 0, "", err
 			}
-			rows := sampleRows(m, maxRefRows)
 			got := make([]float64, 0, len(rows)*n)
 			for _, i := range rows {
 				got = append(got, ref.FromFloat32(got32[i*n:(i+1)*n])...)
 			}
-			want := matmulRows(a, b, rows, m, n, k, ta, tb)
+			if want == nil {
+				want = matmulRows(a, b, rows, m, n, k, ta, tb)
+			}
 			detail := fmt.Sprintf("%s; worst: %s", rowsString(rows, m), ref.MismatchesRC(got, want, n, 3))
 			// Inputs are exactly representable (pre-rounded), fp32
 			// accumulation, one rounding of C: a product's bound.
 			return ref.RelErr(got, want), ref.Tolerance(d).Product, detail, nil
 		},
-		Release: release,
+		Release:   release,
+		SetEngine: func(e *lora.Engine) { eng = e },
 	}, nil
 }
 

@@ -75,6 +75,8 @@ type result struct {
 	Dropout  float64 `json:"dropout,omitempty"`
 	LoRABias bool    `json:"lora_bias,omitempty"`
 	DoRA     bool    `json:"dora,omitempty"`
+	// Sweep is the engine switch of a -sweep row, "NAME=VALUE" (sweep.go).
+	Sweep string `json:"sweep,omitempty"`
 }
 
 // jsonNum encodes a non-finite float as null (encoding/json rejects them).

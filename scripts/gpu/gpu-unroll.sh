@@ -2,7 +2,7 @@
 # gpu-unroll.sh: the workgroup-scope kernel's K-step unroll on the GPU
 # machine, after scripts/gpu/gpu-build.sh here (copy .gl and .devcarry
 # along). Times bf16 matmuls with VKLORA_COOPMAT2_TILE=BM,BN,BK,WG,UNROLL
-# over TILES at SHAPES (X·Wᵀ), then the default path against the
+# over TILES at SHAPES (X·Wᵀ, one lorabench -sweep per shape), then the default path against the
 # subgroup-scope kernel in every form at 8192³ (FORMS=0 skips it), the
 # presets (PRESETS, "" skips them) and PyTorch's eager baseline and cuBLAS
 # in the same call (TORCH=0 skips them). One line per row.
@@ -12,11 +12,13 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 row() { grep -E '^matmul |^kernel' | tr '\n' ' ' | tr -s ' ' | sed -E 's/Binary Size=[0-9.e+]+ //; s/Stack Size=0 //; s/Local Memory Size=[0-9.e+]+ //' | cut -c1-230; }
 mm() { timeout 60 "$B/lorabench" matmul -m "$1" -n "$2" -k "$3" -form "${4:-nt}" -dtype bf16 -reps 10 -warmup 3 -no-peak -stats 2>&1 | row; }
 SHAPES=${SHAPES:-"8192,8192,8192 8192,14336,4096 8192,4096,14336"}
+# One process per shape: lorabench -sweep sets each case up (inputs, the
+# float64 reference) once and times it on every tile's engine.
+tiles=$(echo ${TILES:-128,128,32,128,1 128,128,32,128,8 128,256,64,256,1 128,256,64,256,8 128,256,64,256,16} | tr ' ' ';')
 for s in $SHAPES; do
 	IFS=, read -r m n k <<< "$s"
-	for t in ${TILES:-128,128,32,128,1 128,128,32,128,8 128,256,64,256,1 128,256,64,256,8 128,256,64,256,16}; do
-		echo "cm2 $s [$t] $(VKLORA_COOPMAT2_TILE=$t mm "$m" "$n" "$k")"
-	done
+	timeout 300 "$B/lorabench" matmul -m "$m" -n "$n" -k "$k" -dtype bf16 -reps 10 -warmup 3 -no-peak \
+		-sweep "VKLORA_COOPMAT2_TILE=$tiles" 2>&1 | grep -E '^matmul ' | cut -c1-160
 done
 if [ "${FORMS:-1}" = 1 ]; then
 	for f in nt nn tn; do
