@@ -197,7 +197,7 @@ func matmulSweep(sel *selection) []benchCase {
 	return cs
 }
 
-const benchSynopsis = "[-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A] [-dtype D,...] [-weight dense,nf4 [-blocksize B] [-double-quant=BOOL]] [-pass fwd|fwdbwd|both] [-keep-saved] [-dropout P] [-lora-bias] [-dora] [-val-rows N] [-reps N] [-warmup N] [-warmup-ms MS] [-seed S] [-device SEL] [-json] [-plot FILE.png|FILE.svg [-plot-metric tflops|ms|peak]] [-profile] [-stats] [-no-peak]"
+const benchSynopsis = "[-quick] [-op OP,...] [-preset P,... | -m M -hidden H -inter I -q Q -kv KV -r R -act A] [-dtype D,...] [-weight dense,nf4 [-blocksize B] [-double-quant=BOOL]] [-pass fwd|fwdbwd|both] [-keep-saved] [-dropout P] [-lora-bias] [-dora] [-val-rows N] [-reps N] [-warmup N] [-warmup-ms MS] [-seed S] [-device SEL] [-json] [-plot FILE.png|FILE.svg [-plot-metric tflops|ms|peak]] [-profile] [-stats] [-no-peak] [-sweep NAME=V1;V2;...]"
 
 func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench", benchSynopsis, stderr)

@@ -23,7 +23,7 @@ const maxRefRows = 64
 // B [K,N]).
 var matmulForms = map[string][2]bool{"nt": {false, true}, "nn": {false, false}, "tn": {true, false}}
 
-const matmulSynopsis = "[-m M -n N -k K | -sizes S,...] [-dtype D,...] [-form nt|nn|tn] [-weight dense,nf4 [-blocksize B] [-double-quant=BOOL]] [-reps N] [-warmup N] [-warmup-ms MS] [-seed S] [-device SEL] [-json] [-plot FILE.png|FILE.svg [-plot-metric tflops|ms|peak]] [-profile] [-stats] [-no-peak]"
+const matmulSynopsis = "[-m M -n N -k K | -sizes S,...] [-dtype D,...] [-form nt|nn|tn] [-weight dense,nf4 [-blocksize B] [-double-quant=BOOL]] [-reps N] [-warmup N] [-warmup-ms MS] [-seed S] [-device SEL] [-json] [-plot FILE.png|FILE.svg [-plot-metric tflops|ms|peak]] [-profile] [-stats] [-no-peak] [-sweep NAME=V1;V2;...]"
 
 func cmdMatmul(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("matmul", matmulSynopsis, stderr)
