@@ -1,6 +1,9 @@
 package vk
 
-import "sync"
+import (
+	"slices"
+	"sync"
+)
 
 // bufferCache keeps the memory of released storage buffers for later
 // buffers of the same size. A training loop makes the same temporaries
@@ -39,7 +42,7 @@ func (c *bufferCache) take(d *Device, size uint64) *Buffer {
 		if e.size != size {
 			continue
 		}
-		c.entries = append(c.entries[:i], c.entries[i+1:]...)
+		c.entries = slices.Delete(c.entries, i, i+1)
 		c.bytes -= size
 		return &Buffer{dev: d, buf: e.buf, mem: e.mem, size: e.size, mapped: e.mapped}
 	}
@@ -59,6 +62,7 @@ func (c *bufferCache) keep(d *Device, b *Buffer) bool {
 	for c.bytes+b.size > c.limit {
 		evicted = append(evicted, c.entries[0])
 		c.bytes -= c.entries[0].size
+		c.entries[0] = nil // the backing array keeps no evicted entry
 		c.entries = c.entries[1:]
 	}
 	c.entries = append(c.entries, &Buffer{dev: d, buf: b.buf, mem: b.mem, size: b.size, mapped: b.mapped})
