@@ -151,6 +151,11 @@ func TestSoakMLPStepsLeakNothing(t *testing.T) {
 		w.Release()
 		_, err = NewEngine(f.Dev, Options{})
 		require.NoError(t, err)
+		// The shared test device keeps released buffers for reuse: empty
+		// its cache, so that every step allocates and frees its buffers
+		// (where the vulkan-go wrappers leaked) and the cache's own
+		// bookkeeping is in the soak too.
+		f.Dev.FreeCachedBuffers()
 	}
 	// Warm-up: kernels, staging, the allocators' pools. On lavapipe the
 	// resident set grows by about 1 MB over the first thousand steps, then
