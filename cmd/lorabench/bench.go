@@ -551,8 +551,10 @@ func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err err
 	total := len(cases) * len(variants)
 	// account records one variant's outcome of case c; it renews the
 	// recorder after an error (the recording may have stopped halfway) and
-	// reports a lost device, after which nothing more runs.
-	account := func(c benchCase, v variant, res result, err error) (lost bool) {
+	// reports whether nothing more can run: a lost device, or no new
+	// recorder (fatal).
+	var fatal error
+	account := func(c benchCase, v variant, res result, err error) (stop bool) {
 		name := c.String() + sweepForm("", v.value)
 		switch {
 		case err == nil:
@@ -579,11 +581,8 @@ func runCases(cases []benchCase, o *runFlags, stdout, stderr io.Writer) (err err
 		if errors.Is(err, vk.ErrDeviceLost) {
 			return true
 		}
-		var rerr error
-		if rec, rerr = dev.NewRecorder(); rerr != nil {
-			lost = true // reported through t.notRun
-		}
-		return lost
+		rec, fatal = dev.NewRecorder()
+		return fatal != nil
 	}
 cases:
 	for i, c := range cases {
@@ -596,7 +595,14 @@ cases:
 		res := newResult(c, info)
 		r, err := setupCase(eng, c, o, uint64(i), prog)
 		if err != nil {
-			if account(c, variants[0], res, err) {
+			stop := account(c, variants[0], res, err)
+			// The set-up is every variant's: count the others alike.
+			if isLimit(err) {
+				t.skipped += len(variants) - 1
+			} else {
+				t.failed += len(variants) - 1
+			}
+			if stop {
 				t.notRun = total - (i+1)*len(variants)
 				break
 			}
@@ -617,6 +623,9 @@ cases:
 			}
 		}
 		r.Release()
+	}
+	if fatal != nil {
+		return fatal
 	}
 	prog.finish()
 	rep.done()
@@ -654,18 +663,6 @@ func fitCase(c benchCase, info vk.DeviceInfo) (why, hintText string) {
 	return why, hint(c, lim)
 }
 
-// runCase sets the case up, runs it once and validates the output against
-// the reference, and only then times it. prog (nil: none) hears its phases.
-func runCase(eng *lora.Engine, rec *vk.Recorder, c benchCase, o *runFlags, i uint64, prog *progress) (result, error) {
-	res := newResult(c, eng.Device().Info())
-	r, err := setupCase(eng, c, o, i, prog)
-	if err != nil {
-		return res, err
-	}
-	defer r.Release()
-	return res, measureCase(eng, rec, r, c, &res, o, prog)
-}
-
 // setupCase draws case i's inputs and uploads them on eng's device.
 func setupCase(eng *lora.Engine, c benchCase, o *runFlags, i uint64, prog *progress) (*benchRun, error) {
 	if prog != nil {
@@ -674,8 +671,9 @@ func setupCase(eng *lora.Engine, c benchCase, o *runFlags, i uint64, prog *progr
 	return c.Setup(eng, rand.New(rand.NewPCG(o.seed, i)))
 }
 
-// measureCase runs r once (measuring the memory a step allocates), checks
-// it against the reference and times it on eng, into res.
+// measureCase runs r once (measuring the memory a step allocates),
+// validates the output against the reference, and only then times it on
+// eng, into res. prog (nil: none) hears its phases.
 func measureCase(eng *lora.Engine, rec *vk.Recorder, r *benchRun, c benchCase, res *result, o *runFlags, prog *progress) error {
 	phase := func(string) {}
 	var report timeProgress
