@@ -11,12 +11,13 @@ import (
 )
 
 // -sweep NAME=V1;V2;... times every case once per value of one engine
-// switch (NAME, one of sweepVars), in one process: each case's inputs are
-// drawn, uploaded and checked against the float64 reference once per value
-// but built once, and the device, its kernels of the other values and the
-// peak measurement are shared. A tile sweep of 8192³ matmuls then costs
-// GPU time, not a process, a device and a reference per tile. Rows carry
-// the value in their form ("nt [128,256,64,256,8]") and in JSON ("sweep").
+// switch (NAME, one of sweepVars), in one process. Each case's inputs are
+// drawn and uploaded once, then every value's engine runs it, validates
+// its output (matmul computes its float64 reference rows once) and times
+// it; the device, the kernels and the peak measurement are shared. A tile
+// sweep of 8192³ matmuls then costs GPU time, not a process, a device, an
+// upload and a reference per tile. Rows carry the value in their form
+// ("nt [128,256,64,256,8]") and in JSON ("sweep").
 var sweepVars = []string{envCoopMatTile, envCoopMat2Tile, envCoopMatShape, envDisableCoopMat, envDisableCoopMat2, envDisableNarrow}
 
 // sweep is a parsed -sweep: the variable and its values; empty for none.
@@ -102,7 +103,7 @@ func sweepForm(form, value string) string {
 	return form + " [" + value + "]"
 }
 
-// sweepCases widens the cases' forms by the longest value, for the table's
+// widen widens the cases' forms by the longest value, for the table's
 // column widths.
 func (sw sweep) widen(cases []benchCase) []benchCase {
 	longest := ""
