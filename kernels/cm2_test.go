@@ -65,3 +65,25 @@ func TestPickCM2Tile(t *testing.T) {
 	_, ok = e.pickCM2Tile(dtype.BF16, 4096, 4096, false)
 	require.False(t, ok)
 }
+
+// Tile overrides that no kernel could take are refused when the dispatcher
+// is made, naming the option: zero or negative sizes, an unroll outside
+// [0, maxCM2Unroll], a subgroup tile that does not divide, a negative slab.
+func TestOptionsRefused(t *testing.T) {
+	f := newFixture(t)
+	for _, o := range []Options{
+		{CoopMat2Tile: &CM2Tile{BM: 128, BN: 128, BK: 32, WG: 0}},
+		{CoopMat2Tile: &CM2Tile{BM: 128, BN: 128, BK: 32, WG: 128, Unroll: -1}},
+		{CoopMat2Tile: &CM2Tile{BM: 128, BN: 128, BK: 32, WG: 128, Unroll: maxCM2Unroll + 1}},
+		{CoopMatTile: &CoopTile{BM: 128, BN: 128, BK: 32, WM: 48, WN: 32}},
+		{NF4SlabBytes: -1},
+	} {
+		_, err := New(f.Dev, o)
+		require.ErrorIs(t, err, ErrBadInput, "%+v", o)
+		require.ErrorContains(t, err, "options")
+	}
+	for _, u := range []int{0, 1, maxCM2Unroll} {
+		_, err := New(f.Dev, Options{CoopMat2Tile: &CM2Tile{BM: 128, BN: 128, BK: 32, WG: 128, Unroll: u}})
+		require.NoError(t, err, "unroll %d", u)
+	}
+}

@@ -77,14 +77,19 @@ func New(dev *vk.Device, opt Options) (*Dispatcher, error) {
 		cm2: probeCoopMat2(c, opt.cm2Tiles()), cm2Narrow: probeCoopMat2(c, cm2NarrowTiles)}, nil
 }
 
+// maxCM2Unroll bounds CM2Tile.Unroll: the driver unrolls that many K
+// steps' loads and multiplies, and its compile time and code size grow
+// with them (eight is the default, sixteen the most measured).
+const maxCM2Unroll = 64
+
 // check refuses tile overrides that no kernel could take and a negative
 // slab size.
 func (o Options) check() error {
 	if t := o.CoopMatTile; t != nil && (min(t.BM, t.BN, t.BK, t.WM, t.WN) <= 0 || t.BM%t.WM != 0 || t.BN%t.WN != 0 || t.BM%8 != 0 || t.BN%8 != 0) {
 		return fmt.Errorf("CoopMatTile %+v: fields must be positive, BM a multiple of WM and of 8, BN of WN and of 8: %w", *t, ErrBadInput)
 	}
-	if t := o.CoopMat2Tile; t != nil && (min(t.BM, t.BN, t.BK, t.WG) <= 0 || t.Unroll < 0) {
-		return fmt.Errorf("CoopMat2Tile %+v: fields must be positive: %w", *t, ErrBadInput)
+	if t := o.CoopMat2Tile; t != nil && (min(t.BM, t.BN, t.BK, t.WG) <= 0 || t.Unroll < 0 || t.Unroll > maxCM2Unroll) {
+		return fmt.Errorf("CoopMat2Tile %+v: BM, BN, BK and WG must be positive, Unroll in [0, %d]: %w", *t, maxCM2Unroll, ErrBadInput)
 	}
 	if o.NF4SlabBytes < 0 {
 		return fmt.Errorf("NF4SlabBytes %d is negative: %w", o.NF4SlabBytes, ErrBadInput)
