@@ -58,7 +58,6 @@ from torch import nn
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEFT_SERIES = (0, 21)
 MIN_TORCH = (2, 0)
-CHECK_TOL = 1e-6  # --check: recomputed float64 PEFT result vs stored float32 expect.*
 
 PROJ = {"matmul_lora": ["w"], "lora_o": ["o"], "lora_qkv": ["q", "k", "v"], "lora_mlp": ["gate", "up", "down"]}
 SHARED_GROUPS = {"lora_qkv": [["q", "k", "v"]], "lora_mlp": [["gate", "up"], ["down"]]}
@@ -667,38 +666,16 @@ def validate(T, meta):
     return bad
 
 
-def check_file(P, path):
-    from safetensors.torch import load_file
-
-    mv = _mv()
-    meta = mv.read_metadata(path)
-    T = load_file(path)
-    bad = validate(T, meta)
-    worst = 0.0
-    if not bad:
-        ref = evaluate(P, T, meta, "cpu", torch.float64, exact=True)
-        for k, v in ref.items():
-            e = mv.rel_err(T["expect." + k], v)
-            worst = max(worst, e)
-            if not e <= CHECK_TOL:
-                bad.append("expect.%s differs from PEFT's float64 recomputation: rel err %.3e" % (k, e))
-    print("%s %s  (max rel err vs recomputed PEFT %.2e)" % ("OK  " if not bad else "FAIL", path, worst))
-    for b in bad:
-        print("     " + b)
-    return not bad
-
-
 def check(args):
+    """--check: make_vectors.py's checker with this file's validation and PEFT's float64 recomputation."""
     P = Peft(args.any_peft)
-    files = []
-    for p in args.check:
-        if os.path.isdir(p):
-            files += sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith(".safetensors"))
-        else:
-            files.append(p)
-    ok = sum(check_file(P, f) for f in files)
-    print("%d/%d files pass" % (ok, len(files)))
-    return 0 if files and ok == len(files) else 1
+    mv = _mv()
+
+    def check_file(path):
+        return mv.check_file(path, validate, lambda T, meta: evaluate(P, T, meta, "cpu", torch.float64, exact=True),
+                             what="PEFT's float64 recomputation", label="recomputed PEFT")
+
+    return mv.check(args.check, check_file)
 
 
 def main():
