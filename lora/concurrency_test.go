@@ -14,40 +14,68 @@ import (
 // mlpStep runs one MLP forward and backward on a recorder of its own and
 // returns every result's bytes (stepBytes).
 func mlpStep(l *MLP, dev *vk.Device, x, gy *vk.Tensor) ([][]byte, error) {
+	var out [][]byte
+	err := mlpStepRead(l, dev, x, gy, func(ts []*vk.Tensor) (err error) {
+		out, err = rawBytes(ts)
+		return err
+	})
+	return out, err
+}
+
+// mlpStepRead runs one MLP forward and backward on a recorder of its own
+// and hands its results to read (stepRead).
+func mlpStepRead(l *MLP, dev *vk.Device, x, gy *vk.Tensor, read func(results []*vk.Tensor) error) error {
 	rec, err := dev.NewRecorder()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer rec.Release()
 	y, saved, err := l.Forward(rec, x)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return stepBytes(rec, l, y, saved, gy)
+	return stepRead(rec, l, y, saved, gy, read)
 }
 
 // stepBytes records l's backward after a forward that gave y and saved,
-// submits rec and returns every result's bytes: Y, dX, then each
-// projection's dA, dB, d(lora_B bias), dm and d(bias) (nil where the
-// projection has none); it releases them all.
+// submits rec and returns every result's bytes (stepRead's order, nil
+// where the projection has none); it releases them all.
 func stepBytes(rec *vk.Recorder, l *MLP, y *vk.Tensor, saved *MLPSaved, gy *vk.Tensor) ([][]byte, error) {
+	var out [][]byte
+	err := stepRead(rec, l, y, saved, gy, func(ts []*vk.Tensor) (err error) {
+		out, err = rawBytes(ts)
+		return err
+	})
+	return out, err
+}
+
+// stepRead records l's backward after a forward that gave y and saved,
+// submits rec and calls read with the results, Y, dX, then each
+// projection's dA, dB, d(lora_B bias), dm and d(bias) (nil where the
+// projection has none); then it releases them all.
+func stepRead(rec *vk.Recorder, l *MLP, y *vk.Tensor, saved *MLPSaved, gy *vk.Tensor, read func(results []*vk.Tensor) error) error {
 	defer y.Release()
 	defer saved.Release()
 	dx, grads, err := l.Backward(rec, saved, gy)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer dx.Release()
 	for i := range grads {
 		defer grads[i].Release()
 	}
 	if err := rec.Submit(); err != nil {
-		return nil, err
+		return err
 	}
 	ts := []*vk.Tensor{y, dx}
 	for _, g := range grads {
 		ts = append(ts, g.A, g.B, g.LoRABias, g.Magnitude, g.Bias)
 	}
+	return read(ts)
+}
+
+// rawBytes downloads each tensor's bytes (nil for a nil tensor).
+func rawBytes(ts []*vk.Tensor) ([][]byte, error) {
 	var out [][]byte
 	for _, t := range ts {
 		if t == nil {

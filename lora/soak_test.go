@@ -95,30 +95,10 @@ func (g growth) String() string {
 // small steps, so reading every gradient back (mlpStep) would make the
 // 100 000-step run several times longer than the loop it stands for.
 func trainingStep(l *MLP, dev *vk.Device, x, gy *vk.Tensor) error {
-	rec, err := dev.NewRecorder()
-	if err != nil {
+	return mlpStepRead(l, dev, x, gy, func(results []*vk.Tensor) error {
+		_, err := results[1].Float32() // dX
 		return err
-	}
-	defer rec.Release()
-	y, saved, err := l.Forward(rec, x)
-	if err != nil {
-		return err
-	}
-	defer y.Release()
-	defer saved.Release()
-	dx, grads, err := l.Backward(rec, saved, gy)
-	if err != nil {
-		return err
-	}
-	defer dx.Release()
-	for i := range grads {
-		defer grads[i].Release()
-	}
-	if err := rec.Submit(); err != nil {
-		return err
-	}
-	_, err = dx.Float32()
-	return err
+	})
 }
 
 // The C heap, the Go heap, the resident set and device memory stay flat
