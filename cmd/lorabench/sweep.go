@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 
@@ -20,10 +19,12 @@ import (
 // ("nt [128,256,64,256,8]") and in JSON ("sweep").
 var sweepVars = []string{envCoopMatTile, envCoopMat2Tile, envCoopMatShape, envDisableCoopMat, envDisableCoopMat2, envDisableNarrow}
 
-// sweep is a parsed -sweep: the variable and its values; empty for none.
+// sweep is a parsed -sweep: the variable, its values and the engine
+// options each gives; empty for none.
 type sweep struct {
 	name   string
 	values []string
+	opts   []lora.Options
 }
 
 // parseSweep reads "NAME=V1;V2;..." and checks every value as the engine
@@ -41,10 +42,11 @@ func parseSweep(s string, getenv func(string) string) (sweep, error) {
 		if v = strings.TrimSpace(v); v == "" {
 			return sweep{}, usagef("-sweep %q: an empty value", s)
 		}
-		if _, err := engineOptions(sw.env(v, getenv)); err != nil {
+		opt, err := engineOptions(sw.env(v, getenv))
+		if err != nil {
 			return sweep{}, usagef("-sweep: %v", err)
 		}
-		sw.values = append(sw.values, v)
+		sw.values, sw.opts = append(sw.values, v), append(sw.opts, opt)
 	}
 	return sw, nil
 }
@@ -73,12 +75,8 @@ func (sw sweep) variants(dev *vk.Device) ([]variant, error) {
 		return []variant{{eng: eng}}, err
 	}
 	var vs []variant
-	for _, v := range sw.values {
-		opt, err := engineOptions(sw.env(v, os.Getenv))
-		if err != nil {
-			return nil, err
-		}
-		eng, err := lora.NewEngine(dev, opt)
+	for i, v := range sw.values {
+		eng, err := lora.NewEngine(dev, sw.opts[i])
 		if err != nil {
 			return nil, fmt.Errorf("-sweep %s=%s: %w", sw.name, v, err)
 		}
