@@ -1,8 +1,6 @@
 package kernels
 
 import (
-	"slices"
-
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/vk"
 )
@@ -100,6 +98,22 @@ func probeCoopMat2(c *vk.Caps, tiles []CM2Tile) map[dtype.DType][]CM2Tile {
 	return out
 }
 
+// nf4CM2Tiles are the tiles an NF4 B takes, of those the device runs: the
+// ones whose staged B fits, rolled (the NF4 variant decodes each step's B
+// tile between two barriers, and only its rolled loop has run on a GPU).
+func nf4CM2Tiles(c *vk.Caps, tiles map[dtype.DType][]CM2Tile) map[dtype.DType][]CM2Tile {
+	out := map[dtype.DType][]CM2Tile{}
+	for d, ts := range tiles {
+		for _, t := range ts {
+			if t.nf4Fits(c) {
+				t.Unroll = 0
+				out[d] = append(out[d], t)
+			}
+		}
+	}
+	return out
+}
+
 // pickCM2Tile chooses the workgroup-scope tile for an [m, n] output of
 // dtype d (with an NF4 B when nf4, which takes only tiles whose staged B
 // fits, rolled), or reports that another kernel should run. An output of at
@@ -112,13 +126,7 @@ func probeCoopMat2(c *vk.Caps, tiles []CM2Tile) map[dtype.DType][]CM2Tile {
 func (e *Dispatcher) pickCM2Tile(d dtype.DType, m, n int, nf4 bool) (CM2Tile, bool) {
 	ts := e.cm2[d]
 	if nf4 {
-		// Rolled: the NF4 variant decodes each step's B tile between two
-		// barriers, and only its rolled loop has run on a GPU.
-		c := e.dev.Caps()
-		ts = slices.DeleteFunc(slices.Clone(ts), func(t CM2Tile) bool { return !t.nf4Fits(c) })
-		for i := range ts {
-			ts[i].Unroll = 0
-		}
+		ts = e.cm2NF4[d]
 	}
 	if !e.CoopMat2(d) || m < 64 || len(ts) == 0 {
 		return CM2Tile{}, false

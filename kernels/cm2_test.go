@@ -53,6 +53,7 @@ func TestPickCM2Tile(t *testing.T) {
 	big.Unroll = 8
 	require.False(t, huge.nf4Fits(f.Dev.Caps()))
 	e.cm2[dtype.BF16] = []CM2Tile{huge, big}
+	e.cm2NF4 = nf4CM2Tiles(f.Dev.Caps(), e.cm2)
 	hugeFills := side(256, target)
 	got, ok = e.pickCM2Tile(dtype.BF16, hugeFills, hugeFills, true)
 	require.True(t, ok)

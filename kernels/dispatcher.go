@@ -53,6 +53,7 @@ type Dispatcher struct {
 	coop      map[dtype.DType]*coopSupport // subgroup-scope support by dtype
 	cm2       map[dtype.DType][]CM2Tile    // workgroup-scope tiles the device runs, by dtype
 	cm2Narrow map[dtype.DType][]CM2Tile    // the same for [M, r] outputs (cm2NarrowTiles)
+	cm2NF4    map[dtype.DType][]CM2Tile    // the cm2 tiles an NF4 B takes (nf4CM2Tiles)
 	slabMu    sync.Mutex                   // recordings on several goroutines share the slab cache
 	slab      slabCache                    // the NF4 slab scratch of the latest recording
 }
@@ -73,8 +74,9 @@ func New(dev *vk.Device, opt Options) (*Dispatcher, error) {
 		return nil, fmt.Errorf("kernels: options: %w", err)
 	}
 	c := dev.Caps()
+	cm2 := probeCoopMat2(c, opt.cm2Tiles())
 	return &Dispatcher{dev: dev, opt: opt, coop: probeCoopMat(c, opt),
-		cm2: probeCoopMat2(c, opt.cm2Tiles()), cm2Narrow: probeCoopMat2(c, cm2NarrowTiles)}, nil
+		cm2: cm2, cm2Narrow: probeCoopMat2(c, cm2NarrowTiles), cm2NF4: nf4CM2Tiles(c, cm2)}, nil
 }
 
 // maxCM2Unroll bounds CM2Tile.Unroll: the driver unrolls that many K
