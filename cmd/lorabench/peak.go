@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/internal/term"
 	"github.com/vklora/vklora/kernels"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/shaders"
@@ -880,7 +881,7 @@ func cmdPeak(args []string, stdout, stderr io.Writer) (err error) {
 		return nil
 	}
 	var status io.Writer // one line per measurement, on a terminal only
-	if isTerminal(stderr) {
+	if term.IsTerminal(stderr) {
 		status = stderr
 	}
 	doc, err := loadOrMeasurePeak(dev, dir, *fresh, *reps, status, stderr)

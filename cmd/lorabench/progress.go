@@ -3,10 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vklora/vklora/internal/term"
 )
 
 // progress reports on stderr which case is running, its phase (setup,
@@ -45,7 +46,7 @@ type progressState struct {
 }
 
 func newProgress(stderr io.Writer, total int) *progress {
-	return newProgressClock(stderr, total, isTerminal(stderr), plainEvery, time.Now)
+	return newProgressClock(stderr, total, term.IsTerminal(stderr), plainEvery, time.Now)
 }
 
 // newProgressClock is newProgress with the mode and the clock chosen, for
@@ -54,17 +55,6 @@ func newProgressClock(w io.Writer, total int, tty bool, every time.Duration, now
 	t := now()
 	return &progress{w: w, tty: tty, every: every, now: now, lastLine: t,
 		st: progressState{total: total, start: t, caseStart: t, phaseStart: t}}
-}
-
-// isTerminal reports whether w is a character device (a tty), without a
-// dependency on golang.org/x/term.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // start keeps the line current from a goroutine (every second: the ETA and

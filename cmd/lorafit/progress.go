@@ -3,9 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
+
+	"github.com/vklora/vklora/internal/term"
 )
 
 // progress prints the loss of each step with the rate and an ETA on one
@@ -28,18 +29,7 @@ type progress struct {
 const redraw = 100 * time.Millisecond
 
 func newProgress(w io.Writer) *progress {
-	return &progress{w: w, tty: isTerminal(w), now: time.Now}
-}
-
-// isTerminal reports whether w is a character device (a tty), without a
-// dependency on golang.org/x/term.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return &progress{w: w, tty: term.IsTerminal(w), now: time.Now}
 }
 
 func (p *progress) begin(steps int) {
