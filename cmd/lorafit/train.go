@@ -321,46 +321,43 @@ type forwardOut struct {
 // on b; every tensor it makes is held by rec.
 func (tr *trainer) forward(rec *vk.Recorder, b batch) (*forwardOut, error) {
 	fw := &forwardOut{}
+	for i, l := range tr.m.Layers {
+		te := tr.teachers[i]
+		ts, _, err := forwardLayer(rec, te.qkv, te.o, te.mlp, b)
+		if err != nil {
+			return nil, err
+		}
+		ys, s, err := forwardLayer(rec, l.QKV, l.O, l.MLP, b)
+		if err != nil {
+			return nil, err
+		}
+		fw.ys = append(fw.ys, ys[:]...)
+		fw.ts = append(fw.ts, ts[:]...)
+		fw.saved = append(fw.saved, s)
+	}
+	return fw, nil
+}
+
+// forwardLayer records one layer's QKV and MLP on b.x and O on b.z: the
+// outputs q, k, v, o and the MLP's, and the saved contexts, all held by
+// rec.
+func forwardLayer(rec *vk.Recorder, qkv *lora.QKV, o *lora.O, mlp *lora.MLP, b batch) (ys [5]*vk.Tensor, s saved, err error) {
 	hold := func(rs ...vk.Releaser) {
 		for _, r := range rs {
 			rec.Hold(r)
 		}
 	}
-	for i, l := range tr.m.Layers {
-		te := tr.teachers[i]
-		tq, tk, tv, tsq, err := te.qkv.Forward(rec, b.x)
-		if err != nil {
-			return nil, err
-		}
-		hold(tq, tk, tv, tsq)
-		to, tso, err := te.o.Forward(rec, b.z)
-		if err != nil {
-			return nil, err
-		}
-		hold(to, tso)
-		tm, tsm, err := te.mlp.Forward(rec, b.x)
-		if err != nil {
-			return nil, err
-		}
-		hold(tm, tsm)
-		yq, yk, yv, sq, err := l.QKV.Forward(rec, b.x)
-		if err != nil {
-			return nil, err
-		}
-		hold(yq, yk, yv, sq)
-		yo, so, err := l.O.Forward(rec, b.z)
-		if err != nil {
-			return nil, err
-		}
-		hold(yo, so)
-		ym, sm, err := l.MLP.Forward(rec, b.x)
-		if err != nil {
-			return nil, err
-		}
-		hold(ym, sm)
-		fw.ys = append(fw.ys, yq, yk, yv, yo, ym)
-		fw.ts = append(fw.ts, tq, tk, tv, to, tm)
-		fw.saved = append(fw.saved, saved{sq, so, sm})
+	if ys[0], ys[1], ys[2], s.qkv, err = qkv.Forward(rec, b.x); err != nil {
+		return ys, s, err
 	}
-	return fw, nil
+	hold(ys[0], ys[1], ys[2], s.qkv)
+	if ys[3], s.o, err = o.Forward(rec, b.z); err != nil {
+		return ys, s, err
+	}
+	hold(ys[3], s.o)
+	if ys[4], s.mlp, err = mlp.Forward(rec, b.x); err != nil {
+		return ys, s, err
+	}
+	hold(ys[4], s.mlp)
+	return ys, s, nil
 }
