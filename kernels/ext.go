@@ -54,6 +54,20 @@ func (s DropoutSource) check(x *vk.Tensor) error {
 	return nil
 }
 
+// dropoutKernel is dropout.comp's kernel of mode for dtype d and src's
+// mask kind, with what its mask binding takes: src's explicit mask, else
+// (a generated mask, which the kernel does not read) unused's memory.
+func (e *Dispatcher) dropoutKernel(d dtype.DType, mode shaders.DropoutMode, src DropoutSource, unused *vk.Tensor) (*vk.Kernel, vk.Binding, error) {
+	k, err := e.dev.ShaderKernel(shaders.DropoutKey{D: d, Mode: mode, Mask: src.Mask != nil}, addWG)
+	if err != nil {
+		return nil, vk.Binding{}, err
+	}
+	if src.Mask != nil {
+		return k, src.Mask.Binding(), nil
+	}
+	return k, unused.Binding(), nil
+}
+
 // Dropout records the dropout kernel (shaders/dropout.comp) on x [M, N]:
 // out = D(x) (DropoutForward), x − D(x) (DropoutResidual) or out + D(x)
 // (DropoutAdd), with D(x) = x ⊙ mask · 1/(1−P). out and x share shape and
@@ -69,13 +83,9 @@ func (e *Dispatcher) Dropout(rec *vk.Recorder, mode shaders.DropoutMode, out, x 
 		return fmt.Errorf("kernels: Dropout: %w", err)
 	}
 	rows, cols := rowsCols(x)
-	k, err := e.dev.ShaderKernel(shaders.DropoutKey{D: x.DType(), Mode: mode, Mask: src.Mask != nil}, addWG)
+	k, mask, err := e.dropoutKernel(x.DType(), mode, src, x)
 	if err != nil {
 		return err
-	}
-	mask := x.Binding()
-	if src.Mask != nil {
-		mask = src.Mask.Binding()
 	}
 	p := src.push(rows, cols)
 	return rec.Dispatch(k, e.elementGrid(rows, ceilDiv(cols, 4)), vk.PushBytes(&p), out.Binding(), x.Binding(), mask)
@@ -111,13 +121,9 @@ func (e *Dispatcher) DropoutExpand(rec *vk.Recorder, out, g, a *vk.Tensor, scale
 	if err := src.check(out); err != nil {
 		return fmt.Errorf("kernels: DropoutExpand: %w", err)
 	}
-	k, err := e.dev.ShaderKernel(shaders.DropoutKey{D: out.DType(), Mode: shaders.DropoutExpand, Mask: src.Mask != nil}, addWG)
+	k, mask, err := e.dropoutKernel(out.DType(), shaders.DropoutExpand, src, out)
 	if err != nil {
 		return err
-	}
-	mask := out.Binding()
-	if src.Mask != nil {
-		mask = src.Mask.Binding()
 	}
 	p := src.push(m, n)
 	p.R, p.Scale = uint32(r), scale
