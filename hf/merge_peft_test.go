@@ -93,7 +93,7 @@ func TestWriteMergedFromPEFT(t *testing.T) {
 				if v, ok := m.Values[path+".bias"]; ok {
 					rp.Bias = f64(v)
 				}
-				w, b := mergedRef(&rp)
+				w, b := ref.Merged(&rp)
 				got, err := out.ReadTensor(path + ".weight")
 				require.NoError(t, err)
 				vktest.ExpectClose(t, path, f64(decode(t, got.DType, got.Data)), w, in, tol)

@@ -5,7 +5,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
@@ -49,28 +48,6 @@ func adapterFor(f vktest.Fixture, d dtype.DType, out, in, r int, alpha float64, 
 		l.Magnitude = f.Upload(d, rp.Magnitude, out)
 	}
 	return &testAdapter{l: l, rp: rp}
-}
-
-// mergedRef is the float64 merged weight and bias of rp (bias nil when rp
-// has none).
-func mergedRef(rp *ref.Proj) (w, bias []float64) {
-	w = slices.Clone(rp.W)
-	ref.MatmulAcc(w, rp.B, rp.A, rp.Out, rp.In, rp.R, false, false, rp.S, 1)
-	if rp.Magnitude != nil {
-		n := ref.DoRANorms(rp)
-		for i := range w {
-			w[i] *= rp.Magnitude[i/rp.In] / n[i/rp.In]
-		}
-	}
-	if rp.Bias != nil {
-		bias = slices.Clone(rp.Bias)
-		for o := range bias {
-			if rp.LoRABias != nil {
-				bias[o] += rp.S * rp.LoRABias[o]
-			}
-		}
-	}
-	return w, bias
 }
 
 func f64(xs []float32) []float64 { return ref.FromFloat32(xs) }
@@ -181,7 +158,7 @@ func TestWriteMerged(t *testing.T) {
 					if v, ok := m.Values[prefix+".bias"]; ok {
 						rp.Bias = ref.RoundTo(d, f64(v))
 					}
-					w, b := mergedRef(&rp)
+					w, b := ref.Merged(&rp)
 					if suffix == "weight" {
 						require.Equal(t, []int{rp.Out, rp.In}, got.Shape, n)
 						vktest.ExpectClose(t, n, f64(xs), w, rp.In, tol)

@@ -14,31 +14,6 @@ import (
 	"github.com/vklora/vklora/vk/vktest"
 )
 
-// refMerged is the float64 merged weight and bias of rp: W + s·B·A, DoRA's
-// c ⊙ (W + s·B·A) with c = m/‖W + s·B·A‖ per row, and b + s·b_B (nil
-// without a base bias).
-func refMerged(rp *ref.Proj) (w, bias []float64) {
-	w = append([]float64(nil), rp.W...)
-	if rp.HasAdapter() {
-		ref.MatmulAcc(w, rp.B, rp.A, rp.Out, rp.In, rp.R, false, false, rp.S, 1)
-	}
-	if rp.Magnitude != nil {
-		n := ref.DoRANorms(rp)
-		for i := range w {
-			w[i] *= rp.Magnitude[i/rp.In] / n[i/rp.In]
-		}
-	}
-	if rp.Bias != nil {
-		bias = append([]float64(nil), rp.Bias...)
-		for o := range bias {
-			if rp.LoRABias != nil {
-				bias[o] += rp.S * rp.LoRABias[o]
-			}
-		}
-	}
-	return w, bias
-}
-
 // linearOf is the LoRALinear of projection p, whose scale is alpha/r (or
 // alpha/√r with rslora).
 func linearOf(p *Projection, r int, alpha float64, rslora bool) *LoRALinear {
@@ -103,7 +78,7 @@ func TestMerge(t *testing.T) {
 				xs := f.Random(d, m*c.in, 1)
 				x := f.Upload(d, xs, m, c.in)
 				wantY := ref.LinearForward(xs, m, rp)
-				wantW, wantB := refMerged(rp)
+				wantW, wantB := ref.Merged(rp)
 
 				rec := f.Recorder()
 				y0 := f.forward(rec, x, l)
@@ -184,7 +159,7 @@ func TestMergedWeightNF4(t *testing.T) {
 				require.NoError(t, err)
 				f.Keep(mw, mb)
 				require.NoError(t, rec.Submit())
-				wantW, wantB := refMerged(rp)
+				wantW, wantB := ref.Merged(rp)
 				vktest.ExpectClose(t, "merged W", f.Download(mw), wantW, c.in, tol.Product)
 				if c.bias {
 					vktest.ExpectClose(t, "bias", f.Download(mb), wantB, c.out, 0)

@@ -86,6 +86,31 @@ func DoRANorms(p *Proj) []float64 {
 	return n
 }
 
+// Merged is p's merged weight [Out, In] and bias, what merging the adapter
+// into the base gives: W + S·B·A, with DoRA c ⊙ (W + S·B·A) for c = m/‖W +
+// S·B·A‖ per row, and b + S·b_B (nil without a base bias).
+func Merged(p *Proj) (w, bias []float64) {
+	w = append([]float64(nil), p.W...)
+	if p.HasAdapter() {
+		MatmulAcc(w, p.B, p.A, p.Out, p.In, p.R, false, false, p.S, 1)
+	}
+	if p.Magnitude != nil {
+		c := p.doraScale()
+		for i := range w {
+			w[i] *= c[i/p.In]
+		}
+	}
+	if p.Bias != nil {
+		bias = append([]float64(nil), p.Bias...)
+		if p.LoRABias != nil {
+			for o := range bias {
+				bias[o] += p.S * p.LoRABias[o]
+			}
+		}
+	}
+	return w, bias
+}
+
 // doraScale is c = m / ‖W + S·B·A‖ per output row.
 func (p *Proj) doraScale() []float64 {
 	c := DoRANorms(p)

@@ -2,6 +2,7 @@ package ref
 
 import (
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -143,4 +144,22 @@ func TestLinearBias(t *testing.T) {
 	}
 	bad := &Proj{W: make([]float64, 6), Out: 2, In: 3, Bias: make([]float64, 3)}
 	require.PanicsWithValue(t, "ref: LinearForward: len(p.Bias) = 3, want 2", func() { LinearForward(make([]float64, 3), 1, bad) })
+}
+
+// Merged by hand: W + s·B·A, DoRA's row scaling m/‖W + s·B·A‖, and the
+// bias b + s·b_B; no adapter leaves W; no base bias, no merged bias.
+func TestMergedByHand(t *testing.T) {
+	p := &Proj{Out: 2, In: 2, R: 1, S: 0.5,
+		W: []float64{1, 0, 0, 1}, A: []float64{2, 4}, B: []float64{1, -1},
+		Bias: []float64{1, 2}, LoRABias: []float64{4, 6}}
+	w, b := Merged(p)
+	require.Equal(t, []float64{2, 2, -1, -1}, w) // W + 0.5·[1 -1]ᵀ·[2 4]
+	require.Equal(t, []float64{3, 5}, b)
+	p.Magnitude = []float64{4, 3} // rows' norms: √8 and √2
+	w, _ = Merged(p)
+	require.InDeltaSlice(t, []float64{2 * 4 / math.Sqrt(8), 2 * 4 / math.Sqrt(8), -3 / math.Sqrt(2), -3 / math.Sqrt(2)}, w, 1e-12)
+	p.Magnitude, p.Bias, p.R, p.A, p.B = nil, nil, 0, nil, nil
+	w, b = Merged(p)
+	require.Equal(t, p.W, w)
+	require.Nil(t, b)
 }
