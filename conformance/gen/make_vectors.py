@@ -420,36 +420,46 @@ def build_case(c, seed, idx, device):
     return T, meta, info
 
 
+def write_case(out, fname, T, meta, info, width):
+    """Writes one case file into out and prints its line (name padded to width, size, err/tol of each
+    expected tensor); returns its index.json entry. peft_vectors.py writes its cases with it too."""
+    path = os.path.join(out, fname)
+    save_file({k: v.contiguous() for k, v in T.items()}, path, metadata=meta)
+    size = os.path.getsize(path)
+    keys = [k[len("tol."):] for k in meta if k.startswith("tol.")]
+    errs = " ".join("%s=%.1e/%.1e" % (k[len("expect."):], float(meta["torch_err." + k]), float(meta["tol." + k]))
+                    for k in keys)
+    print("%-*s %8d B  err/tol: %s" % (width, fname, size, errs), flush=True)
+    return {"file": fname, "bytes": size, "metadata": meta, "info": info}
+
+
+def write_index(out, index, entries, limit):
+    """Writes out/index.json: index's fields, then total_bytes and the files' entries; warns past limit."""
+    total = sum(e["bytes"] for e in entries)
+    index = dict(index, total_bytes=total, files=entries)
+    with open(os.path.join(out, "index.json"), "w") as f:
+        json.dump(index, f, indent=1)
+    print("%d files, %d bytes (%.2f MB) in %s" % (len(entries), total, total / 1e6, out))
+    if total > limit:
+        print("WARNING: suite larger than %.0f MB" % (limit / 1e6))
+
+
 def generate(args):
     device = pick_device(args.device)
     os.makedirs(args.out, exist_ok=True)
-    entries, total = [], 0
+    entries = []
     names = set()
     for idx, c in enumerate(SUITES[args.suite]):
         fname = case_name(c, args.seed)
         assert fname not in names, fname
         names.add(fname)
         T, meta, info = build_case(c, args.seed, idx, device)
-        path = os.path.join(args.out, fname)
-        save_file({k: v.contiguous() for k, v in T.items()}, path, metadata=meta)
-        size = os.path.getsize(path)
-        total += size
-        entries.append({"file": fname, "bytes": size, "metadata": meta, "info": info})
-        keys = [k[len("tol."):] for k in meta if k.startswith("tol.")]
-        errs = " ".join("%s=%.1e/%.1e" % (k[len("expect."):], float(meta["torch_err." + k]), float(meta["tol." + k]))
-                        for k in keys)
-        print("%-62s %8d B  err/tol: %s" % (fname, size, errs), flush=True)
+        entries.append(write_case(args.out, fname, T, meta, info, 62))
         for k, v in info.items():
             print("    %s = %.4f" % (k, v))
     index = {"format": "docs/CONFORMANCE.md", "suite": args.suite, "seed": args.seed,
-             "generator": "torch " + torch.__version__, "torch_device": entries[0]["metadata"]["torch_device"],
-             "total_bytes": total, "files": entries}
-    with open(os.path.join(args.out, "index.json"), "w") as f:
-        json.dump(index, f, indent=1)
-    print("%d files, %d bytes (%.2f MB) in %s" % (len(entries), total, total / 1e6, args.out))
-    limit = 2e6 if args.suite == "small" else 150e6
-    if total > limit:
-        print("WARNING: suite larger than %.0f MB" % (limit / 1e6))
+             "generator": "torch " + torch.__version__, "torch_device": entries[0]["metadata"]["torch_device"]}
+    write_index(args.out, index, entries, 2e6 if args.suite == "small" else 150e6)
     return 0
 
 

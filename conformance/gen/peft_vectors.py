@@ -556,15 +556,13 @@ def build_case(P, c, seed, idx, device):
 
 
 def generate(args):
-    from safetensors.torch import save_file
-
     mv = _mv()
     P = Peft(args.any_peft)
     device = mv.pick_device(args.device)
     name = "small" if args.small else "full"
     cases = suite(name)
     os.makedirs(args.out, exist_ok=True)
-    entries, total, names = [], 0, set()
+    entries, names = [], set()
     for idx, c in enumerate(cases):
         fname = case_name(c, args.seed)
         if fname in names:
@@ -574,25 +572,11 @@ def generate(args):
         problems = validate(T, meta)
         if problems:
             sys.exit("peft_vectors.py: %s is malformed:\n  %s" % (fname, "\n  ".join(problems)))
-        path = os.path.join(args.out, fname)
-        save_file({k: v.contiguous() for k, v in T.items()}, path, metadata=meta)
-        size = os.path.getsize(path)
-        total += size
-        entries.append({"file": fname, "bytes": size, "metadata": meta, "info": info})
-        keys = [k[len("tol."):] for k in meta if k.startswith("tol.")]
-        errs = " ".join("%s=%.1e/%.1e" % (k[len("expect."):], float(meta["torch_err." + k]), float(meta["tol." + k]))
-                        for k in keys)
-        print("%-78s %8d B  err/tol: %s" % (fname, size, errs), flush=True)
+        entries.append(mv.write_case(args.out, fname, T, meta, info, 78))
     index = {"format": "docs/CONFORMANCE.md", "suite": "peft-" + name, "seed": args.seed,
              "generator": "peft %s, torch %s" % (P.version, torch.__version__), "peft_version": P.version,
-             "torch_version": torch.__version__, "torch_device": entries[0]["metadata"]["torch_device"],
-             "total_bytes": total, "files": entries}
-    with open(os.path.join(args.out, "index.json"), "w") as f:
-        json.dump(index, f, indent=1)
-    print("%d files, %d bytes (%.2f MB) in %s" % (len(entries), total, total / 1e6, args.out))
-    limit = 4e6 if args.small else 150e6
-    if total > limit:
-        print("WARNING: suite larger than %.0f MB" % (limit / 1e6))
+             "torch_version": torch.__version__, "torch_device": entries[0]["metadata"]["torch_device"]}
+    mv.write_index(args.out, index, entries, 4e6 if args.small else 150e6)
     return 0
 
 
