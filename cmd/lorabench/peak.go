@@ -621,21 +621,9 @@ func (m *peakMeter) coopmat(c coopCase) (peakRow, error) {
 		dispatch: func(rec *vk.Recorder, groups uint32) error {
 			return rec.Dispatch(k, [3]uint32{groups, 1, 1}, vk.PushBytes(&push), bs[0].Whole(), bs[1].Whole(), bs[2].Whole())
 		},
-		check: func(groups uint32) (float64, error) {
-			nsg, err := reportedSubgroups(&row, bs[2], wg)
-			if err != nil {
-				return 0, err
-			}
-			out, err := download(bs[1], uint64(slots*tile*accBytes))
-			if err != nil {
-				return 0, err
-			}
-			n := min(slots, int(groups)*nsg) * tile
-			if err := checkConst(row.Kernel, out, n, c.v.acc, want); err != nil {
-				return 0, err
-			}
-			return coopFLOPs(1, nsg, row.Iters, s), nil
-		},
+		check: slotCheck(&row, bs[1], bs[2], wg, slots, tile, c.v.acc, want, func(nsg int) float64 {
+			return coopFLOPs(1, nsg, row.Iters, s)
+		}),
 	})
 	return row, err
 }
@@ -684,6 +672,28 @@ func (m *peakMeter) cm2(c cm2Case) (peakRow, error) {
 // reportedSubgroups reads the subgroup count and size a peak kernel wrote
 // to its info buffer, requires them to fill the workgroup of wg
 // invocations, and sets the row's subgroup size.
+// slotCheck is the check of a kernel whose subgroups each store one tile
+// of elems accumulators of comp into the next of slots slots of out, every
+// element want, and report their count in info (reportedSubgroups): it
+// checks the slots the run's groups filled and returns flops(subgroups per
+// workgroup), the FLOPs of one workgroup.
+func slotCheck(row *peakRow, out, info *vk.Buffer, wg, slots, elems int, comp vk.ComponentType, want float64, flops func(nsg int) float64) func(groups uint32) (float64, error) {
+	return func(groups uint32) (float64, error) {
+		nsg, err := reportedSubgroups(row, info, wg)
+		if err != nil {
+			return 0, err
+		}
+		b, err := download(out, uint64(slots*elems*componentBytes(comp)))
+		if err != nil {
+			return 0, err
+		}
+		if err := checkConst(row.Kernel, b, min(slots, int(groups)*nsg)*elems, comp, want); err != nil {
+			return 0, err
+		}
+		return flops(nsg), nil
+	}
+}
+
 func reportedSubgroups(row *peakRow, info *vk.Buffer, wg int) (int, error) {
 	b, err := download(info, 8)
 	if err != nil {

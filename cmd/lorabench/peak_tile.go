@@ -167,22 +167,11 @@ func (m *peakMeter) tile(t kernels.CoopTile, s vk.CoopMatShape, fm, fn uint8, wg
 		dispatch: func(rec *vk.Recorder, groups uint32) error {
 			return rec.Dispatch(k, [3]uint32{groups, 1, 1}, vk.PushBytes(&push), bs[0].Whole(), bs[1].Whole(), bs[2].Whole())
 		},
-		check: func(groups uint32) (float64, error) {
-			nsg, err := reportedSubgroups(&row, bs[2], wg)
-			if err != nil {
-				return 0, err
-			}
-			out, err := download(bs[1], uint64(slots*tileElems*4))
-			if err != nil {
-				return 0, err
-			}
-			if err := checkConst(row.Kernel, out, min(slots, int(groups)*nsg)*tileElems, vk.ComponentF32, want); err != nil {
-				return 0, err
-			}
-			// Per workgroup: nsg subgroups × iters × FM·FN MulAdds of
-			// TM×TN×BK (BK/TK matrix steps of 2·TM·TN·TK each).
-			return float64(nsg) * float64(row.Iters) * float64(fm) * float64(fn) * 2 * float64(s.M) * float64(s.N) * float64(t.BK), nil
-		},
+		// Per workgroup: nsg subgroups × iters × FM·FN MulAdds of TM×TN×BK
+		// (BK/TK matrix steps of 2·TM·TN·TK each).
+		check: slotCheck(&row, bs[1], bs[2], wg, slots, tileElems, vk.ComponentF32, want, func(nsg int) float64 {
+			return float64(nsg) * float64(row.Iters) * float64(fm) * float64(fn) * 2 * float64(s.M) * float64(s.N) * float64(t.BK)
+		}),
 	})
 	return row, err
 }
