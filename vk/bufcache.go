@@ -22,12 +22,18 @@ type bufferCache struct {
 	entries []*Buffer // oldest first; each holds a VkBuffer and its memory
 }
 
-// defaultBufferCache is the limit when Options.BufferCacheBytes is 0: a
-// quarter of the device-local heaps on a device with memory of its own,
-// none where device memory is host memory (allocating it is a malloc, and
-// kept blocks would only raise the process's resident set).
-func defaultBufferCache(m memoryTypes, c *Caps) uint64 {
-	if m.preferHost {
+// bufferCacheLimit resolves Options.BufferCacheBytes o for a device with
+// memory m and caps c: none when negative; when 0, a quarter of the
+// device-local memory on a device with memory of its own, none where device
+// memory is host memory (allocating it is a malloc, and kept blocks would
+// only raise the process's resident set).
+func bufferCacheLimit(o int64, m memoryTypes, c *Caps) uint64 {
+	switch {
+	case o < 0:
+		return 0
+	case o > 0:
+		return uint64(o)
+	case m.preferHost:
 		return 0
 	}
 	return c.DeviceLocalBytes / 4

@@ -33,8 +33,8 @@ type Options struct {
 	// BufferCacheBytes bounds the device memory that released buffers keep
 	// for reuse by later buffers of the same size (CachedBytes,
 	// FreeCachedBuffers): a training loop's temporaries recur every step.
-	// 0 means a quarter of the largest device-local heap on a GPU with
-	// memory of its own and none on CPU and integrated devices, whose
+	// 0 means a quarter of the device-local memory (Caps.DeviceLocalBytes)
+	// on a GPU with memory of its own and none on CPU and integrated devices, whose
 	// device memory is host memory; negative means no cache. A buffer that
 	// cannot be allocated frees the cache and tries once more.
 	BufferCacheBytes int64
@@ -129,18 +129,6 @@ func (d *Device) init() error {
 	d.cache = vulkan.PipelineCache(unsafe.Pointer(cache))
 	d.mem = probeMemoryTypes(d.phys, d.info.Type)
 	return nil
-}
-
-// bufferCacheLimit is Options.BufferCacheBytes resolved for memory m of a
-// device with caps c.
-func bufferCacheLimit(o int64, m memoryTypes, c *Caps) uint64 {
-	switch {
-	case o < 0:
-		return 0
-	case o == 0:
-		return defaultBufferCache(m, c)
-	}
-	return uint64(o)
 }
 
 // selectDevice applies Options.Select, or the default order.
