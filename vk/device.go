@@ -34,9 +34,10 @@ type Options struct {
 	// for reuse by later buffers of the same size (CachedBytes,
 	// FreeCachedBuffers): a training loop's temporaries recur every step.
 	// 0 means a quarter of the device-local memory (Caps.DeviceLocalBytes)
-	// on a GPU with memory of its own and none on CPU and integrated devices, whose
-	// device memory is host memory; negative means no cache. A buffer that
-	// cannot be allocated frees the cache and tries once more.
+	// on a GPU with memory of its own, and none on CPU and integrated
+	// devices, whose device memory is host memory; negative means no
+	// cache. A buffer that cannot be allocated frees the cache and tries
+	// once more.
 	BufferCacheBytes int64
 }
 
