@@ -23,9 +23,18 @@ import (
 // VKLORA_SOAK_CYCLES device cycles (default 50, after 100 of warm-up). `make soak` runs longer
 // ones; on a GPU machine, e.g. VKLORA_SOAK_STEPS=100000 ./lora.test
 // -test.run 'TestSoak' -test.v.
+//
+// VKLORA_SOAK_FLUSH_EVERY (default 1) empties the shared device's buffer
+// cache every that many steps. At 1 every step allocates and frees all of
+// its buffers, which is where the vulkan-go wrappers leaked; on a discrete
+// GPU that makes a step several milliseconds of driver allocation calls,
+// so the 100 000-step run there uses a larger interval, which is how a
+// training loop runs by default (Options.BufferCacheBytes) and still
+// allocates and frees every buffer thousands of times.
 const (
-	envSoakSteps  = "VKLORA_SOAK_STEPS"
-	envSoakCycles = "VKLORA_SOAK_CYCLES"
+	envSoakSteps      = "VKLORA_SOAK_STEPS"
+	envSoakCycles     = "VKLORA_SOAK_CYCLES"
+	envSoakFlushEvery = "VKLORA_SOAK_FLUSH_EVERY"
 )
 
 func soakCount(t *testing.T, env string, def int) int {
@@ -121,28 +130,48 @@ func TestSoakMLPStepsLeakNothing(t *testing.T) {
 	gy := f.Upload(d, f.Random(d, m*h, 1), m, h)
 	q, err := quant.QuantizeNF4(ref.ToFloat32(f.Random(d, i*h, 0.2)), [2]int{i, h}, 64, d, true)
 	require.NoError(t, err)
+	flushEvery := soakCount(t, envSoakFlushEvery, 1)
+	// The time each part of a step takes, summed, for the log: what sets
+	// a soak's length on a device.
+	var parts [4]time.Duration
+	timed := func(i int, fn func()) {
+		t0 := time.Now()
+		fn()
+		parts[i] += time.Since(t0)
+	}
+	n := 0
 	step := func() {
-		require.NoError(t, trainingStep(l, f.Dev, x, gy))
-		tmp, err := f.Dev.NewTensor(dtype.F32, 64) // and create/release cycles
-		require.NoError(t, err)
-		tmp.Release()
-		w, err := quant.Upload(f.Dev, q)
-		require.NoError(t, err)
-		w.Release()
-		_, err = NewEngine(f.Dev, Options{})
-		require.NoError(t, err)
+		timed(0, func() { require.NoError(t, trainingStep(l, f.Dev, x, gy)) })
+		timed(1, func() { // and create/release cycles
+			tmp, err := f.Dev.NewTensor(dtype.F32, 64)
+			require.NoError(t, err)
+			tmp.Release()
+			w, err := quant.Upload(f.Dev, q)
+			require.NoError(t, err)
+			w.Release()
+		})
+		timed(2, func() {
+			_, err := NewEngine(f.Dev, Options{})
+			require.NoError(t, err)
+		})
 		// The shared test device keeps released buffers for reuse: empty
-		// its cache, so that every step allocates and frees its buffers
+		// its cache, so that the steps allocate and free their buffers
 		// (where the vulkan-go wrappers leaked) and the cache's own
 		// bookkeeping is in the soak too.
-		f.Dev.FreeCachedBuffers()
+		if n++; n%flushEvery == 0 {
+			timed(3, func() { f.Dev.FreeCachedBuffers() })
+		}
 	}
 	// Warm-up: kernels, staging, the allocators' pools. On lavapipe the
 	// resident set grows by about 1 MB over the first thousand steps, then
 	// stays flat.
-	for s := 0; s < min(steps/2, 1000); s++ {
+	warm := min(steps/2, 1000)
+	for s := 0; s < warm; s++ {
 		step()
 	}
+	per := func(d time.Duration) time.Duration { return (d / time.Duration(warm)).Round(time.Microsecond) }
+	t.Logf("soak: warm-up, per step: MLP step %v, tensor and NF4 weight %v, engine %v, emptying the cache every %d %v",
+		per(parts[0]), per(parts[1]), per(parts[2]), flushEvery, per(parts[3]))
 	start := time.Now()
 	s0 := sampleMemory(t, f.Dev)
 	tenth := max(steps/10, 1)
