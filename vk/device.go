@@ -60,9 +60,10 @@ type Device struct {
 	stats   bool                          // pipelines capture their statistics (Options.KernelStatistics)
 	faults  atomic.Pointer[FaultInjector] // the fault-injection test hook (fault.go); nil in production
 
-	qmu sync.Mutex // the queue: one submit at a time
-	kmu sync.Mutex // kernels and layouts
-	smu sync.Mutex // the staging area: one transfer at a time
+	qmu    sync.Mutex // the queue: one submit at a time
+	kmu    sync.Mutex // kernels, layouts and builds
+	builds KernelBuilds
+	smu    sync.Mutex // the staging area: one transfer at a time
 
 	mu        sync.Mutex
 	live      map[string]int // live objects by kind, for leak reports

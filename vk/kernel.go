@@ -7,6 +7,7 @@ import "C"
 import (
 	"fmt"
 	"sort"
+	"time"
 	"unsafe"
 
 	vulkan "github.com/vulkan-go/vulkan"
@@ -117,10 +118,13 @@ func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 		failPipeline = d.fault(FaultCreatePipeline)
 	}
 	var stage C.int
+	t0 := time.Now()
 	r := C.vkl_create_pipeline(d.cdev(), C.VkPipelineCache(unsafe.Pointer(d.cache)), l.layout,
 		(*C.uint32_t)(code), C.size_t(4*len(spec.SPIRV)), specPtr, C.uint32_t(len(spec.Spec)),
 		C.uint32_t(spec.SubgroupSize), C.int(b2i(d.stats)), C.VkResult(failModule), C.VkResult(failPipeline),
 		&k.pipeline, &k.module, &stage)
+	d.builds.Kernels++
+	d.builds.Time += time.Since(t0)
 	call := "vkCreateComputePipelines"
 	if stage == 1 {
 		call = "vkCreateShaderModule"
@@ -135,6 +139,23 @@ func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 func (k *Kernel) destroy(d *Device) {
 	vulkan.DestroyPipeline(d.dev, vulkan.Pipeline(unsafe.Pointer(k.pipeline)), nil)
 	vulkan.DestroyShaderModule(d.dev, vulkan.ShaderModule(unsafe.Pointer(k.module)), nil)
+}
+
+// KernelBuilds is how many kernels the device has built and the time the
+// driver took to compile them (vkCreateComputePipelines): the first steps of
+// a program pay for it, since every shape class, dtype and tile is its own
+// pipeline, and on some drivers a large cooperative-matrix kernel takes
+// seconds.
+type KernelBuilds struct {
+	Kernels int
+	Time    time.Duration
+}
+
+// KernelBuilds reports the kernels built so far and their compile time.
+func (d *Device) KernelBuilds() KernelBuilds {
+	d.kmu.Lock()
+	defer d.kmu.Unlock()
+	return d.builds
 }
 
 func u32Bytes(w []uint32) []byte {

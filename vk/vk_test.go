@@ -479,3 +479,16 @@ func TestClosers(t *testing.T) {
 	require.True(t, left.Released())
 	require.NoError(t, d.Close())
 }
+
+// KernelBuilds counts a kernel once, when the driver compiles it, and
+// not when the device's cache returns it.
+func TestKernelBuildsCounted(t *testing.T) {
+	d := vktest.Device(t)
+	before := d.KernelBuilds()
+	fillKernel(t, d, 40) // a workgroup size no other test builds
+	after := d.KernelBuilds()
+	require.Equal(t, before.Kernels+1, after.Kernels, "kernels built")
+	require.Greater(t, after.Time, before.Time, "compile time")
+	fillKernel(t, d, 40)
+	require.Equal(t, after, d.KernelBuilds(), "a cached kernel is not built again")
+}

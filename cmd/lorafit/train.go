@@ -58,6 +58,11 @@ type result struct {
 	// device without them). Wall minus GPU is what the host and the
 	// driver add (allocations, recording, submit and wait).
 	WallMs, RecordMs, GPUMs float64
+	// The first step's wall time, and the kernels the run built and the
+	// driver's time compiling them: what a user waits for before the loop
+	// reaches its rate.
+	FirstStepSec, BuildSec float64
+	KernelsBuilt           int
 }
 
 // stepTimes is one step's time split.
@@ -119,6 +124,9 @@ func train(eng *lora.Engine, c *fitConfig, prog *progress) (*result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("step %d: %w", t, err)
 		}
+		if t == 0 {
+			res.FirstStepSec = st.wall.Seconds()
+		}
 		if t >= warmSteps(c.steps) {
 			timed = append(timed, st)
 		}
@@ -128,6 +136,8 @@ func train(eng *lora.Engine, c *fitConfig, prog *progress) (*result, error) {
 	res.WallMs = medianMs(timed, func(s stepTimes) time.Duration { return s.wall })
 	res.RecordMs = medianMs(timed, func(s stepTimes) time.Duration { return s.record })
 	res.GPUMs = medianMs(timed, func(s stepTimes) time.Duration { return s.gpu })
+	b := eng.Device().KernelBuilds()
+	res.KernelsBuilt, res.BuildSec = b.Kernels, b.Time.Seconds()
 	prog.end()
 	res.Seconds = time.Since(start).Seconds()
 	if res.TimedSteps = c.steps - warmSteps(c.steps); res.TimedSteps > 0 {
