@@ -5,6 +5,7 @@ import "C"
 
 import (
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,6 +40,11 @@ type Options struct {
 	// cache. A buffer that cannot be allocated frees the cache and tries
 	// once more.
 	BufferCacheBytes int64
+	// KernelLog, when set, gets one line per kernel the device builds: its
+	// name, specialization constants and the driver's compile time. The
+	// CLIs set it from VKLORA_LOG_KERNELS=1, to find which kernels make a
+	// cold first step slow (KernelBuilds has the totals).
+	KernelLog io.Writer
 }
 
 // Device is an open logical device with one compute queue. A Device and the
@@ -63,6 +69,7 @@ type Device struct {
 	qmu    sync.Mutex // the queue: one submit at a time
 	kmu    sync.Mutex // kernels, layouts and builds
 	builds KernelBuilds
+	klog   io.Writer  // Options.KernelLog
 	smu    sync.Mutex // the staging area: one transfer at a time
 
 	mu        sync.Mutex
@@ -111,6 +118,7 @@ func open(opts Options) (*Device, error) {
 		info: info, phys: phys[idx], dev: vulkan.Device(unsafe.Pointer(cdev)),
 		layouts: map[layoutKey]*pipelineLayout{}, kernels: map[string]*Kernel{}, live: map[string]int{},
 		stats: opts.KernelStatistics && info.Caps.PipelineStatistics,
+		klog:  opts.KernelLog,
 	}
 	if err := d.init(); err != nil {
 		d.destroy()

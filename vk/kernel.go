@@ -123,8 +123,12 @@ func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 		(*C.uint32_t)(code), C.size_t(4*len(spec.SPIRV)), specPtr, C.uint32_t(len(spec.Spec)),
 		C.uint32_t(spec.SubgroupSize), C.int(b2i(d.stats)), C.VkResult(failModule), C.VkResult(failPipeline),
 		&k.pipeline, &k.module, &stage)
+	took := time.Since(t0)
 	d.builds.Kernels++
-	d.builds.Time += time.Since(t0)
+	d.builds.Time += took
+	if d.klog != nil {
+		fmt.Fprintf(d.klog, "vk: built kernel %s spec %v subgroup %d in %v\n", spec.Name, spec.Spec, spec.SubgroupSize, took.Round(time.Microsecond))
+	}
 	call := "vkCreateComputePipelines"
 	if stage == 1 {
 		call = "vkCreateShaderModule"

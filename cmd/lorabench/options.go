@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -135,8 +136,9 @@ func newEngine(dev *vk.Device) (*lora.Engine, error) {
 // The device switches lorabench reads: which device, and the validation
 // layer (whose messages then fail the run).
 const (
-	envDevice     = "VKLORA_DEVICE"     // index or name substring; -device overrides it
-	envValidation = "VKLORA_VALIDATION" // 1: VK_LAYER_KHRONOS_validation, when installed
+	envDevice     = "VKLORA_DEVICE"      // index or name substring; -device overrides it
+	envValidation = "VKLORA_VALIDATION"  // 1: VK_LAYER_KHRONOS_validation, when installed
+	envLogKernels = "VKLORA_LOG_KERNELS" // 1: a line on stderr per kernel built, with its compile time
 )
 
 // openDevice opens the device of -device sel, else $VKLORA_DEVICE, else
@@ -149,5 +151,15 @@ func openDeviceWith(sel string, stats bool) (*vk.Device, error) {
 	if sel == "" {
 		sel = os.Getenv(envDevice)
 	}
-	return vk.Open(vk.Options{Select: sel, Validation: os.Getenv(envValidation) == "1", KernelStatistics: stats})
+	return vk.Open(vk.Options{Select: sel, Validation: os.Getenv(envValidation) == "1", KernelStatistics: stats,
+		KernelLog: kernelLog()})
+}
+
+// kernelLog is where the device logs its kernel builds: stderr with
+// VKLORA_LOG_KERNELS=1, else nowhere.
+func kernelLog() io.Writer {
+	if os.Getenv(envLogKernels) == "1" {
+		return os.Stderr
+	}
+	return nil
 }

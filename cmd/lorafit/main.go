@@ -97,7 +97,11 @@ func fit(c *fitConfig, device string, stdout, stderr io.Writer) (err error) {
 	if _, err := hf.ReadConfig(c.model); err != nil {
 		return err
 	}
-	dev, err := vk.Open(vk.Options{Select: device, BufferCacheBytes: c.bufferCache})
+	opts := vk.Options{Select: device, BufferCacheBytes: c.bufferCache}
+	if os.Getenv("VKLORA_LOG_KERNELS") == "1" { // each kernel built, with its compile time
+		opts.KernelLog = stderr
+	}
+	dev, err := vk.Open(opts)
 	if err != nil {
 		return err
 	}
