@@ -146,12 +146,16 @@ fuzz: deps
 # cycles of a device with its engine, tensors, kernels and a step. Each
 # logs one line (-v): bytes per step or cycle of C heap, Go heap, RSS and
 # device memory, and fails where they grow. About 3 minutes on lavapipe,
-# bounded by SOAK_TIMEOUT. The GPU machine: make soak SOAK_STEPS=100000.
+# bounded by SOAK_TIMEOUT. SOAK_FLUSH_EVERY empties the buffer cache every
+# that many steps (1: every step allocates and frees all its buffers). The
+# GPU machine: make soak SOAK_STEPS=100000 SOAK_FLUSH_EVERY=10 (3.7 minutes
+# on an H200; docs/RELIABILITY.md).
 SOAK_STEPS ?= 20000
 SOAK_CYCLES ?= 200
+SOAK_FLUSH_EVERY ?= 1
 SOAK_TIMEOUT ?= 60m
 soak: deps
-	VKLORA_SOAK_STEPS=$(SOAK_STEPS) VKLORA_SOAK_CYCLES=$(SOAK_CYCLES) $(GO) test -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak' -v ./lora
+	VKLORA_SOAK_STEPS=$(SOAK_STEPS) VKLORA_SOAK_CYCLES=$(SOAK_CYCLES) VKLORA_SOAK_FLUSH_EVERY=$(SOAK_FLUSH_EVERY) $(GO) test -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak' -v ./lora
 
 # The concurrency tests under the race detector, on the system lavapipe.
 race: deps
