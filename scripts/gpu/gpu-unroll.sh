@@ -5,7 +5,9 @@
 # over TILES at SHAPES (X·Wᵀ, one lorabench -sweep per shape), then the default path against the
 # subgroup-scope kernel in every form at 8192³ (FORMS=0 skips it), the
 # presets (PRESETS, "" skips them) and PyTorch's eager baseline and cuBLAS
-# in the same call (TORCH=0 skips them). One line per row.
+# in the same call (TORCH=0 skips them). One line per row; with
+# VKLORA_LOG_KERNELS=1 (and __GL_SHADER_DISK_CACHE=0 for cold builds) also
+# each workgroup-scope kernel's compile time.
 set -uo pipefail
 source "$(dirname "$0")/gpu-env.sh"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -18,7 +20,7 @@ tiles=$(echo ${TILES:-128,128,32,128,1 128,128,32,128,8 128,256,64,256,1 128,256
 for s in $SHAPES; do
 	IFS=, read -r m n k <<< "$s"
 	timeout 300 "$B/lorabench" matmul -m "$m" -n "$n" -k "$k" -dtype bf16 -reps 10 -warmup 3 -no-peak \
-		-sweep "VKLORA_COOPMAT2_TILE=$tiles" 2>&1 | grep -E '^matmul ' | cut -c1-160
+		-sweep "VKLORA_COOPMAT2_TILE=$tiles" 2>&1 | grep -E '^matmul |built kernel matmul_cm2' | cut -c1-160
 done
 if [ "${FORMS:-1}" = 1 ]; then
 	for f in nt nn tn; do
