@@ -66,11 +66,18 @@ type Device struct {
 	stats   bool                          // pipelines capture their statistics (Options.KernelStatistics)
 	faults  atomic.Pointer[FaultInjector] // the fault-injection test hook (fault.go); nil in production
 
-	qmu    sync.Mutex // the queue: one submit at a time
-	kmu    sync.Mutex // kernels, layouts and builds
+	qmu sync.Mutex // the queue: one submit at a time
+	smu sync.Mutex // the staging area: one transfer at a time
+
+	kmu    sync.Mutex // kernels, layouts, builds and deferring
 	builds KernelBuilds
-	klog   io.Writer  // Options.KernelLog
-	smu    sync.Mutex // the staging area: one transfer at a time
+	klog   io.Writer // Options.KernelLog
+	// Prepare's parallel builds (prepare.go): while deferring > 0, kernels
+	// are handed out unbuilt; building counts the builds running,
+	// buildSlots bounds them.
+	deferring  int
+	building   sync.WaitGroup
+	buildSlots chan struct{}
 
 	mu        sync.Mutex
 	live      map[string]int // live objects by kind, for leak reports
@@ -118,7 +125,7 @@ func open(opts Options) (*Device, error) {
 		info: info, phys: phys[idx], dev: vulkan.Device(unsafe.Pointer(cdev)),
 		layouts: map[layoutKey]*pipelineLayout{}, kernels: map[string]*Kernel{}, live: map[string]int{},
 		stats: opts.KernelStatistics && info.Caps.PipelineStatistics,
-		klog:  opts.KernelLog,
+		klog:  opts.KernelLog, buildSlots: newBuildSlots(),
 	}
 	if err := d.init(); err != nil {
 		d.destroy()
@@ -252,6 +259,7 @@ func (d *Device) Release() error {
 }
 
 func (d *Device) destroy() {
+	d.building.Wait() // a Prepare's builds still compiling
 	if d.dev != nil {
 		vulkan.DeviceWaitIdle(d.dev)
 	}

@@ -16,6 +16,11 @@
 //     per-step temporaries are not allocated afresh every step.
 //   - Kernel (Device.ShaderKernel): a compute pipeline from the embedded
 //     SPIR-V registry, with its specialization constants; cached per device.
+//     A kernel is built when a recording first asks for it, one at a time;
+//     Device.Prepare runs a recording dry (checked, not recorded, not run)
+//     to build all of its kernels in parallel first, since one large
+//     cooperative-matrix kernel can take a driver tens of seconds.
+//     KernelBuilds and Options.KernelLog report the builds.
 //   - Recorder: dispatches, barriers and timestamps in one command buffer;
 //     Submit runs and waits. Hold keeps temporaries alive until Submit;
 //     Recycle and Reuse let a recording's temporaries with disjoint

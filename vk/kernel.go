@@ -39,6 +39,10 @@ type Kernel struct {
 	layout   *pipelineLayout
 	pipeline C.VkPipeline
 	module   C.VkShaderModule
+	// ready is closed when a build that Prepare deferred is done, with err
+	// its failure; nil for a kernel built when it was asked for.
+	ready chan struct{}
+	err   error
 }
 
 // Spec returns what the kernel was built from.
@@ -77,7 +81,8 @@ func kernelKey(s KernelSpec) string {
 }
 
 // Kernel returns the pipeline for spec, building it on first use. It is
-// safe for concurrent use: builds are serialized.
+// safe for concurrent use: builds are serialized, except inside
+// Device.Prepare, which builds them in parallel.
 func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 	if err := d.alive(); err != nil {
 		return nil, err
@@ -104,6 +109,23 @@ func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 		return nil, err
 	}
 	k := &Kernel{dev: d, spec: spec, layout: l}
+	if d.deferring > 0 {
+		d.buildLater(key, k) // prepare.go
+		return k, nil
+	}
+	took, err := d.compile(k)
+	if err != nil {
+		return nil, err
+	}
+	d.noteBuild(k, took)
+	d.kernels[key] = k
+	return k, nil
+}
+
+// compile creates k's shader module and pipeline. It touches no device
+// state, so that Prepare's builds run it in parallel, without kmu.
+func (d *Device) compile(k *Kernel) (time.Duration, error) {
+	spec := k.spec
 	var specPtr *C.uint32_t
 	if len(spec.Spec) > 0 {
 		specPtr = (*C.uint32_t)(C.CBytes(u32Bytes(spec.Spec)))
@@ -119,25 +141,28 @@ func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 	}
 	var stage C.int
 	t0 := time.Now()
-	r := C.vkl_create_pipeline(d.cdev(), C.VkPipelineCache(unsafe.Pointer(d.cache)), l.layout,
+	r := C.vkl_create_pipeline(d.cdev(), C.VkPipelineCache(unsafe.Pointer(d.cache)), k.layout.layout,
 		(*C.uint32_t)(code), C.size_t(4*len(spec.SPIRV)), specPtr, C.uint32_t(len(spec.Spec)),
 		C.uint32_t(spec.SubgroupSize), C.int(b2i(d.stats)), C.VkResult(failModule), C.VkResult(failPipeline),
 		&k.pipeline, &k.module, &stage)
 	took := time.Since(t0)
-	d.builds.Kernels++
-	d.builds.Time += took
-	if d.klog != nil {
-		fmt.Fprintf(d.klog, "vk: built kernel %s spec %v subgroup %d in %v\n", spec.Name, spec.Spec, spec.SubgroupSize, took.Round(time.Microsecond))
-	}
 	call := "vkCreateComputePipelines"
 	if stage == 1 {
 		call = "vkCreateShaderModule"
 	}
 	if err := check(call, vulkan.Result(r)); err != nil {
-		return nil, fmt.Errorf("%w (kernel %s, spec %v)", err, spec.Name, spec.Spec)
+		return took, fmt.Errorf("%w (kernel %s, spec %v)", err, spec.Name, spec.Spec)
 	}
-	d.kernels[key] = k
-	return k, nil
+	return took, nil
+}
+
+// noteBuild counts a built kernel and logs it (kmu held).
+func (d *Device) noteBuild(k *Kernel, took time.Duration) {
+	d.builds.Kernels++
+	d.builds.Time += took
+	if d.klog != nil {
+		fmt.Fprintf(d.klog, "vk: built kernel %s spec %v subgroup %d in %v\n", k.spec.Name, k.spec.Spec, k.spec.SubgroupSize, took.Round(time.Microsecond))
+	}
 }
 
 func (k *Kernel) destroy(d *Device) {
@@ -146,10 +171,11 @@ func (k *Kernel) destroy(d *Device) {
 }
 
 // KernelBuilds is how many kernels the device has built and the time the
-// driver took to compile them (vkCreateComputePipelines): the first steps of
-// a program pay for it, since every shape class, dtype and tile is its own
-// pipeline, and on some drivers a large cooperative-matrix kernel takes
-// seconds.
+// driver took to compile them (vkCreateComputePipelines), summed over the
+// kernels (Prepare's parallel builds overlap, so it may exceed the wall
+// time): the first steps of a program pay for it, since every shape
+// class, dtype and tile is its own pipeline, and on some drivers a large
+// cooperative-matrix kernel takes seconds.
 type KernelBuilds struct {
 	Kernels int
 	Time    time.Duration
@@ -233,6 +259,9 @@ type KernelStat struct {
 // ErrUnsupported.
 func (k *Kernel) Statistics(d *Device) ([]KernelStat, error) {
 	if err := d.alive(); err != nil {
+		return nil, err
+	}
+	if err := k.wait(); err != nil {
 		return nil, err
 	}
 	if !d.stats {

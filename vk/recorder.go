@@ -53,7 +53,11 @@ type Recorder struct {
 	bindings *C.vkl_binding // C array of MaxBindings, reused per dispatch
 	count    int            // dispatches recorded
 	released bool
-	profile  bool          // bracket each dispatch with timestamps
+	profile  bool // bracket each dispatch with timestamps
+	// dry: Prepare's recorder, which checks commands and records none;
+	// prepared lists the kernels its dispatches asked for.
+	dry      bool
+	prepared []*Kernel
 	marks    []profileMark // this recording's bracketed dispatches
 	last     []DispatchTime
 }
@@ -238,6 +242,16 @@ func (r *Recorder) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Bi
 	for _, b := range bufs {
 		r.use(b.buf)
 	}
+	if r.dry {
+		r.prepared = append(r.prepared, k)
+		r.count++
+		return nil
+	}
+	// A kernel that Prepare deferred may still be compiling; its failure
+	// is this call's, and leaves the recording as it was.
+	if err := k.wait(); err != nil {
+		return fmt.Errorf("vk: Dispatch %s: %w", s.Name, err)
+	}
 	var pp unsafe.Pointer
 	if len(push) > 0 {
 		pp = unsafe.Pointer(&push[0])
@@ -264,7 +278,7 @@ func (r *Recorder) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Bi
 // shader and transfer reads and writes. Record one wherever data flows from
 // one dispatch to the next; independent dispatches may run concurrently.
 func (r *Recorder) Barrier() {
-	if r.err != nil || r.released {
+	if r.err != nil || r.released || r.dry {
 		return
 	}
 	// Compute and transfer stages, shader and transfer reads and writes.
@@ -289,6 +303,9 @@ func (r *Recorder) Fill(b Binding, word uint32) error {
 		return r.fail(fmt.Errorf("vk: Fill: offset %d and size %d must be multiples of 4: %w", b.offset, b.size, ErrInvalidArgument))
 	}
 	r.use(b.buf)
+	if r.dry {
+		return nil
+	}
 	vulkan.CmdFillBuffer(r.cb, b.buf.buf, vulkan.DeviceSize(b.offset), vulkan.DeviceSize(b.size), word)
 	return nil
 }
@@ -316,6 +333,9 @@ func (r *Recorder) Copy(dst, src Binding) error {
 		return r.fail(fmt.Errorf("vk: Copy: src %d bytes, dst %d bytes: %w", src.size, dst.size, ErrInvalidArgument))
 	}
 	r.use(src.buf, dst.buf)
+	if r.dry {
+		return nil
+	}
 	C.vkl_cmd_copy(C.VkCommandBuffer(unsafe.Pointer(r.cb)), C.VkBuffer(unsafe.Pointer(src.buf.buf)), C.VkBuffer(unsafe.Pointer(dst.buf.buf)),
 		C.VkDeviceSize(src.offset), C.VkDeviceSize(dst.offset), C.VkDeviceSize(src.size))
 	return nil
@@ -333,7 +353,9 @@ func (r *Recorder) Timestamp() (int, error) {
 	if r.nq >= maxTimestamps {
 		return 0, r.fail(fmt.Errorf("vk: Timestamp: more than %d in one recording: %w", maxTimestamps, ErrInvalidArgument))
 	}
-	vulkan.CmdWriteTimestamp(r.cb, vulkan.PipelineStageBottomOfPipeBit, r.queries, uint32(r.nq))
+	if !r.dry {
+		vulkan.CmdWriteTimestamp(r.cb, vulkan.PipelineStageBottomOfPipeBit, r.queries, uint32(r.nq))
+	}
 	r.nq++
 	return r.nq - 1, nil
 }
@@ -363,6 +385,10 @@ func (r *Recorder) Submit() error {
 			r.restart()
 			return fmt.Errorf("vk: Submit: a buffer used by a recorded command was released before Submit; the recording is discarded: %w", ErrReleased)
 		}
+	}
+	if r.dry { // Prepare's: nothing to run, no timestamps to read
+		r.ticks = r.ticks[:0]
+		return r.restart()
 	}
 	if err := check("vkEndCommandBuffer", vulkan.EndCommandBuffer(r.cb)); err != nil {
 		r.restart()

@@ -60,6 +60,22 @@ func (p *inputPool) get(step int) (batch, error) {
 	return b, err
 }
 
+// blank is a batch of the pool's shapes with unset contents, for recording
+// without running (trainer.prepare); it draws nothing, so the pool's
+// batches stay the ones a run without it gets.
+func (p *inputPool) blank() (batch, error) {
+	x, err := p.dev.NewTensor(p.d, p.m, p.h)
+	if err != nil {
+		return batch{}, err
+	}
+	z, err := p.dev.NewTensor(p.d, p.m, p.q)
+	if err != nil {
+		x.Release()
+		return batch{}, err
+	}
+	return batch{x: x, z: z}, nil
+}
+
 func (p *inputPool) draw() (batch, error) {
 	p.generation++
 	x, err := p.dev.TensorFrom(p.d, normals(p.m*p.h, p.seed, p.generation, 0), p.m, p.h)

@@ -143,8 +143,8 @@ func finish(c *fitConfig, res *result, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "lorafit: a step takes %.3g ms (median): %.3g ms recording it on the host, %.3g ms of GPU work, %.3g ms the rest (submit, wait, read-back)\n",
 			res.WallMs, res.RecordMs, res.GPUMs, max(0, res.WallMs-res.RecordMs-res.GPUMs))
 	}
-	fmt.Fprintf(stdout, "lorafit: the first step took %.3g s, %d kernels built in %.3g s of driver compile time\n",
-		res.FirstStepSec, res.KernelsBuilt, res.BuildSec)
+	fmt.Fprintf(stdout, "lorafit: building the step's kernels in parallel took %.3g s, the first step %.3g s; %d kernels built, %.3g s of driver compile time in all\n",
+		res.PrepareSec, res.FirstStepSec, res.KernelsBuilt, res.BuildSec)
 	fmt.Fprintf(stdout, "lorafit: adapter in %s (PEFT: PeftModel.from_pretrained(model, %q)), loss curve %s\n", c.out, c.out, c.plot)
 	return nil
 }

@@ -43,6 +43,7 @@ type report struct {
 	StepWallMs   float64   `json:"step_wall_ms"`
 	StepRecordMs float64   `json:"step_record_ms"`
 	StepGPUMs    float64   `json:"step_gpu_ms"`
+	PrepareSec   float64   `json:"prepare_seconds"` // building the step's kernels in parallel, before the first step
 	FirstStepSec float64   `json:"first_step_seconds"`
 	KernelsBuilt int       `json:"kernels_built"`
 	BuildSec     float64   `json:"kernel_build_seconds"` // the driver's compile time of those kernels
@@ -56,7 +57,7 @@ func writeReport(path string, c *fitConfig, res *result) error {
 		TeacherScale: c.teacherStd, LR: c.lr, Steps: c.steps, Pool: c.pool, Seed: c.seed, Params: res.Params,
 		Seconds: res.Seconds, WarmSteps: warmSteps(c.steps), StepsPerSec: res.StepsPerSec, Losses: slices.Clone(res.Losses),
 		StepWallMs: res.WallMs, StepRecordMs: res.RecordMs, StepGPUMs: res.GPUMs,
-		FirstStepSec: res.FirstStepSec, KernelsBuilt: res.KernelsBuilt, BuildSec: res.BuildSec}
+		PrepareSec: res.PrepareSec, FirstStepSec: res.FirstStepSec, KernelsBuilt: res.KernelsBuilt, BuildSec: res.BuildSec}
 	if c.initAdapter == "" {
 		r.R, r.Alpha, r.Targets = c.r, c.alpha, c.targets
 	}

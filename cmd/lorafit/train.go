@@ -63,6 +63,9 @@ type result struct {
 	// reaches its rate.
 	FirstStepSec, BuildSec float64
 	KernelsBuilt           int
+	// PrepareSec is the wall time of building the step's kernels in
+	// parallel before the first step (trainer.prepare).
+	PrepareSec float64
 }
 
 // stepTimes is one step's time split.
@@ -107,6 +110,11 @@ func train(eng *lora.Engine, c *fitConfig, prog *progress) (*result, error) {
 	for _, p := range tr.m.Params() {
 		res.Params += p.Tensor.Numel()
 	}
+	t0 := time.Now()
+	if err := tr.prepare(); err != nil {
+		return nil, fmt.Errorf("building the step's kernels: %w", err)
+	}
+	res.PrepareSec = time.Since(t0).Seconds()
 	rec, err := eng.Device().NewRecorder()
 	if err != nil {
 		return nil, err
@@ -261,39 +269,7 @@ func (tr *trainer) record(rec *vk.Recorder, t int) (loss float64, stamps [2]int,
 	if err != nil {
 		return fail(err)
 	}
-	fw, err := tr.forward(rec, b)
-	if err != nil {
-		return fail(err)
-	}
-	rec.Barrier()
-	if err := tr.loss.record(rec, fw.ys, fw.ts); err != nil {
-		return fail(err)
-	}
-	gs := make([]finetune.LayerGrads, len(tr.m.Layers))
-	for i, l := range tr.m.Layers {
-		g := &gs[i]
-		rec.Hold(g)
-		y := fw.ys[5*i:]
-		dx, qkv, err := l.QKV.Backward(rec, fw.saved[i].qkv, y[0], y[1], y[2])
-		g.QKV = qkv
-		if err != nil {
-			return fail(err)
-		}
-		rec.Hold(dx)
-		dx, og, err := l.O.Backward(rec, fw.saved[i].o, y[3])
-		g.O = og
-		if err != nil {
-			return fail(err)
-		}
-		rec.Hold(dx)
-		dx, mg, err := l.MLP.Backward(rec, fw.saved[i].mlp, y[4])
-		g.MLP = mg
-		if err != nil {
-			return fail(err)
-		}
-		rec.Hold(dx)
-	}
-	grads, err := tr.m.Grads(gs)
+	grads, err := tr.recordGrads(rec, b)
 	if err != nil {
 		return fail(err)
 	}
@@ -311,6 +287,78 @@ func (tr *trainer) record(rec *vk.Recorder, t int) (loss float64, stamps [2]int,
 	}
 	loss, err = tr.loss.value()
 	return loss, stamps, submitted, err
+}
+
+// recordGrads records the forward of the teacher and the student on b,
+// the loss and the student's backward, and returns the trainable
+// parameters' gradients (held by rec).
+func (tr *trainer) recordGrads(rec *vk.Recorder, b batch) ([]*vk.Tensor, error) {
+	fw, err := tr.forward(rec, b)
+	if err != nil {
+		return nil, err
+	}
+	rec.Barrier()
+	if err := tr.loss.record(rec, fw.ys, fw.ts); err != nil {
+		return nil, err
+	}
+	gs := make([]finetune.LayerGrads, len(tr.m.Layers))
+	for i, l := range tr.m.Layers {
+		g := &gs[i]
+		rec.Hold(g)
+		y := fw.ys[5*i:]
+		dx, qkv, err := l.QKV.Backward(rec, fw.saved[i].qkv, y[0], y[1], y[2])
+		g.QKV = qkv
+		if err != nil {
+			return nil, err
+		}
+		rec.Hold(dx)
+		dx, og, err := l.O.Backward(rec, fw.saved[i].o, y[3])
+		g.O = og
+		if err != nil {
+			return nil, err
+		}
+		rec.Hold(dx)
+		dx, mg, err := l.MLP.Backward(rec, fw.saved[i].mlp, y[4])
+		g.MLP = mg
+		if err != nil {
+			return nil, err
+		}
+		rec.Hold(dx)
+	}
+	return tr.m.Grads(gs)
+}
+
+// prepare builds a step's kernels in parallel before the first step
+// (vk.Device.Prepare): the forward, the loss and the backward, recorded dry
+// on a batch of unset inputs. Some drivers take tens of seconds for one
+// large matmul kernel, so a cold first step would otherwise wait for the
+// sum of them. The optimizer's kernels are left to the first step (they
+// are small, and its Step advances its schedule), and the dropout
+// generators' offsets are put back, so the run is the one it would be
+// without this.
+func (tr *trainer) prepare() error {
+	b, err := tr.pool.blank()
+	if err != nil {
+		return err
+	}
+	defer b.release()
+	offsets := map[*lora.Dropout]uint64{}
+	for _, l := range tr.m.Layers {
+		for _, p := range l.Projections() {
+			if p != nil && p.Dropout != nil {
+				offsets[p.Dropout] = p.Dropout.Offset
+			}
+		}
+	}
+	defer func() {
+		for d, off := range offsets {
+			d.Offset = off
+		}
+	}()
+	return tr.eng.Device().Prepare(func(rec *vk.Recorder) error {
+		_, err := tr.recordGrads(rec, b)
+		return err
+	})
 }
 
 // saved is one layer's forward contexts.
