@@ -594,6 +594,11 @@ cases:
 		}
 		res := newResult(c, info)
 		r, err := setupCase(eng, c, o, uint64(i), prog)
+		if err == nil {
+			if err = prepareCase(dev, r, variants, prog); err != nil {
+				r.Release()
+			}
+		}
 		if err != nil {
 			stop := account(c, variants[0], res, err)
 			// The set-up is every variant's: count the others alike.
@@ -669,6 +674,32 @@ func setupCase(eng *lora.Engine, c benchCase, o *runFlags, i uint64, prog *progr
 		prog.phase("setup")
 	}
 	return c.Setup(eng, rand.New(rand.NewPCG(o.seed, i)))
+}
+
+// prepareCase builds the kernels of every variant's step of r in parallel
+// (vk.Device.Prepare: each step recorded dry, nothing run), so that a cold
+// driver compiles them side by side rather than one at a time as the
+// first runs reach them; on an H200 one workgroup-scope matmul kernel takes
+// 11–39 s to compile. A dry step changes nothing the validation depends
+// on: it reads the dropout generators' offsets when it runs.
+func prepareCase(dev *vk.Device, r *benchRun, variants []variant, prog *progress) error {
+	if prog != nil {
+		prog.phase("build kernels")
+	}
+	return dev.Prepare(func(rec *vk.Recorder) error {
+		for _, v := range variants {
+			if r.SetEngine != nil {
+				r.SetEngine(v.eng)
+			}
+			if err := r.Record(rec); err != nil {
+				return err
+			}
+			if err := rec.Submit(); err != nil { // frees the step's temporaries
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // measureCase runs r once (measuring the memory a step allocates),
