@@ -1,6 +1,8 @@
 package kernels
 
 import (
+	"slices"
+
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/vk"
 )
@@ -58,12 +60,22 @@ func (t CM2Tile) spec(l coopLayout) []uint32 {
 	return []uint32{uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.WG), b32(l.aKF), b32(l.bKF), uint32(max(t.Unroll, 1))}
 }
 
-// cm2Tiles is the workgroup-scope tile list: the override alone, or the table.
+// cm2Tiles is the workgroup-scope tile list: the override alone, or the
+// table, with CoopMat2Unroll in place of its unrolls.
 func (o Options) cm2Tiles() []CM2Tile {
 	if o.CoopMat2Tile != nil {
 		return []CM2Tile{*o.CoopMat2Tile}
 	}
-	return cm2Tiles
+	if o.CoopMat2Unroll == 0 {
+		return cm2Tiles
+	}
+	out := slices.Clone(cm2Tiles)
+	for i := range out {
+		if out[i].Unroll > 1 {
+			out[i].Unroll = o.CoopMat2Unroll
+		}
+	}
+	return out
 }
 
 // probeCoopMat2 finds, for f16 and bf16, the workgroup-scope tiles with

@@ -78,6 +78,8 @@ func TestOptionsRefused(t *testing.T) {
 		{CoopMat2Tile: &CM2Tile{BM: 128, BN: 128, BK: 32, WG: 128, Unroll: maxCM2Unroll + 1}},
 		{CoopMatTile: &CoopTile{BM: 128, BN: 128, BK: 32, WM: 48, WN: 32}},
 		{NF4SlabBytes: -1},
+		{CoopMat2Unroll: -1},
+		{CoopMat2Unroll: maxCM2Unroll + 1},
 	} {
 		_, err := New(f.Dev, o)
 		require.ErrorIs(t, err, ErrBadInput, "%+v", o)
@@ -86,5 +88,28 @@ func TestOptionsRefused(t *testing.T) {
 	for _, u := range []int{0, 1, maxCM2Unroll} {
 		_, err := New(f.Dev, Options{CoopMat2Tile: &CM2Tile{BM: 128, BN: 128, BK: 32, WG: 128, Unroll: u}})
 		require.NoError(t, err, "unroll %d", u)
+		_, err = New(f.Dev, Options{CoopMat2Unroll: u})
+		require.NoError(t, err, "CoopMat2Unroll %d", u)
 	}
+}
+
+// CoopMat2Unroll replaces the unroll of the tiles the table unrolls and
+// leaves the rolled ones rolled; a forced tile keeps its own.
+func TestCoopMat2UnrollOption(t *testing.T) {
+	require.Equal(t, cm2Tiles, Options{}.cm2Tiles())
+	got := Options{CoopMat2Unroll: 16}.cm2Tiles()
+	require.Len(t, got, len(cm2Tiles))
+	unrolled := 0
+	for i, tile := range got {
+		want := cm2Tiles[i]
+		if want.Unroll > 1 {
+			want.Unroll = 16
+			unrolled++
+		}
+		require.Equal(t, want, tile, "tile %d", i)
+	}
+	require.NotZero(t, unrolled, "the table unrolls some tile")
+	require.NotEqual(t, 16, cm2Tiles[0].Unroll, "the table itself is unchanged")
+	forced := CM2Tile{BM: 64, BN: 64, BK: 32, WG: 128, Unroll: 4}
+	require.Equal(t, []CM2Tile{forced}, Options{CoopMat2Tile: &forced, CoopMat2Unroll: 16}.cm2Tiles())
 }

@@ -32,6 +32,11 @@ type Options struct {
 	// CoopMat2Tile, when set, is the only workgroup-scope tile tried, with
 	// the same rule.
 	CoopMat2Tile *CM2Tile
+	// CoopMat2Unroll, when positive, replaces the K-step unroll of the
+	// workgroup-scope tiles the table unrolls (1 rolls them); the tiles it
+	// keeps rolled stay rolled. For timing one unroll against another
+	// across whole layers, which one forced tile (CoopMat2Tile) cannot.
+	CoopMat2Unroll int
 	// CoopMatShape, when set, is the only subgroup-scope matrix shape
 	// (M, N, K) tried, of those the device reports with fp32 accumulation;
 	// by default the first reported one serves. For testing and timing
@@ -92,6 +97,9 @@ func (o Options) check() error {
 	}
 	if t := o.CoopMat2Tile; t != nil && (min(t.BM, t.BN, t.BK, t.WG) <= 0 || t.Unroll < 0 || t.Unroll > maxCM2Unroll) {
 		return fmt.Errorf("CoopMat2Tile %+v: BM, BN, BK and WG must be positive, Unroll in [0, %d]: %w", *t, maxCM2Unroll, ErrBadInput)
+	}
+	if o.CoopMat2Unroll < 0 || o.CoopMat2Unroll > maxCM2Unroll {
+		return fmt.Errorf("CoopMat2Unroll %d: want [0, %d]: %w", o.CoopMat2Unroll, maxCM2Unroll, ErrBadInput)
 	}
 	if o.NF4SlabBytes < 0 {
 		return fmt.Errorf("NF4SlabBytes %d is negative: %w", o.NF4SlabBytes, ErrBadInput)

@@ -20,6 +20,7 @@ const (
 	envDisableNarrow   = "VKLORA_DISABLE_NARROW"   // 1: rank products on the tiled kernels
 	envCoopMatTile     = "VKLORA_COOPMAT_TILE"     // "BM,BN,BK,WM,WN[,BUFS,PREFETCH]": the only subgroup-scope tile
 	envCoopMat2Tile    = "VKLORA_COOPMAT2_TILE"    // "BM,BN,BK,WG[,UNROLL]": the only workgroup-scope tile
+	envCoopMat2Unroll  = "VKLORA_COOPMAT2_UNROLL"  // N: the unroll of the workgroup-scope tiles the table unrolls
 	envCoopMatShape    = "VKLORA_COOPMAT_SHAPE"    // "M,N,K": the only subgroup-scope matrix shape
 )
 
@@ -54,6 +55,9 @@ func engineOptions(getenv func(string) string) (lora.Options, error) {
 		return o, err
 	} else if c2 != nil {
 		o.CoopMat2Tile = c2
+	}
+	if _, err := tileFromEnv(getenv, envCoopMat2Unroll, &o.CoopMat2Unroll); err != nil {
+		return o, err
 	}
 	return o, nil
 }

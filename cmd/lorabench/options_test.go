@@ -31,11 +31,16 @@ func TestEngineOptionsFromEnv(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, &lora.CM2Tile{BM: 128, BN: 256, BK: 64, WG: 256, Unroll: 8}, o.CoopMat2Tile)
 
+	o, err = engineOptions(envOf(map[string]string{envCoopMat2Unroll: "16"}))
+	require.NoError(t, err)
+	require.Equal(t, lora.Options{CoopMat2Unroll: 16}, o)
+
 	for name, bad := range map[string][]string{
 		envCoopMat2Tile:   {"64,128,32", "64,128,32,256,1,1", "64,128,32,256,0", "64,0,32,128", "64,x,32,128"},
 		envCoopMatTile:    {"0,64,32,32,32", "64,64,32,32"},
 		envDisableCoopMat: {"yes", "2"},
 		envCoopMatShape:   {"16x16x16", "16,16"},
+		envCoopMat2Unroll: {"0", "-8", "8,16", "x"},
 	} {
 		for _, v := range bad {
 			_, err := engineOptions(envOf(map[string]string{name: v}))
