@@ -71,7 +71,10 @@ type benchCase struct {
 
 // benchRun is a case made ready on a device.
 type benchRun struct {
-	Record   func(rec *vk.Recorder) error
+	Record func(rec *vk.Recorder) error
+	// Prepare records, for vk.Device.Prepare, every step whose kernels the
+	// run needs (Record's and the validation's); nil means Record's.
+	Prepare  func(rec *vk.Recorder) error
 	Validate func() (relErr, tol float64, detail string, err error)
 	Release  func()
 	// SetEngine makes Record and Validate use eng from now on (the run's
@@ -686,12 +689,16 @@ func prepareCase(dev *vk.Device, r *benchRun, variants []variant, prog *progress
 	if prog != nil {
 		prog.phase("build kernels")
 	}
+	record := r.Prepare
+	if record == nil {
+		record = r.Record
+	}
 	return dev.Prepare(func(rec *vk.Recorder) error {
 		for _, v := range variants {
 			if r.SetEngine != nil {
 				r.SetEngine(v.eng)
 			}
-			if err := r.Record(rec); err != nil {
+			if err := record(rec); err != nil {
 				return err
 			}
 			if err := rec.Submit(); err != nil { // frees the step's temporaries

@@ -487,19 +487,44 @@ func setupLayer(eng *lora.Engine, rng *rand.Rand, op *layerOp, s shape, d dtype.
 		}
 	}
 	mv := min(s.M, valRows)
+	// One step on x and gys: its outputs and saved contexts are allocated
+	// here and held by the recorder, which frees them after the Submit that
+	// runs them, so every repeat allocates and frees what a training step
+	// does.
+	step := func(rec *vk.Recorder, x *vk.Tensor, gys []*vk.Tensor) error {
+		outs, saved, err := op.gpu(eng, rec, gps, s.Act, x, gys, bwd)
+		for _, t := range outs {
+			rec.Hold(t)
+		}
+		for _, r := range saved {
+			rec.Hold(r)
+		}
+		return err
+	}
 	return &benchRun{
-		// One step: its outputs and saved contexts are allocated here and
-		// held by the recorder, which frees them after the Submit that runs
-		// them, so every repeat allocates and frees what a training step does.
-		Record: func(rec *vk.Recorder) error {
-			outs, saved, err := op.gpu(eng, rec, gps, s.Act, x, gys, bwd)
-			for _, t := range outs {
-				rec.Hold(t)
+		Record: func(rec *vk.Recorder) error { return step(rec, x, gys) },
+		// The validation's sliced run has mv rows, so other tiles and
+		// kernels: its step is prepared too, on views of the first mv rows.
+		Prepare: func(rec *vk.Recorder) error {
+			if err := step(rec, x, gys); err != nil || mv == s.M {
+				return err
 			}
-			for _, r := range saved {
-				rec.Hold(r)
+			xs, err := x.View(mv, xw)
+			if err != nil {
+				return err
 			}
-			return err
+			var gs []*vk.Tensor
+			for i, w := range op.yWidths(s) {
+				if !bwd {
+					break
+				}
+				g, err := gys[i].View(mv, w)
+				if err != nil {
+					return err
+				}
+				gs = append(gs, g)
+			}
+			return step(rec, xs, gs)
 		},
 		Validate: func() (float64, float64, string, error) {
 			// The masks the sliced run draws: its forward starts at each

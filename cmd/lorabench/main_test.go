@@ -638,3 +638,31 @@ func TestSweep(t *testing.T) {
 		t.Errorf("bench -sweep: exit %d:\n%s", code, out)
 	}
 }
+
+// prepareCase builds every kernel a case needs, its validation's included
+// (which runs on the first val-rows rows, so other tiles), so that
+// measuring it afterwards builds none.
+func TestPrepareCaseBuildsEverything(t *testing.T) {
+	dev, eng := openEngine(t)
+	s := shape{Name: "custom", M: 1000, H: 96, I: 160, Q: 96, KV: 32, R: 6, Act: ref.SwiGLU}
+	c := layerCaseExt(layerOps["mlp"], s, dtype.BF16, passFwdBwd, denseWeights, 16, layerExt{Dropout: 0.1})
+	r, err := c.Setup(eng, rand.New(rand.NewPCG(1, 2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Release()
+	if err := prepareCase(dev, r, []variant{{eng: eng}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	prepared := dev.KernelBuilds()
+	res := newResult(c, dev.Info())
+	if err := measureCase(eng, vktest.Recorder(t, dev), r, c, &res, &runFlags{reps: 1, seed: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := dev.KernelBuilds(); got.Kernels != prepared.Kernels {
+		t.Errorf("measuring the case built %d kernels after prepareCase", got.Kernels-prepared.Kernels)
+	}
+	if !res.Validated {
+		t.Errorf("the case was not validated")
+	}
+}
