@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/internal/profile"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/ref"
 	"github.com/vklora/vklora/vk"
@@ -761,7 +762,7 @@ func measureCase(eng *lora.Engine, rec *vk.Recorder, r *benchRun, c benchCase, r
 		if err != nil {
 			return err
 		}
-		write := func() { writeProfile(o.profileOut, c.String()+sweepForm("", res.Sweep), rec.Profile()) }
+		write := func() { profile.Write(o.profileOut, c.String()+sweepForm("", res.Sweep), rec.Profile()) }
 		if prog != nil {
 			prog.do(write)
 		} else {

@@ -243,3 +243,57 @@ func TestDuration(t *testing.T) {
 		require.Equal(t, want, duration(d))
 	}
 }
+
+// -profile times every dispatch of the last step and prints them; neither
+// it nor building the kernels before the first step (trainer.prepare)
+// changes the run: the losses are those of a run without -profile, to the
+// last bit, with dropout on.
+func TestProfileLeavesTheRunAlone(t *testing.T) {
+	dir := t.TempDir()
+	model := filepath.Join(dir, "model")
+	args := func(out string, extra ...string) []string {
+		return append([]string{"-make-model", model, "-out", filepath.Join(dir, out), "-steps", "6", "-dropout", "0.1"}, extra...)
+	}
+	_, plain, _, _ := fitInProcess(t, args("plain")...)
+	_, prof, stdout, _ := fitInProcess(t, args("prof", "-profile")...)
+	require.Equal(t, plain.Losses, prof.Losses)
+	require.Empty(t, plain.Profile)
+	require.NotEmpty(t, prof.Profile)
+	require.Contains(t, stdout, "profile of step 6:")
+	kinds := map[string]bool{}
+	for _, d := range prof.Profile {
+		require.Positive(t, d.Time, d.Kernel)
+		kinds[strings.SplitN(d.Kernel, "_", 2)[0]] = true
+	}
+	require.True(t, kinds["matmul"] && kinds["adamw"], "the step's kernels: %v", kinds)
+	require.Positive(t, prof.PrepareSec)
+}
+
+// trainer.prepare records a step dry: it leaves every dropout generator
+// where it was, so the run draws the masks it would draw without it.
+func TestPrepareKeepsDropoutOffsets(t *testing.T) {
+	dir := t.TempDir()
+	var stderr bytes.Buffer
+	c, _, err := parse([]string{"-make-model", filepath.Join(dir, "model"), "-out", filepath.Join(dir, "out"), "-dropout", "0.1"}, &stderr)
+	require.NoError(t, err)
+	p, _ := findPreset(c.preset)
+	require.NoError(t, makeModel(c.model, p, c.layers, c.dtype, c.seed))
+	eng, err := lora.NewEngine(vktest.Device(t), lora.Options{})
+	require.NoError(t, err)
+	tr, err := newTrainer(eng, c)
+	require.NoError(t, err)
+	defer tr.release()
+	offsets := func() []uint64 {
+		var o []uint64
+		for _, l := range tr.m.Layers {
+			for _, p := range l.Projections() {
+				require.NotNil(t, p.Dropout, "dropout is on")
+				o = append(o, p.Dropout.Offset)
+			}
+		}
+		return o
+	}
+	before := offsets()
+	require.NoError(t, tr.prepare())
+	require.Equal(t, before, offsets())
+}

@@ -36,6 +36,7 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/hf"
+	"github.com/vklora/vklora/internal/profile"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/vk"
 )
@@ -136,6 +137,9 @@ func finish(c *fitConfig, res *result, stdout io.Writer) error {
 	if err := writeReport(filepath.Join(c.out, reportName), c, res); err != nil {
 		return err
 	}
+	if c.profile {
+		profile.Write(stdout, fmt.Sprintf("of step %d", len(res.Losses)), res.Profile)
+	}
 	first, last := res.Losses[0], res.Losses[len(res.Losses)-1]
 	fmt.Fprintf(stdout, "lorafit: %d steps in %.1fs (%.3g step/s after %d warm-up steps): loss %.3e → %.3e (%.3gx lower); %d trainable parameters\n",
 		len(res.Losses), res.Seconds, res.StepsPerSec, warmSteps(len(res.Losses)), first, last, first/last, res.Params)
@@ -181,6 +185,7 @@ func parse(args []string, stderr io.Writer) (*fitConfig, string, error) {
 	fs.Uint64Var(&seed, "seed", 1, "seed of the adapter's init, the teacher, the inputs and -make-model")
 	fs.StringVar(&c.out, "out", "lorafit-out", "write the PEFT adapter, loss.png and lorafit.json to `DIR`")
 	fs.StringVar(&c.plot, "plot", "", "loss curve `FILE.png` (default: -out's loss.png)")
+	fs.BoolVar(&c.profile, "profile", false, "time every dispatch of the last step and print them and the time per kernel before the summary (its timestamps serialize the step)")
 	fs.StringVar(&c.dump, "dump", "", "write a batch's inputs and the trained outputs to `FILE.safetensors` (scripts/gpu/lorafit_peft.py reads it)")
 	fs.Int64Var(&c.bufferCache, "buffer-cache", 0, "`BYTES` of released buffers' memory kept for reuse (0: the device's default, a quarter of a GPU's memory, none on CPU devices; -1: none)")
 	fs.StringVar(&device, "device", os.Getenv("VKLORA_DEVICE"), "Vulkan device: index or name substring (default $VKLORA_DEVICE, else the first discrete GPU)")

@@ -40,6 +40,7 @@ type fitConfig struct {
 	out         string // the adapter directory
 	plot        string // the loss curve PNG
 	dump        string // inputs and outputs for scripts/gpu/lorafit_peft.py, or ""
+	profile     bool   // -profile: the last step's per-dispatch GPU times
 	bufferCache int64  // vk.Options.BufferCacheBytes
 }
 
@@ -66,6 +67,8 @@ type result struct {
 	// PrepareSec is the wall time of building the step's kernels in
 	// parallel before the first step (trainer.prepare).
 	PrepareSec float64
+	// Profile is the last step's dispatches with their GPU times (-profile).
+	Profile []vk.DispatchTime
 }
 
 // stepTimes is one step's time split.
@@ -128,9 +131,16 @@ func train(eng *lora.Engine, c *fitConfig, prog *progress) (*result, error) {
 		if t == warmSteps(c.steps) {
 			warmAt = time.Now()
 		}
+		// The last step is profiled: its timestamps serialize its
+		// dispatches, which moves one step of the median at most.
+		last := t == c.steps-1
+		rec.SetProfile(c.profile && last)
 		loss, st, err := tr.step(rec, t)
 		if err != nil {
 			return nil, fmt.Errorf("step %d: %w", t, err)
+		}
+		if c.profile && last {
+			res.Profile = rec.Profile()
 		}
 		if t == 0 {
 			res.FirstStepSec = st.wall.Seconds()

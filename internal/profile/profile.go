@@ -1,4 +1,4 @@
-package main
+package profile
 
 import (
 	"fmt"
@@ -9,11 +9,12 @@ import (
 	"github.com/vklora/vklora/vk"
 )
 
-// writeProfile lists one profiled step: every dispatch in recording order
-// with its grid and GPU time, then the time per kernel, largest first. The
-// dispatches are timed one after another, so their sum can exceed the
-// step's timed median where dispatches would have overlapped.
-func writeProfile(w io.Writer, label string, prof []vk.DispatchTime) {
+// Write lists one profiled step under label: every dispatch in recording
+// order with its grid and GPU time, then the time per kernel, largest
+// first. The dispatches are timed one after another, so their sum can
+// exceed the step's time where dispatches would have overlapped. A nil w
+// writes nothing.
+func Write(w io.Writer, label string, prof []vk.DispatchTime) {
 	if w == nil {
 		return
 	}
