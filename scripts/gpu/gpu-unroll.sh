@@ -4,7 +4,8 @@
 # along). Times bf16 matmuls with VKLORA_COOPMAT2_TILE=BM,BN,BK,WG,UNROLL
 # over TILES at SHAPES (X·Wᵀ, one lorabench -sweep per shape), then the default path against the
 # subgroup-scope kernel in every form at 8192³ (FORMS=0 skips it), the
-# presets (PRESETS, "" skips them) and PyTorch's eager baseline and cuBLAS
+# presets (PRESETS, "" skips them; PRESET_SWEEP sweeps an engine switch
+# over them) and PyTorch's eager baseline and cuBLAS
 # in the same call (TORCH=0 skips them). One line per row; with
 # VKLORA_LOG_KERNELS=1 (and __GL_SHADER_DISK_CACHE=0 for cold builds) also
 # each workgroup-scope kernel's compile time.
@@ -28,8 +29,12 @@ if [ "${FORMS:-1}" = 1 ]; then
 		echo "subgroup-scope $f $(VKLORA_DISABLE_COOPMAT2=1 mm 8192 8192 8192 $f)"
 	done
 fi
+# PRESET_SWEEP (e.g. 'VKLORA_COOPMAT2_UNROLL=8;16') times each preset case
+# once per value in one process, its kernels for all values built in
+# parallel first.
 for p in ${PRESETS-llama3-8b gemma-2b qwen2.5-0.5b}; do
-	timeout 100 "$B/lorabench" bench -preset "$p" -op mlp,qkv,o -pass fwdbwd -reps 5 -no-peak 2>&1 | grep -E '^(mlp|qkv|o ) ' | cut -c1-160
+	timeout 200 "$B/lorabench" bench -preset "$p" -op mlp,qkv,o -pass fwdbwd -reps 5 -no-peak \
+		${PRESET_SWEEP:+-sweep "$PRESET_SWEEP"} 2>&1 | grep -E '^(mlp|qkv|o ) ' | cut -c1-170
 done
 if [ "${TORCH:-1}" = 1 ]; then
 	timeout 150 python3 scripts/gpu/torch_reference.py --preset ${PRESETS-llama3-8b gemma-2b qwen2.5-0.5b} 2>&1 | grep '^{' | cut -c1-200
