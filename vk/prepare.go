@@ -7,12 +7,13 @@ import (
 )
 
 // Prepare builds, in parallel, every kernel that record asks for, and
-// returns when all of them are built, with the first error of the
-// recording or of a build.
+// returns when all of them are built, with record's error and the first
+// build error (joined). A kernel whose build failed is built again by the
+// next request for it, which reports its own error.
 //
 // Why: a kernel is built when a recording first reaches it, one at a time,
 // and some drivers take tens of seconds for one large cooperative-matrix
-// kernel (NVIDIA's took 18–39 s for the workgroup-scope matmul tiles on an
+// kernel (NVIDIA's took 11–39 s for each workgroup-scope matmul tile on an
 // H200), so the first step of a training loop can wait a minute. Prepare
 // runs record once on a dry recorder, which checks every command as a
 // recorder does but records and runs nothing, while the device hands out
