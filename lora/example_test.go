@@ -56,8 +56,9 @@ func ExampleEngine_MatmulLoRA() {
 }
 
 // One training step's layer work for a LoRA MLP (SwiGLU, bf16): build it
-// from PEFT-shaped modules, record the forward and the backward in one
-// recording, submit, and get dX and every adapter gradient.
+// from PEFT-shaped modules, build the step's kernels (Device.Prepare),
+// record the forward and the backward in one recording, submit, and get
+// dX and every adapter gradient.
 func ExampleMLP() {
 	dev, err := vk.Open(vk.Options{})
 	if err != nil {
@@ -92,6 +93,27 @@ func ExampleMLP() {
 	x, gy := tensor(tokens, hidden), tensor(tokens, hidden)
 	defer x.Close()
 	defer gy.Close()
+
+	// Optional: build the step's kernels in parallel first, by recording
+	// the step once dry (checked, neither recorded nor run). A cold driver
+	// can take seconds for each large matmul kernel.
+	if err := dev.Prepare(func(rec *vk.Recorder) error {
+		y, saved, err := mlp.Forward(rec, x)
+		if err != nil {
+			return err
+		}
+		rec.Hold(y)
+		rec.Hold(saved)
+		dx, grads, err := mlp.Backward(rec, saved, gy)
+		rec.Hold(dx)
+		for i := range grads {
+			rec.Hold(&grads[i])
+		}
+		return err
+	}); err != nil {
+		fmt.Println(err)
+		return
+	}
 
 	rec, err := dev.NewRecorder()
 	if err != nil {
