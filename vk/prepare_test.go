@@ -3,6 +3,7 @@ package vk_test
 import (
 	"errors"
 	"math"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -112,4 +113,37 @@ func TestPrepareErrors(t *testing.T) {
 	got, err := ten.Float32()
 	require.NoError(t, err)
 	require.Equal(t, float32(1), got[0])
+}
+
+// While Prepare runs, another goroutine's kernel request is deferred too:
+// its Dispatch waits for the build, and its recording computes the right
+// thing (run it under -race: make race).
+func TestPrepareConcurrentRecording(t *testing.T) {
+	d := prepareDevice(t)
+	inPrepare, done := make(chan struct{}), make(chan struct{})
+	var release sync.Once
+	finish := func() { release.Do(func() { close(done) }) }
+	defer finish() // a failed check must not leave Prepare waiting
+	prepared := make(chan error, 1)
+	go func() {
+		prepared <- d.Prepare(func(rec *vk.Recorder) error {
+			close(inPrepare)
+			<-done // hold the device in Prepare while the test records
+			return nil
+		})
+	}()
+	<-inPrepare
+	ten, err := d.NewTensor(dtype.F32, 64)
+	require.NoError(t, err)
+	defer ten.Release()
+	rec := vktest.Recorder(t, d)
+	require.NoError(t, fillSteps(d, rec, ten, []uint32{104, 120}), "kernels handed out unbuilt, dispatched once built")
+	require.NoError(t, rec.Submit())
+	finish()
+	require.NoError(t, <-prepared)
+	got, err := ten.Float32()
+	require.NoError(t, err)
+	for i, v := range got {
+		require.Equal(t, float32(2), v, "element %d", i)
+	}
 }
