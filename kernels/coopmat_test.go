@@ -93,6 +93,8 @@ func TestCoopMatMatmul(t *testing.T) {
 		t.Run(d.String(), func(t *testing.T) {
 			f := coopFixture(t, d)
 			forEachCoopPath(t, f, d, func(t *testing.T, path string) {
+				const alpha, beta = 0.37, -1.5
+				f.prepareProducts(t, d, forms, coopShapes, alpha, beta)
 				for _, fm := range forms {
 					for _, s := range coopShapes {
 						m, n, k := s[0], s[1], s[2]
@@ -109,7 +111,6 @@ func TestCoopMatMatmul(t *testing.T) {
 							if fm.transB {
 								B = B.T()
 							}
-							const alpha, beta = 0.37, -1.5
 							c := f.Upload(d, c0, m, n)
 							f.requireKernel(Gemm{C: c, A: A, B: B}, path)
 							rec := f.Recorder()
