@@ -4,6 +4,7 @@ package vk
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -45,6 +46,15 @@ type Options struct {
 	// CLIs set it from VKLORA_LOG_KERNELS=1, to find which kernels make a
 	// cold first step slow (KernelBuilds has the totals).
 	KernelLog io.Writer
+	// PipelineCacheDir, when set, keeps the driver's compiled kernels in a
+	// file of this directory between processes, one file per device and
+	// driver build (pipecache.go; Device.PipelineCacheFile names it): Open
+	// seeds the device's pipeline cache from it (a missing, damaged or
+	// foreign file is ignored), and Release and SavePipelineCache write it
+	// back. For where the driver's own disk cache does not survive
+	// (containers, fresh machines); the CLIs default to
+	// os.UserCacheDir()/vklora/pipelines.
+	PipelineCacheDir string
 }
 
 // Device is an open logical device with one compute queue. A Device and the
@@ -68,6 +78,10 @@ type Device struct {
 
 	qmu sync.Mutex // the queue: one submit at a time
 	smu sync.Mutex // the staging area: one transfer at a time
+
+	pcmu   sync.Mutex // saves of the pipeline cache file, and pcSum
+	pcFile string     // in Options.PipelineCacheDir; "" for none
+	pcSum  [32]byte   // SHA-256 of the payload loaded or last saved: an unchanged cache is not rewritten
 
 	kmu    sync.Mutex // kernels, layouts, builds and deferring
 	builds KernelBuilds
@@ -125,7 +139,7 @@ func open(opts Options) (*Device, error) {
 		info: info, phys: phys[idx], dev: vulkan.Device(unsafe.Pointer(cdev)),
 		layouts: map[layoutKey]*pipelineLayout{}, kernels: map[string]*Kernel{}, live: map[string]int{},
 		stats: opts.KernelStatistics && info.Caps.PipelineStatistics,
-		klog:  opts.KernelLog, buildSlots: newBuildSlots(),
+		klog:  opts.KernelLog, buildSlots: newBuildSlots(), pcFile: pipelineCacheFile(opts.PipelineCacheDir, &info),
 	}
 	if err := d.init(); err != nil {
 		d.destroy()
@@ -139,11 +153,9 @@ func (d *Device) init() error {
 	var queue vulkan.Queue
 	vulkan.GetDeviceQueue(d.dev, d.info.Caps.QueueFamily, 0, &queue)
 	d.queue = queue
-	var cache C.VkPipelineCache
-	if err := check("vkCreatePipelineCache", vulkan.Result(C.vkl_create_pipeline_cache(d.cdev(), &cache))); err != nil {
+	if err := d.openPipelineCache(d.pcFile); err != nil { // pipecache.go
 		return err
 	}
-	d.cache = vulkan.PipelineCache(unsafe.Pointer(cache))
 	d.mem = probeMemoryTypes(d.phys, d.info.Type)
 	return nil
 }
@@ -253,9 +265,14 @@ func (d *Device) Release() error {
 			}
 		}
 	}
+	// The kernels this process compiled, for the next one (pipecache.go).
+	var saveErr error
+	if d.pcFile != "" && d.KernelBuilds().Kernels > 0 {
+		saveErr = d.SavePipelineCache()
+	}
 	d.destroy()
 	releaseInstance()
-	return leakErr
+	return errors.Join(leakErr, saveErr)
 }
 
 func (d *Device) destroy() {

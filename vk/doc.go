@@ -20,7 +20,9 @@
 //     Device.Prepare runs a recording dry (checked, not recorded, not run)
 //     to build all of its kernels in parallel first, since one large
 //     cooperative-matrix kernel can take a driver tens of seconds.
-//     KernelBuilds and Options.KernelLog report the builds.
+//     KernelBuilds and Options.KernelLog report the builds, and
+//     Options.PipelineCacheDir keeps the compiled kernels in a file between
+//     processes, for where the driver's own disk cache does not survive.
 //   - Recorder: dispatches, barriers and timestamps in one command buffer;
 //     Submit runs and waits. Hold keeps temporaries alive until Submit;
 //     Recycle and Reuse let a recording's temporaries with disjoint

@@ -56,6 +56,7 @@ static PFN_vkMapMemory p_MapMemory;
 static PFN_vkUnmapMemory p_UnmapMemory;
 static PFN_vkDestroyBuffer p_DestroyBuffer;
 static PFN_vkCreatePipelineCache p_CreatePipelineCache;
+static PFN_vkGetPipelineCacheData p_GetPipelineCacheData;
 static PFN_vkFreeMemory p_FreeMemory;
 static PFN_vkGetPipelineExecutablePropertiesKHR p_GetPipelineExecutablePropertiesKHR;
 static PFN_vkGetPipelineExecutableStatisticsKHR p_GetPipelineExecutableStatisticsKHR;
@@ -223,6 +224,7 @@ VkResult vkl_create_instance(int validation, VkInstance *out, VkDebugUtilsMessen
 	LOAD(inst, UnmapMemory);
 	LOAD(inst, DestroyBuffer);
 	LOAD(inst, CreatePipelineCache);
+	LOAD(inst, GetPipelineCacheData);
 	LOAD(inst, FreeMemory);
 	LOAD(inst, GetPipelineExecutablePropertiesKHR); // NULL without the extension
 	LOAD(inst, GetPipelineExecutableStatisticsKHR);
@@ -488,9 +490,34 @@ void vkl_destroy_buffer(VkDevice dev, VkBuffer buf, VkDeviceMemory mem, int mapp
 	if (mem) p_FreeMemory(dev, mem, NULL);
 }
 
-VkResult vkl_create_pipeline_cache(VkDevice dev, VkPipelineCache *cache) {
-	VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
+VkResult vkl_create_pipeline_cache(VkDevice dev, const void *data, size_t size, VkPipelineCache *cache) {
+	VkPipelineCacheCreateInfo ci = {
+	    .sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO, .initialDataSize = size, .pInitialData = data};
 	return p_CreatePipelineCache(dev, &ci, NULL, cache);
+}
+
+// The cache's data in a malloc'd buffer the caller frees (*data NULL when
+// it is empty). The two-call idiom, retried while the cache grows between
+// the calls (VK_INCOMPLETE).
+VkResult vkl_pipeline_cache_data(VkDevice dev, VkPipelineCache cache, void **data, size_t *size) {
+	*data = NULL;
+	*size = 0;
+	for (int tries = 0; tries < 4; tries++) {
+		size_t n = 0;
+		VkResult r = p_GetPipelineCacheData(dev, cache, &n, NULL);
+		if (r != VK_SUCCESS || n == 0) return r;
+		void *buf = malloc(n);
+		if (!buf) return VK_ERROR_OUT_OF_HOST_MEMORY;
+		r = p_GetPipelineCacheData(dev, cache, &n, buf);
+		if (r == VK_SUCCESS) {
+			*data = buf;
+			*size = n;
+			return r;
+		}
+		free(buf);
+		if (r != VK_INCOMPLETE) return r;
+	}
+	return VK_INCOMPLETE;
 }
 
 uint32_t vkl_memory_types(VkPhysicalDevice phys, uint32_t flags[VK_MAX_MEMORY_TYPES]) {

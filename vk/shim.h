@@ -166,7 +166,8 @@ void vkl_cmd_barrier(VkCommandBuffer cb);
 VkResult vkl_map(VkDevice dev, VkDeviceMemory mem, VkDeviceSize size, void **p);
 // ---- Once per device, also without vulkan-go: its wrappers of these leaked
 // their C copies of the structs (about 2.7 KB per Open) ----
-VkResult vkl_create_pipeline_cache(VkDevice dev, VkPipelineCache *cache);
+VkResult vkl_create_pipeline_cache(VkDevice dev, const void *data, size_t size, VkPipelineCache *cache);
+VkResult vkl_pipeline_cache_data(VkDevice dev, VkPipelineCache cache, void **data, size_t *size);
 // vkl_memory_types writes the property flags of each memory type and
 // returns their count.
 uint32_t vkl_memory_types(VkPhysicalDevice phys, uint32_t flags[VK_MAX_MEMORY_TYPES]);

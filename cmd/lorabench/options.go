@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vklora/vklora/internal/cachedir"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/vk"
 )
@@ -156,7 +157,7 @@ func openDeviceWith(sel string, stats bool) (*vk.Device, error) {
 		sel = os.Getenv(envDevice)
 	}
 	return vk.Open(vk.Options{Select: sel, Validation: os.Getenv(envValidation) == "1", KernelStatistics: stats,
-		KernelLog: kernelLog()})
+		KernelLog: kernelLog(), PipelineCacheDir: cachedir.Pipelines()})
 }
 
 // kernelLog is where the device logs its kernel builds: stderr with

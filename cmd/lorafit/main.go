@@ -36,6 +36,7 @@ import (
 
 	"github.com/vklora/vklora/dtype"
 	"github.com/vklora/vklora/hf"
+	"github.com/vklora/vklora/internal/cachedir"
 	"github.com/vklora/vklora/internal/profile"
 	"github.com/vklora/vklora/lora"
 	"github.com/vklora/vklora/vk"
@@ -98,7 +99,7 @@ func fit(c *fitConfig, device string, stdout, stderr io.Writer) (err error) {
 	if _, err := hf.ReadConfig(c.model); err != nil {
 		return err
 	}
-	opts := vk.Options{Select: device, BufferCacheBytes: c.bufferCache}
+	opts := vk.Options{Select: device, BufferCacheBytes: c.bufferCache, PipelineCacheDir: cachedir.Pipelines()}
 	if os.Getenv("VKLORA_LOG_KERNELS") == "1" { // each kernel built, with its compile time
 		opts.KernelLog = stderr
 	}
