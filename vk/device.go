@@ -4,7 +4,6 @@ package vk
 import "C"
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -49,9 +48,10 @@ type Options struct {
 	// PipelineCacheDir, when set, keeps the driver's compiled kernels in a
 	// file of this directory between processes, one file per device and
 	// driver build (pipecache.go; Device.PipelineCacheFile names it): Open
-	// seeds the device's pipeline cache from it (a missing, damaged or
-	// foreign file is ignored), and Release and SavePipelineCache write it
-	// back. For where the driver's own disk cache does not survive
+	// seeds the device's pipeline cache from it (a missing, unreadable,
+	// damaged or foreign file is ignored, and logged to KernelLog), and
+	// Release and SavePipelineCache write it back (only SavePipelineCache
+	// reports a failure). For where the driver's own disk cache does not survive
 	// (containers, fresh machines); the CLIs default to
 	// os.UserCacheDir()/vklora/pipelines.
 	PipelineCacheDir string
@@ -265,14 +265,16 @@ func (d *Device) Release() error {
 			}
 		}
 	}
-	// The kernels this process compiled, for the next one (pipecache.go).
-	var saveErr error
+	// The kernels this process compiled, for the next one (pipecache.go);
+	// a cache that cannot be saved fails nothing.
 	if d.pcFile != "" && d.KernelBuilds().Kernels > 0 {
-		saveErr = d.SavePipelineCache()
+		if err := d.SavePipelineCache(); err != nil && d.klog != nil {
+			fmt.Fprintf(d.klog, "%v\n", err)
+		}
 	}
 	d.destroy()
 	releaseInstance()
-	return errors.Join(leakErr, saveErr)
+	return leakErr
 }
 
 func (d *Device) destroy() {

@@ -81,28 +81,27 @@ func decodePipelineCache(b []byte, info *DeviceInfo) ([]byte, string) {
 	return payload, ""
 }
 
-// loadPipelineCache reads the payload of the cache file at path for info:
-// nil (and why, for the log) when the file is missing, damaged, or of
-// another device or driver. It fails only when the file exists and cannot
-// be read.
-func loadPipelineCache(path string, info *DeviceInfo) ([]byte, string, error) {
+// loadPipelineCache reads the payload of the cache file at path for info,
+// or returns nil and why not (for the log): the file is missing, cannot
+// be read, is damaged, or is of another device or driver. A cache is worth
+// having, never worth failing for, so none of these is an error.
+func loadPipelineCache(path string, info *DeviceInfo) ([]byte, string) {
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return nil, "no file yet", nil
+		return nil, "no file yet"
 	case err != nil:
-		return nil, "", fmt.Errorf("vk: pipeline cache %s: %w", path, err)
+		return nil, err.Error()
 	case !st.Mode().IsRegular():
-		return nil, "", fmt.Errorf("vk: pipeline cache %s: not a regular file (%s)", path, st.Mode().Type())
+		return nil, fmt.Sprintf("not a regular file (%s)", st.Mode().Type())
 	case st.Size() > maxPipelineCacheBytes:
-		return nil, fmt.Sprintf("%d bytes, more than the %d a cache file may hold", st.Size(), maxPipelineCacheBytes), nil
+		return nil, fmt.Sprintf("%d bytes, more than the %d a cache file may hold", st.Size(), maxPipelineCacheBytes)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, "", fmt.Errorf("vk: pipeline cache %s: %w", path, err)
+		return nil, err.Error()
 	}
-	payload, why := decodePipelineCache(b, info)
-	return payload, why, nil
+	return decodePipelineCache(b, info)
 }
 
 // createPipelineCache makes the device's VkPipelineCache, seeded with
@@ -143,10 +142,7 @@ func (d *Device) openPipelineCache(path string) error {
 	if path == "" {
 		return d.createPipelineCache(nil)
 	}
-	payload, why, err := loadPipelineCache(path, &d.info)
-	if err != nil {
-		return err
-	}
+	payload, why := loadPipelineCache(path, &d.info)
 	if payload != nil {
 		d.pcSum = sha256.Sum256(payload)
 	}
@@ -162,9 +158,11 @@ func (d *Device) openPipelineCache(path string) error {
 
 // SavePipelineCache writes the device's compiled kernels to its cache file
 // (PipelineCacheFile; atomically: a temporary file in the same
-// directory, then a rename), creating its directory. Device.Release saves
-// too when the device built kernels; call this to save earlier, e.g. after
-// a training loop's first step. Without a cache file it does nothing.
+// directory, then a rename), creating its directory, and returns what
+// went wrong. Device.Release saves too when the device built kernels, but
+// only logs a failure (Options.KernelLog): call this to see the error, or
+// to save earlier, e.g. after a training loop's first step. Without a
+// cache file it does nothing.
 func (d *Device) SavePipelineCache() error {
 	if err := d.alive(); err != nil {
 		return err
