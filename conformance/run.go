@@ -157,12 +157,30 @@ func (r *runner) out(key string, t *vk.Tensor) {
 }
 
 func (r *runner) run() error {
-	c := r.c
 	var err error
 	if r.rec, err = r.dev.NewRecorder(); err != nil {
 		return err
 	}
 	r.keep(r.rec)
+	if err := r.record(); err != nil {
+		return err
+	}
+	if err := r.rec.Submit(); err != nil {
+		return err
+	}
+	for k, t := range r.outs {
+		if r.got[k], err = t.Float32(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// record uploads the case's inputs and projections and records its op on
+// r.rec.
+func (r *runner) record() error {
+	c := r.c
+	var err error
 	in := map[string]*vk.Tensor{} // X and the upstream gradients
 	for k, a := range c.Inputs {
 		if in[k], err = r.upload(a); err != nil {
@@ -191,18 +209,29 @@ func (r *runner) run() error {
 	default:
 		err = fmt.Errorf("unknown op %q", c.Op)
 	}
-	if err != nil {
-		return err
-	}
-	if err := r.rec.Submit(); err != nil {
-		return err
-	}
-	for k, t := range r.outs {
-		if r.got[k], err = t.Float32(); err != nil {
-			return err
+	return err
+}
+
+// Prepare builds, in parallel, the kernels that running cases on eng will
+// use (vk.Device.Prepare: each case recorded once on a dry recorder, with
+// its real inputs uploaded). A suite of cases of many shapes and dtypes
+// then pays a cold driver's compile time side by side rather than one
+// kernel at a time as each case reaches it. The cases are unchanged.
+func Prepare(eng *lora.Engine, cases []*Case) error {
+	return eng.Device().Prepare(func(rec *vk.Recorder) error {
+		for _, c := range cases {
+			r := &runner{eng: eng, dev: eng.Device(), c: c, rec: rec, outs: map[string]*vk.Tensor{}, got: map[string][]float32{}}
+			err := r.record()
+			if err == nil {
+				err = rec.Submit() // runs nothing; frees the recording's temporaries
+			}
+			r.release()
+			if err != nil {
+				return fmt.Errorf("conformance: %s: %w", c.Path, err)
+			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 func (r *runner) matmulLoRA(in map[string]*vk.Tensor, p *lora.Projection) error {

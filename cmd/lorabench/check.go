@@ -77,10 +77,24 @@ func cmdCheck(args []string, stdout, stderr io.Writer) (err error) {
 		fmt.Fprintf(stdout, "device: %s\n", dev.Info())
 		fmt.Fprintf(stdout, "%-58s %-28s %10s %10s  %s\n", "case", "tensor", "rel err", "tol", "result")
 	}
+	// Every case is loaded first, so that the kernels of all of them are
+	// built in parallel (conformance.Prepare) before the first runs: on a
+	// cold GPU driver one cooperative-matrix kernel can take tens of
+	// seconds. A case that cannot run stops the preparation there; its Run
+	// below reports why.
+	cases := make([]*conformance.Case, len(files))
+	loadErrs := make([]error, len(files))
+	var loaded []*conformance.Case
+	for i, p := range files {
+		if cases[i], loadErrs[i] = loadCase(p); loadErrs[i] == nil {
+			loaded = append(loaded, cases[i])
+		}
+	}
+	_ = conformance.Prepare(eng, loaded)
 	failed := 0
 	worst := map[string]float64{} // op/dtype → worst relative error, for the summary
-	for _, p := range files {
-		c, err := loadCase(p)
+	for i, p := range files {
+		c, err := cases[i], loadErrs[i]
 		if err == nil {
 			var res []conformance.Result
 			if res, err = conformance.Run(eng, c); err == nil {
