@@ -66,7 +66,9 @@
 // fences, query pools, begin, submit, wait, barriers and copies
 // (vkl_create_buffer … vkl_cmd_copy in shim.c). So does each device's
 // set-up: its wrappers of vkGetPhysicalDeviceMemoryProperties and
-// vkCreatePipelineCache kept their C copies, 2.7 KB per Open. vulkan-go
+// vkCreatePipelineCache kept their C copies, 2.7 KB per Open; the shim's
+// vkCreatePipelineCache also takes the cache file's data, and
+// vkGetPipelineCacheData runs its two-call idiom in C. vulkan-go
 // still serves the calls with scalar arguments and the instance's set-up;
 // the instance, device, pipelines and dispatches were already the shim's.
 package vk
