@@ -51,8 +51,8 @@ type Options struct {
 	// seeds the device's pipeline cache from it (a missing, unreadable,
 	// damaged or foreign file is ignored, and logged to KernelLog), and
 	// Release and SavePipelineCache write it back (only SavePipelineCache
-	// reports a failure). For where the driver's own disk cache does not survive
-	// (containers, fresh machines); the CLIs default to
+	// reports a failure). For where the driver's own disk cache does not
+	// survive (containers, fresh machines); the CLIs default to
 	// os.UserCacheDir()/vklora/pipelines.
 	PipelineCacheDir string
 }
@@ -153,7 +153,7 @@ func (d *Device) init() error {
 	var queue vulkan.Queue
 	vulkan.GetDeviceQueue(d.dev, d.info.Caps.QueueFamily, 0, &queue)
 	d.queue = queue
-	if err := d.openPipelineCache(d.pcFile); err != nil { // pipecache.go
+	if err := d.openPipelineCache(); err != nil { // pipecache.go
 		return err
 	}
 	d.mem = probeMemoryTypes(d.phys, d.info.Type)

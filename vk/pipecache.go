@@ -13,9 +13,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"unsafe"
 
 	vulkan "github.com/vulkan-go/vulkan"
+
+	"github.com/vklora/vklora/internal/fsutil"
 )
 
 // A pipeline cache file (Options.PipelineCacheDir) keeps the driver's
@@ -65,41 +68,43 @@ func decodePipelineCache(b []byte, info *DeviceInfo) ([]byte, string) {
 	if !bytes.Equal(sum[:], b[len(pipelineCacheMagic)+8:pipelineCacheHeader]) {
 		return nil, "checksum mismatch"
 	}
-	// VkPipelineCacheHeaderVersionOne: headerSize, headerVersion,
-	// vendorID, deviceID (uint32 each), pipelineCacheUUID [16].
-	const vkHeader = 32
-	if len(payload) < vkHeader {
-		return nil, "no Vulkan pipeline cache header"
-	}
-	u32 := func(i int) uint32 { return binary.LittleEndian.Uint32(payload[4*i:]) }
-	switch {
-	case u32(0) < vkHeader || u32(1) != 1:
-		return nil, fmt.Sprintf("Vulkan pipeline cache header size %d, version %d", u32(0), u32(1))
-	case u32(2) != info.VendorID || u32(3) != info.DeviceID || !bytes.Equal(payload[16:32], info.PipelineCacheUUID[:]):
-		return nil, fmt.Sprintf("made for vendor %#x device %#x cache UUID %x, not this device and driver", u32(2), u32(3), payload[16:32])
+	if why := checkVulkanHeader(payload, info); why != "" {
+		return nil, why
 	}
 	return payload, ""
 }
 
+// checkVulkanHeader says why a driver payload is not for the device info
+// describes, or "" when it is: its VkPipelineCacheHeaderVersionOne
+// (headerSize, headerVersion, vendorID, deviceID as uint32, then
+// pipelineCacheUUID [16]) must be whole and match.
+func checkVulkanHeader(payload []byte, info *DeviceInfo) string {
+	const vkHeader = 32
+	if len(payload) < vkHeader {
+		return "no Vulkan pipeline cache header"
+	}
+	u32 := func(i int) uint32 { return binary.LittleEndian.Uint32(payload[4*i:]) }
+	switch {
+	case u32(0) < vkHeader || u32(1) != 1:
+		return fmt.Sprintf("Vulkan pipeline cache header size %d, version %d", u32(0), u32(1))
+	case u32(2) != info.VendorID || u32(3) != info.DeviceID || !bytes.Equal(payload[16:32], info.PipelineCacheUUID[:]):
+		return fmt.Sprintf("made for vendor %#x device %#x cache UUID %x, not this device and driver", u32(2), u32(3), payload[16:32])
+	}
+	return ""
+}
+
 // loadPipelineCache reads the payload of the cache file at path for info,
 // or returns nil and why not (for the log): the file is missing, cannot
-// be read, is damaged, or is of another device or driver. A cache is worth
+// be read (fsutil.ReadSmall: a regular file, never a FIFO, of bounded
+// size), is damaged, or is of another device or driver. A cache is worth
 // having, never worth failing for, so none of these is an error.
 func loadPipelineCache(path string, info *DeviceInfo) ([]byte, string) {
-	st, err := os.Stat(path)
+	b, err := fsutil.ReadSmall(path, maxPipelineCacheBytes)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, "no file yet"
 	case err != nil:
-		return nil, err.Error()
-	case !st.Mode().IsRegular():
-		return nil, fmt.Sprintf("not a regular file (%s)", st.Mode().Type())
-	case st.Size() > maxPipelineCacheBytes:
-		return nil, fmt.Sprintf("%d bytes, more than the %d a cache file may hold", st.Size(), maxPipelineCacheBytes)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err.Error()
+		return nil, strings.TrimPrefix(err.Error(), path+": ") // the log line names the path
 	}
 	return decodePipelineCache(b, info)
 }
@@ -135,10 +140,10 @@ func pipelineCacheFile(dir string, info *DeviceInfo) string {
 // between processes (Options.PipelineCacheDir), or "" for none.
 func (d *Device) PipelineCacheFile() string { return d.pcFile }
 
-// openPipelineCache creates the device's pipeline cache, seeded from the
-// cache file at path when there is one.
-func (d *Device) openPipelineCache(path string) error {
-	d.pcFile = path
+// openPipelineCache creates the device's pipeline cache, seeded from its
+// cache file (pcFile) when it has one.
+func (d *Device) openPipelineCache() error {
+	path := d.pcFile
 	if path == "" {
 		return d.createPipelineCache(nil)
 	}
@@ -157,8 +162,8 @@ func (d *Device) openPipelineCache(path string) error {
 }
 
 // SavePipelineCache writes the device's compiled kernels to its cache file
-// (PipelineCacheFile; atomically: a temporary file in the same
-// directory, then a rename), creating its directory, and returns what
+// (PipelineCacheFile; atomically, fsutil.WriteFileAtomic), creating its
+// directory, and returns what
 // went wrong. Device.Release saves too when the device built kernels, but
 // only logs a failure (Options.KernelLog): call this to see the error, or
 // to save earlier, e.g. after a training loop's first step. Without a
@@ -186,7 +191,7 @@ func (d *Device) SavePipelineCache() error {
 	// What the next Open would refuse is not written: a driver has been
 	// seen to return fewer bytes than its own header (Mesa 26.2's
 	// lavapipe: 20 of the 32 it announced).
-	if _, why := decodePipelineCache(encodePipelineCache(payload), &d.info); why != "" {
+	if why := checkVulkanHeader(payload, &d.info); why != "" {
 		if d.klog != nil {
 			fmt.Fprintf(d.klog, "vk: pipeline cache %s: not saved: the driver's %d bytes: %s\n", d.pcFile, len(payload), why)
 		}
@@ -196,36 +201,15 @@ func (d *Device) SavePipelineCache() error {
 	if sum == d.pcSum {
 		return nil // what the file holds already
 	}
-	if err := writeFileAtomic(d.pcFile, encodePipelineCache(payload)); err != nil {
+	if err := os.MkdirAll(filepath.Dir(d.pcFile), 0o755); err != nil {
+		return fmt.Errorf("vk: pipeline cache: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(d.pcFile, encodePipelineCache(payload)); err != nil {
 		return fmt.Errorf("vk: pipeline cache: %w", err)
 	}
 	d.pcSum = sum
 	if d.klog != nil {
 		fmt.Fprintf(d.klog, "vk: pipeline cache %s: %d bytes saved\n", d.pcFile, int(size))
-	}
-	return nil
-}
-
-// writeFileAtomic writes b to path through a temporary file in its
-// directory, so that a reader never sees a partial file.
-func writeFileAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(b)
-	cerr := f.Close()
-	if err := errors.Join(werr, cerr); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		os.Remove(f.Name())
-		return err
 	}
 	return nil
 }

@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/vklora/vklora/internal/fsutil"
 	"github.com/vklora/vklora/shaders"
 	"github.com/vklora/vklora/vk"
 )
@@ -143,19 +144,7 @@ func writePeakCache(dir string, d *peakDoc) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	tmp, err := os.CreateTemp(dir, ".peak-*.tmp")
-	if err != nil {
-		return "", err
-	}
-	_, err = tmp.Write(append(b, '\n'))
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	if err := fsutil.WriteFileAtomic(path, append(b, '\n')); err != nil {
 		return "", err
 	}
 	return path, nil

@@ -2,7 +2,8 @@
 // (checkpoints, adapters, their JSON) safely: without blocking on a FIFO,
 // refusing anything but a regular file, and with a size bound for small
 // files, so that a wrong path fails with an error instead of hanging or
-// filling memory.
+// filling memory. WriteFileAtomic replaces a cache file so that no reader
+// sees half of it.
 package fsutil
 
 import (
@@ -11,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"syscall"
 )
 
@@ -61,4 +63,26 @@ func ReadSmall(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w: more than the %d bytes it may have", path, ErrTooLarge, limit)
 	}
 	return b, nil
+}
+
+// WriteFileAtomic writes data to path (mode 0600) through a temporary file
+// of its directory and a rename, so that a reader, another process
+// included, sees the old file or the new one, never a partial one; on
+// failure the temporary file is removed. The directory must exist.
+func WriteFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(data)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+	}
+	return err
 }
