@@ -25,7 +25,7 @@ type Result struct {
 // training ops) and compares every expected tensor with its tolerance. An
 // error means the case could not run at all.
 func Run(eng *lora.Engine, c *Case) ([]Result, error) {
-	r := &runner{eng: eng, dev: eng.Device(), c: c, outs: map[string]*vk.Tensor{}, got: map[string][]float32{}}
+	r := newRunner(eng, c, nil)
 	defer r.release()
 	if err := r.run(); err != nil {
 		return nil, fmt.Errorf("conformance: %s: %w", c.Path, err)
@@ -62,6 +62,11 @@ type runner struct {
 	// q, k and v (gate and up) then run the engine's shared-mask path,
 	// which computes the dropped input once.
 	drops map[string]*lora.Dropout
+}
+
+// newRunner runs c on eng, recording on rec (nil: run makes its own).
+func newRunner(eng *lora.Engine, c *Case, rec *vk.Recorder) *runner {
+	return &runner{eng: eng, dev: eng.Device(), c: c, rec: rec, outs: map[string]*vk.Tensor{}, got: map[string][]float32{}}
 }
 
 func (r *runner) release() {
@@ -220,7 +225,7 @@ func (r *runner) record() error {
 func Prepare(eng *lora.Engine, cases []*Case) error {
 	return eng.Device().Prepare(func(rec *vk.Recorder) error {
 		for _, c := range cases {
-			r := &runner{eng: eng, dev: eng.Device(), c: c, rec: rec, outs: map[string]*vk.Tensor{}, got: map[string][]float32{}}
+			r := newRunner(eng, c, rec)
 			err := r.record()
 			if err == nil {
 				err = rec.Submit() // runs nothing; frees the recording's temporaries
