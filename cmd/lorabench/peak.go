@@ -669,9 +669,6 @@ func (m *peakMeter) cm2(c cm2Case) (peakRow, error) {
 	return row, err
 }
 
-// reportedSubgroups reads the subgroup count and size a peak kernel wrote
-// to its info buffer, requires them to fill the workgroup of wg
-// invocations, and sets the row's subgroup size.
 // slotCheck is the check of a kernel whose subgroups each store one tile
 // of elems accumulators of comp into the next of slots slots of out, every
 // element want, and report their count in info (reportedSubgroups): it
@@ -694,6 +691,9 @@ func slotCheck(row *peakRow, out, info *vk.Buffer, wg, slots, elems int, comp vk
 	}
 }
 
+// reportedSubgroups reads the subgroup count and size a peak kernel wrote
+// to its info buffer, requires them to fill the workgroup of wg
+// invocations, and sets the row's subgroup size.
 func reportedSubgroups(row *peakRow, info *vk.Buffer, wg int) (int, error) {
 	b, err := download(info, 8)
 	if err != nil {
