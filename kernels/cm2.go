@@ -20,7 +20,9 @@ type CM2Tile struct{ BM, BN, BK, WG, Unroll int }
 // keep mid-sized outputs spread over enough workgroups. The two large ones
 // unroll eight K steps: on the H200 that took bf16 8192³ from 195 to 261
 // TFLOP/s at 128×256×64 and from 196 to 251 at 128×128×32
-// (docs/PERFORMANCE.md). The 64×64 tile serves small, shallow products
+// (docs/PERFORMANCE.md). Sixteen steps were 1–5% faster in lone products
+// but 1–2% slower in llama3-8b's layers, so eight stay (CoopMat2Unroll
+// times others). The 64×64 tile serves small, shallow products
 // (qwen2.5-0.5b's), which ran 5% slower with the unrolled tiles, so it
 // stays rolled until it is measured on its own. The driver stages the
 // 128×256×64 tile in 47 of the 48 KiB a workgroup may use; it has been
