@@ -202,6 +202,7 @@ const (
 	PeakCM2                         // register-resident workgroup-scope cooperative matrices
 	PeakTile                        // the subgroup-scope matmul's tile loop, fed from shared memory
 	PeakDirect                      // the subgroup-scope matmul without shared memory
+	PeakRead                        // 16-byte reads of a cache-resident buffer
 )
 
 // PeakInput is the input component type of a peak kernel.
@@ -226,7 +227,7 @@ type PeakKey struct {
 	FM, FN uint8
 }
 
-// Name is peak_fma_f32, peak_copy_u32, peak_coopmat_<in>[_c16],
+// Name is peak_fma_f32, peak_copy_u32, peak_read_u32, peak_coopmat_<in>[_c16],
 // peak_cm2_<in>, peak_tile_<in>_f<FM><FN> or peak_direct_<in>_f<FM><FN>.
 func (k PeakKey) Name() string {
 	op := "peak_kind?"
@@ -235,6 +236,8 @@ func (k PeakKey) Name() string {
 		op = "peak_fma"
 	case PeakCopy:
 		op = "peak_copy"
+	case PeakRead:
+		op = "peak_read"
 	case PeakCoopMat:
 		op = "peak_coopmat"
 	case PeakCM2:
@@ -248,7 +251,7 @@ func (k PeakKey) Name() string {
 
 // PeakKeys lists every peak kernel, in table order.
 func PeakKeys() []PeakKey {
-	ks := []PeakKey{{Kind: PeakFMA, In: PeakF32}, {Kind: PeakCopy, In: PeakU32},
+	ks := []PeakKey{{Kind: PeakFMA, In: PeakF32}, {Kind: PeakCopy, In: PeakU32}, {Kind: PeakRead, In: PeakU32},
 		{Kind: PeakCoopMat, In: PeakF16}, {Kind: PeakCoopMat, In: PeakF16, C16: true}, {Kind: PeakCoopMat, In: PeakBF16},
 		{Kind: PeakCoopMat, In: PeakI8}, {Kind: PeakCoopMat, In: PeakU8},
 		{Kind: PeakCM2, In: PeakF16}, {Kind: PeakCM2, In: PeakBF16}}

@@ -12,13 +12,18 @@
 // size, 1 TM, 2 TN, 3 TK (a reported shape), 4 BM, 5 BN, 6 BK, 7 WM, 8 WN
 // (as matmul_coopmat's, FM·TM = WM and FN·TN = WN), 9 STAGE: 0 fragment
 // loads and multiplies only; 1 also the two barriers of a K step; 2 also
-// the K step's shared stores of the staging registers between them.
+// the K step's shared stores of the staging registers between them; 3 the
+// fragment loads alone, no multiplies (each fragment is added, element by
+// element, into one A and one B sum, multiplied once at the end so that
+// the loads stay live): the shared-memory load rate of the tile's own
+// loads, against which stage 0 says whether loads or multiplies bound it.
 // Defines: FM, FN (the fragment grid). Both operands are k-contiguous (the
 // matmul's X·Wᵀ form).
 //
 // Bindings: 0 uvec4 in[] (its first word fills every staged chunk; the Go
 // side fills it with 2^-4 in f16, so every element of every accumulator
-// gains BK·2^-8 per iteration, exactly); 1 float out[slots·TM·TN] (the sum
+// gains BK·2^-8 per iteration, exactly; with zeros for stage 3, whose sums
+// are then exactly 0); 1 float out[slots·TM·TN] (the sum
 // of each subgroup's accumulators, subgroup s into slot s % slots); 2 uint
 // info[2] (gl_NumSubgroups, gl_SubgroupSize).
 // Push constants: uint iters; uint slots; uint zero (0: the tile's base
@@ -57,6 +62,21 @@ layout(push_constant, std430) uniform Push {
 shared uvec4 sh[BUF_WORDS];
 
 #define ADD_ACC(i, j) sum += acc##i##j;
+#define FA_T coopmat<float16_t, gl_ScopeSubgroup, TM, TK, gl_MatrixUseA>
+#define FB_T coopmat<float16_t, gl_ScopeSubgroup, TK, TN, gl_MatrixUseB>
+#define SUM_FA(i) fsa = fsa + fa##i;
+#define SUM_FB(j) fsb = fsb + fb##j;
+// TILE_MMA's loads without its multiplies (stage 3).
+#define TILE_LOADS(base)                                                      \
+	{                                                                         \
+		const uint base_ = (base);                                            \
+		[[unroll]] for (uint kk = 0; kk < BK; kk += TK) {                     \
+			FOR_I(LOAD_FA)                                                    \
+			FOR_J(LOAD_FB)                                                    \
+			FOR_I(SUM_FA)                                                     \
+			FOR_J(SUM_FB)                                                     \
+		}                                                                     \
+	}
 
 void main() {
 	if (gl_GlobalInvocationID.x == 0u) {
@@ -77,7 +97,13 @@ void main() {
 	SHARED_STORE(0)
 	barrier();
 
+	FA_T fsa = FA_T(float16_t(0.0));
+	FB_T fsb = FB_T(float16_t(0.0));
 	for (uint it = 0; it < pc.iters; it++) {
+		if (STAGE == 3u) {
+			TILE_LOADS(it * pc.zero)
+			continue;
+		}
 		TILE_MMA(it * pc.zero)
 		if (STAGE >= 1u) {
 			barrier();
@@ -88,6 +114,9 @@ void main() {
 		}
 	}
 
+	if (STAGE == 3u) {
+		acc00 = coopMatMulAdd(fsa, fsb, acc00);
+	}
 	ACC_T sum = ACC_T(0.0);
 	FOR_ALL(ADD_ACC)
 	const uint slot = (gl_WorkGroupID.x * gl_NumSubgroups + sg) % pc.slots;

@@ -108,10 +108,15 @@ type PeakDirectPush struct{ M, N, K, Pad uint32 }
 // PeakCopyPush mirrors peak_copy.comp's block.
 type PeakCopyPush struct{ N uint32 }
 
+// PeakReadPush mirrors peak_read.comp's block: the buffer holds Mask+1
+// elements (a power of two); each invocation reads Reads (a multiple of 4).
+type PeakReadPush struct{ Mask, Reads uint32 }
+
 var (
 	_ [16]byte = [unsafe.Sizeof(PeakFMAPush{})]byte{}
 	_ [16]byte = [unsafe.Sizeof(PeakCoopPush{})]byte{}
 	_ [16]byte = [unsafe.Sizeof(PeakTilePush{})]byte{}
 	_ [16]byte = [unsafe.Sizeof(PeakDirectPush{})]byte{}
 	_ [4]byte  = [unsafe.Sizeof(PeakCopyPush{})]byte{}
+	_ [8]byte  = [unsafe.Sizeof(PeakReadPush{})]byte{}
 )

@@ -195,6 +195,7 @@ func init() {
 		{Name: "sumsq_f32_final", File: "spv/sumsq_f32_final.spv", Source: "sumsq.comp", TargetEnv: "vulkan1.2", Optimized: true, BFloat16: false, Defines: map[string]string{"D_TYPE": "TYPE_F32", "FINAL": ""}},
 		{Name: "peak_fma_f32", File: "spv/peak_fma_f32.spv", Source: "peak_fma.comp", TargetEnv: "vulkan1.2", Optimized: true, BFloat16: false, Defines: nil},
 		{Name: "peak_copy_u32", File: "spv/peak_copy_u32.spv", Source: "peak_copy.comp", TargetEnv: "vulkan1.2", Optimized: true, BFloat16: false, Defines: nil},
+		{Name: "peak_read_u32", File: "spv/peak_read_u32.spv", Source: "peak_read.comp", TargetEnv: "vulkan1.2", Optimized: true, BFloat16: false, Defines: nil},
 		{Name: "peak_coopmat_f16", File: "spv/peak_coopmat_f16.spv", Source: "peak_coopmat.comp", TargetEnv: "vulkan1.3", Optimized: false, BFloat16: false, Defines: map[string]string{"A_ELEM": "float16_t", "C_ELEM": "float", "C_ZERO": "0.0"}},
 		{Name: "peak_coopmat_f16_c16", File: "spv/peak_coopmat_f16_c16.spv", Source: "peak_coopmat.comp", TargetEnv: "vulkan1.3", Optimized: false, BFloat16: false, Defines: map[string]string{"A_ELEM": "float16_t", "C_ELEM": "float16_t", "C_ZERO": "float16_t(0.0)"}},
 		{Name: "peak_coopmat_bf16", File: "spv/peak_coopmat_bf16.spv", Source: "peak_coopmat.comp", TargetEnv: "vulkan1.3", Optimized: false, BFloat16: true, Defines: map[string]string{"A_ELEM": "float16_t", "C_ELEM": "float", "C_ZERO": "0.0"}},

@@ -171,7 +171,8 @@ func optimVariants(t *variantTable) {
 }
 
 // peakVariants are the kernels of `lorabench peak`, which measures the
-// device's own ceilings: scalar fp32 FMA, copy bandwidth and
+// device's own ceilings: scalar fp32 FMA, copy bandwidth, cache-resident
+// read bandwidth (for -tiles) and
 // cooperative-matrix throughput at subgroup scope (one variant per
 // component-type combination; C16 for an f16 accumulator) and workgroup
 // scope (VK_NV_cooperative_matrix2).
@@ -186,6 +187,8 @@ func peakVariants(t *variantTable) {
 			t.add(k, Variant{Source: "peak_fma.comp", Buffers: 1, PushSize: sizeOf[PeakFMAPush]()})
 		case PeakCopy:
 			t.add(k, Variant{Source: "peak_copy.comp", Buffers: 2, PushSize: sizeOf[PeakCopyPush]()})
+		case PeakRead:
+			t.add(k, Variant{Source: "peak_read.comp", Buffers: 2, PushSize: sizeOf[PeakReadPush]()})
 		case PeakCoopMat:
 			e := elem[k.In]
 			if k.C16 {

@@ -32,8 +32,8 @@ const peakSchema = 1
 
 // peakRow is one measured ceiling.
 type peakRow struct {
-	Kind  string `json:"kind"`  // "coopmat", "fma" or "copy"
-	Scope string `json:"scope"` // "subgroup" or "workgroup" (coopmat), "invocation" (fma), "device" (copy)
+	Kind  string `json:"kind"`  // "coopmat", "fma" or "copy"; with -tiles "tile" or "read"
+	Scope string `json:"scope"` // "subgroup" or "workgroup" (coopmat, tile), "invocation" (fma), "device" (copy, read)
 	Shape string `json:"shape"` // "16x16x16" (M×N×K), "8 vec4 chains", "1 GiB"
 	// Cooperative matrices: the shape and component types as the device
 	// reports them (A·B+C→Result).
@@ -96,6 +96,7 @@ type peakSizes struct {
 	maxGroups  uint32
 	copyGroups uint32 // most workgroups of the copy shader (each then copies several 16-byte elements)
 	copyBytes  uint64 // of each of the two buffers
+	readBytes  uint64 // the cache-resident buffer of peak_read (-tiles)
 	warmFirst  warm   // before the first measurement (clocks ramp up)
 	warmEach   warm   // before every other
 	defaultRep int
@@ -110,13 +111,13 @@ func sizesFor(info vk.DeviceInfo) peakSizes {
 	s := peakSizes{
 		target: 5 * time.Millisecond, fmaIters: 1024, fmaGroups: 4096,
 		cmIters: 1024, cmGroups: 4096, cm2Iters: 512, cm2Groups: 1024, maxGroups: 1 << 20,
-		copyGroups: 65535, copyBytes: 1 << 30, warmFirst: warm{Runs: 2, GPU: defaultWarmGPU}, warmEach: warm{Runs: 2, GPU: 100 * time.Millisecond},
+		copyGroups: 65535, copyBytes: 1 << 30, readBytes: 4 << 20, warmFirst: warm{Runs: 2, GPU: defaultWarmGPU}, warmEach: warm{Runs: 2, GPU: 100 * time.Millisecond},
 		defaultRep: 10,
 	}
 	if info.Type == vk.DeviceCPU {
 		s = peakSizes{
 			target: 8 * time.Millisecond, fmaIters: 64, fmaGroups: 2, cmIters: 16, cmGroups: 2,
-			cm2Iters: 16, cm2Groups: 2, maxGroups: 4096, copyGroups: 65535, copyBytes: 16 << 20,
+			cm2Iters: 16, cm2Groups: 2, maxGroups: 4096, copyGroups: 65535, copyBytes: 16 << 20, readBytes: 256 << 10,
 			warmFirst: warm{Runs: 1}, warmEach: warm{Runs: 1}, defaultRep: 5,
 		}
 	}
@@ -343,6 +344,7 @@ const fmaAdd = 1.0 / 4096
 var (
 	peakFMAKey  = shaders.PeakKey{Kind: shaders.PeakFMA, In: shaders.PeakF32}
 	peakCopyKey = shaders.PeakKey{Kind: shaders.PeakCopy, In: shaders.PeakU32}
+	peakReadKey = shaders.PeakKey{Kind: shaders.PeakRead, In: shaders.PeakU32}
 )
 
 // peakKernel builds a peak kernel from its key (the registry knows its
@@ -443,6 +445,7 @@ type kernelRun struct {
 	check    func(groups uint32) (workPerGroup float64, err error)
 	base     uint32 // workgroups of the validation run
 	fixed    bool   // the work does not scale with groups (copies): no calibration
+	bytes    bool   // check returns bytes moved, not FLOPs (copies and reads)
 }
 
 // time validates one run at the base grid, warms up, scales the grid so
@@ -496,10 +499,14 @@ func (m *peakMeter) time(row *peakRow, kr kernelRun) error {
 		row.Groups = int(groups)
 	}
 	row.MsMedian, row.MsMin, row.MsMax, row.MsTimes, row.Reps = st.Median, st.Min, st.Max, st.Times, st.Reps
-	if row.Kind == "copy" {
+	switch {
+	case kr.bytes && kr.fixed:
 		row.Bytes = per
 		row.GBs = per / (st.Median * 1e-3) / 1e9
-	} else {
+	case kr.bytes:
+		row.Bytes = per * float64(groups)
+		row.GBs = row.Bytes / (st.Median * 1e-3) / 1e9
+	default:
 		row.FLOPs = per * float64(groups)
 		row.TFLOPs = row.FLOPs / (st.Median * 1e-3) / 1e12
 	}
@@ -785,7 +792,7 @@ func (m *peakMeter) copy(method string) (peakRow, error) {
 		}
 		return copyTraffic(n), nil
 	}
-	kr := kernelRun{base: 1, check: check, fixed: true}
+	kr := kernelRun{base: 1, check: check, fixed: true, bytes: true}
 	if method == "shader" {
 		const wg = 256
 		row.Invocations = wg
@@ -835,7 +842,8 @@ func cmdPeak(args []string, stdout, stderr io.Writer) (err error) {
 	device := fs.String("device", "", "device index or name substring (default $VKLORA_DEVICE, else the first discrete GPU)")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object (the cache file's content, with cached and file)")
 	tiles := fs.String("tiles", "", "instead of the ceilings, time the subgroup-scope matmul's K loop at these tiles, fed from shared memory,\n"+
-		"stage by stage (not cached; with the driver's compile statistics where it reports them)")
+		"stage by stage, with its fragment loads alone and the bound its global loads allow from cache-resident reads\n"+
+		"(not cached; with the driver's compile statistics where it reports them)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: lorabench peak %s\n", peakSynopsis)
 		fmt.Fprintf(fs.Output(), "Measures the device's ceilings: cooperative-matrix TFLOP/s per reported shape (subgroup and\n"+

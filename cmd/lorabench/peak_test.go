@@ -589,10 +589,11 @@ func TestPeakFailureIsContained(t *testing.T) {
 	}
 }
 
-// TestPeakTiles: `peak -tiles` times the matmul's K loop stage by stage
-// and the shared-memory-free form, each validated against its closed form;
-// a tile the device cannot run gives a row with the reason; bad lists are
-// usage errors.
+// TestPeakTiles: `peak -tiles` times the cache-resident reads, then the
+// matmul's K loop stage by stage (the fragment loads alone among them) and
+// the shared-memory-free form, each validated against its closed form; a
+// tile the device cannot run gives a row with the reason; bad lists are
+// usage errors. The table shows each tile's bound from its global loads.
 func TestPeakTiles(t *testing.T) {
 	for _, bad := range []string{"1,2", "0,64,32,32,32", "64,64,32,32,x", ";"} {
 		if code, _, stderr := runCmd(t, "peak", "-tiles", bad); code != exitUsage || !strings.Contains(stderr, "-tiles") {
@@ -620,15 +621,30 @@ func TestPeakTiles(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &doc); err != nil {
 		t.Fatalf("bad JSON %q: %v", out, err)
 	}
-	if len(doc.Rows) != len(tileStages)+2 {
-		t.Fatalf("%d rows, want %d stages + direct + the refused tile: %+v", len(doc.Rows), len(tileStages)+2, doc.Rows)
+	if len(doc.Rows) != 1+len(tileStages)+2 {
+		t.Fatalf("%d rows, want the reads + %d stages + direct + the refused tile: %+v", len(doc.Rows), len(tileStages), doc.Rows)
 	}
-	for i, r := range doc.Rows[:len(tileStages)+1] {
+	if r := doc.Rows[0]; r.Kind != "read" || !r.Validated || !(r.GBs > 0) || r.Groups == 0 {
+		t.Errorf("the cache-resident reads: %+v", r)
+	}
+	for i, r := range doc.Rows[1 : len(tileStages)+2] {
 		if !r.Validated || !(r.TFLOPs > 0) || r.Subgroup == 0 || r.Groups == 0 {
 			t.Errorf("row %d (%s): validated %v, %g TFLOP/s, subgroup %d, %d groups: %s", i, r.Types, r.Validated, r.TFLOPs, r.Subgroup, r.Groups, r.Error)
+		}
+		if loads := r.Types == tileStages[loadsOnlyStage]; loads != (r.GBs > 0) {
+			t.Errorf("row %d (%s): %g GB/s; want a load rate on the loads-only stage alone", i, r.Types, r.GBs)
 		}
 	}
 	if last := doc.Rows[len(doc.Rows)-1]; last.Validated || !strings.Contains(last.Error, "fragment grid 8×8") {
 		t.Errorf("the 8×8-fragment tile: %+v; want a row saying no variant has its grid", last)
+	}
+	code, out, stderr = runCmd(t, "peak", "-tiles", good, "-reps", "1")
+	if code != exitOK {
+		t.Fatalf("table: exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{cacheReads + ": ", "GB/s of fragment loads", "global loads alone, from cache"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the table lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -7,10 +7,20 @@ package main
 // step: fragment loads from shared memory and the multiplies; then the
 // step's two barriers; then its shared-memory stores. Beside the
 // register-resident peak and `lorabench matmul` at the same tile
-// (VKLORA_COOPMAT_TILE), the stages say where the matmul's time goes. Not
-// cached: it is a diagnosis, not a ceiling frac_peak divides by.
+// (VKLORA_COOPMAT_TILE), the stages say where the matmul's time goes.
+//
+// Two more rows bound the tile from its two memories. The fragment loads
+// alone, without the multiplies, give the shared-memory load rate of the
+// tile's own coopMatLoads, shown as the TFLOP/s those loads would feed.
+// Reads of a buffer small enough to stay in the last-level cache
+// (shaders/peak_read.comp, once per run) give the rate at which global
+// loads of tiles that other workgroups already fetched can arrive; times
+// the tile's BM·BN/(BM+BN) FLOP per loaded byte, that is the most its
+// global loads allow. Not cached: it is a diagnosis, not a ceiling
+// frac_peak divides by.
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"strconv"
@@ -22,7 +32,15 @@ import (
 )
 
 // tileStages names peak_tile's STAGE values, in order.
-var tileStages = []string{"fragment loads + multiplies", "+ 2 barriers per K step", "+ shared stores per K step"}
+var tileStages = []string{"fragment loads + multiplies", "+ 2 barriers per K step", "+ shared stores per K step",
+	"fragment loads alone"}
+
+// loadsOnlyStage is tileStages' fragment-loads-only stage: its inputs are
+// zeros, so its one multiply leaves every accumulator exactly 0.
+const loadsOnlyStage = 3
+
+// cacheReads names the cache-resident read row.
+const cacheReads = "cache-resident reads"
 
 // parseTiles reads "BM,BN,BK,WM,WN;..." (VKLORA_COOPMAT_TILE's form).
 func parseTiles(s string) ([]kernels.CoopTile, error) {
@@ -112,6 +130,11 @@ func measureTiles(dev *vk.Device, tiles []kernels.CoopTile, reps int) ([]peakRow
 		m.reps = m.sizes.defaultRep
 	}
 	var rows []peakRow
+	r, err := m.settle(m.read())
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, r)
 	for _, t := range tiles {
 		name := fmt.Sprintf("%dx%dx%d/%dx%d", t.BM, t.BN, t.BK, t.WM, t.WN)
 		fm, fn, wg, err := tileCheck(t, s, caps)
@@ -155,13 +178,19 @@ func (m *peakMeter) tile(t kernels.CoopTile, s vk.CoopMatShape, fm, fn uint8, wg
 		return row, err
 	}
 	defer release()
-	if err := m.rec.Fill(bs[0].Whole(), fillF16); err != nil {
+	// Every accumulator element gains BK·2^-8 per iteration; the stored
+	// sum adds FM·FN accumulators. The loads-only stage reads zeros.
+	want := float64(fm) * float64(fn) * float64(row.Iters) * float64(t.BK) / 256
+	if stage == loadsOnlyStage {
+		want = 0
+	} else if err := m.rec.Fill(bs[0].Whole(), fillF16); err != nil {
+		return row, err
+	}
+	// NaN in every slot, so that a slot the kernel did not store fails.
+	if err := m.rec.Fill(bs[1].Whole(), 0xffffffff); err != nil {
 		return row, err
 	}
 	push := shaders.PeakTilePush{Iters: uint32(row.Iters), Slots: slots}
-	// Every accumulator element gains BK·2^-8 per iteration; the stored
-	// sum adds FM·FN accumulators.
-	want := float64(fm) * float64(fn) * float64(row.Iters) * float64(t.BK) / 256
 	err = m.time(&row, kernelRun{
 		base: max(1, m.sizes.cmGroups/4),
 		dispatch: func(rec *vk.Recorder, groups uint32) error {
@@ -172,6 +201,63 @@ func (m *peakMeter) tile(t kernels.CoopTile, s vk.CoopMatShape, fm, fn uint8, wg
 		check: slotCheck(&row, bs[1], bs[2], wg, slots, tileElems, vk.ComponentF32, want, func(nsg int) float64 {
 			return float64(nsg) * float64(row.Iters) * float64(fm) * float64(fn) * 2 * float64(s.M) * float64(s.N) * float64(t.BK)
 		}),
+	})
+	if err == nil && stage == loadsOnlyStage {
+		// Per K step of TK a subgroup loads FM A fragments of TM×TK and FN
+		// B fragments of TK×TN, 2 bytes each, for FM·FN multiplies of
+		// 2·TM·TN·TK FLOP.
+		perFLOP := float64(int(fm)*int(s.M)+int(fn)*int(s.N)) / (float64(fm) * float64(fn) * float64(s.M) * float64(s.N))
+		row.Bytes = row.FLOPs * perFLOP
+		row.GBs = row.TFLOPs * 1e3 * perFLOP
+	}
+	return row, err
+}
+
+// read times peak_read over a buffer of sizes.readBytes, which a GPU's
+// last-level cache holds, filled with one word: every element of dst must
+// be reads times it.
+func (m *peakMeter) read() (peakRow, error) {
+	const wg, reads, word = 256, 256, 0x01000193
+	n := m.sizes.readBytes
+	row := peakRow{Kind: "read", Scope: "device", Shape: humanSize(n), Types: cacheReads, Kernel: peakReadKey.Name(),
+		Invocations: wg, Iters: reads}
+	k, err := peakKernel(m.dev, peakReadKey, wg)
+	if err != nil {
+		return row, err
+	}
+	bs, release, err := m.buffers(n, n)
+	if err != nil {
+		return row, err
+	}
+	defer release()
+	if err := m.rec.Fill(bs[0].Whole(), word); err != nil {
+		return row, err
+	}
+	elems := n / 16
+	push := shaders.PeakReadPush{Mask: uint32(elems - 1), Reads: reads}
+	err = m.time(&row, kernelRun{
+		base: 64, bytes: true,
+		dispatch: func(rec *vk.Recorder, groups uint32) error {
+			if err := rec.Fill(bs[1].Whole(), 0); err != nil {
+				return err
+			}
+			return rec.Dispatch(k, [3]uint32{groups, 1, 1}, vk.PushBytes(&push), bs[0].Whole(), bs[1].Whole())
+		},
+		check: func(groups uint32) (float64, error) {
+			written := min(elems, uint64(groups)*wg)
+			out, err := download(bs[1], written*16)
+			if err != nil {
+				return 0, err
+			}
+			w := uint32(word)
+			want := w * reads // the sum wraps, as the shader's does
+			for i := uint64(0); i < written*4; i++ {
+				if v := binary.LittleEndian.Uint32(out[4*i:]); v != want {
+					return 0, fmt.Errorf("%s: word %d of dst = %#x, want %#x", row.Kernel, i, v, want)
+				}
+			}
+			return float64(wg) * reads * 16, nil
+		},
 	})
 	return row, err
 }
@@ -242,10 +328,42 @@ func (m *peakMeter) direct(t kernels.CoopTile, s vk.CoopMatShape, fm, fn uint8, 
 func writeTileTable(w io.Writer, dev *vk.Device, rows []peakRow) {
 	fmt.Fprintf(w, "device: %s\n", dev.Info().Name)
 	fmt.Fprintf(w, "the subgroup-scope matmul's K loop fed from a tile staged once (no global loads); GPU timestamps, median of reps\n")
-	format := "%-22s %-30s %9s %8s %10s %s\n"
-	fmt.Fprintf(w, format, "tile BMxBNxBK/WMxWN", "stage", "TFLOP/s", "of first", "ms median", "launch")
-	first := 0.0
+	reads := 0.0 // GB/s of the cache-resident reads, 0 if they failed
 	for _, r := range rows {
+		if r.Kind != "read" {
+			continue
+		}
+		if r.Error != "" || !r.Validated {
+			fmt.Fprintf(w, "%s: FAILED %s\n", cacheReads, r.Error)
+			continue
+		}
+		reads = r.GBs
+		fmt.Fprintf(w, "%s: %.0f GB/s (%s buffer, %s, %d×%d, %d reads each); a tile's global loads allow this × BM·BN/(BM+BN) FLOP/B\n",
+			cacheReads, r.GBs, r.Shape, r.Kernel, r.Groups, r.Invocations, r.Iters)
+	}
+	format := "%-22s %-38s %9s %8s %10s %s\n"
+	fmt.Fprintf(w, format, "tile BMxBNxBK/WMxWN", "stage", "TFLOP/s", "of first", "ms median", "launch")
+	first, shape := 0.0, ""
+	bound := func() { // the global loads' bound of the tile just printed
+		var bm, bn int
+		if reads == 0 || shape == "" {
+			return
+		}
+		if _, err := fmt.Sscanf(shape, "%dx%d", &bm, &bn); err != nil || bm+bn == 0 {
+			return
+		}
+		perByte := float64(bm) * float64(bn) / float64(bm+bn)
+		fmt.Fprintf(w, format, shape, "global loads alone, from cache", tflops(reads*perByte/1e3), "-", "-",
+			fmt.Sprintf("%.0f GB/s × %.1f FLOP/B", reads, perByte))
+	}
+	for _, r := range rows {
+		if r.Kind == "read" {
+			continue
+		}
+		if r.Shape != shape {
+			bound()
+			shape = r.Shape
+		}
 		if r.Error != "" || !r.Validated {
 			fmt.Fprintf(w, format, r.Shape, r.Types, "FAILED", "-", "-", r.Error)
 			continue
@@ -257,7 +375,11 @@ func writeTileTable(w io.Writer, dev *vk.Device, rows []peakRow) {
 		if first > 0 {
 			frac = fmt.Sprintf("%.3f", r.TFLOPs/first)
 		}
-		fmt.Fprintf(w, format, r.Shape, r.Types, tflops(r.TFLOPs), frac, ms(r.MsMedian),
-			fmt.Sprintf("%d×%d (subgroup %d), %d iters, %s", r.Groups, r.Invocations, r.Subgroup, r.Iters, r.Kernel))
+		launch := fmt.Sprintf("%d×%d (subgroup %d), %d iters, %s", r.Groups, r.Invocations, r.Subgroup, r.Iters, r.Kernel)
+		if r.Types == tileStages[loadsOnlyStage] {
+			launch = fmt.Sprintf("%.0f GB/s of fragment loads; %s", r.GBs, launch)
+		}
+		fmt.Fprintf(w, format, r.Shape, r.Types, tflops(r.TFLOPs), frac, ms(r.MsMedian), launch)
 	}
+	bound()
 }
