@@ -20,7 +20,6 @@ package main
 // frac_peak divides by.
 
 import (
-	"encoding/binary"
 	"fmt"
 	"io"
 	"strconv"
@@ -251,10 +250,8 @@ func (m *peakMeter) read() (peakRow, error) {
 			}
 			w := uint32(word)
 			want := w * reads // the sum wraps, as the shader's does
-			for i := uint64(0); i < written*4; i++ {
-				if v := binary.LittleEndian.Uint32(out[4*i:]); v != want {
-					return 0, fmt.Errorf("%s: word %d of dst = %#x, want %#x", row.Kernel, i, v, want)
-				}
+			if err := checkConst(row.Kernel, out, int(written*4), vk.ComponentU32, float64(want)); err != nil {
+				return 0, err
 			}
 			return float64(wg) * reads * 16, nil
 		},
