@@ -62,6 +62,37 @@ func (t CM2Tile) spec(l coopLayout) []uint32 {
 	return []uint32{uint32(t.BM), uint32(t.BN), uint32(t.BK), uint32(t.WG), b32(l.aKF), b32(l.bKF), uint32(max(t.Unroll, 1))}
 }
 
+// cm2Spec is the specialization of matmul_cm2.comp for tile t of dtype d
+// in layout l with segs K segments: the tile's constants, SEGS, and BK2,
+// the fused term's K step.
+func (e *Dispatcher) cm2Spec(d dtype.DType, t CM2Tile, l coopLayout, segs int) []uint32 {
+	return append(t.spec(l), uint32(segs), uint32(cm2KStep(e.dev.Caps(), d, t)))
+}
+
+// cm2KStep is the fused LoRA term's K step for tile t of dtype d: the
+// finest K granularity of the device configurations that run t (its rank
+// is small, so a BK-deep step would mostly multiply clamped zeros), else
+// BK.
+func cm2KStep(c *vk.Caps, d dtype.DType, t CM2Tile) int {
+	step := t.BK
+	for _, in := range coopInputs(c) {
+		if in.d != d {
+			continue
+		}
+		for _, s := range c.CoopMat2Shapes {
+			g := int(s.KGranularity)
+			if s.Multiplies(in.comp, vk.ComponentF32) && int(s.Invocations) == t.WG &&
+				divides(g, t.BK) && divides(int(s.MGranularity), t.BM) && divides(int(s.NGranularity), t.BN) {
+				step = min(step, g)
+			}
+		}
+	}
+	return step
+}
+
+// divides reports whether g is a positive divisor of n.
+func divides(g, n int) bool { return g > 0 && n%g == 0 }
+
 // cm2Tiles is the workgroup-scope tile list: the override alone, or the
 // table, with CoopMat2Unroll in place of its unrolls.
 func (o Options) cm2Tiles() []CM2Tile {

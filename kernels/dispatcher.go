@@ -26,6 +26,10 @@ type Options struct {
 	DisableCoopMat2 bool
 	// DisableNarrow sends the rank-r products to the tiled kernels.
 	DisableNarrow bool
+	// DisableSegments records a product with K segments (Gemm.Segs) as
+	// one product after another even where the workgroup-scope kernel
+	// could walk them in one dispatch.
+	DisableSegments bool
 	// CoopMatTile, when set, is the only subgroup-scope tile tried: a tile
 	// the device cannot run leaves that kernel unused.
 	CoopMatTile *CoopTile
@@ -123,11 +127,19 @@ func (e *Dispatcher) CoopMat2(d dtype.DType) bool {
 // targetGroups is how many workgroups keep the device busy: a discrete GPU
 // has on the order of a hundred multiprocessors; a CPU device a few threads.
 func (e *Dispatcher) targetGroups() int {
+	n := 512
 	if e.dev.Info().Type == vk.DeviceCPU {
-		return 16
+		n = 16
 	}
-	return 512
+	if targetGroupsCap > 0 {
+		n = min(n, targetGroupsCap)
+	}
+	return n
 }
+
+// targetGroupsCap, when positive, caps targetGroups. A variable so that
+// tests can run the plans a GPU gives large products on small tensors.
+var targetGroupsCap int
 
 // gridRowCap, when positive, caps gridRows below the device's limit. A
 // variable so that tests can shrink it and run the kernels' row loops on

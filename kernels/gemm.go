@@ -12,10 +12,16 @@ import (
 // Gemm is one product C = Alpha·op(A)·op(B) + Alpha2·op(A2)·op(B2) +
 // Beta·C. The second product (the fused LoRA term) is optional (A2 zero);
 // A2 must be f32 and B2 of the layer dtype. Only B may be NF4.
+//
+// Segs are optional further K segments, each adding Alpha·Seg.A·Seg.B
+// (+ Seg.Alpha2·Seg.A2·Seg.B2) into the same C: a sum of products such as
+// Σ_p G_p·W_p, which the workgroup-scope kernel runs as one deep product
+// (segments.go) and other kernels as one product after another.
 type Gemm struct {
 	C                   *vk.Tensor
 	A, B, A2, B2        Mat
 	Alpha, Beta, Alpha2 float32
+	Segs                []Seg
 }
 
 // MatmulTo computes C = alpha·op(A)·op(B) + beta·C with fp32 accumulation,

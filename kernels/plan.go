@@ -12,6 +12,7 @@ type problem struct {
 	g           *Gemm
 	d           dtype.DType
 	m, n, k, k2 int
+	segs        []*problem // further K segments into the same C (segments.go)
 }
 
 // plan is how one product runs: the kernel, its specialization constants,
@@ -78,7 +79,7 @@ func (e *Dispatcher) takeCM2(p *problem) (plan, bool) {
 	if !ok || coop == nil || !p.g.cm2Fits() {
 		return plan{}, false
 	}
-	return e.tiledPlan(shaders.MatmulCM2, t.spec(*coop), t.BM, t.BN, t.BK, p), true
+	return e.tiledPlan(shaders.MatmulCM2, e.cm2Spec(p.d, t, *coop, 1), t.BM, t.BN, t.BK, p), true
 }
 
 func (e *Dispatcher) takeNarrow(p *problem) (plan, bool) {
@@ -148,6 +149,9 @@ func (e *Dispatcher) tiledPlan(kern shaders.MatmulKernel, spec []uint32, bm, bn,
 // "narrow", "coopmat" or "tiled"), or returns g's argument error. Tests
 // and benchmarks use it to say which path they measured.
 func (e *Dispatcher) KernelFor(g Gemm) (string, error) {
+	if len(g.Segs) > 0 {
+		return e.segKernelFor(g)
+	}
 	p, err := e.problem(&g)
 	if err != nil {
 		return "", err

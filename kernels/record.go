@@ -16,6 +16,9 @@ func (e *Dispatcher) Gemm(rec *vk.Recorder, g Gemm) error {
 	if rec == nil {
 		return fmt.Errorf("kernels: matmul: recorder is nil: %w", ErrBadInput)
 	}
+	if len(g.Segs) > 0 {
+		return e.gemmSegs(rec, g)
+	}
 	p, err := e.problem(&g)
 	if err != nil {
 		return err
@@ -62,13 +65,17 @@ func (e *Dispatcher) record(rec *vk.Recorder, p *problem, pl plan, dm gemmDims) 
 		pc.B2Rs, pc.B2Cs = g.B2.strides()
 		a2Bind, b2Bind = g.A2.t.Binding(), g.B2.t.Binding()
 	}
+	binds := []vk.Binding{aBind, bBind, g.C.Binding(), a2Bind, b2Bind, qBind}
+	if pl.kernel == shaders.MatmulCM2 {
+		binds = append(binds, segBindings(p, &pc, aBind)...)
+	}
 	groups := [3]uint32{uint32(pl.gx), uint32(pl.gy), uint32(pl.splits)}
 	if pl.splits == 1 {
 		kern, err := e.dev.ShaderKernelSubgroup(key, pl.subgroup, pl.spec...)
 		if err != nil {
 			return err
 		}
-		return rec.Dispatch(kern, groups, vk.PushBytes(&pc), aBind, bBind, g.C.Binding(), a2Bind, b2Bind, qBind)
+		return rec.Dispatch(kern, groups, vk.PushBytes(&pc), binds...)
 	}
 	// Split-K: each z-slice writes alpha·(its K range) (+ the fused term in
 	// slice 0) to an f32 scratch; the reduction adds slices and beta·C.
@@ -88,7 +95,8 @@ func (e *Dispatcher) record(rec *vk.Recorder, p *problem, pl plan, dm gemmDims) 
 		return err
 	}
 	pc.Beta = 0
-	if err := rec.Dispatch(pk, groups, vk.PushBytes(&pc), aBind, bBind, scratch.Binding(), a2Bind, b2Bind, qBind); err != nil {
+	binds[2] = scratch.Binding()
+	if err := rec.Dispatch(pk, groups, vk.PushBytes(&pc), binds...); err != nil {
 		return err
 	}
 	rec.Barrier()

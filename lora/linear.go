@@ -126,9 +126,27 @@ func (e *Engine) adapterGrads(rec *vk.Recorder, x, xa, g, gb *vk.Tensor, p *Proj
 
 // inputGrad records dx = beta·dx + g·W + s·gb·A.
 func (e *Engine) inputGrad(rec *vk.Recorder, g, gb *vk.Tensor, p *Projection, dx *vk.Tensor, beta float32) error {
+	return e.k.Gemm(rec, inputGradGemm(g, gb, p, dx, beta))
+}
+
+// inputGradGemm is inputGrad's product.
+func inputGradGemm(g, gb *vk.Tensor, p *Projection, dx *vk.Tensor, beta float32) kernels.Gemm {
 	gm := kernels.Gemm{C: dx, A: Dense(g), B: p.W.mat(), Alpha: 1, Beta: beta}
 	if gb != nil {
 		gm.A2, gm.B2, gm.Alpha2 = Dense(gb), Dense(p.A), float32(p.Scale)
+	}
+	return gm
+}
+
+// inputGradSum records dx = Σ_i (gs[i]·W_i + s_i·gbs[i]·A_i) for projections
+// that share their input: one product with a K segment per further
+// projection (kernels.Seg), which the workgroup-scope kernel runs as one
+// deep product and other kernels as one product after another.
+func (e *Engine) inputGradSum(rec *vk.Recorder, gs, gbs []*vk.Tensor, ps []*Projection, dx *vk.Tensor) error {
+	gm := inputGradGemm(gs[0], gbs[0], ps[0], dx, 0)
+	for i := 1; i < len(ps); i++ {
+		s := inputGradGemm(gs[i], gbs[i], ps[i], dx, 1)
+		gm.Segs = append(gm.Segs, kernels.Seg{A: s.A, B: s.B, A2: s.A2, B2: s.B2, Alpha2: s.Alpha2})
 	}
 	return e.k.Gemm(rec, gm)
 }

@@ -315,6 +315,13 @@ func (l *MLP) Backward(rec *vk.Recorder, saved *MLPSaved, gy *vk.Tensor) (*vk.Te
 	if dx, err = e.newOut("dX", d, m, hdim); err != nil {
 		return fail(err)
 	}
+	if saved.ext[0] == nil && saved.ext[1] == nil {
+		err := e.inputGradSum(rec, []*vk.Tensor{dg, de}, []*vk.Tensor{gbUp, gbGate}, []*Projection{l.Up, l.Gate}, dx)
+		if err != nil {
+			return fail(err)
+		}
+		return dx, grads, nil
+	}
 	drops := newDropCache()
 	if saved.ext[1] != nil {
 		if grads[1], err = e.extBackward(rec, saved.x, saved.ext[1], dg, l.Up, info[1].r, dx, 0, drops); err != nil {

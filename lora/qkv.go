@@ -187,6 +187,13 @@ func (l *QKV) Backward(rec *vk.Recorder, saved *QKVSaved, gq, gk, gv *vk.Tensor)
 			return fail(err)
 		}
 	}
+	if saved.ext == [3]*extSaved{} {
+		ps := l.projs()
+		if err := e.inputGradSum(rec, gs[:], gb[:], ps[:], dx); err != nil {
+			return fail(err)
+		}
+		return dx, grads, nil
+	}
 	drops := newDropCache()
 	// dX accumulates: each projection's term after a barrier on the last.
 	for i, p := range l.projs() {

@@ -18,6 +18,10 @@ type MatmulPush struct {
 	Alpha, Beta, Alpha2 float32
 	Blocksize, KSplit   uint32
 	COff, B2Off         uint32
+	// K segments 1 and 2 of the workgroup-scope kernel (its SEGS
+	// specialization constant): depth, fused-term rank, fused-term scale.
+	SegK, SegR [2]uint32
+	SegAlpha2  [2]float32
 }
 
 // SplitKPush mirrors splitk_reduce.comp's block.
@@ -73,17 +77,17 @@ type GradAccPush struct {
 }
 
 var (
-	_ [80]byte = [unsafe.Sizeof(MatmulPush{})]byte{}
-	_ [20]byte = [unsafe.Sizeof(SplitKPush{})]byte{}
-	_ [12]byte = [unsafe.Sizeof(AddPush{})]byte{}
-	_ [8]byte  = [unsafe.Sizeof(GatedPush{})]byte{}
-	_ [24]byte = [unsafe.Sizeof(NF4DequantPush{})]byte{}
-	_ [76]byte = [unsafe.Sizeof(NF4QuantizePush{})]byte{}
-	_ [16]byte = [unsafe.Sizeof(NF4AbsmaxPush{})]byte{}
-	_ [8]byte  = [unsafe.Sizeof(FillPush{})]byte{}
-	_ [36]byte = [unsafe.Sizeof(AdamWPush{})]byte{}
-	_ [16]byte = [unsafe.Sizeof(SumSqPush{})]byte{}
-	_ [8]byte  = [unsafe.Sizeof(GradAccPush{})]byte{}
+	_ [104]byte = [unsafe.Sizeof(MatmulPush{})]byte{}
+	_ [20]byte  = [unsafe.Sizeof(SplitKPush{})]byte{}
+	_ [12]byte  = [unsafe.Sizeof(AddPush{})]byte{}
+	_ [8]byte   = [unsafe.Sizeof(GatedPush{})]byte{}
+	_ [24]byte  = [unsafe.Sizeof(NF4DequantPush{})]byte{}
+	_ [76]byte  = [unsafe.Sizeof(NF4QuantizePush{})]byte{}
+	_ [16]byte  = [unsafe.Sizeof(NF4AbsmaxPush{})]byte{}
+	_ [8]byte   = [unsafe.Sizeof(FillPush{})]byte{}
+	_ [36]byte  = [unsafe.Sizeof(AdamWPush{})]byte{}
+	_ [16]byte  = [unsafe.Sizeof(SumSqPush{})]byte{}
+	_ [8]byte   = [unsafe.Sizeof(GradAccPush{})]byte{}
 )
 
 func sizeOf[T any]() int { var v T; return int(unsafe.Sizeof(v)) }

@@ -91,8 +91,12 @@ func Variants() []Variant {
 				if kern == MatmulCoopMat {
 					defs["FM"], defs["FN"] = fmt.Sprint(k.FM), fmt.Sprint(k.FN)
 				}
+				bufs := MatmulBuffers
+				if kern == MatmulCM2 {
+					bufs = MatmulCM2Buffers
+				}
 				t.add(k, Variant{Source: src, Defines: defs, NoOptimize: true, Spirv: "vulkan1.3", BFloat16: d == dtype.BF16,
-					Buffers: MatmulBuffers, PushSize: sizeOf[MatmulPush]()})
+					Buffers: bufs, PushSize: sizeOf[MatmulPush]()})
 			}
 		}
 	}
@@ -214,6 +218,11 @@ func peakVariants(t *variantTable) {
 // MatmulBuffers is the binding count of every matmul kernel: A, B, C, A2,
 // B2 and the NF4 quantization state (bound to a dummy when unused).
 const MatmulBuffers = 6
+
+// MatmulCM2Buffers is the workgroup-scope kernel's binding count: the six
+// above, then A, B, A2 and B2 of its K segments 1 and 2 (matmul_cm2.comp;
+// bound to dummies when unused).
+const MatmulCM2Buffers = MatmulBuffers + 8
 
 // MatmulKeys lists the operand forms of kernel kern for layer dtype d: the
 // combinations the LoRA layers use. X·Wᵀ and G·W (all D), X·Aᵀ into f32

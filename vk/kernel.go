@@ -16,7 +16,7 @@ import (
 )
 
 // MaxBindings is the most storage buffers one kernel binds.
-const MaxBindings = 12
+const MaxBindings = 16
 
 // KernelSpec describes one compute pipeline: a SPIR-V module, how many
 // storage buffers it binds (set 0, bindings 0..Buffers-1), the exact size of

@@ -19,6 +19,7 @@ const (
 	envDisableCoopMat  = "VKLORA_DISABLE_COOPMAT"  // 1: scalar and narrow kernels only
 	envDisableCoopMat2 = "VKLORA_DISABLE_COOPMAT2" // 1: no VK_NV_cooperative_matrix2
 	envDisableNarrow   = "VKLORA_DISABLE_NARROW"   // 1: rank products on the tiled kernels
+	envDisableSegments = "VKLORA_DISABLE_SEGMENTS" // 1: K segments (QKV's input gradient) as separate products
 	envCoopMatTile     = "VKLORA_COOPMAT_TILE"     // "BM,BN,BK,WM,WN[,BUFS,PREFETCH]": the only subgroup-scope tile
 	envCoopMat2Tile    = "VKLORA_COOPMAT2_TILE"    // "BM,BN,BK,WG[,UNROLL]": the only workgroup-scope tile
 	envCoopMat2Unroll  = "VKLORA_COOPMAT2_UNROLL"  // N: the unroll of the workgroup-scope tiles the table unrolls
@@ -32,7 +33,7 @@ func engineOptions(getenv func(string) string) (lora.Options, error) {
 	for _, b := range []struct {
 		name string
 		dst  *bool
-	}{{envDisableCoopMat, &o.DisableCoopMat}, {envDisableCoopMat2, &o.DisableCoopMat2}, {envDisableNarrow, &o.DisableNarrow}} {
+	}{{envDisableCoopMat, &o.DisableCoopMat}, {envDisableCoopMat2, &o.DisableCoopMat2}, {envDisableNarrow, &o.DisableNarrow}, {envDisableSegments, &o.DisableSegments}} {
 		switch v := getenv(b.name); v {
 		case "", "0":
 		case "1":

@@ -17,7 +17,7 @@ import (
 // sweep of 8192³ matmuls then costs GPU time, not a process, a device, an
 // upload and a reference per tile. Rows carry the value in their form
 // ("nt [128,256,64,256,8]") and in JSON ("sweep").
-var sweepVars = []string{envCoopMatTile, envCoopMat2Tile, envCoopMat2Unroll, envCoopMatShape, envDisableCoopMat, envDisableCoopMat2, envDisableNarrow}
+var sweepVars = []string{envCoopMatTile, envCoopMat2Tile, envCoopMat2Unroll, envCoopMatShape, envDisableCoopMat, envDisableCoopMat2, envDisableNarrow, envDisableSegments}
 
 // sweep is a parsed -sweep: the variable, its values and the engine
 // options each gives; empty for none.

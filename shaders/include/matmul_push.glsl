@@ -18,4 +18,9 @@ layout(push_constant, std430) uniform Push {
 	uint blocksize;    // NF4 block size when B is NF4
 	uint k_split;      // split-K: K range of one z-slice (multiple of BK), or K
 	uint c_off, b2_off; // element offsets of C[0,0] and B2[0,0]: a column slab of a wider C
+	// matmul_cm2's K segments 1 and 2 (SEGS > 1; other kernels ignore them):
+	// their depth, fused-term rank and fused-term scale.
+	uint seg_k[2];
+	uint seg_r[2];
+	float seg_alpha2[2];
 } pc;
