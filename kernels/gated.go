@@ -22,10 +22,23 @@ func (e *Dispatcher) Gated(rec *vk.Recorder, act activation.Activation, back boo
 	if row < 1 || count < row || count%row != 0 {
 		return fmt.Errorf("kernels: %s: %d elements in rows of %d: %w", key.Name(), count, row, ErrBadInput)
 	}
-	k, err := e.dev.ShaderKernel(key, gatedWG)
+	// One 16-byte word per invocation where rows are whole words and every
+	// binding starts on one (gated.comp's WIDE), else one element.
+	per, wide := 16/d.Size(), uint32(1)
+	for _, b := range bufs {
+		if b.Offset()%16 != 0 {
+			per = 1
+		}
+	}
+	if per > 1 && row%per == 0 {
+		wide = 1
+	} else {
+		per, wide = 1, 0
+	}
+	k, err := e.dev.ShaderKernel(key, gatedWG, wide)
 	if err != nil {
 		return err
 	}
 	p := shaders.GatedPush{Count: uint32(count), Row: uint32(row)}
-	return rec.Dispatch(k, [3]uint32{uint32(ceilDiv(row, gatedWG)), e.gridRows(ceilDiv(count, row)), 1}, vk.PushBytes(&p), bufs...)
+	return rec.Dispatch(k, [3]uint32{uint32(ceilDiv(row/per, gatedWG)), e.gridRows(ceilDiv(count, row)), 1}, vk.PushBytes(&p), bufs...)
 }

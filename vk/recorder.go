@@ -20,6 +20,9 @@ type Binding struct {
 	offset, size uint64
 }
 
+// Offset is the binding's first byte in its buffer.
+func (b Binding) Offset() uint64 { return b.offset }
+
 // Whole binds the entire buffer.
 func (b *Buffer) Whole() Binding { return Binding{buf: b, size: b.size} }
 
