@@ -27,6 +27,12 @@
 // its split of K: when the output's tiles would not fill the device and K
 // is long, K is split into slices whose f32 partials a reduction adds
 // (record.go). KernelFor names the candidate a product would take.
+//
+// A product may carry further K segments (Gemm.Segs) that add into the
+// same C, such as QKV's input gradient Σ_p G_p·W_p. The workgroup-scope
+// kernel walks them in one dispatch where they are dense, in one form
+// and deep enough (segments.go); elsewhere they run as one product after
+// another, each after a barrier.
 // Options switch candidates off and override tiles, for comparisons; the
 // package never reads the environment.
 //
