@@ -162,13 +162,22 @@ func (e *Dispatcher) KernelFor(g Gemm) (string, error) {
 
 // problem validates g and finds its layer dtype and sizes.
 func (e *Dispatcher) problem(g *Gemm) (*problem, error) {
-	m, n, k, k2, err := g.validate()
+	p, err := newProblem(g)
 	if err != nil {
 		return nil, fmt.Errorf("kernels: matmul: %w", err)
 	}
+	return p, nil
+}
+
+// newProblem is problem without the error's prefix.
+func newProblem(g *Gemm) (*problem, error) {
+	m, n, k, k2, err := g.validate()
+	if err != nil {
+		return nil, err
+	}
 	key, err := g.key(shaders.MatmulTiled)
 	if err != nil {
-		return nil, fmt.Errorf("kernels: matmul: %w", err)
+		return nil, err
 	}
 	return &problem{g: g, d: key.D, m: m, n: n, k: k, k2: k2}, nil
 }

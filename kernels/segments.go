@@ -32,38 +32,48 @@ func (g *Gemm) segGemm(i int) Gemm {
 // (segPlan), else as the product and then each segment added into C after
 // a barrier. Every operand is validated before anything is recorded.
 func (e *Dispatcher) gemmSegs(rec *vk.Recorder, g Gemm) error {
-	main := g
-	main.Segs = nil
-	p, err := e.problem(&main)
+	p, err := e.segProblem(g)
 	if err != nil {
 		return err
-	}
-	segs := make([]Gemm, len(g.Segs))
-	for i := range g.Segs {
-		segs[i] = g.segGemm(i)
-		sp, err := e.problem(&segs[i])
-		if err != nil {
-			return fmt.Errorf("kernels: matmul: K segment %d: %w", i+1, err)
-		}
-		if sp.d != p.d {
-			return fmt.Errorf("kernels: matmul: K segment %d has layer dtype %s, the product %s: %w", i+1, sp.d, p.d, ErrBadInput)
-		}
-		p.segs = append(p.segs, sp)
 	}
 	if pl, ok := e.segPlan(p); ok {
 		return e.record(rec, p, pl, gemmDims{cRs: p.n})
 	}
-	p.segs = nil
-	if err := e.Gemm(rec, main); err != nil {
+	if err := e.Gemm(rec, *p.g); err != nil {
 		return err
 	}
-	for i := range segs {
+	for _, s := range p.segs {
 		rec.Barrier()
-		if err := e.Gemm(rec, segs[i]); err != nil {
+		if err := e.Gemm(rec, *s.g); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// segProblem validates a segmented product: the product without its
+// segments, and each segment as a product of its own into the same C,
+// of the same layer dtype. Errors name the segment (1 is the first of
+// g.Segs).
+func (e *Dispatcher) segProblem(g Gemm) (*problem, error) {
+	main := g
+	main.Segs = nil
+	p, err := e.problem(&main)
+	if err != nil {
+		return nil, err
+	}
+	for i := range g.Segs {
+		sg := g.segGemm(i)
+		sp, err := newProblem(&sg)
+		if err != nil {
+			return nil, fmt.Errorf("kernels: matmul: K segment %d: %w", i+1, err)
+		}
+		if sp.d != p.d {
+			return nil, fmt.Errorf("kernels: matmul: K segment %d has layer dtype %s, the product %s: %w", i+1, sp.d, p.d, ErrBadInput)
+		}
+		p.segs = append(p.segs, sp)
+	}
+	return p, nil
 }
 
 // segPlan is the one-dispatch plan of a segmented product p on the
@@ -146,22 +156,12 @@ func segBindings(p *problem, pc *shaders.MatmulPush, dummy vk.Binding) []vk.Bind
 // workgroup-scope dispatch walks every segment, else the product's own
 // (KernelFor).
 func (e *Dispatcher) segKernelFor(g Gemm) (string, error) {
-	main := g
-	main.Segs = nil
-	p, err := e.problem(&main)
+	p, err := e.segProblem(g)
 	if err != nil {
 		return "", err
-	}
-	for i := range g.Segs {
-		sg := g.segGemm(i)
-		sp, err := e.problem(&sg)
-		if err != nil {
-			return "", fmt.Errorf("kernels: matmul: K segment %d: %w", i+1, err)
-		}
-		p.segs = append(p.segs, sp)
 	}
 	if _, ok := e.segPlan(p); ok {
 		return "cm2", nil
 	}
-	return e.KernelFor(main)
+	return e.KernelFor(*p.g)
 }

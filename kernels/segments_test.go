@@ -3,6 +3,7 @@ package kernels
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -228,7 +229,8 @@ func TestMatmulSegmentsBadInput(t *testing.T) {
 		err := f.eng.Gemm(rec, Gemm{C: c, A: Dense(a), B: Dense(b), Alpha: 1, Segs: []Seg{s}})
 		require.Error(t, err)
 		require.True(t, errors.Is(err, ErrBadInput), "%v", err)
-		require.Contains(t, err.Error(), "K segment 1")
+		require.Contains(t, err.Error(), "kernels: matmul: K segment 1")
+		require.Equal(t, 1, strings.Count(err.Error(), "kernels:"), "one prefix: %v", err)
 	}
 	require.Zero(t, rec.Dispatches(), "nothing recorded")
 	x := f.Random(d, 8*4, 1)
