@@ -24,18 +24,16 @@ func (e *Dispatcher) Gated(rec *vk.Recorder, act activation.Activation, back boo
 	}
 	// One 16-byte word per invocation where rows are whole words and every
 	// binding starts on one (gated.comp's WIDE), else one element.
-	per, wide := 16/d.Size(), uint32(1)
+	per := 16 / d.Size()
+	if row%per != 0 {
+		per = 1
+	}
 	for _, b := range bufs {
 		if b.Offset()%16 != 0 {
 			per = 1
 		}
 	}
-	if per > 1 && row%per == 0 {
-		wide = 1
-	} else {
-		per, wide = 1, 0
-	}
-	k, err := e.dev.ShaderKernel(key, gatedWG, wide)
+	k, err := e.dev.ShaderKernel(key, gatedWG, b32(per > 1))
 	if err != nil {
 		return err
 	}

@@ -23,11 +23,10 @@ type segCase struct {
 }
 
 // gemm builds c's product into C from operands that ten makes (dtype, an
-// id per operand, shape), with the scales given; it also returns the
-// operands, per segment A, B, A2, B2 (nil where absent).
-func (c segCase) gemm(C *vk.Tensor, ten func(dtype.DType, int, ...int) *vk.Tensor, d dtype.DType, alpha, beta float32) (Gemm, []*vk.Tensor) {
+// id per operand, shape), with the scales given and fused-term scales
+// 0.37 + s.
+func (c segCase) gemm(C *vk.Tensor, ten func(dtype.DType, int, ...int) *vk.Tensor, d dtype.DType, alpha, beta float32) Gemm {
 	var g Gemm
-	var ops []*vk.Tensor
 	for s, k := range c.ks {
 		A := ten(d, 2*s, c.m, k)
 		Bt := ten(d, 2*s+1, storedShape(c.transB, k, c.n)...)
@@ -36,19 +35,17 @@ func (c segCase) gemm(C *vk.Tensor, ten func(dtype.DType, int, ...int) *vk.Tenso
 			B = B.T()
 		}
 		seg := Seg{A: Dense(A), B: B}
-		var A2, B2 *vk.Tensor
 		if r := c.rs[s]; r > 0 {
-			A2, B2 = ten(dtype.F32, 100+2*s, c.m, r), ten(d, 101+2*s, r, c.n)
-			seg.A2, seg.B2, seg.Alpha2 = Dense(A2), Dense(B2), 0.37+float32(s)
+			seg.A2, seg.B2 = Dense(ten(dtype.F32, 100+2*s, c.m, r)), Dense(ten(d, 101+2*s, r, c.n))
+			seg.Alpha2 = 0.37 + float32(s)
 		}
-		ops = append(ops, A, Bt, A2, B2)
 		if s == 0 {
 			g = Gemm{C: C, A: seg.A, B: seg.B, A2: seg.A2, B2: seg.B2, Alpha: alpha, Alpha2: seg.Alpha2, Beta: beta}
 		} else {
 			g.Segs = append(g.Segs, seg)
 		}
 	}
-	return g, ops
+	return g
 }
 
 // prepareSegments builds the kernels of cases in parallel (vk.Device.
@@ -63,7 +60,7 @@ func prepareSegments(t *testing.T, f *fixture, d dtype.DType, cases []segCase) {
 			return x
 		}
 		for _, c := range cases {
-			g, _ := c.gemm(blank(d, 0, c.m, c.n), blank, d, 1, 1)
+			g := c.gemm(blank(d, 0, c.m, c.n), blank, d, 1, 1)
 			if err := f.eng.Gemm(rec, g); err != nil {
 				return err
 			}
@@ -90,10 +87,14 @@ func runSegments(t *testing.T, f *fixture, d dtype.DType, c segCase, want string
 		data[id] = f.Random(dt, size, 1)
 		return f.Upload(dt, data[id], shape...)
 	}
-	g, _ := c.gemm(C, upload, d, alpha, beta)
+	g := c.gemm(C, upload, d, alpha, beta)
 	want64 := append([]float64(nil), c0...)
 	for i := range want64 {
 		want64[i] *= beta
+	}
+	alpha2 := []float32{g.Alpha2}
+	for _, s := range g.Segs {
+		alpha2 = append(alpha2, s.Alpha2)
 	}
 	for s, k := range c.ks {
 		ref.MatmulAcc(want64, data[2*s], data[2*s+1], m, n, k, false, c.transB, alpha, 1)
@@ -103,7 +104,7 @@ func runSegments(t *testing.T, f *fixture, d dtype.DType, c segCase, want string
 			a2 := data[100+2*s]
 			scaled := make([]float64, len(a2))
 			for i, v := range a2 {
-				scaled[i] = float64(0.37+float32(s)) * v
+				scaled[i] = float64(alpha2[s]) * v
 			}
 			ref.MatmulAcc(want64, ref.RoundTo(d, scaled), data[101+2*s], m, n, r, false, false, 1, 1)
 		}
@@ -180,14 +181,8 @@ func TestSegPlan(t *testing.T) {
 	}
 	plan := func(g Gemm) bool {
 		t.Helper()
-		p, err := e.problem(&Gemm{C: g.C, A: g.A, B: g.B, A2: g.A2, B2: g.B2, Alpha: g.Alpha, Alpha2: g.Alpha2})
+		p, err := e.segProblem(g)
 		require.NoError(t, err)
-		for i := range g.Segs {
-			sg := g.segGemm(i)
-			sp, err := e.problem(&sg)
-			require.NoError(t, err)
-			p.segs = append(p.segs, sp)
-		}
 		pl, ok := e.segPlan(p)
 		if ok {
 			require.Equal(t, uint32(1+len(g.Segs)), pl.spec[7], "SEGS")

@@ -80,24 +80,34 @@ layout(set = 0, binding = 4, std430) buffer BufDE4 { uvec4 de4[]; };
 layout(set = 0, binding = 5, std430) buffer BufDG4 { uvec4 dg4[]; };
 #endif
 
-// Word i of every buffer, element by element as main's scalar loop does.
+// One element's outputs from e, g and dh: h = round(act(e))·g, and for the
+// backward dg = dh·round(act(e)) and de = dh·g·act'(e). Both paths below
+// call it, so they compute alike; the forward's unused outputs are dead.
+void element(float ev, float gv, float dhv, out float hv, out float dgv, out float dev) {
+	float f = rnd(act_f(ev));
+	hv = f * gv;
+	dgv = dhv * f;
+	dev = dhv * gv * act_grad(ev);
+}
+
+// Word i of every buffer, element by element.
 void wide(uint i) {
 	const uvec4 ew = e4[i], gw = g4[i];
 #ifdef BACKWARD
 	const uvec4 dhw = dh4[i];
-	uvec4 dew = uvec4(0), dgw = uvec4(0);
 #endif
-	uvec4 hw = uvec4(0);
+	uvec4 hw = uvec4(0), dgw = uvec4(0), dew = uvec4(0);
 	[[unroll]] for (uint j = 0; j < VE; ++j) {
 		const uint w = (VE == 4u) ? j : (j >> 1);
-		float ev = ldw(ew, j), gv = ldw(gw, j);
-		float f = rnd(act_f(ev));
-		hw[w] |= stw(f * gv, j);
+		float dhv = 0.0;
 #ifdef BACKWARD
-		float dhv = ldw(dhw, j);
-		dgw[w] |= stw(dhv * f, j);
-		dew[w] |= stw(dhv * gv * act_grad(ev), j);
+		dhv = ldw(dhw, j);
 #endif
+		float hv, dgv, dev;
+		element(ldw(ew, j), ldw(gw, j), dhv, hv, dgv, dev);
+		hw[w] |= stw(hv, j);
+		dgw[w] |= stw(dgv, j);
+		dew[w] |= stw(dev, j);
 	}
 	h4[i] = hw;
 #ifdef BACKWARD
@@ -123,16 +133,16 @@ void main() {
 	for (uint r = gl_WorkGroupID.y; r < rows; r += gl_NumWorkGroups.y) {
 		uint i = r * pc.row + col;
 		if (i >= pc.count) return;
-		float ev = ld(e[i]), gv = ld(g[i]);
-		float f = rnd(act_f(ev));
-#ifndef BACKWARD
-		h[i] = st(f * gv);
-#else
-		float dhv = ld(dh[i]);
-		float grad = act_grad(ev);
-		h[i] = st(f * gv);
-		dg[i] = st(dhv * f);
-		de[i] = st(dhv * gv * grad);
+		float dhv = 0.0;
+#ifdef BACKWARD
+		dhv = ld(dh[i]);
+#endif
+		float hv, dgv, dev;
+		element(ld(e[i]), ld(g[i]), dhv, hv, dgv, dev);
+		h[i] = st(hv);
+#ifdef BACKWARD
+		dg[i] = st(dgv);
+		de[i] = st(dev);
 #endif
 	}
 }

@@ -145,6 +145,19 @@ shared uvec4 shb[B_ROWS * B_STRIDE];
 		}                                                                                                 \
 	}
 
+// K_LOOP over [k0, kend) through layouts of type LT made by LC, with the
+// operands' dimensions and the row strides a_ld and b_ld.
+#define SEG_LOOP(LT, LC, abuf, bbuf, k0, kend, a_ld, b_ld)                                                \
+	{                                                                                                     \
+		LT la = LC;                                                                                       \
+		LT lb = LC;                                                                                       \
+		la = A_KF ? setTensorLayoutDimensionNV(la, pc.M, kend) : setTensorLayoutDimensionNV(la, kend, pc.M); \
+		lb = B_KF ? setTensorLayoutDimensionNV(lb, pc.N, kend) : setTensorLayoutDimensionNV(lb, kend, pc.N); \
+		la = setTensorLayoutStrideNV(la, a_ld, 1);                                                        \
+		lb = setTensorLayoutStrideNV(lb, b_ld, 1);                                                        \
+		K_LOOP(abuf, bbuf, la, lb, k0, kend)                                                              \
+	}
+
 // One segment's K range [kbeg, kend) of A and B in abuf and bbuf, whose
 // rows (along the non-contiguous index) are a_ld0 and b_ld0 apart. Tiles
 // wholly in range with 16-byte aligned rows take the loop on unclamped
@@ -157,21 +170,9 @@ shared uvec4 shb[B_ROWS * B_STRIDE];
 		if (inside && (a_ld % 8u) == 0u && (b_ld % 8u) == 0u && ((kbeg) % 8u) == 0u) {                    \
 			a_ld &= ~7u;                                                                                  \
 			b_ld &= ~7u;                                                                                  \
-			tensorLayoutNV<2> la = createTensorLayoutNV(2);                                               \
-			tensorLayoutNV<2> lb = createTensorLayoutNV(2);                                               \
-			la = A_KF ? setTensorLayoutDimensionNV(la, pc.M, kend) : setTensorLayoutDimensionNV(la, kend, pc.M); \
-			lb = B_KF ? setTensorLayoutDimensionNV(lb, pc.N, kend) : setTensorLayoutDimensionNV(lb, kend, pc.N); \
-			la = setTensorLayoutStrideNV(la, a_ld, 1);                                                    \
-			lb = setTensorLayoutStrideNV(lb, b_ld, 1);                                                    \
-			K_LOOP(abuf, bbuf, la, lb, (kbeg) & ~7u, kend)                                                \
+			SEG_LOOP(tensorLayoutNV<2>, LC_PLAIN, abuf, bbuf, (kbeg) & ~7u, kend, a_ld, b_ld)             \
 		} else {                                                                                          \
-			tensorLayoutNV<2, CLAMP> la = createTensorLayoutNV(2, CLAMP);                                 \
-			tensorLayoutNV<2, CLAMP> lb = createTensorLayoutNV(2, CLAMP);                                 \
-			la = A_KF ? setTensorLayoutDimensionNV(la, pc.M, kend) : setTensorLayoutDimensionNV(la, kend, pc.M); \
-			lb = B_KF ? setTensorLayoutDimensionNV(lb, pc.N, kend) : setTensorLayoutDimensionNV(lb, kend, pc.N); \
-			la = setTensorLayoutStrideNV(la, a_ld, 1);                                                    \
-			lb = setTensorLayoutStrideNV(lb, b_ld, 1);                                                    \
-			K_LOOP(abuf, bbuf, la, lb, kbeg, kend)                                                        \
+			SEG_LOOP(LT_CLAMP, LC_CLAMP, abuf, bbuf, kbeg, kend, a_ld, b_ld)                              \
 		}                                                                                                 \
 	}
 
@@ -247,9 +248,12 @@ shared uvec4 shb[B_ROWS * B_STRIDE];
 #endif
 
 // beta·C (when beta ≠ 0) added to the tile, then the tile stored, through
-// layout lc from element base.
-#define STORE_C(lc, base)                                                                                 \
+// a layout of type LT made by LC, rows c_rs apart, from element base.
+#define STORE_C(LT, LC, c_rs, base)                                                                       \
 	{                                                                                                     \
+		LT lc = LC;                                                                                       \
+		lc = setTensorLayoutDimensionNV(lc, pc.M, pc.N);                                                  \
+		lc = setTensorLayoutStrideNV(lc, c_rs, 1);                                                        \
 		if (pc.beta != 0.0) {                                                                             \
 			coopmat<C_ELEM, gl_ScopeWorkgroup, BM, BN, gl_MatrixUseAccumulator> old;                      \
 			coopMatLoadTensorNV(old, c, base, sliceTensorLayoutNV(lc, m0, BM, n0, BN));                   \
@@ -307,14 +311,8 @@ void main() {
 	const uint cbase = pc.c_off + gl_WorkGroupID.z * pc.M * pc.c_rs;
 	const uint CA = 16 / (C_TYPE == TYPE_F32 ? 4 : 2); // elements per 16 bytes
 	if (m0 + BM <= pc.M && n0 + BN <= pc.N && (pc.c_rs % CA) == 0u && (cbase % CA) == 0u) {
-		tensorLayoutNV<2> lc = createTensorLayoutNV(2);
-		lc = setTensorLayoutDimensionNV(lc, pc.M, pc.N);
-		lc = setTensorLayoutStrideNV(lc, pc.c_rs & ~(CA - 1u), 1);
-		STORE_C(lc, cbase & ~(CA - 1u))
+		STORE_C(tensorLayoutNV<2>, LC_PLAIN, pc.c_rs & ~(CA - 1u), cbase & ~(CA - 1u))
 	} else {
-		tensorLayoutNV<2, CLAMP> lc = createTensorLayoutNV(2, CLAMP);
-		lc = setTensorLayoutDimensionNV(lc, pc.M, pc.N);
-		lc = setTensorLayoutStrideNV(lc, pc.c_rs, 1);
-		STORE_C(lc, cbase)
+		STORE_C(LT_CLAMP, LC_CLAMP, pc.c_rs, cbase)
 	}
 }
