@@ -1,11 +1,15 @@
 package kernels
 
 import (
+	"fmt"
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/vklora/vklora/dtype"
+	"github.com/vklora/vklora/ref"
+	"github.com/vklora/vklora/vk/vktest"
 )
 
 // The workgroup-scope tile: the first in table order that fills the
@@ -112,4 +116,44 @@ func TestCoopMat2UnrollOption(t *testing.T) {
 	require.NotEqual(t, 16, cm2Tiles[0].Unroll, "the table itself is unchanged")
 	forced := CM2Tile{BM: 64, BN: 64, BK: 32, WG: 128, Unroll: 4}
 	require.Equal(t, []CM2Tile{forced}, Options{CoopMat2Tile: &forced, CoopMat2Unroll: 16}.cm2Tiles())
+}
+
+// Every workgroup-scope tile of the table computes the right product
+// where its loops differ: in-range tiles whose K ends in a partial step
+// (unclamped steps, then one clamped), edge tiles (clamped throughout),
+// and a K shallower than one step. Only where the device has the kernel.
+func TestCoopMat2EveryTile(t *testing.T) {
+	const d = dtype.BF16
+	base := newFixture(t)
+	if !base.eng.CoopMat2(d) {
+		if os.Getenv(requireCoopMat2Env) == "1" {
+			t.Fatalf("%s=1 but %s has no %s workgroup-scope cooperative matrices", requireCoopMat2Env, base.Dev.Info().Name, d)
+		}
+		t.Skipf("%s has no %s workgroup-scope cooperative matrices", base.Dev.Info().Name, d)
+	}
+	for _, tile := range cm2Tiles {
+		t.Run(fmt.Sprintf("%dx%dx%d-u%d", tile.BM, tile.BN, tile.BK, tile.Unroll), func(t *testing.T) {
+			f := newFixtureWith(t, Options{CoopMat2Tile: &tile})
+			for _, s := range [][3]int{
+				{4*tile.BM + 3, 2*tile.BN + 5, tile.BK*(tile.Unroll+1) + 40}, // K tail of 40 on in-range tiles, edge rows and columns
+				{5 * tile.BM, tile.BN, 3*tile.BK + 8},                        // every tile in range, five rows of tiles
+				{2*tile.BM + 1, tile.BN, 24},                                 // shallower than one step
+			} {
+				m, n, k := s[0], s[1], s[2]
+				t.Run(fmt.Sprintf("%dx%dx%d", m, n, k), func(t *testing.T) {
+					f := f.in(t)
+					a, b, c0 := f.Random(d, m*k, 1), f.Random(d, n*k, 1), f.Random(d, m*n, 1)
+					A, B := Dense(f.Upload(d, a, m, k)), Dense(f.Upload(d, b, n, k)).T()
+					c := f.Upload(d, c0, m, n)
+					f.requireKernel(Gemm{C: c, A: A, B: B}, "_cm2")
+					rec := f.Recorder()
+					require.NoError(t, f.eng.MatmulTo(rec, c, A, B, 0.37, -1.5))
+					require.NoError(t, rec.Submit())
+					want := append([]float64(nil), c0...)
+					ref.MatmulAcc(want, a, b, m, n, k, false, true, 0.37, -1.5)
+					vktest.ExpectClose(t, "C", f.Download(c), ref.RoundTo(d, want), n, ref.Tolerance(d).Product)
+				})
+			}
+		})
+	}
 }

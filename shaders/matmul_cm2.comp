@@ -27,7 +27,7 @@
 // group in the in-range loop: unrolled, the next step's tile loads are
 // independent of this step's multiply, so the driver can issue them early;
 // a rolled loop waits for each step's loads before its multiply), 7 SEGS
-// (K segments, 1 to 3: see below).
+// (K segments, 1 to 3: see below), 8 BK2 (the fused term's K step).
 //
 // K segments: with SEGS > 1 the product is C = alpha·Σ_s A_s·B_s +
 // Σ_s alpha2_s·A2_s·B2_s + beta·C, where segment 0 is A, B, A2, B2 above
@@ -145,9 +145,18 @@ shared uvec4 shb[B_ROWS * B_STRIDE];
 		}                                                                                                 \
 	}
 
-// K_LOOP over [k0, kend) through layouts of type LT made by LC, with the
+// The same K range one step at a time: the clamped loop serves only edge
+// tiles, unaligned rows and a product's last partial K step, so it stays
+// rolled, which keeps each kernel's code (and the driver's compile time)
+// near half of what a second unrolled copy costs.
+#define K_ROLLED(abuf, bbuf, la, lb, k0, kend)                                                            \
+	for (uint k = (k0); k < (kend); k += BK) {                                                            \
+		K_STEP(abuf, bbuf, la, lb, k, kend)                                                               \
+	}
+
+// LOOP over [k0, kend) through layouts of type LT made by LC, with the
 // operands' dimensions and the row strides a_ld and b_ld.
-#define SEG_LOOP(LT, LC, abuf, bbuf, k0, kend, a_ld, b_ld)                                                \
+#define SEG_LOOP(LOOP, LT, LC, abuf, bbuf, k0, kend, a_ld, b_ld)                                          \
 	{                                                                                                     \
 		LT la = LC;                                                                                       \
 		LT lb = LC;                                                                                       \
@@ -155,24 +164,26 @@ shared uvec4 shb[B_ROWS * B_STRIDE];
 		lb = B_KF ? setTensorLayoutDimensionNV(lb, pc.N, kend) : setTensorLayoutDimensionNV(lb, kend, pc.N); \
 		la = setTensorLayoutStrideNV(la, a_ld, 1);                                                        \
 		lb = setTensorLayoutStrideNV(lb, b_ld, 1);                                                        \
-		K_LOOP(abuf, bbuf, la, lb, k0, kend)                                                              \
+		LOOP(abuf, bbuf, la, lb, k0, kend)                                                                \
 	}
 
 // One segment's K range [kbeg, kend) of A and B in abuf and bbuf, whose
-// rows (along the non-contiguous index) are a_ld0 and b_ld0 apart. Tiles
-// wholly in range with 16-byte aligned rows take the loop on unclamped
-// layouts, which the driver compiles to wider loads; the rest clamp.
+// rows (along the non-contiguous index) are a_ld0 and b_ld0 apart. A tile
+// wholly in range with 16-byte aligned rows runs its whole K steps on
+// unclamped layouts, which the driver compiles to wider loads; the last
+// partial step, and every step of the other tiles, clamp.
 #define SEGMENT(abuf, bbuf, kbeg, kend, a_ld0, b_ld0)                                                     \
 	{                                                                                                     \
 		uint a_ld = (a_ld0), b_ld = (b_ld0);                                                              \
-		const bool inside = m0 + BM <= pc.M && n0 + BN <= pc.N && ((kend) - (kbeg)) % BK == 0 &&          \
+		uint kfull = (kbeg);                                                                              \
+		const bool inside = m0 + BM <= pc.M && n0 + BN <= pc.N &&                                         \
 		                    (A_KF || (m0 % 8u) == 0u) && (B_KF || (n0 % 8u) == 0u);                       \
 		if (inside && (a_ld % 8u) == 0u && (b_ld % 8u) == 0u && ((kbeg) % 8u) == 0u) {                    \
-			a_ld &= ~7u;                                                                                  \
-			b_ld &= ~7u;                                                                                  \
-			SEG_LOOP(tensorLayoutNV<2>, LC_PLAIN, abuf, bbuf, (kbeg) & ~7u, kend, a_ld, b_ld)             \
-		} else {                                                                                          \
-			SEG_LOOP(LT_CLAMP, LC_CLAMP, abuf, bbuf, kbeg, kend, a_ld, b_ld)                              \
+			kfull = (kend) - ((kend) - (kbeg)) % BK;                                                      \
+			SEG_LOOP(K_LOOP, tensorLayoutNV<2>, LC_PLAIN, abuf, bbuf, (kbeg) & ~7u, kfull, a_ld & ~7u, b_ld & ~7u) \
+		}                                                                                                 \
+		if (kfull < (kend)) {                                                                             \
+			SEG_LOOP(K_ROLLED, LT_CLAMP, LC_CLAMP, abuf, bbuf, kfull, kend, a_ld, b_ld)                   \
 		}                                                                                                 \
 	}
 
