@@ -74,6 +74,11 @@ layout(set = 0, binding = 5, std430) readonly buffer BufQ { float qstate[]; };
 layout(set = 0, binding = 1, std430) readonly buffer BufB { uint16_t b16[]; };
 layout(set = 0, binding = 1, std430) readonly buffer BufB4 { uvec4 b128[]; };
 #endif
+#if B_TYPE == TYPE_NF4
+#define B_WIDE a128 // unused: NF4 B never takes the fast loads
+#else
+#define B_WIDE b128
+#endif
 #define C_BINDING 2
 #include "out_c.glsl"
 layout(set = 0, binding = 3, std430) readonly buffer BufA2 { float a2[]; };
@@ -156,22 +161,51 @@ void main() {
 		rb[i] = (n == 0u || !B_IN(tid + i * WG)) ? uvec4(0) : load_b_chunk(g, n);             \
 	}
 
+	// Whole K steps of a tile wholly in range with 16-byte aligned rows load
+	// every chunk as one uvec4 with no range checks: one uniform branch per
+	// step instead of a check and a fallback path per chunk. The others,
+	// and a last partial step, take GLOBAL_LOAD.
+	const bool a_fast = m0 + BM <= pc.M && (A_KF ? pc.a_rs : pc.a_cs) % 8u == 0u && kbeg % 8u == 0u;
+#if B_TYPE == TYPE_NF4
+	const bool b_fast = false;
+#else
+	const bool b_fast = n0 + BN <= pc.N && (B_KF ? pc.b_cs : pc.b_rs) % 8u == 0u;
+#endif
+	const bool fast = a_fast && b_fast;
+#define GLOBAL_LOAD_FAST(k0)                                                                  \
+	[[unroll]] for (uint i = 0; i < A_PER_THREAD; i++) {                                      \
+		const uint c = tid + i * WG, row = c / (A_COLS / 8), col = (c % (A_COLS / 8)) * 8;    \
+		if (A_IN(c))                                                                          \
+			ra[i] = a128[(A_KF ? (m0 + row) * pc.a_rs + (k0) + col : m0 + col + ((k0) + row) * pc.a_cs) >> 3]; \
+	}                                                                                         \
+	[[unroll]] for (uint i = 0; i < B_PER_THREAD; i++) {                                      \
+		const uint c = tid + i * WG, row = c / (B_COLS / 8), col = (c % (B_COLS / 8)) * 8;    \
+		if (B_IN(c))                                                                          \
+			rb[i] = B_WIDE[(B_KF ? (n0 + row) * pc.b_cs + (k0) + col : n0 + col + ((k0) + row) * pc.b_rs) >> 3]; \
+	}
+#define LOAD_STEP(k0)                                                                         \
+	if (fast && (k0) + BK <= kend) {                                                          \
+		GLOBAL_LOAD_FAST(k0)                                                                  \
+	} else {                                                                                  \
+		GLOBAL_LOAD(k0)                                                                       \
+	}
+
 	uint buf = 0;
 	if (kbeg < kend) {
-		GLOBAL_LOAD(kbeg)
+		LOAD_STEP(kbeg)
 		SHARED_STORE(0)
 		barrier();
 	}
 	for (uint k0 = kbeg; k0 < kend; k0 += BK) {
 		const bool more = k0 + BK < kend;
 		if (more && PREFETCH) {
-			GLOBAL_LOAD(k0 + BK)
+			LOAD_STEP(k0 + BK)
 		}
 		TILE_MMA(buf)
 		if (TWO_BUFS) {
 			if (more) {
 				if (!PREFETCH) {
-					GLOBAL_LOAD(k0 + BK)
+					LOAD_STEP(k0 + BK)
 				}
 				SHARED_STORE(BUF_WORDS - buf)
 			}
@@ -181,7 +215,7 @@ void main() {
 			barrier();
 			if (more) {
 				if (!PREFETCH) {
-					GLOBAL_LOAD(k0 + BK)
+					LOAD_STEP(k0 + BK)
 				}
 				SHARED_STORE(0)
 			}
